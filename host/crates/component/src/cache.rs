@@ -1,0 +1,99 @@
+//! Native code for a component, cached by content hash.
+//!
+//! Compiling a Python component takes seconds; loading its cached native code (mmap) takes about
+//! a millisecond. The cache key is the SHA-256 of the component's bytes plus the engine's
+//! compatibility hash (wasmtime version and every setting that changes generated code), so a new
+//! host build or configuration never loads stale code. Entries are written to a temporary file
+//! and renamed into place, so a crash never leaves a half-written entry under a valid name.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: Option<PathBuf>,
+}
+
+/// Where a component's native code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Compiled,
+    Disabled,
+}
+
+impl CompileCache {
+    /// A cache in `dir` (created on first write).
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: Some(dir.into()),
+        }
+    }
+
+    pub fn disabled() -> Self {
+        Self { dir: None }
+    }
+
+    /// `$WALLAROO_CACHE_DIR`, else `$XDG_CACHE_HOME/wallaroo`, else `$HOME/.cache/wallaroo`.
+    pub fn default_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("WALLAROO_CACHE_DIR") {
+            return Some(dir.into());
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(dir).join("wallaroo"));
+        }
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("wallaroo"))
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Loads `wasm` as a component, from the cache when it holds native code for it.
+    pub fn load(&self, engine: &Engine, wasm: &[u8]) -> anyhow::Result<(Component, CacheOutcome)> {
+        let Some(dir) = &self.dir else {
+            return Ok((Component::new(engine, wasm).map_err(crate::host_error)?, CacheOutcome::Disabled));
+        };
+        let entry = dir.join(format!("{}.cwasm", cache_key(engine, wasm)));
+        if entry.exists() {
+            // SAFETY: the file was written by `store` below from `Component::serialize` of this
+            // very engine configuration (its name carries the compatibility hash), and wasmtime
+            // validates the header before use. Cache entries are never modified in place.
+            match unsafe { Component::deserialize_file(engine, &entry) } {
+                Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                Err(e) => tracing::warn!(
+                    path = %entry.display(),
+                    error = %e,
+                    "unusable compile cache entry; compiling again"
+                ),
+            }
+        }
+        let component = Component::new(engine, wasm).map_err(crate::host_error)?;
+        if let Err(e) = store(&entry, &component.serialize().map_err(crate::host_error)?) {
+            tracing::warn!(path = %entry.display(), error = %e, "cannot write compile cache entry");
+        }
+        Ok((component, CacheOutcome::Compiled))
+    }
+}
+
+fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
+    let mut compat = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut compat);
+    let digest = Sha256::digest(wasm);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-{:016x}", compat.finish())
+}
+
+fn store(entry: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = entry.parent().context("cache entry has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), bytes)?;
+    tmp.persist(entry)?;
+    Ok(())
+}

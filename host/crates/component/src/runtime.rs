@@ -1,0 +1,253 @@
+//! A loaded application and its instances.
+//!
+//! [`Runtime`] holds the compiled component, pre-linked against WASI, and starts instances
+//! cheaply (about half a millisecond each). An [`Instance`] is one sandboxed copy of the guest
+//! with its own memory and state; a worker thread owns one. Every call runs under an epoch
+//! deadline and a memory cap: a guest that loops forever or traps returns
+//! [`GuestError::Trap`] and the instance is dead, a user error comes back as a value.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{App, AppPre};
+use crate::bindings::types::{AppSpec, Message, Output, StateEntry, StateKey};
+use crate::{CacheOutcome, CompileCache, Sandbox};
+
+/// How often the engine's epoch advances; call deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Resource limits for each instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory an instance may grow to, in bytes.
+    pub max_memory: usize,
+    /// Wall time one call into the guest may take before it is interrupted.
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_memory: 512 << 20,
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// The guest answered with an error value: it is alive and its state intact.
+    #[error("{0}")]
+    Refused(String),
+    /// The call did not finish: the instance is dead and must be replaced.
+    #[error("{kind}: {detail}")]
+    Trap { kind: TrapKind, detail: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    Timeout,
+    Trap,
+}
+
+impl std::fmt::Display for TrapKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrapKind::Timeout => "guest call exceeded its time limit",
+            TrapKind::Trap => "guest trapped",
+        })
+    }
+}
+
+impl GuestError {
+    pub fn is_trap(&self) -> bool {
+        matches!(self, GuestError::Trap { .. })
+    }
+
+    fn from_wasmtime(e: wasmtime::Error) -> Self {
+        let (kind, detail) = match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => (TrapKind::Timeout, Trap::Interrupt.to_string()),
+            Some(trap) => (TrapKind::Trap, trap.to_string()),
+            // Not a wasm trap (a host call failed): its own message is the useful part, the
+            // guest backtrace wasmtime adds as context is not.
+            None => (TrapKind::Trap, e.root_cause().to_string()),
+        };
+        GuestError::Trap { kind, detail }
+    }
+}
+
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A compiled application, ready to instantiate from any thread.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    pre: AppPre<HostState>,
+    limits: Limits,
+    sandbox: Sandbox,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl Runtime {
+    /// The engine every component of this process is compiled with.
+    pub fn engine() -> anyhow::Result<Engine> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        Engine::new(&config).map_err(crate::host_error)
+    }
+
+    /// Compiles (or loads from `cache`) the component in `wasm` and links it against WASI.
+    pub fn new(
+        wasm: &[u8],
+        cache: &CompileCache,
+        limits: Limits,
+        sandbox: Sandbox,
+    ) -> anyhow::Result<(Self, CacheOutcome)> {
+        let engine = Self::engine()?;
+        let (component, outcome) = cache.load(&engine, wasm)?;
+        Ok((Self::link(engine, component, limits, sandbox)?, outcome))
+    }
+
+    fn link(
+        engine: Engine,
+        component: Component,
+        limits: Limits,
+        sandbox: Sandbox,
+    ) -> anyhow::Result<Self> {
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(crate::host_error)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(crate::host_error)
+            .context("the component does not fit the wallaroo:app world or imports more than WASI")?;
+        let pre = AppPre::new(pre).map_err(crate::host_error)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            pre,
+            limits,
+            sandbox,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A fresh instance. Call [`Instance::describe`] on it before anything else.
+    pub fn instantiate(&self) -> anyhow::Result<Instance> {
+        let state = HostState {
+            wasi: self.sandbox.wasi_ctx()?,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.max_memory)
+                .trap_on_grow_failure(false)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(u64::MAX / 2);
+        store.epoch_deadline_trap();
+        let app = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(crate::host_error)
+            .context("instantiating the component")?;
+        let deadline_ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1);
+        Ok(Instance {
+            store,
+            app,
+            deadline_ticks: deadline_ticks as u64,
+        })
+    }
+}
+
+/// One sandboxed copy of the guest.
+pub struct Instance {
+    store: Store<HostState>,
+    app: App,
+    deadline_ticks: u64,
+}
+
+impl Instance {
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, GuestError> {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match f(&self.app, &mut self.store) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(refusal)) => Err(GuestError::Refused(refusal)),
+            Err(e) => Err(GuestError::from_wasmtime(e)),
+        }
+    }
+
+    pub fn describe(&mut self, args: &[String]) -> Result<AppSpec, GuestError> {
+        self.call(|app, store| app.wallaroo_app_guest().call_describe(store, args))
+    }
+
+    pub fn process(&mut self, segment: u32, batch: &[Message]) -> Result<Vec<Output>, GuestError> {
+        self.call(|app, store| app.wallaroo_app_guest().call_process(store, segment, batch))
+    }
+
+    pub fn snapshot_changed(&mut self) -> Result<Vec<StateEntry>, GuestError> {
+        self.call(|app, store| app.wallaroo_app_guest().call_snapshot_changed(store))
+    }
+
+    pub fn restore(&mut self, entries: &[StateEntry]) -> Result<(), GuestError> {
+        self.call(|app, store| app.wallaroo_app_guest().call_restore(store, entries))
+    }
+
+    pub fn take(&mut self, keys: &[StateKey]) -> Result<Vec<StateEntry>, GuestError> {
+        self.call(|app, store| app.wallaroo_app_guest().call_take(store, keys))
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the last runtime using it is dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Arc<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wallaroo-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Arc::new(Self { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
