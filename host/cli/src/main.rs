@@ -1,1 +1,82 @@
-fn main() {}
+//! The `wallaroo` command. Each subcommand is one small module that parses its arguments and
+//! calls a library crate.
+
+mod build;
+mod receive;
+mod run;
+mod send;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "wallaroo",
+    version,
+    about = "A WebAssembly-sandboxed stream engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a Python application (app.py) into a component (app.wasm).
+    Build(build::Args),
+    /// Run a component on this machine.
+    Run(run::Args),
+    /// Send a file's lines (or frames) to a framed TCP source.
+    Send(send::Args),
+    /// Listen where a TCP sink connects and write what arrives.
+    Receive(receive::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse_from(run::hoist_host_flags(std::env::args().collect())).command {
+        Command::Build(args) => build::main(args),
+        Command::Run(args) => run::main(args),
+        Command::Send(args) => send::main(args),
+        Command::Receive(args) => receive::main(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+impl Cli {
+    #[cfg(test)]
+    fn try_parse_from_args(argv: Vec<String>) -> Result<Self, clap::Error> {
+        <Self as Parser>::try_parse_from(argv)
+    }
+}
+
+/// The tokio runtime for I/O; guest code runs on worker threads of its own.
+fn io_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("wallaroo-io")
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

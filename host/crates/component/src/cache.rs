@@ -57,7 +57,10 @@ impl CompileCache {
     /// Loads `wasm` as a component, from the cache when it holds native code for it.
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> anyhow::Result<(Component, CacheOutcome)> {
         let Some(dir) = &self.dir else {
-            return Ok((Component::new(engine, wasm).map_err(crate::host_error)?, CacheOutcome::Disabled));
+            return Ok((
+                Component::new(engine, wasm).map_err(crate::host_error)?,
+                CacheOutcome::Disabled,
+            ));
         };
         let entry = dir.join(format!("{}.cwasm", cache_key(engine, wasm)));
         if entry.exists() {

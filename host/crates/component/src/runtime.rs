@@ -15,8 +15,8 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{App, AppPre};
 use crate::bindings::types::{AppSpec, Message, Output, StateEntry, StateKey};
+use crate::bindings::{App, AppPre};
 use crate::{CacheOutcome, CompileCache, Sandbox};
 
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
@@ -139,7 +139,9 @@ impl Runtime {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(crate::host_error)
-            .context("the component does not fit the wallaroo:app world or imports more than WASI")?;
+            .context(
+                "the component does not fit the wallaroo:app world or imports more than WASI",
+            )?;
         let pre = AppPre::new(pre).map_err(crate::host_error)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {

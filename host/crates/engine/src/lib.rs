@@ -1,1 +1,17 @@
+//! One node's dataflow: worker threads that each own an instance of the application, the routing
+//! of keyed messages to the worker that owns their key group, dead letters, and draining on
+//! shutdown. Sockets live in `wallaroo-connectors`; this crate only sees batches of frames in and
+//! encoded bytes out.
+//!
+//! Flow: a source hands a batch of frames to one worker (the same worker for the life of a
+//! connection, so a connection's order is kept). The worker runs the source's segment in its
+//! guest and gets back routed messages, sink output and user failures. Routed messages go to the
+//! worker owning the key's group; sink output goes to the sink's bounded queue, so a slow sink
+//! blocks the workers feeding it and, through source credits, the sources.
 
+mod dead_letter;
+mod node;
+mod worker;
+
+pub use dead_letter::{DeadLetters, Entry as DeadLetterEntry, EntryWriter};
+pub use node::{Node, NodeConfig, NodeCounters, SinkBatch, SourceHandle, SourceHandles, Stopped};

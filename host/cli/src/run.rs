@@ -1,0 +1,295 @@
+//! `wallaroo run APP.wasm [options] [app args]`: one node on this machine.
+//!
+//! Everything after APP.wasm goes to the application's `application_setup(args)`, as Wallaroo
+//! passed its command line; the host's own options may stand before or after APP.wasm.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::CommandFactory as _;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use wallaroo_component::{
+    CacheOutcome, CompileCache, Limits, Runtime, Sandbox, SinkConfig, SourceConfig,
+};
+use wallaroo_connectors::{SourceOptions, TcpSource, run_generator, run_tcp_sink};
+use wallaroo_engine::{Node, NodeConfig};
+use wallaroo_types::KeyGroups;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    options: Options,
+    /// The application component (built with `wallaroo build`).
+    app: PathBuf,
+    /// Arguments for the application, e.g. --in HOST:PORT --out HOST:PORT.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    app_args: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct Options {
+    /// Worker threads, each with its own instance of the application [default: CPU cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// The node's data directory (dead letters).
+    #[arg(long, default_value = "wallaroo-data")]
+    data_dir: PathBuf,
+    /// Where compiled native code is cached [default: $WALLAROO_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/wallaroo, else ~/.cache/wallaroo].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Compile the component on every start.
+    #[arg(long)]
+    no_cache: bool,
+    /// Memory each instance may use, in MiB.
+    #[arg(long, default_value_t = 512)]
+    max_memory: usize,
+    /// Time one call into the application may take, in milliseconds, before the instance is
+    /// stopped and replaced.
+    #[arg(long, default_value_t = 10_000)]
+    call_timeout: u64,
+    /// Largest frame a source accepts, in bytes; larger frames go to the dead letters.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_frame_size: u64,
+    /// Most messages handed to the application in one call.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Key groups keys are hashed to (fixed for the life of the application's state).
+    #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS)]
+    key_groups: u32,
+    /// Give the application the real clock (default: frozen at the Unix epoch).
+    #[arg(long)]
+    allow_clock: bool,
+    /// Give the application real randomness (default: a fixed seed, so replays repeat).
+    #[arg(long)]
+    allow_random: bool,
+    /// Give the application network access.
+    #[arg(long)]
+    allow_network: bool,
+    /// Give the application a directory, as HOST_DIR or HOST_DIR:GUEST_PATH.
+    #[arg(long)]
+    allow_dir: Vec<String>,
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let o = &args.options;
+    let wasm =
+        std::fs::read(&args.app).with_context(|| format!("cannot read {}", args.app.display()))?;
+    let cache = match (&o.cache_dir, o.no_cache) {
+        (_, true) => CompileCache::disabled(),
+        (Some(dir), false) => CompileCache::at(dir),
+        (None, false) => CompileCache::default_dir()
+            .map(CompileCache::at)
+            .unwrap_or_else(CompileCache::disabled),
+    };
+    let limits = Limits {
+        max_memory: o.max_memory << 20,
+        call_timeout: Duration::from_millis(o.call_timeout),
+    };
+    let sandbox = Sandbox {
+        allow_clock: o.allow_clock,
+        allow_random: o.allow_random,
+        allow_network: o.allow_network,
+        dirs: o.allow_dir.iter().map(|d| parse_dir_grant(d)).collect(),
+    };
+    let started = Instant::now();
+    let (runtime, outcome) = Runtime::new(&wasm, &cache, limits, sandbox)
+        .with_context(|| format!("loading {}", args.app.display()))?;
+    let loaded = started.elapsed();
+    let workers = o.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let mut config = NodeConfig::new(&o.data_dir, args.app_args.clone());
+    config.workers = workers;
+    config.key_groups = KeyGroups::new(o.key_groups.max(1));
+    let mut node = Node::start(&runtime, config)?;
+    let spec = node.spec().clone();
+    eprintln!(
+        "{}: {} worker{}, code {} in {} ms",
+        spec.name,
+        workers,
+        if workers == 1 { "" } else { "s" },
+        match outcome {
+            CacheOutcome::Hit => "loaded from cache",
+            CacheOutcome::Compiled => "compiled and cached",
+            CacheOutcome::Disabled => "compiled",
+        },
+        loaded.as_millis()
+    );
+
+    let source_options = SourceOptions {
+        max_frame: o.max_frame_size,
+        batch_size: o.batch_size.max(1),
+    };
+    crate::io_runtime()?.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut sources = JoinSet::new();
+        for (i, source) in spec.sources.iter().enumerate() {
+            let handles = node.source(i);
+            match &source.config {
+                SourceConfig::Tcp(tcp) => {
+                    let listener = TcpSource::bind(
+                        &source.name,
+                        &tcp.host,
+                        &tcp.port,
+                        tcp.framing.into(),
+                        source_options.clone(),
+                    )
+                    .await?;
+                    eprintln!(
+                        "source '{}' listening on {}",
+                        source.name,
+                        listener.local_addr()?
+                    );
+                    sources.spawn(listener.run(move || handles.next(), stop_rx.clone()));
+                }
+                SourceConfig::Generator => {
+                    eprintln!("source '{}' generating", source.name);
+                    sources.spawn(run_generator(
+                        handles.next(),
+                        source_options.batch_size,
+                        stop_rx.clone(),
+                    ));
+                }
+            }
+        }
+        let mut sinks = JoinSet::new();
+        for (i, sink) in spec.sinks.iter().enumerate() {
+            let SinkConfig::Tcp(tcp) = &sink.config;
+            let addr = format!("{}:{}", tcp.host, tcp.port);
+            eprintln!("sink '{}' writing to {addr}", sink.name);
+            sinks.spawn(run_tcp_sink(sink.name.clone(), addr, node.take_sink(i)));
+        }
+        eprintln!("running; Ctrl-C or SIGTERM stops after processing what was accepted");
+
+        crate::shutdown_signal().await;
+        eprintln!(
+            "stopping: processing accepted messages and flushing sinks (signal again to exit now)"
+        );
+        tokio::spawn(async {
+            crate::shutdown_signal().await;
+            eprintln!("second signal: exiting without draining");
+            std::process::exit(130);
+        });
+        let _ = stop_tx.send(true);
+        while sources.join_next().await.is_some() {}
+        let counters = node.counters();
+        let (received, dead) = (
+            counters.received.load(Ordering::Relaxed),
+            counters.dead_lettered.load(Ordering::Relaxed),
+        );
+        let dead_letters = node.dead_letters().log_path();
+        let emitted = node.shutdown_and_count().await;
+        while let Some(done) = sinks.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::error!("{e:#}");
+            }
+        }
+        eprintln!("stopped: {received} messages received, {emitted} emitted, {dead} dead-lettered");
+        if dead > 0 {
+            eprintln!("dead letters: {}", dead_letters.display());
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn parse_dir_grant(grant: &str) -> (PathBuf, String) {
+    match grant.split_once(':') {
+        Some((host, guest)) => (PathBuf::from(host), guest.to_string()),
+        None => (PathBuf::from(grant), grant.to_string()),
+    }
+}
+
+/// Copies the host options that stand after APP.wasm in a `run` command line to before it, so
+/// clap sees them; the application still receives the whole list after APP.wasm.
+pub fn hoist_host_flags(argv: Vec<String>) -> Vec<String> {
+    if argv.get(1).map(String::as_str) != Some("run") {
+        return argv;
+    }
+    let cli = crate::Cli::command();
+    let Some(run) = cli.find_subcommand("run") else {
+        return argv;
+    };
+    // Some(true): a host option taking a value; Some(false): a host switch.
+    let host_option = |arg: &str| -> Option<bool> {
+        let name = arg.strip_prefix("--")?.split('=').next()?;
+        run.get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .map(|a| a.get_action().takes_values() && !arg.contains('='))
+    };
+    let mut app = 2;
+    while app < argv.len() && argv[app].starts_with('-') {
+        app += if host_option(&argv[app]) == Some(true) {
+            2
+        } else {
+            1
+        };
+    }
+    if app >= argv.len() {
+        return argv;
+    }
+    let mut hoisted = Vec::new();
+    let mut i = app + 1;
+    while i < argv.len() {
+        match host_option(&argv[i]) {
+            Some(true) => {
+                hoisted.extend(argv[i..(i + 2).min(argv.len())].iter().cloned());
+                i += 2;
+            }
+            Some(false) => {
+                hoisted.push(argv[i].clone());
+                i += 1;
+            }
+            None => i += 1,
+        }
+    }
+    let mut out = argv[..app].to_vec();
+    out.extend(hoisted);
+    out.extend(argv[app..].iter().cloned());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn host_options_after_the_app_are_seen_and_still_passed_on() {
+        let out = hoist_host_flags(argv(
+            "wallaroo run app.wasm --in 127.0.0.1:7010 --workers 3 --allow-clock --mine x",
+        ));
+        assert_eq!(
+            out,
+            argv(
+                "wallaroo run --workers 3 --allow-clock app.wasm --in 127.0.0.1:7010 \
+                 --workers 3 --allow-clock --mine x"
+            )
+        );
+        let parsed = crate::Cli::try_parse_from_args(out).unwrap();
+        let crate::Command::Run(args) = parsed.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.options.workers, Some(3));
+        assert!(args.options.allow_clock);
+        assert_eq!(args.app, PathBuf::from("app.wasm"));
+        assert_eq!(args.app_args[0], "--in");
+        assert_eq!(args.app_args.len(), 7);
+    }
+
+    #[test]
+    fn options_before_the_app_are_left_alone() {
+        let line = argv("wallaroo run --workers 2 app.wasm --out h:1");
+        assert_eq!(hoist_host_flags(line.clone()), line);
+        let other = argv("wallaroo send --host h:1 --file f");
+        assert_eq!(hoist_host_flags(other.clone()), other);
+    }
+}

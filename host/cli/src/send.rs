@@ -1,0 +1,46 @@
+//! `wallaroo send --host HOST:PORT --file F [...]`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wallaroo_connectors::SendOptions;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The source's address.
+    #[arg(long)]
+    host: String,
+    /// Each line is one message (without its line ending).
+    #[arg(long)]
+    file: PathBuf,
+    /// The file already holds frames: a 4-byte big-endian length, then the payload.
+    #[arg(long)]
+    binary: bool,
+    /// Messages per write.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Pause between writes, in nanoseconds.
+    #[arg(long)]
+    interval: Option<u64>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Start the file over at its end (until --messages, or until stopped).
+    #[arg(long)]
+    repeat: bool,
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let options = SendOptions {
+        host: args.host,
+        file: args.file,
+        binary: args.binary,
+        batch_size: args.batch_size,
+        interval: args.interval.map(Duration::from_nanos),
+        messages: args.messages,
+        repeat: args.repeat,
+    };
+    let sent = crate::io_runtime()?.block_on(wallaroo_connectors::send(&options))?;
+    eprintln!("sent {sent} messages to {}", options.host);
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! `wallaroo receive`: listens where a TCP sink connects and writes what arrives.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct ReceiveOptions {
+    pub listen: String,
+    /// Where to write; standard output when absent.
+    pub output: Option<PathBuf>,
+}
+
+/// Binds, reports the bound address through `bound`, and writes every byte received (from any
+/// number of connections, each written in the order it arrives) until `stop` turns true.
+pub async fn receive(
+    options: &ReceiveOptions,
+    bound: impl FnOnce(std::net::SocketAddr),
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<u64> {
+    let listener = TcpListener::bind(&options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    bound(listener.local_addr()?);
+    let out: Box<dyn Write + Send> = match &options.output {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let out = Arc::new(Mutex::new((out, 0u64)));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => {
+                let (mut stream, peer) = accepted?;
+                let out = out.clone();
+                connections.spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                let mut guard = out.lock().unwrap_or_else(|p| p.into_inner());
+                                let (w, total) = &mut *guard;
+                                if let Err(e) = w.write_all(&buf[..n]).and_then(|_| w.flush()) {
+                                    tracing::error!("cannot write received data: {e}");
+                                    break;
+                                }
+                                *total += n as u64;
+                            }
+                            Err(e) => {
+                                tracing::warn!(%peer, "connection lost: {e}");
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+    connections.abort_all();
+    let total = out.lock().unwrap_or_else(|p| p.into_inner()).1;
+    Ok(total)
+}

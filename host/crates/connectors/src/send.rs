@@ -1,0 +1,139 @@
+//! `wallaroo send`: a framed TCP load generator, the counterpart of a framed source.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::io::AsyncWriteExt;
+use wallaroo_types::Framing;
+
+use crate::connect_with_retry;
+
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    pub host: String,
+    pub file: PathBuf,
+    /// The file already holds frames (4-byte big-endian length, payload) rather than lines.
+    pub binary: bool,
+    /// Messages per write.
+    pub batch_size: usize,
+    /// Pause between writes.
+    pub interval: Option<Duration>,
+    /// Stop after this many messages.
+    pub messages: Option<u64>,
+    /// Start the file over when it ends (until `messages`, or forever).
+    pub repeat: bool,
+}
+
+/// Sends the file's messages and returns how many were sent.
+pub async fn send(options: &SendOptions) -> anyhow::Result<u64> {
+    let data = std::fs::read(&options.file)
+        .with_context(|| format!("cannot read {}", options.file.display()))?;
+    let messages = if options.binary {
+        split_frames(&data).with_context(|| format!("in {}", options.file.display()))?
+    } else {
+        split_lines(&data)
+    };
+    if messages.is_empty() {
+        bail!("{} holds no messages", options.file.display());
+    }
+    let mut stream = connect_with_retry(
+        &options.host,
+        "send",
+        Duration::from_millis(100),
+        Some(Duration::from_secs(30)),
+    )
+    .await?;
+    let limit = options.messages.unwrap_or(if options.repeat {
+        u64::MAX
+    } else {
+        messages.len() as u64
+    });
+    let batch_size = options.batch_size.max(1);
+    let mut sent = 0u64;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut next = messages.iter().cycle();
+    while sent < limit {
+        buf.clear();
+        let mut in_batch = 0;
+        while in_batch < batch_size && sent < limit {
+            if !options.repeat && sent >= messages.len() as u64 {
+                break;
+            }
+            Framing::DEFAULT.encode(next.next().expect("cycle of a non-empty list"), &mut buf);
+            in_batch += 1;
+            sent += 1;
+        }
+        if in_batch == 0 {
+            break;
+        }
+        stream
+            .write_all(&buf)
+            .await
+            .with_context(|| format!("sending to {}", options.host))?;
+        if let Some(pause) = options.interval {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    stream.flush().await?;
+    stream.shutdown().await?;
+    Ok(sent)
+}
+
+/// Each line is a message, without its line ending. A final line ending adds no empty message.
+fn split_lines(data: &[u8]) -> Vec<&[u8]> {
+    let data = data.strip_suffix(b"\n").unwrap_or(data);
+    if data.is_empty() {
+        return Vec::new();
+    }
+    data.split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .collect()
+}
+
+fn split_frames(mut data: &[u8]) -> anyhow::Result<Vec<&[u8]>> {
+    let mut frames = Vec::new();
+    let mut offset = 0usize;
+    while !data.is_empty() {
+        let Some((header, rest)) = data.split_first_chunk::<4>() else {
+            bail!("torn frame header at byte {offset}");
+        };
+        let len = u32::from_be_bytes(*header) as usize;
+        if rest.len() < len {
+            bail!(
+                "frame at byte {offset} announces {len} bytes, {} remain",
+                rest.len()
+            );
+        }
+        frames.push(&rest[..len]);
+        data = &rest[len..];
+        offset += 4 + len;
+    }
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_without_their_endings() {
+        assert_eq!(
+            split_lines(b"a\r\nbb\n\nc\n"),
+            vec![&b"a"[..], b"bb", b"", b"c"]
+        );
+        assert_eq!(split_lines(b"no newline"), vec![&b"no newline"[..]]);
+        assert!(split_lines(b"").is_empty());
+    }
+
+    #[test]
+    fn frames_and_torn_frames() {
+        let mut data = Vec::new();
+        Framing::DEFAULT.encode(b"one", &mut data);
+        Framing::DEFAULT.encode(b"", &mut data);
+        assert_eq!(split_frames(&data).unwrap(), vec![&b"one"[..], b""]);
+        data.extend_from_slice(&[0, 0, 0, 9, 1]);
+        let err = split_frames(&data).unwrap_err().to_string();
+        assert!(err.contains("byte 11"), "{err}");
+    }
+}

@@ -1,0 +1,229 @@
+//! Framed TCP sources and generator sources.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use wallaroo_engine::{DeadLetterEntry as Entry, SourceHandle, Stopped};
+use wallaroo_types::Framing;
+
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Frames larger than this are written to the dead letters instead of being processed.
+    pub max_frame: u64,
+    /// Most frames handed to a worker at once. Fewer go when the socket has no more data ready,
+    /// so a quiet stream is not held back waiting for a full batch.
+    pub batch_size: usize,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            max_frame: 16 << 20,
+            batch_size: 256,
+        }
+    }
+}
+
+/// A listening framed TCP source. Accepts any number of connections at once.
+pub struct TcpSource {
+    name: String,
+    listener: TcpListener,
+    framing: Framing,
+    options: SourceOptions,
+}
+
+impl TcpSource {
+    pub async fn bind(
+        name: &str,
+        host: &str,
+        port: &str,
+        framing: Framing,
+        options: SourceOptions,
+    ) -> anyhow::Result<Self> {
+        framing.validate()?;
+        let addr = format!("{host}:{port}");
+        let listener = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("source '{name}' cannot listen on {addr}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            listener,
+            framing,
+            options,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until `stop` turns true, then stops reading, waits for every
+    /// connection's accepted frames to be handed over, and returns.
+    pub async fn run(
+        self,
+        mut handles: impl FnMut() -> SourceHandle,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let name: Arc<str> = self.name.into();
+        let mut connections = JoinSet::new();
+        loop {
+            let conn_stop = stop.clone();
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let conn = Connection {
+                            source: name.clone(),
+                            peer,
+                            handle: handles(),
+                            framing: self.framing,
+                            options: self.options.clone(),
+                        };
+                        connections.spawn(conn.run(stream, conn_stop));
+                    }
+                    Err(e) => tracing::warn!(source = %name, "accept failed: {e}"),
+                },
+            }
+        }
+        drop(self.listener);
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+struct Connection {
+    source: Arc<str>,
+    peer: SocketAddr,
+    handle: SourceHandle,
+    framing: Framing,
+    options: SourceOptions,
+}
+
+enum Frame {
+    Payload(Vec<u8>),
+    /// Too large: already written to the dead letters.
+    Skipped,
+    End,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, mut stop: watch::Receiver<bool>) {
+        let mut reader = BufReader::with_capacity(64 * 1024, stream);
+        let mut batch = Vec::new();
+        loop {
+            let frame = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                frame = self.read_frame(&mut reader) => frame,
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::warn!(source = %self.source, peer = %self.peer, "connection lost: {e}");
+                    break;
+                }
+            };
+            let (end, reader_empty) = match frame {
+                Frame::Payload(p) => {
+                    batch.push(p);
+                    (false, reader.buffer().is_empty())
+                }
+                Frame::Skipped => (false, reader.buffer().is_empty()),
+                Frame::End => (true, true),
+            };
+            let full = reader_empty || batch.len() >= self.options.batch_size;
+            if !batch.is_empty() && full && self.send(std::mem::take(&mut batch)).await.is_err() {
+                return;
+            }
+            if end {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = self.send(batch).await;
+        }
+    }
+
+    async fn send(&self, batch: Vec<Vec<u8>>) -> Result<(), Stopped> {
+        self.handle.send(batch).await
+    }
+
+    async fn read_frame<R: AsyncRead + Unpin + Send + 'static>(
+        &self,
+        reader: &mut BufReader<R>,
+    ) -> std::io::Result<Frame> {
+        let mut header = vec![0u8; self.framing.header_length as usize];
+        // A clean end of stream falls between frames; anything else is a torn frame.
+        let first = reader.read(&mut header).await?;
+        if first == 0 {
+            return Ok(Frame::End);
+        }
+        reader.read_exact(&mut header[first..]).await?;
+        let len = self.framing.payload_length(&header);
+        if len > self.options.max_frame {
+            self.dead_letter_oversized(reader, len).await?;
+            return Ok(Frame::Skipped);
+        }
+        let mut payload = vec![0u8; len as usize];
+        reader.read_exact(&mut payload).await?;
+        Ok(Frame::Payload(payload))
+    }
+
+    /// Streams an oversized frame's payload into the dead letters without holding it in memory.
+    async fn dead_letter_oversized<R: AsyncRead + Unpin + Send + 'static>(
+        &self,
+        reader: &mut BufReader<R>,
+        len: u64,
+    ) -> std::io::Result<()> {
+        let error = format!(
+            "frame of {len} bytes from {} exceeds the maximum frame size of {} bytes \
+             (--max-frame-size)",
+            self.peer, self.options.max_frame
+        );
+        tracing::warn!("error in source '{}': {error}", self.source);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut left = len;
+        // Read in bounded chunks; a connection that dies mid-frame leaves an entry holding the
+        // bytes that came.
+        let mut writer = self.handle.dead_letters().open_entry()?;
+        while left > 0 {
+            let want = chunk.len().min(left as usize);
+            let got = reader.read(&mut chunk[..want]).await?;
+            if got == 0 {
+                break;
+            }
+            writer.append(&chunk[..got])?;
+            left -= got as u64;
+        }
+        let entry = Entry {
+            at: &self.source,
+            key: None,
+            error: &error,
+        };
+        writer.finish(&entry).map_err(std::io::Error::other)?;
+        self.handle
+            .counters()
+            .dead_lettered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if left > 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+}
+
+/// Feeds a generator source: asks its segment for `batch` messages at a time until `stop`.
+pub async fn run_generator(handle: SourceHandle, batch: usize, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            sent = handle.send(vec![Vec::new(); batch]) => if sent.is_err() { break },
+        }
+    }
+}
