@@ -1,0 +1,5 @@
+import wallaroo
+
+
+def setup(args):
+    return wallaroo.build_application("nothing", None)

@@ -1,0 +1,5 @@
+import wallaroo
+
+
+def application_setup(args:
+    return wallaroo.build_application("broken", None)

@@ -1,0 +1,331 @@
+//! Fixtures for the end-to-end tests: the `wallaroo` binary, components built from Python apps
+//! (once per test run, cached by content), and child processes whose output is watched.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `target/<profile>/wallaroo`, next to the test binary's `deps/` directory.
+pub fn wallaroo() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .join("wallaroo");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --bin wallaroo` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A scratch directory under target/, kept between runs (build outputs and compile cache).
+pub fn scratch() -> PathBuf {
+    let dir = root().join("target").join("e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Builds `app` (a path relative to the repository root) with `wallaroo build`, once per
+/// distinct content of the app, its directory's modules, the SDK and the WIT.
+pub fn build_app(app: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    // Hold the lock while building: concurrent tests wanting the same app wait for one build.
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(app) {
+        return path.clone();
+    }
+    let source = root().join(app);
+    let mut hash = Sha256::new();
+    for dir in [
+        source.parent().unwrap().to_path_buf(),
+        root().join("guest-sdks/python/wallaroo"),
+        root().join("wit"),
+    ] {
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "py" || e == "wit"))
+            .collect();
+        files.sort();
+        for f in files {
+            hash.update(f.file_name().unwrap().as_encoded_bytes());
+            hash.update(std::fs::read(&f).unwrap());
+        }
+    }
+    hash.update(std::fs::read(wallaroo()).map(|b| b.len().to_le_bytes()).unwrap());
+    let digest: String = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let stem = source.file_stem().unwrap().to_string_lossy().into_owned();
+    let out = scratch().join(format!("{stem}-{digest}.wasm"));
+    if !out.exists() {
+        let status = Command::new(wallaroo())
+            .arg("build")
+            .arg(&source)
+            .arg("-o")
+            .arg(&out)
+            .status()
+            .expect("running wallaroo build");
+        assert!(status.success(), "wallaroo build {app} failed");
+    }
+    built.insert(app.to_string(), out.clone());
+    out
+}
+
+/// A child process whose standard error is collected line by line as it runs.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    lines: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let (lock, cv) = &*sink;
+                lock.lock().unwrap().push(line);
+                cv.notify_all();
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            lines,
+        }
+    }
+
+    /// Everything the process has written to standard error so far.
+    pub fn stderr(&self) -> String {
+        self.lines.0.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> String {
+        let (lock, cv) = &*self.lines;
+        let deadline = Instant::now() + timeout;
+        let mut lines = lock.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "{}: no line with {needle:?} within {timeout:?}; stderr:\n{}",
+                self.name,
+                lines.join("\n")
+            );
+            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// The address in the line `... listening on ADDR` that contains `needle`.
+    pub fn listening_addr(&self, needle: &str) -> String {
+        let line = self.wait_line(needle, Duration::from_secs(120));
+        line.rsplit("listening on ").next().unwrap().trim().to_string()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    pub fn stop(&mut self, timeout: Duration) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        self.wait(timeout)
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                // Give the reader thread a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not exit within {timeout:?}; stderr:\n{}", self.name, self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `wallaroo receive` on a free port, writing to a file in `dir`.
+pub struct Receiver {
+    pub proc: Proc,
+    pub addr: String,
+    pub output: PathBuf,
+}
+
+impl Receiver {
+    pub fn start(dir: &Path) -> Receiver {
+        let output = dir.join("received.txt");
+        let mut cmd = Command::new(wallaroo());
+        cmd.args(["receive", "--listen", "127.0.0.1:0", "--output"])
+            .arg(&output);
+        let proc = Proc::spawn("receive", cmd);
+        let addr = proc.listening_addr("listening on");
+        Receiver { proc, addr, output }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.output).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the output holds at least `lines` lines.
+    pub fn wait_lines(&self, lines: usize, timeout: Duration) -> String {
+        wait_until(timeout, || {
+            let text = self.text();
+            (text.lines().count() >= lines).then_some(text)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "receiver got {} of {lines} lines within {timeout:?}:\n{}",
+                self.text().lines().count(),
+                tail(&self.text(), 20)
+            )
+        })
+    }
+}
+
+/// `wallaroo run APP` with a TCP source on a free port and its sink pointed at `sink`.
+pub struct Node {
+    pub proc: Proc,
+    pub source: String,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    pub fn start(wasm: &Path, sink: &str, dir: &Path, extra: &[&str]) -> Node {
+        let data_dir = dir.join("data");
+        let mut cmd = Command::new(wallaroo());
+        cmd.arg("run")
+            .arg(wasm)
+            .args(["--in", "127.0.0.1:0", "--out", sink, "--data-dir"])
+            .arg(&data_dir)
+            .arg("--cache-dir")
+            .arg(scratch().join("cache"))
+            .args(extra);
+        let proc = Proc::spawn("run", cmd);
+        let source = proc.listening_addr("listening on");
+        Node {
+            proc,
+            source,
+            data_dir,
+        }
+    }
+
+    /// The dead-letter log's entries.
+    pub fn dead_letters(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.data_dir.join("dead-letter.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("dead-letter lines are JSON"))
+            .collect()
+    }
+}
+
+/// Runs `wallaroo send` to completion.
+pub fn send(addr: &str, file: &Path, extra: &[&str]) {
+    let out = Command::new(wallaroo())
+        .args(["send", "--host", addr, "--file"])
+        .arg(file)
+        .args(extra)
+        .output()
+        .expect("running wallaroo send");
+    assert!(
+        out.status.success(),
+        "wallaroo send failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `f` every 20 ms until it returns Some or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<_> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Parses `KEY => N` lines and checks each key's counts run 1, 2, 3... with no gap or repeat
+/// (for running counts that grow by one); returns the final count per key.
+pub fn running_counts(text: &str) -> BTreeMap<String, u64> {
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for line in text.lines() {
+        let (key, n) = line
+            .rsplit_once(" => ")
+            .unwrap_or_else(|| panic!("not a `KEY => N` line: {line:?}"));
+        let n: u64 = n.parse().unwrap_or_else(|_| panic!("bad count in {line:?}"));
+        let prev = last.insert(key.to_string(), n).unwrap_or(0);
+        assert_eq!(n, prev + 1, "count for {key:?} went from {prev} to {n}");
+    }
+    last
+}
+
+/// Parses `KEY => N` lines and returns the last N per key.
+pub fn final_values(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .map(|line| {
+            let (key, n) = line.rsplit_once(" => ").expect("a `KEY => N` line");
+            (key.to_string(), n.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// Reads an example's expected final values (`KEY => N` lines).
+pub fn expected(path: &str) -> BTreeMap<String, u64> {
+    final_values(&std::fs::read_to_string(root().join(path)).unwrap())
+}
