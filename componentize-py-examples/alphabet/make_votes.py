@@ -1,6 +1,6 @@
 """Writes the alphabet example's sample input: framed `>IsI` votes from a fixed seed.
 
-    python3 make_votes.py votes.msg 2000
+python3 make_votes.py votes.msg 2000
 """
 
 import random

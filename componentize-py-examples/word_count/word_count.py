@@ -63,4 +63,4 @@ def count_word(word, total):
 
 @wallaroo.encoder
 def encode_word_count(word_count):
-    return f"{word_count.word} => {word_count.count}\n".encode("utf-8")
+    return f"{word_count.word} => {word_count.count}\n".encode()

@@ -19,9 +19,9 @@ fn every_kind_of_bad_message_is_dead_lettered_and_the_rest_is_counted_once() {
             "--workers",
             "2",
             "--call-timeout",
-            "1000",
+            "2000",
             "--max-memory",
-            "256",
+            "128",
             "--max-frame-size",
             "100",
         ],
@@ -67,7 +67,10 @@ fn every_kind_of_bad_message_is_dead_lettered_and_the_rest_is_counted_once() {
             .iter()
             .filter(|d| d["at"] == at && d["error"].as_str().unwrap().contains(error))
             .count();
-        assert_eq!(n, 2, "expected two dead letters at {at} with {error:?}: {errors:#?}");
+        assert_eq!(
+            n, 2,
+            "expected two dead letters at {at} with {error:?}: {errors:#?}"
+        );
     };
     has("split", "ValueError: asked to raise");
     has("decode", "UnicodeDecodeError");
@@ -76,18 +79,38 @@ fn every_kind_of_bad_message_is_dead_lettered_and_the_rest_is_counted_once() {
     has("lines", "exceeds the maximum frame size");
     let boom: Vec<_> = dead.iter().filter(|d| d["key"] == "boom").collect();
     assert_eq!(boom.len(), 2, "{errors:#?}");
-    assert!(boom[0]["error"].as_str().unwrap().contains("RuntimeError: boom is not a word"));
-    assert!(boom[0]["error"].as_str().unwrap().contains("faulty.py:"), "{errors:#?}");
+    assert!(
+        boom[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("RuntimeError: boom is not a word")
+    );
+    assert!(
+        boom[0]["error"].as_str().unwrap().contains("faulty.py:"),
+        "{errors:#?}"
+    );
     assert_eq!(boom[0]["at"], "count");
 
     // The dead-lettered bytes are the messages' own.
     let bin = std::fs::read(node.data_dir.join("dead-letter.bin")).unwrap();
-    let raised = dead.iter().find(|d| d["error"].as_str().unwrap().contains("asked")).unwrap();
-    let (off, len) = (raised["offset"].as_u64().unwrap() as usize, raised["len"].as_u64().unwrap() as usize);
+    let raised = dead
+        .iter()
+        .find(|d| d["error"].as_str().unwrap().contains("asked"))
+        .unwrap();
+    let (off, len) = (
+        raised["offset"].as_u64().unwrap() as usize,
+        raised["len"].as_u64().unwrap() as usize,
+    );
     assert_eq!(&bin[off..off + len], b"raise");
 
     // Each failure was logged once, naming the step (and key where there is one).
     let log = node.proc.stderr();
-    assert!(log.contains("error in step 'count' for key 'boom': RuntimeError"), "{log}");
-    assert!(log.contains("error in step 'split': ValueError: asked to raise"), "{log}");
+    assert!(
+        log.contains("error in step 'count' for key 'boom': RuntimeError"),
+        "{log}"
+    );
+    assert!(
+        log.contains("error in step 'split': ValueError: asked to raise"),
+        "{log}"
+    );
 }

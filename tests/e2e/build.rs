@@ -15,7 +15,10 @@ fn build(app: &str, path_env: Option<&str>) -> (bool, String) {
         cmd.env("PATH", path);
     }
     let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

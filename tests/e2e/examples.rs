@@ -8,7 +8,9 @@ const WORD_COUNT: &str = "componentize-py-examples/word_count/word_count.py";
 const ALPHABET: &str = "componentize-py-examples/alphabet/alphabet.py";
 
 fn word_count_lines() -> usize {
-    expected("componentize-py-examples/word_count/expected.txt").values().sum::<u64>() as usize
+    expected("componentize-py-examples/word_count/expected.txt")
+        .values()
+        .sum::<u64>() as usize
 }
 
 fn run_word_count(workers: &str) {
@@ -22,7 +24,12 @@ fn run_word_count(workers: &str) {
         &["--batch-size", "3"],
     );
     let text = receiver.wait_lines(word_count_lines(), Duration::from_secs(60));
-    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0), "{}", node.proc.stderr());
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
     // Every word's counts run 1, 2, 3... in order (no loss, no repeat, order per key kept) and
     // end at the expected totals.
     assert_eq!(
@@ -86,7 +93,11 @@ fn sigterm_processes_what_was_accepted_and_flushes_the_sink() {
     let receiver = Receiver::start(dir.path());
     let mut node = Node::start(&wasm, &receiver.addr, dir.path(), &["--workers", "2"]);
     let sample = root().join("componentize-py-examples/word_count/sample.txt");
-    send(&node.source, &sample, &["--repeat", "--messages", "2000", "--batch-size", "100"]);
+    send(
+        &node.source,
+        &sample,
+        &["--repeat", "--messages", "2000", "--batch-size", "100"],
+    );
     receiver.wait_lines(1, Duration::from_secs(60));
     assert_eq!(node.proc.stop(Duration::from_secs(60)), Some(0));
     let summary = node.proc.wait_line("stopped:", Duration::from_secs(1));
@@ -100,9 +111,21 @@ fn sigterm_processes_what_was_accepted_and_flushes_the_sink() {
         let t = receiver.text();
         (t.lines().count() == emitted).then_some(t)
     })
-    .unwrap_or_else(|| panic!("receiver has {} lines, node emitted {emitted}", receiver.text().lines().count()));
+    .unwrap_or_else(|| {
+        panic!(
+            "receiver has {} lines, node emitted {emitted}",
+            receiver.text().lines().count()
+        )
+    });
     running_counts(&text);
-    assert!(summary.contains("2000 messages received"), "{summary}");
+    // Frames still in the socket when the signal came were never accepted; what was accepted
+    // was processed.
+    let received: u64 = summary
+        .strip_prefix("stopped: ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no received count in {summary:?}"));
+    assert!((1..=2000).contains(&received), "{summary}");
 }
 
 #[test]
@@ -117,5 +140,6 @@ fn second_start_loads_native_code_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path());
     let node = Node::start(&wasm, &receiver.addr, dir.path(), &["--workers", "1"]);
-    node.proc.wait_line("code loaded from cache", Duration::from_secs(5));
+    node.proc
+        .wait_line("code loaded from cache", Duration::from_secs(5));
 }

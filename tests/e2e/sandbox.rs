@@ -42,7 +42,10 @@ fn granted_clock_and_randomness_are_real() {
         .unwrap()
         .as_secs();
     let seen: u64 = line(&text, "clock:")["clock: ".len()..].parse().unwrap();
-    assert!(seen.abs_diff(now) < 600, "guest clock {seen}, host clock {now}");
+    assert!(
+        seen.abs_diff(now) < 600,
+        "guest clock {seen}, host clock {now}"
+    );
     let again = probe(&["--workers", "1", "--allow-random"]);
     assert_ne!(line(&text, "random:"), line(&again, "random:"));
 }

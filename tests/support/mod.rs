@@ -67,8 +67,15 @@ pub fn build_app(app: &str) -> PathBuf {
             hash.update(std::fs::read(&f).unwrap());
         }
     }
-    hash.update(std::fs::read(wallaroo()).map(|b| b.len().to_le_bytes()).unwrap());
-    let digest: String = hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    hash.update(
+        std::fs::read(wallaroo())
+            .map(|b| b.len().to_le_bytes())
+            .unwrap(),
+    );
+    let digest: String = hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let stem = source.file_stem().unwrap().to_string_lossy().into_owned();
     let out = scratch().join(format!("{stem}-{digest}.wasm"));
     if !out.exists() {
@@ -145,7 +152,11 @@ impl Proc {
     /// The address in the line `... listening on ADDR` that contains `needle`.
     pub fn listening_addr(&self, needle: &str) -> String {
         let line = self.wait_line(needle, Duration::from_secs(120));
-        line.rsplit("listening on ").next().unwrap().trim().to_string()
+        line.rsplit("listening on ")
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     pub fn signal(&self, signal: i32) {
@@ -175,7 +186,11 @@ impl Proc {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{} did not exit within {timeout:?}; stderr:\n{}", self.name, self.stderr());
+                panic!(
+                    "{} did not exit within {timeout:?}; stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -308,7 +323,9 @@ pub fn running_counts(text: &str) -> BTreeMap<String, u64> {
         let (key, n) = line
             .rsplit_once(" => ")
             .unwrap_or_else(|| panic!("not a `KEY => N` line: {line:?}"));
-        let n: u64 = n.parse().unwrap_or_else(|_| panic!("bad count in {line:?}"));
+        let n: u64 = n
+            .parse()
+            .unwrap_or_else(|_| panic!("bad count in {line:?}"));
         let prev = last.insert(key.to_string(), n).unwrap_or(0);
         assert_eq!(n, prev + 1, "count for {key:?} went from {prev} to {n}");
     }

@@ -77,13 +77,17 @@ class Guest(exports.Guest):
             return types.AppSpec(
                 name=spec.name,
                 sources=[
-                    types.SourceSpec(name=s.name, config=_source_config(s.config), segment=s.segment)
+                    types.SourceSpec(
+                        name=s.name, config=_source_config(s.config), segment=s.segment
+                    )
                     for s in spec.sources
                 ],
                 sinks=[
                     types.SinkSpec(
                         name=s.name,
-                        config=types.SinkConfig_Tcp(types.TcpSink(host=s.config[1], port=s.config[2])),
+                        config=types.SinkConfig_Tcp(
+                            types.TcpSink(host=s.config[1], port=s.config[2])
+                        ),
                     )
                     for s in spec.sinks
                 ],

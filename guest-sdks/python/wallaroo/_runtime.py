@@ -103,7 +103,9 @@ class _Generator:
     def next(self):
         if self.done:
             return None
-        value = self.instance.apply(self.previous) if self.started else self.instance.initial_value()
+        value = (
+            self.instance.apply(self.previous) if self.started else self.instance.initial_value()
+        )
         self.started = True
         self.previous = value
         if value is None:
@@ -221,7 +223,9 @@ class Runtime:
         if steps is None:
             raise RuntimeError("process called before describe")
         if not 0 <= segment < len(steps):
-            raise RuntimeError(f"unknown segment {segment} (the application has {len(steps)} steps)")
+            raise RuntimeError(
+                f"unknown segment {segment} (the application has {len(steps)} steps)"
+            )
         start = steps[segment]
         out = []
         for i, message in enumerate(batch):

@@ -21,8 +21,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     };
     let rt = crate::io_runtime()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut signals = rt.block_on(async { crate::Signals::catch() })?;
     rt.spawn(async move {
-        crate::shutdown_signal().await;
+        signals.next().await;
         let _ = stop_tx.send(true);
     });
     let total = rt.block_on(wallaroo_connectors::receive(

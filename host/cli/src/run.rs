@@ -127,6 +127,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         batch_size: o.batch_size.max(1),
     };
     crate::io_runtime()?.block_on(async move {
+        let mut signals = crate::Signals::catch()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sources = JoinSet::new();
         for (i, source) in spec.sources.iter().enumerate() {
@@ -167,12 +168,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         }
         eprintln!("running; Ctrl-C or SIGTERM stops after processing what was accepted");
 
-        crate::shutdown_signal().await;
+        signals.next().await;
         eprintln!(
             "stopping: processing accepted messages and flushing sinks (signal again to exit now)"
         );
-        tokio::spawn(async {
-            crate::shutdown_signal().await;
+        tokio::spawn(async move {
+            signals.next().await;
             eprintln!("second signal: exiting without draining");
             std::process::exit(130);
         });
