@@ -55,6 +55,12 @@ fn every_kind_of_bad_message_is_dead_lettered_and_the_rest_is_counted_once() {
     assert_eq!(counts["cherry"], 2, "{text}");
     assert_eq!(counts.len(), 3, "{text}");
     assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    // The runaway loop cost its instance twice per send: once in its batch, once alone.
+    let summary = node.proc.wait_line("stopped:", Duration::from_secs(1));
+    assert!(
+        summary.contains("12 dead-lettered, 4 instances replaced"),
+        "{summary}"
+    );
 
     let dead = node.dead_letters();
     let errors: Vec<String> = dead

@@ -4,7 +4,6 @@
 //! passed its command line; the host's own options may stand before or after APP.wasm.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -179,19 +178,18 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         });
         let _ = stop_tx.send(true);
         while sources.join_next().await.is_some() {}
-        let counters = node.counters();
-        let (received, dead) = (
-            counters.received.load(Ordering::Relaxed),
-            counters.dead_lettered.load(Ordering::Relaxed),
-        );
         let dead_letters = node.dead_letters().log_path();
-        let emitted = node.shutdown_and_count().await;
+        let totals = node.shutdown().await;
         while let Some(done) = sinks.join_next().await {
             if let Ok(Err(e)) = done {
                 tracing::error!("{e:#}");
             }
         }
-        eprintln!("stopped: {received} messages received, {emitted} emitted, {dead} dead-lettered");
+        eprintln!(
+            "stopped: {} messages received, {} emitted, {} dead-lettered, {} instances replaced",
+            totals.received, totals.emitted, totals.dead_lettered, totals.instances_replaced
+        );
+        let dead = totals.dead_lettered;
         if dead > 0 {
             eprintln!("dead letters: {}", dead_letters.display());
         }

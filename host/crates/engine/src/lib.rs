@@ -14,4 +14,6 @@ mod node;
 mod worker;
 
 pub use dead_letter::{DeadLetters, Entry as DeadLetterEntry, EntryWriter};
-pub use node::{Node, NodeConfig, NodeCounters, SinkBatch, SourceHandle, SourceHandles, Stopped};
+pub use node::{
+    Node, NodeConfig, NodeCounters, NodeTotals, SinkBatch, SourceHandle, SourceHandles, Stopped,
+};

@@ -56,6 +56,26 @@ pub struct NodeCounters {
     pub instances_replaced: AtomicU64,
 }
 
+/// A reading of [`NodeCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeTotals {
+    pub received: u64,
+    pub emitted: u64,
+    pub dead_lettered: u64,
+    pub instances_replaced: u64,
+}
+
+impl NodeCounters {
+    pub fn totals(&self) -> NodeTotals {
+        NodeTotals {
+            received: self.received.load(Ordering::Relaxed),
+            emitted: self.emitted.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            instances_replaced: self.instances_replaced.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The node is shutting down and takes no more input.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the node is stopping")]
@@ -198,8 +218,8 @@ impl Node {
 
     /// Waits until everything accepted so far has been processed, then stops the workers. Call
     /// it after every source has stopped; sinks see their queues close once the workers exit.
-    /// Returns how many messages were handed to sinks in all.
-    pub async fn shutdown_and_count(self) -> u64 {
+    /// Returns the node's final totals.
+    pub async fn shutdown(self) -> NodeTotals {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for credits in &self.shared.credits {
             credits.close();
@@ -217,7 +237,7 @@ impl Node {
             }
         })
         .await;
-        self.shared.counters.emitted.load(Ordering::Relaxed)
+        self.shared.counters.totals()
     }
 }
 
