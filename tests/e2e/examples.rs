@@ -143,3 +143,17 @@ fn second_start_loads_native_code_from_the_cache() {
     node.proc
         .wait_line("code loaded from cache", Duration::from_secs(5));
 }
+
+#[test]
+fn a_node_whose_sink_is_absent_still_stops_on_sigterm() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the sink never connects, and nothing is waiting to be written.
+    let mut node = Node::start(&wasm, "127.0.0.1:1", dir.path(), &["--workers", "1"]);
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+}

@@ -19,11 +19,20 @@ pub async fn run_tcp_sink(
     queue: flume::Receiver<SinkBatch>,
 ) -> anyhow::Result<()> {
     let what = format!("sink '{name}'");
+    // Connect when there is something to write: a node stopped before producing output does
+    // not wait for a sink that is not there.
+    let Ok(first) = queue.recv_async().await else {
+        return Ok(());
+    };
     let mut out = BufWriter::with_capacity(
         64 * 1024,
         connect_with_retry(&addr, &what, RECONNECT_EVERY, None).await?,
     );
-    while let Ok(batch) = queue.recv_async().await {
+    let mut next = Some(first);
+    while let Some(batch) = match next.take() {
+        Some(batch) => Some(batch),
+        None => queue.recv_async().await.ok(),
+    } {
         loop {
             match write_batch(&mut out, &batch, queue.is_empty()).await {
                 Ok(()) => break,
