@@ -1,3 +1,5 @@
+"""Makes the SDK importable as ``wallaroo`` from the source tree, as the build tool does."""
+
 import sys
 from pathlib import Path
 

@@ -1,160 +1,649 @@
-"""The pipeline runtime: routing, state, failures, as the host drives it."""
+"""The runtime: step tables, fused execution, routing, failures and state, driven as the host
+drives a component."""
 
 import pickle
+import re
 import struct
+import types
 
-import apps
 import pytest
+
 import wallaroo
-from wallaroo._runtime import Message, Runtime, framing
-from wallaroo.testing import LocalRun
+from wallaroo._runtime import AppSpec, Runtime, SinkSpec, SourceSpec, StepSpec
+
+# ------------------------------------------------------------------------------------------------
+# A stand-in for the Rust host, used by this module's tests and test_component.py
+
+# Arguments as a node passes them to application_setup.
+ARGS = ["--in", "127.0.0.1:7000", "--out", "127.0.0.1:7002"]
 
 
-def test_word_count_counts_across_batches_through_the_host_round_trip():
-    rt = Runtime(apps.WordCount)
-    spec = rt.describe(apps.ARGS)
-    [source] = spec.sources
-    assert source.config == ("tcp", "127.0.0.1", "7010", 4, 4, True)
-    assert [s.kind for s in spec.steps] == ["decoder", "stateless", "key-by", "stateful", "encoder"]
-    emitted = []
-    for batch in ([b"a b a"], [b"b", b"a"]):
-        routed = rt.process(source.segment, [Message(b"", p) for p in batch])
-        assert all(r[0] == "route" for r in routed)
-        for _, key, segment, payload in routed:
-            for item in rt.process(segment, [Message(key, payload)]):
-                assert item[0] == "emit" and item[1] == 0
-                emitted.append(item[2])
-    assert emitted == [b"a => 1\n", b"b => 1\n", b"a => 2\n", b"b => 2\n", b"a => 3\n"]
+def app_module(setup, name="test_app"):
+    """A module object whose application_setup is ``setup``."""
+    module = types.ModuleType(name)
+    module.application_setup = setup
+    return module
 
 
-def test_alphabet_sums_votes_per_letter():
-    run = LocalRun(apps.Alphabet, apps.ARGS)
-    run.feed("votes", [struct.pack(">sI", b"a", 2), struct.pack(">sI", b"b", 1)] * 2)
-    assert run.output() == b"a => 2\nb => 1\na => 4\nb => 2\n"
+class SimulatedHost:
+    """One node with one instance: routed messages are delivered in the order they were
+    produced, consecutive messages for the same segment in one batch, as the host does."""
+
+    def __init__(self, module):
+        self.runtime = Runtime(module)
+        self.spec = self.runtime.describe(ARGS)
+        self.emitted = [[] for _ in self.spec.sinks]
+        self.failures = []
+        self.batches = []  # (segment, batch) of every process call, for inspection
+
+    def source_segment(self, name):
+        return next(source.segment for source in self.spec.sources if source.name == name)
+
+    def send(self, payloads, source=None):
+        """Feeds one batch of frame payloads to a source (the first one by default) and
+        delivers everything it leads to."""
+        segment = self.spec.sources[0].segment if source is None else self.source_segment(source)
+        pending = [(segment, [(b"", payload) for payload in payloads])]
+        while pending:
+            segment, batch = pending.pop(0)
+            self.batches.append((segment, batch))
+            for item in self.runtime.process(segment, batch):
+                if item[0] == "route":
+                    _tag, key, target, payload = item
+                    if pending and pending[-1][0] == target:
+                        pending[-1][1].append((key, payload))
+                    else:
+                        pending.append((target, [(key, payload)]))
+                elif item[0] == "emit":
+                    self.emitted[item[1]].append(item[2])
+                else:
+                    self.failures.append(item)
+
+    def output(self, sink=0):
+        return b"".join(self.emitted[sink])
 
 
-def test_a_failure_drops_only_its_own_message_and_names_step_key_and_line():
-    rt = Runtime(apps.WordCount)
-    rt.describe(apps.ARGS)
-    counting = 3
-    batch = [Message(w, pickle.dumps(w.decode())) for w in (b"x", b"fail", b"x", b"y")]
-    out = rt.process(counting, batch)
-    assert [o[0] for o in out] == ["emit", "failed", "emit", "emit"]
-    _, index, step, key, error = out[1]
-    assert (index, step, key) == (1, counting, b"fail")
-    assert error.startswith("ValueError: no failing (apps.py:")
-    assert "in count)" in error
+# ------------------------------------------------------------------------------------------------
+# Word count: split (multi) -> key_by -> count (state) -> encoder
 
 
-def test_a_failing_source_message_keeps_nothing_it_produced():
-    run = LocalRun(apps.WordCount, apps.ARGS)
-    run.feed("lines", [b"ok", b"\xff"])
-    assert run.output() == b"ok => 1\n"
-    [(_, index, step, key, error)] = run.failures
-    assert (index, key) == (0, None) and error.startswith("UnicodeDecodeError")
+@wallaroo.decoder(header_length=4, length_fmt=">I")
+def decode_text(data):
+    return data.decode("utf-8")
 
 
-def test_unkeyed_state_is_routed_under_the_empty_key():
-    rt = Runtime(apps.Unkeyed)
-    spec = rt.describe([])
-    out = rt.process(spec.sources[0].segment, [Message(b"", b"p q")])
-    assert [(o[0], o[1], o[2]) for o in out] == [("route", b"", 2), ("route", b"", 2)]
-    run = LocalRun(apps.Unkeyed, [])
-    run.feed("lines", [b"p q", b"r"])
-    assert run.output() == b"all => 1\nall => 2\nall => 3\n"
+@wallaroo.computation_multi(name="split")
+def split(text):
+    return text.split()
 
 
-def test_merge_feeds_both_sources_into_every_sink():
-    run = LocalRun(apps.Merged, [])
-    assert [s.config[:3] for s in run.spec.sources] == [("tcp", "h", "1"), ("tcp", "h", "2")]
-    assert run.spec.sources[1].config[3:] == (2, 2, False)
-    run.feed("a", [b"Hi"])
-    run.feed("b", [b"Yo"])
-    assert run.output(0) == b"HIYO" and run.output(1) == b"hiyo"
+@wallaroo.key_extractor
+def word_key(word):
+    return word
 
 
-def test_generator_source_runs_until_none():
-    run = LocalRun(apps.Generated, [])
-    assert run.spec.sources[0].config == ("generator",)
-    run.feed("gen", [b""] * 6)
-    assert run.output() == b"3\n2\n1\n"
+class WordTotal:
+    def __init__(self):
+        self.count = 0
 
 
-def test_encoder_returning_str_is_a_failure():
-    run = LocalRun(apps.StrEncoder, [])
-    run.feed("lines", [b"x"])
-    assert run.output() == b""
-    assert "encoder 'wrong_type' returned str, expected bytes" in run.failures[0][4]
+@wallaroo.state_computation(name="count", state=WordTotal)
+def count_word(word, total):
+    total.count += 1
+    return (word, total.count)
 
 
-@pytest.mark.parametrize(
-    ("key", "expected"), [("w", b"w"), (b"\x00b", b"\x00b"), (97, b"a"), (bytearray(b"z"), b"z")]
-)
-def test_keys_become_bytes(key, expected):
-    rt = Runtime(apps.WordCount)
-    rt.describe(apps.ARGS)
-    step = rt._steps[2]
-    assert rt._key_bytes(step, key) == expected
-    with pytest.raises(TypeError, match="key extractor 'itself' returned float"):
-        rt._key_bytes(step, 1.5)
+@wallaroo.encoder
+def encode_count(pair):
+    return f"{pair[0]} => {pair[1]}\n".encode()
 
 
-def test_state_survives_snapshot_and_restore_into_a_fresh_runtime():
-    first = Runtime(apps.WordCount)
-    first.describe(apps.ARGS)
-    first.process(3, [Message(b"k", pickle.dumps("k"))] * 2)
-    entries = first.snapshot_changed()
-    assert [(s, k) for s, k, _ in entries] == [(3, b"k")]
-    assert first.snapshot_changed() == []
-    second = Runtime(apps.WordCount)
-    second.describe(apps.ARGS)
-    second.restore(entries)
-    assert second.process(3, [Message(b"k", pickle.dumps("k"))])[0][2] == b"k => 3\n"
-    taken = second.take([(3, b"k"), (3, b"absent")])
-    assert [(s, k) for s, k, _ in taken] == [(3, b"k")]
-    assert second.process(3, [Message(b"k", pickle.dumps("k"))])[0][2] == b"k => 1\n"
+def word_count_setup(args):
+    in_host, in_port = wallaroo.tcp_parse_input_addrs(args)[0]
+    out_host, out_port = wallaroo.tcp_parse_output_addrs(args)[0]
+    lines = wallaroo.source("lines", wallaroo.TCPSourceConfig(in_host, in_port, decode_text))
+    pipeline = (
+        lines.to(split)
+        .key_by(word_key)
+        .to(count_word)
+        .to_sink(wallaroo.TCPSinkConfig(out_host, out_port, encode_count))
+    )
+    return wallaroo.build_application("word count", pipeline)
 
 
-def test_process_before_describe_or_unknown_segment_is_an_error():
-    rt = Runtime(apps.WordCount)
+WORD_COUNT = app_module(word_count_setup)
+
+
+def test_word_count_describes_its_step_table():
+    spec = Runtime(WORD_COUNT).describe(ARGS)
+    assert spec == AppSpec(
+        name="word count",
+        sources=[SourceSpec("lines", ("tcp", "127.0.0.1", "7000", 4, 4, True), 0)],
+        sinks=[SinkSpec("encode_count", ("tcp", "127.0.0.1", "7002"))],
+        steps=[
+            StepSpec("decode_text", "decoder"),
+            StepSpec("split", "stateless"),
+            StepSpec("word_key", "key-by"),
+            StepSpec("count", "stateful"),
+            StepSpec("encode_count", "encoder"),
+        ],
+    )
+
+
+def test_word_count_fuses_to_the_key_by_and_routes_pickled_words():
+    runtime = Runtime(WORD_COUNT)
+    runtime.describe(ARGS)
+    out = runtime.process(0, [(b"", b"a b"), (b"", b"c")])
+    assert [(tag, key, segment) for tag, key, segment, _ in out] == [
+        ("route", b"a", 3),
+        ("route", b"b", 3),
+        ("route", b"c", 3),
+    ]
+    assert pickle.loads(out[1][3]) == "b"
+    assert runtime.process(3, [(b"b", out[1][3])]) == [("emit", 0, b"b => 1\n")]
+
+
+def test_word_count_counts_across_batches():
+    host = SimulatedHost(WORD_COUNT)
+    host.send([b"the cat", b"the dog"])
+    host.send([b"the end"])
+    assert host.output() == b"the => 1\ncat => 1\nthe => 2\ndog => 1\nthe => 3\nend => 1\n"
+    assert host.failures == []
+    # Each source batch led to one batch of keyed words for the count step.
+    assert [(segment, [key for key, _ in batch]) for segment, batch in host.batches] == [
+        (0, [b"", b""]),
+        (3, [b"the", b"cat", b"the", b"dog"]),
+        (0, [b""]),
+        (3, [b"the", b"end"]),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Alphabet: struct decoder, one vote total per letter
+
+
+class Votes:
+    def __init__(self, letter, votes):
+        self.letter = letter
+        self.votes = votes
+
+
+class AllVotes:
+    def __init__(self):
+        self.letter = None
+        self.votes = 0
+
+
+@wallaroo.decoder(header_length=4, length_fmt=">I")
+def decode_votes(data):
+    letter, votes = struct.unpack(">sI", data)
+    return Votes(letter.decode(), votes)
+
+
+@wallaroo.key_extractor
+def letter_key(votes):
+    return votes.letter
+
+
+@wallaroo.state_computation(name="add votes", state=AllVotes)
+def add_votes(votes, total):
+    total.letter = votes.letter
+    total.votes += votes.votes
+    return Votes(total.letter, total.votes)
+
+
+@wallaroo.encoder
+def encode_votes(votes):
+    return f"{votes.letter} => {votes.votes}\n".encode()
+
+
+def alphabet_setup(args):
+    in_host, in_port = wallaroo.tcp_parse_input_addrs(args)[0]
+    out_host, out_port = wallaroo.tcp_parse_output_addrs(args)[0]
+    votes = wallaroo.source("alphabet", wallaroo.TCPSourceConfig(in_host, in_port, decode_votes))
+    pipeline = (
+        votes.key_by(letter_key)
+        .to(add_votes)
+        .to_sink(wallaroo.TCPSinkConfig(out_host, out_port, encode_votes))
+    )
+    return wallaroo.build_application("alphabet", pipeline)
+
+
+def test_alphabet_keeps_one_total_per_letter():
+    host = SimulatedHost(app_module(alphabet_setup))
+    host.send([struct.pack(">sI", b"a", 3), struct.pack(">sI", b"b", 1)])
+    host.send([struct.pack(">sI", b"a", 2)])
+    assert host.output() == b"a => 3\nb => 1\na => 5\n"
+    states = {key: pickle.loads(value) for _, key, value in host.runtime.snapshot_changed()}
+    assert {key: (s.letter, s.votes) for key, s in states.items()} == {
+        b"a": ("a", 5),
+        b"b": ("b", 1),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Small pipelines, built per test
+
+
+@wallaroo.decoder(header_length=4, length_fmt=">I")
+def decode_utf8(data):
+    return data.decode()
+
+
+@wallaroo.encoder
+def encode_text(value):
+    return f"{value}\n".encode()
+
+
+def linear_app(*steps, sinks=1):
+    """An app: source -> steps (a KeyExtractor means key_by) -> ``sinks`` text sinks."""
+
+    def setup(args):
+        pipeline = wallaroo.source("in", wallaroo.TCPSourceConfig("h", "1", decode_utf8))
+        for step in steps:
+            if isinstance(step, wallaroo.KeyExtractor):
+                pipeline = pipeline.key_by(step)
+            else:
+                pipeline = pipeline.to(step)
+        configs = [wallaroo.TCPSinkConfig("h", str(2 + n), encode_text) for n in range(sinks)]
+        return wallaroo.build_application("test", pipeline.to_sinks(configs))
+
+    return app_module(setup)
+
+
+@wallaroo.computation(name="drop odd")
+def drop_odd(text):
+    return None if int(text) % 2 else text
+
+
+@wallaroo.computation_multi(name="repeat")
+def repeat(text):
+    return None if text == "none" else [text, None, text.upper()]
+
+
+@wallaroo.computation_multi(name="as tuple")
+def as_tuple(text):
+    return (text, text)
+
+
+def test_none_from_a_computation_emits_nothing():
+    host = SimulatedHost(linear_app(drop_odd))
+    host.send([b"1", b"2", b"3", b"4"])
+    assert host.output() == b"2\n4\n"
+
+
+def test_multi_emits_each_non_none_item_and_a_none_list_emits_nothing():
+    host = SimulatedHost(linear_app(repeat))
+    host.send([b"a", b"none", b"b"])
+    assert host.output() == b"a\nA\nb\nB\n"
+
+
+def test_multi_accepts_tuples():
+    host = SimulatedHost(linear_app(as_tuple))
+    host.send([b"x"])
+    assert host.output() == b"x\nx\n"
+
+
+@wallaroo.computation_multi(name="not a list")
+def not_a_list(text):
+    return 7
+
+
+def test_multi_returning_a_non_list_fails_the_message():
+    host = SimulatedHost(linear_app(not_a_list))
+    host.send([b"x"])
+    [(_tag, index, step, key, error)] = host.failures
+    assert (index, step, key) == (0, 1, None)
+    assert error.startswith("TypeError: computation_multi 'not a list' returned int")
+
+
+@wallaroo.key_extractor
+def key_as_given(text):
+    kind, _, value = text.partition(":")
+    if kind == "str":
+        return value
+    if kind == "bytes":
+        return value.encode()
+    if kind == "int":
+        return int(value)
+    return 1.5
+
+
+@wallaroo.state_computation(name="show key", state=WordTotal)
+def show_key(text, total):
+    total.count += 1
+    return text
+
+
+def test_key_types_become_bytes():
+    runtime = Runtime(linear_app(key_as_given, show_key))
+    runtime.describe(ARGS)
+    out = runtime.process(0, [(b"", b"str:caf\xc3\xa9"), (b"", b"bytes:k"), (b"", b"int:65")])
+    assert [item[1] for item in out] == ["café".encode(), b"k", b"A"]
+
+
+def test_a_key_of_another_type_fails_naming_the_extractor():
+    runtime = Runtime(linear_app(key_as_given, show_key))
+    runtime.describe(ARGS)
+    [(_tag, index, step, key, error)] = runtime.process(0, [(b"", b"float:")])
+    assert (index, step, key) == (0, 1, None)
+    assert "TypeError: key_extractor 'key_as_given' returned float" in error
+
+
+@wallaroo.state_computation(name="running total", state=WordTotal)
+def running_total(text, total):
+    total.count += int(text)
+    return total.count
+
+
+def test_a_state_step_before_any_key_by_routes_to_itself_with_the_empty_key():
+    host = SimulatedHost(linear_app(running_total))
+    runtime = host.runtime
+    out = runtime.process(0, [(b"", b"5")])
+    assert [item[:3] for item in out] == [("route", b"", 1)]
+    assert pickle.loads(out[0][3]) == "5"
+    host.send([b"1", b"2", b"3"])
+    assert host.output() == b"1\n3\n6\n"
+    assert [(step, key) for step, key, _ in runtime.snapshot_changed()] == [(1, b"")]
+
+
+def test_to_sinks_fans_out_to_every_encoder():
+    host = SimulatedHost(linear_app(drop_odd, sinks=2))
+    assert [sink.config for sink in host.spec.sinks] == [("tcp", "h", "2"), ("tcp", "h", "3")]
+    assert [step.kind for step in host.spec.steps] == ["decoder", "stateless", "encoder", "encoder"]
+    host.send([b"2", b"3"])
+    assert host.emitted == [[b"2\n"], [b"2\n"]]
+
+
+@wallaroo.decoder(header_length=4, length_fmt=">I")
+def decode_upper(data):
+    return data.decode().upper()
+
+
+@wallaroo.computation(name="tag")
+def tag(text):
+    return "<" + text + ">"
+
+
+def merge_setup(args):
+    lower = wallaroo.source("lower", wallaroo.TCPSourceConfig("h", "1", decode_utf8))
+    upper = wallaroo.source("upper", wallaroo.TCPSourceConfig("h", "2", decode_upper))
+    pipeline = (
+        lower.merge(upper.to(tag))
+        .key_by(word_key)
+        .to(count_word)
+        .to_sink(wallaroo.TCPSinkConfig("h", "3", encode_count))
+    )
+    return wallaroo.build_application("merged", pipeline)
+
+
+def test_merge_feeds_both_sources_into_the_later_stages():
+    host = SimulatedHost(app_module(merge_setup))
+    assert [(s.name, s.segment) for s in host.spec.sources] == [("lower", 0), ("upper", 1)]
+    assert [s.name for s in host.spec.steps] == [
+        "decode_utf8",
+        "decode_upper",
+        "tag",
+        "word_key",
+        "count",
+        "encode_count",
+    ]
+    host.send([b"x"], source="lower")
+    host.send([b"x"], source="upper")
+    host.send([b"x"], source="lower")
+    assert host.output() == b"x => 1\n<X> => 1\nx => 2\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Failures
+
+
+@wallaroo.computation(name="invert")
+def invert(text):
+    return str(1 // int(text))  # FAILS HERE
+
+
+@wallaroo.state_computation(name="fragile count", state=WordTotal)
+def fragile_count(word, total):
+    total.count += 1
+    if word == "boom":
+        raise RuntimeError("boom is not a word")  # STATE FAILS HERE
+    return (word, total.count)
+
+
+def _line_of(marker):
+    with open(__file__) as source:
+        return next(n for n, line in enumerate(source, 1) if line.endswith(f"# {marker}\n"))
+
+
+def test_a_failing_message_loses_only_its_own_outputs():
+    runtime = Runtime(linear_app(invert, sinks=2))
+    runtime.describe(ARGS)
+    out = runtime.process(0, [(b"", b"1"), (b"", b"0"), (b"", b"-1"), (b"", b"1")])
+    assert out[:2] == [("emit", 0, b"1\n"), ("emit", 1, b"1\n")]
+    assert out[3:] == [
+        ("emit", 0, b"-1\n"),
+        ("emit", 1, b"-1\n"),
+        ("emit", 0, b"1\n"),
+        ("emit", 1, b"1\n"),
+    ]
+    _tag, index, step, key, error = out[2]
+    assert (_tag, index, step, key) == ("failed", 1, 1, None)
+    assert error == (
+        "ZeroDivisionError: integer division or modulo by zero "
+        f"(test_runtime.py:{_line_of('FAILS HERE')} in invert)"
+    )
+
+
+def test_a_failure_downstream_of_a_multi_discards_the_items_already_emitted():
+    runtime = Runtime(linear_app(repeat, invert))
+    runtime.describe(ARGS)
+    out = runtime.process(0, [(b"", b"1"), (b"", b"0")])
+    # "1" -> ["1", "1"] -> both inverted; "0" fails on its first item.
+    assert out == [("emit", 0, b"1\n"), ("emit", 0, b"1\n"), out[2]]
+    assert out[2][:3] == ("failed", 1, 2)
+
+
+def test_a_failure_in_a_keyed_step_reports_the_key_and_keeps_state_changes():
+    runtime = Runtime(linear_app(word_key, fragile_count))
+    runtime.describe(ARGS)
+    batch = [(word, pickle.dumps(word.decode())) for word in (b"a", b"boom", b"a", b"b")]
+    out = runtime.process(2, batch)
+    assert out[0] == ("emit", 0, b"('a', 1)\n")
+    assert out[2:] == [("emit", 0, b"('a', 2)\n"), ("emit", 0, b"('b', 1)\n")]
+    _tag, index, step, key, error = out[1]
+    assert (_tag, index, step, key) == ("failed", 1, 2, b"boom")
+    assert error == (
+        "RuntimeError: boom is not a word "
+        f"(test_runtime.py:{_line_of('STATE FAILS HERE')} in fragile_count)"
+    )
+    changed = {key: pickle.loads(value).count for _, key, value in runtime.snapshot_changed()}
+    assert changed == {b"a": 2, b"boom": 1, b"b": 1}
+
+
+@wallaroo.encoder
+def encode_as_str(value):
+    return str(value)
+
+
+def test_an_encoder_returning_str_fails_naming_the_encoder_and_the_type():
+    def setup(args):
+        source = wallaroo.source("in", wallaroo.TCPSourceConfig("h", "1", decode_utf8))
+        sink = wallaroo.TCPSinkConfig("h", "2", encode_as_str)
+        return wallaroo.build_application("bad encoder", source.to_sink(sink))
+
+    runtime = Runtime(app_module(setup))
+    runtime.describe(ARGS)
+    [(_tag, index, step, key, error)] = runtime.process(0, [(b"", b"x")])
+    assert (index, step, key) == (0, 1, None)
+    assert error.startswith("TypeError: encoder 'encode_as_str' returned str, expected bytes")
+    assert re.search(r"\(test_runtime\.py:\d+ in encode_as_str\)$", error)
+
+
+def test_a_decoder_error_names_the_decoder_step():
+    runtime = Runtime(WORD_COUNT)
+    runtime.describe(ARGS)
+    [(_tag, index, step, key, error)] = runtime.process(0, [(b"", b"caf\xff")])
+    assert (index, step, key) == (0, 0, None)
+    assert error.startswith("UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff")
+    assert error.endswith("in decode_text)")
+
+
+def test_broken_calls_raise():
+    runtime = Runtime(WORD_COUNT)
     with pytest.raises(RuntimeError, match="before describe"):
-        rt.process(0, [])
-    rt.describe(apps.ARGS)
-    with pytest.raises(RuntimeError, match="unknown segment 9"):
-        rt.process(9, [])
+        runtime.process(0, [])
+    with pytest.raises(RuntimeError, match="before describe"):
+        runtime.snapshot_changed()
+    runtime.describe(ARGS)
+    for segment in (1, 2, 99):  # mid-segment steps and no step at all
+        with pytest.raises(RuntimeError, match=f"segment {segment} is not"):
+            runtime.process(segment, [])
+    with pytest.raises(RuntimeError, match="step 1.*keeps none"):
+        runtime.restore([(1, b"k", pickle.dumps(WordTotal()))])
 
 
-def test_a_module_without_application_setup_is_refused():
-    class NoSetup:
-        __name__ = "nosetup"
-        __file__ = "/x/nosetup.py"
+def test_a_module_without_application_setup_is_named():
+    module = app_module(None, name="no_setup")
+    module.__file__ = "/apps/no_setup.py"
+    with pytest.raises(wallaroo.WallarooParameterError) as raised:
+        Runtime(module)
+    assert str(raised.value) == "no_setup.py: no application_setup(args) function"
 
-    with pytest.raises(wallaroo.WallarooParameterError, match="nosetup.py: no application_setup"):
-        Runtime(NoSetup)
+
+def test_setup_must_return_an_application():
+    with pytest.raises(wallaroo.WallarooParameterError, match="build_application"):
+        Runtime(app_module(lambda args: None)).describe(ARGS)
+
+
+# ------------------------------------------------------------------------------------------------
+# Framing
 
 
 @pytest.mark.parametrize(
-    ("header", "fmt", "expected"),
+    ("header_length", "length_fmt", "framing"),
     [
         (4, ">I", (4, 4, True)),
+        (4, "!i", (4, 4, True)),
         (2, "<H", (2, 2, False)),
-        (8, "!Q", (8, 8, True)),
-        (6, "I", (6, 4, False)),
+        (8, "=Q", (8, 8, False)),
+        (1, "B", (1, 1, False)),
+        (4, "@L", (4, 4, False)),
+        (6, ">h", (6, 2, True)),
     ],
 )
-def test_length_formats_map_to_framing(header, fmt, expected):
-    @wallaroo.decoder(header_length=header, length_fmt=fmt)
-    def d(data):
+def test_length_fmt_becomes_framing(header_length, length_fmt, framing):
+    spec = Runtime(framed_app(header_length, length_fmt)).describe(ARGS)
+    assert spec.sources[0].config == ("tcp", "h", "1", *framing)
+
+
+@pytest.mark.parametrize(
+    ("header_length", "length_fmt"),
+    [(4, ">f"), (4, ">II"), (4, "2I"), (4, ""), (4, None), (4, ">x"), (2, ">I"), ("4", ">I")],
+)
+def test_unusable_framing_names_the_decoder_and_format(header_length, length_fmt):
+    with pytest.raises(wallaroo.WallarooParameterError) as raised:
+        Runtime(framed_app(header_length, length_fmt)).describe(ARGS)
+    assert "decoder 'framed'" in str(raised.value)
+    assert repr(length_fmt) in str(raised.value)
+
+
+def framed_app(header_length, length_fmt):
+    @wallaroo.decoder(header_length=header_length, length_fmt=length_fmt)
+    def framed(data):
         return data
 
-    assert framing(d) == expected
+    def setup(args):
+        source = wallaroo.source("framed", wallaroo.TCPSourceConfig("h", 1, framed))
+        return wallaroo.build_application(
+            "framed", source.to_sink(wallaroo.TCPSinkConfig("h", 2, encode_text))
+        )
+
+    return app_module(setup)
 
 
-@pytest.mark.parametrize(("header", "fmt"), [(4, ">f"), (2, ">I"), (4, ">II")])
-def test_unusable_length_formats_are_refused(header, fmt):
-    @wallaroo.decoder(header_length=header, length_fmt=fmt)
-    def bad(data):
-        return data
+# ------------------------------------------------------------------------------------------------
+# Generators
 
-    with pytest.raises(wallaroo.WallarooParameterError, match="decoder 'bad'"):
-        framing(bad)
+
+@wallaroo.computation(name="bracket")
+def bracket(number):
+    return f"<{number}>"
+
+
+class Countdown:
+    def initial_value(self):
+        return 3
+
+    def apply(self, previous):
+        return previous - 1 if previous > 1 else None
+
+
+def generator_setup(args):
+    source = wallaroo.source("countdown", wallaroo.GenSourceConfig(Countdown()))
+    sink = wallaroo.TCPSinkConfig("h", "2", encode_text)
+    return wallaroo.build_application("countdown", source.to(bracket).to_sink(sink))
+
+
+def test_a_generator_produces_one_value_per_message_until_none():
+    host = SimulatedHost(app_module(generator_setup))
+    assert host.spec.sources == [SourceSpec("countdown", ("generator",), 0)]
+    assert host.spec.steps[0] == StepSpec("Countdown", "decoder")
+    host.send([b"", b""])
+    host.send([b"ignored", b"", b""])
+    assert host.output() == b"<3>\n<2>\n<1>\n"
+    host.send([b""])
+    assert host.output() == b"<3>\n<2>\n<1>\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# State
+
+
+def test_snapshot_reports_changed_states_once():
+    host = SimulatedHost(WORD_COUNT)
+    host.send([b"a b a"])
+    entries = host.runtime.snapshot_changed()
+    assert [(step, key, pickle.loads(value).count) for step, key, value in entries] == [
+        (3, b"a", 2),
+        (3, b"b", 1),
+    ]
+    assert host.runtime.snapshot_changed() == []
+    host.send([b"b"])
+    assert [key for _, key, _ in host.runtime.snapshot_changed()] == [b"b"]
+
+
+def test_state_survives_into_a_fresh_runtime():
+    first = SimulatedHost(WORD_COUNT)
+    first.send([b"a b a"])
+    saved = first.runtime.snapshot_changed()
+
+    second = SimulatedHost(WORD_COUNT)
+    second.runtime.restore(saved)
+    assert [key for _, key, _ in second.runtime.snapshot_changed()] == [b"a", b"b"]
+    second.send([b"a"])
+    assert second.output() == b"a => 3\n"
+
+
+def test_take_removes_and_returns_existing_states():
+    host = SimulatedHost(WORD_COUNT)
+    host.send([b"a b"])
+    taken = host.runtime.take([(3, b"a"), (3, b"zzz"), (0, b"a")])
+    assert [(step, key, pickle.loads(value).count) for step, key, value in taken] == [(3, b"a", 1)]
+    assert [key for _, key, _ in host.runtime.snapshot_changed()] == [b"b"]
+    assert host.runtime.take([(3, b"a")]) == []
+
+    other = SimulatedHost(WORD_COUNT)
+    other.runtime.restore(taken)
+    other.send([b"a"])
+    assert other.output() == b"a => 2\n"
+    host.send([b"a"])
+    assert host.output() == b"a => 1\nb => 1\na => 1\n"
+
+
+def test_restore_with_an_unreadable_state_applies_nothing():
+    host = SimulatedHost(WORD_COUNT)
+    good = (3, b"a", pickle.dumps(WordTotal()))
+    with pytest.raises(RuntimeError, match="step 3 for key b'b'"):
+        host.runtime.restore([good, (3, b"b", b"not a pickle")])
+    assert host.runtime.snapshot_changed() == []

@@ -1,330 +1,607 @@
-"""Compiles an application's pipeline into a table of steps and runs batches through it.
+"""Runs a Wallaroo application behind the WIT ``guest`` interface, in plain Python.
 
-The host calls ``process(segment, batch)`` with a step index to start at. Values flow from step to
-step inside this call; they leave it only at a ``key_by`` (as a routed message the host delivers
-to the key's owner), at an encoder (bytes for a sink), or as a failure of one input. Nothing here
-knows about WIT: ``_component`` adapts it, and tests drive it on plain CPython.
+``describe`` compiles the application's pipeline into a table of steps, numbered the same way on
+every instance, and precomputes for every step a closure that runs it and hands its output
+straight to the next step's closure. ``process`` then only calls closures: segments are fused,
+and a message leaves the guest only at a ``key_by``, at a keyed step reached without a key, or at
+a sink. Nothing here imports the generated bindings, so it runs (and is tested) on plain CPython;
+``wallaroo._component`` adapts it to the WIT types.
 """
 
 import os
 import pickle
-import traceback
-from collections import namedtuple
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
-import wallaroo
-from wallaroo import Decoder, GenSourceConfig, WallarooParameterError
+from wallaroo import (
+    Application,
+    Computation,
+    GenSourceConfig,
+    KeyExtractor,
+    SinkStage,
+    SourceStage,
+    StateComputation,
+    WallarooParameterError,
+)
 
-Message = namedtuple("Message", "key payload")
-
-PICKLE = pickle.HIGHEST_PROTOCOL
-
-# Byte-order characters of struct formats; wasm32 is little endian, so native means little.
-_BIG_ENDIAN = {">": True, "!": True, "<": False, "=": False, "@": False}
-_LENGTH_SIZES = {"B": 1, "b": 1, "H": 2, "h": 2, "I": 4, "i": 4, "L": 4, "l": 4, "Q": 8, "q": 8}
+_SDK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_dumps = pickle.dumps
+_loads = pickle.loads
 
 
-@dataclass
+# ------------------------------------------------------------------------------------------------
+# The description, mirroring the WIT records
+
+
+class Message(NamedTuple):
+    """One message of a batch (any ``(key, payload)`` pair will do). The key is empty in a
+    source's segment; elsewhere it is the routing key the message was sent with."""
+
+    key: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True)
 class StepSpec:
     name: str
-    kind: str
+    kind: str  # "decoder", "stateless", "stateful", "key-by" or "encoder"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SourceSpec:
     name: str
+    # ("tcp", host, port, header_length, length_size, big_endian) or ("generator",)
     config: tuple
     segment: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class SinkSpec:
     name: str
-    config: tuple
+    config: tuple  # ("tcp", host, port)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppSpec:
     name: str
-    sources: list = field(default_factory=list)
-    sinks: list = field(default_factory=list)
-    steps: list = field(default_factory=list)
+    sources: list
+    sinks: list
+    steps: list
 
 
-def framing(decoder):
-    """The WIT framing (header length, length size, big endian) of a decoder's length_fmt."""
-    fmt = decoder.length_fmt
-    order, code = (fmt[0], fmt[1:]) if fmt[:1] in _BIG_ENDIAN else ("@", fmt)
-    size = _LENGTH_SIZES.get(code)
-    header = decoder.header_length
-    if size is None or not isinstance(header, int) or header < size:
-        raise WallarooParameterError(
-            f"decoder {decoder.name!r}: length_fmt {fmt!r} with header_length {header!r} is not "
-            f"supported; use a byte order (>, <, !, =) and one of B H I L Q, in a header at "
-            f"least that long"
-        )
-    return (header, size, _BIG_ENDIAN[order])
+# ------------------------------------------------------------------------------------------------
+# Errors
 
 
-def describe_error(exc):
-    """``Type: message (file.py:line in function)`` for the innermost frame of ``exc``."""
-    text = f"{type(exc).__name__}: {exc}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        last = frames[-1]
-        text += f" ({os.path.basename(last.filename)}:{last.lineno} in {last.name})"
-    return text
+class StepFailed(Exception):
+    """User code failed at ``step``; ``text`` is ready for the dead-letter report.
+
+    Step closures raise it so that the batch loop learns which step failed without tracking the
+    current step on every call.
+    """
+
+    def __init__(self, step, text):
+        super().__init__(text)
+        self.step = step
+        self.text = text
+
+
+def error_text(error, where=None):
+    """One line saying what went wrong and where, e.g.
+    ``ZeroDivisionError: division by zero (word_count.py:42 in count_word)``.
+
+    The place is the innermost frame outside this SDK, which is the user's code whenever user
+    code raised; otherwise ``where`` (the definition of the step's function, for results of the
+    wrong type).
+    """
+    try:
+        message = str(error)
+    except Exception:  # a user exception whose __str__ itself fails
+        message = "<unprintable message>"
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    location = _user_location(error.__traceback__) or where
+    return f"{text} ({location})" if location else text
+
+
+def _user_location(tb):
+    location = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not code.co_filename.startswith(_SDK_DIR):
+            location = f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
+        tb = tb.tb_next
+    return location
+
+
+def _definition_site(fn):
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno} in {code.co_name}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiling the pipeline into a step table
+
+_STEP_KINDS = {Computation: "stateless", StateComputation: "stateful", KeyExtractor: "key-by"}
+
+# struct byte-order characters: big endian or not. Native order ('@', or none) is little endian
+# because the guest is wasm32.
+_BYTE_ORDERS = {">": True, "!": True, "<": False, "=": False, "@": False}
+# struct integer codes and their standard sizes.
+_LENGTH_SIZES = {"B": 1, "b": 1, "H": 2, "h": 2, "I": 4, "i": 4, "L": 4, "l": 4, "Q": 8, "q": 8}
 
 
 class _Step:
-    __slots__ = ("index", "name", "kind", "fn", "multi", "state_class", "sink", "next", "gen")
+    """A step while the table is being built."""
 
-    def __init__(self, index, name, kind, fn=None, multi=False, state_class=None):
-        self.index = index
+    def __init__(self, name, kind, stage):
         self.name = name
         self.kind = kind
-        self.fn = fn
-        self.multi = multi
-        self.state_class = state_class
-        self.sink = None
-        self.next = []
-        self.gen = None
+        self.stage = stage  # the decorated function, or the GenSourceConfig of a generator
+        self.successors = []  # ids of the steps that receive this step's output
+        self.sink = None  # for encoders, the sink id
 
 
-class _Generator:
-    """A GenSourceConfig's generator: initial_value() first, then apply(previous)."""
+class _Compiler:
+    """Numbers the steps of a pipeline graph: upstream before downstream, sources and merged
+    pipelines in the order the application wrote them, so the same setup gives the same table."""
 
-    def __init__(self, instance):
-        self.instance = instance
-        self.started = False
-        self.previous = None
-        self.done = False
+    def __init__(self):
+        self.steps = []
+        self.sources = []
+        self.sinks = []
+        self._exits = {}  # pipeline -> ids of the steps whose output flows out of it
 
-    def next(self):
-        if self.done:
-            return None
-        value = (
-            self.instance.apply(self.previous) if self.started else self.instance.initial_value()
+    def walk(self, pipeline):
+        """Adds ``pipeline``'s steps (upstream first, each pipeline once) and returns the ids of
+        the steps whose output leaves it."""
+        exits = self._exits.get(pipeline)
+        if exits is not None:
+            return exits
+        inputs = []
+        for parent in pipeline._parents:
+            for step_id in self.walk(parent):
+                if step_id not in inputs:
+                    inputs.append(step_id)
+        stage = pipeline._stage
+        if stage is None:  # a merge: both flows continue
+            exits = inputs
+        elif isinstance(stage, SourceStage):
+            exits = [self._add_source(stage)]
+        elif isinstance(stage, SinkStage):
+            for config in stage.configs:
+                self._link(inputs, self._add_sink(config))
+            exits = []
+        else:
+            step_id = self._add(stage.name, _STEP_KINDS[type(stage)], stage)
+            self._link(inputs, step_id)
+            exits = [step_id]
+        self._exits[pipeline] = exits
+        return exits
+
+    def _add(self, name, kind, stage):
+        self.steps.append(_Step(name, kind, stage))
+        return len(self.steps) - 1
+
+    def _link(self, inputs, step_id):
+        for input_id in inputs:
+            self.steps[input_id].successors.append(step_id)
+
+    def _add_source(self, stage):
+        config = stage.config
+        if isinstance(config, GenSourceConfig):
+            step_id = self._add(type(config.generator).__name__, "decoder", config)
+            spec = ("generator",)
+        else:
+            step_id = self._add(config.decoder.name, "decoder", config.decoder)
+            spec = ("tcp", str(config.host), str(config.port), *_framing(config.decoder))
+        self.sources.append(SourceSpec(stage.name, spec, step_id))
+        return step_id
+
+    def _add_sink(self, config):
+        encoder = config.encoder
+        step_id = self._add(encoder.name, "encoder", encoder)
+        self.steps[step_id].sink = len(self.sinks)
+        self.sinks.append(SinkSpec(encoder.name, ("tcp", str(config.host), str(config.port))))
+        return step_id
+
+
+def _framing(decoder):
+    """``(header_length, length_size, big_endian)`` for the host, from the decoder's struct
+    format: an optional byte-order character and one integer code."""
+    fmt, header_length = decoder.length_fmt, decoder.header_length
+    code = fmt[1:] if isinstance(fmt, str) and fmt[:1] in _BYTE_ORDERS else fmt
+    if not isinstance(code, str) or code not in _LENGTH_SIZES:
+        raise WallarooParameterError(
+            f"decoder {decoder.name!r}: length_fmt {fmt!r} must be a byte order (>, !, <, =, @ "
+            "or none) followed by one integer code (B, b, H, h, I, i, L, l, Q or q)"
         )
-        self.started = True
-        self.previous = value
+    length_size = _LENGTH_SIZES[code]
+    if type(header_length) is not int or not length_size <= header_length < 2**32:
+        raise WallarooParameterError(
+            f"decoder {decoder.name!r}: header_length {header_length!r} cannot hold the "
+            f"{length_size}-byte length of length_fmt {fmt!r}"
+        )
+    return header_length, length_size, _BYTE_ORDERS.get(fmt[0], False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Step closures
+#
+# A runner takes (value, key, out): ``key`` is the routing key in context (None when no key is
+# known yet, i.e. in a source's segment) and ``out`` the batch's output list. The try blocks wrap
+# user code only, so a downstream StepFailed passes through untouched.
+
+
+def _downstream(successors, runners):
+    """The runner that feeds a step's output to all its successors."""
+    if len(successors) == 1:
+        return runners[successors[0]]
+    targets = [runners[step_id] for step_id in successors]
+
+    def fan_out(value, key, out):
+        for run in targets:
+            run(value, key, out)
+
+    return fan_out
+
+
+def _results(result, label):
+    """A multi step's result as a sequence (lists are checked for by the caller)."""
+    if isinstance(result, (list, tuple)):
+        return result
+    raise TypeError(f"{label} returned {type(result).__name__}, expected a list")
+
+
+def _stateless(step_id, computation, nxt):
+    fn, multi = computation.fn, computation.multi
+    label, where = f"{computation.kind} {computation.name!r}", _definition_site(fn)
+
+    def run(value, key, out):
+        try:
+            result = fn(value)
+            if multi and result is not None and type(result) is not list:
+                result = _results(result, label)
+        except Exception as error:
+            raise StepFailed(step_id, error_text(error, where)) from None
+        if result is None:
+            return
+        if multi:
+            for item in result:
+                if item is not None:
+                    nxt(item, key, out)
+        else:
+            nxt(result, key, out)
+
+    return run
+
+
+def _stateful(step_id, computation, nxt, states, changed, route):
+    fn, multi, new_state = computation.fn, computation.multi, computation.state_class
+    label, where = f"{computation.kind} {computation.name!r}", _definition_site(fn)
+
+    def run(value, key, out):
+        if key is None:
+            # Reached before any key_by: all unkeyed messages share the state of key b"",
+            # which lives wherever the host routes that key.
+            out.append(route(b"", step_id, _pickled(value, step_id)))
+            return
+        try:
+            state = states.get(key)
+            if state is None:
+                state = states[key] = new_state()
+            changed[key] = None
+            result = fn(value, state)
+            if multi and result is not None and type(result) is not list:
+                result = _results(result, label)
+        except Exception as error:
+            raise StepFailed(step_id, error_text(error, where)) from None
+        if result is None:
+            return
+        if multi:
+            for item in result:
+                if item is not None:
+                    nxt(item, key, out)
+        else:
+            nxt(result, key, out)
+
+    return run
+
+
+def _key_bytes(key, label):
+    """A key extractor's result as bytes, the way Wallaroo converted keys."""
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, (bytes, bytearray)):
+        return bytes(key)
+    if isinstance(key, int):
+        return chr(key).encode()
+    raise TypeError(f"{label} returned {type(key).__name__}, expected str, bytes or int")
+
+
+def _pickled(value, step_id):
+    try:
+        return _dumps(value, _PROTOCOL)
+    except Exception as error:
+        raise StepFailed(step_id, f"cannot pickle the message: {error_text(error)}") from None
+
+
+def _key_by(step_id, extractor, successors, route):
+    fn = extractor.fn
+    label, where = f"key_extractor {extractor.name!r}", _definition_site(fn)
+
+    def run(value, key, out):
+        try:
+            new_key = fn(value)
+            if type(new_key) is str:
+                new_key = new_key.encode()
+            elif type(new_key) is not bytes:
+                new_key = _key_bytes(new_key, label)
+        except Exception as error:
+            raise StepFailed(step_id, error_text(error, where)) from None
+        payload = _pickled(value, step_id)
+        for successor in successors:
+            out.append(route(new_key, successor, payload))
+
+    return run
+
+
+def _encoded(data, label):
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(
+        f"{label} returned {type(data).__name__}, expected bytes, bytearray or memoryview"
+    )
+
+
+def _encoder(step_id, encoder, sink, emit):
+    fn = encoder.fn
+    label, where = f"encoder {encoder.name!r}", _definition_site(fn)
+
+    def run(value, key, out):
+        try:
+            data = fn(value)
+            if type(data) is not bytes:
+                data = _encoded(data, label)
+        except Exception as error:
+            raise StepFailed(step_id, error_text(error, where)) from None
+        out.append(emit(sink, data))
+
+    return run
+
+
+# Entries take (payload, key, out) for one message of a batch.
+
+
+def _decoder_entry(step_id, decoder, nxt):
+    fn, where = decoder.fn, _definition_site(decoder.fn)
+
+    def entry(payload, key, out):
+        try:
+            value = fn(payload)
+        except Exception as error:
+            raise StepFailed(step_id, error_text(error, where)) from None
+        if value is not None:
+            nxt(value, None, out)
+
+    return entry
+
+
+_NOT_STARTED = object()
+_EXHAUSTED = object()
+
+
+def _generator_entry(step_id, config, nxt):
+    """Each message asks for the next value: ``initial_value()``, then ``apply(previous)``.
+    A None ends the generator. After an exception the generator stays where it was."""
+    generator = config.generator
+    previous = _NOT_STARTED
+
+    def entry(payload, key, out):
+        nonlocal previous
+        if previous is _EXHAUSTED:
+            return
+        try:
+            if previous is _NOT_STARTED:
+                value = generator.initial_value()
+            else:
+                value = generator.apply(previous)
+        except Exception as error:
+            raise StepFailed(step_id, error_text(error)) from None
         if value is None:
-            self.done = True
-        return value
+            previous = _EXHAUSTED
+            return
+        previous = value
+        nxt(value, None, out)
+
+    return entry
 
 
-def _tuple_route(key, segment, payload):
+def _routed_entry(step_id, run):
+    """Entry for a message the host routed here: the payload is the pickled value."""
+
+    def entry(payload, key, out):
+        try:
+            value = _loads(payload)
+        except Exception as error:
+            raise StepFailed(step_id, f"cannot unpickle the message: {error_text(error)}") from None
+        run(value, key, out)
+
+    return entry
+
+
+def _build(steps, route, emit):
+    """Closures for a step table: ``({segment: (entry, routed)}, {step id: (states, changed)})``.
+
+    Successors always have higher ids than their inputs, so building from the last step back
+    finds every successor's runner ready.
+    """
+    runners = [None] * len(steps)
+    stores = {}
+    for step_id in reversed(range(len(steps))):
+        step = steps[step_id]
+        if step.kind == "encoder":
+            runners[step_id] = _encoder(step_id, step.stage, step.sink, emit)
+        elif step.kind == "key-by":
+            runners[step_id] = _key_by(step_id, step.stage, step.successors, route)
+        elif step.kind == "stateless":
+            nxt = _downstream(step.successors, runners)
+            runners[step_id] = _stateless(step_id, step.stage, nxt)
+        elif step.kind == "stateful":
+            states, changed = stores[step_id] = ({}, {})
+            nxt = _downstream(step.successors, runners)
+            runners[step_id] = _stateful(step_id, step.stage, nxt, states, changed, route)
+
+    entries = {}
+    for step_id, step in enumerate(steps):
+        if step.kind == "decoder":
+            nxt = _downstream(step.successors, runners)
+            if isinstance(step.stage, GenSourceConfig):
+                entries[step_id] = (_generator_entry(step_id, step.stage, nxt), False)
+            else:
+                entries[step_id] = (_decoder_entry(step_id, step.stage, nxt), False)
+        elif step.kind == "stateful":
+            entries[step_id] = (_routed_entry(step_id, runners[step_id]), True)
+        if step.kind == "key-by":
+            for successor in step.successors:
+                entries[successor] = (_routed_entry(successor, runners[successor]), True)
+    return entries, stores
+
+
+# ------------------------------------------------------------------------------------------------
+# The runtime
+
+
+def _route_tuple(key, segment, payload):
     return ("route", key, segment, payload)
 
 
-def _tuple_emit(sink, payload):
+def _emit_tuple(sink, payload):
     return ("emit", sink, payload)
 
 
-def _tuple_failed(index, step, key, error):
+def _failed_tuple(index, step, key, error):
     return ("failed", index, step, key, error)
 
 
 class Runtime:
-    """An application module's pipeline, compiled, with the state of the keys it holds.
+    """One instance's application: its step table, keyed state and change marks.
 
-    ``route``, ``emit`` and ``failed`` build the output items; the defaults build tuples
-    ``("route", key, segment, payload)``, ``("emit", sink, payload)`` and
-    ``("failed", input, step, key, error)``.
+    ``route``, ``emit`` and ``failed`` build the output items; by default they are tuples
+    (``("route", key, segment, payload)``, ``("emit", sink, payload)`` and
+    ``("failed", index, step, key, error)``). The component passes constructors of the WIT types
+    so that outputs need no second pass.
     """
 
-    def __init__(self, module, route=_tuple_route, emit=_tuple_emit, failed=_tuple_failed):
-        setup = getattr(module, "application_setup", None)
-        if not callable(setup):
-            where = os.path.basename(getattr(module, "__file__", None) or module.__name__)
+    def __init__(self, app_module, route=_route_tuple, emit=_emit_tuple, failed=_failed_tuple):
+        if not callable(getattr(app_module, "application_setup", None)):
+            where = getattr(app_module, "__file__", None) or app_module.__name__
             raise WallarooParameterError(
-                f"{where}: no application_setup(args) function; a Wallaroo application defines "
-                f"one and returns wallaroo.build_application(...) from it"
+                f"{os.path.basename(where)}: no application_setup(args) function"
             )
-        self._setup = setup
-        self._route, self._emit, self._failed = route, emit, failed
-        self._steps = None
-        self._states = {}
-        self._dirty = set()
-        # Where the message being processed is, for failure reports.
-        self._at = 0
-        self._key = None
-
-    # -- describe ---------------------------------------------------------------------------
+        self._app = app_module
+        self._route = route
+        self._emit = emit
+        self._failed = failed
+        self._entries = None  # segment -> (entry, whether its messages arrive with a key)
+        self._stores = None  # stateful step id -> (states by key, keys changed since snapshot)
 
     def describe(self, args):
-        app = self._setup(list(args))
-        if not isinstance(app, wallaroo.Application):
+        """Runs ``application_setup(args)``, compiles its pipeline and returns the AppSpec.
+        Starts from empty state."""
+        application = self._app.application_setup(args)
+        if not isinstance(application, Application):
             raise WallarooParameterError(
-                "application_setup(args) must return wallaroo.build_application(...), "
-                f"it returned {app!r}"
+                "application_setup(args) must return build_application(...), "
+                f"not {type(application).__name__}"
             )
-        self._steps = []
-        spec = AppSpec(app.name)
-        self._compile(app.pipeline._node, spec)
-        spec.steps = [StepSpec(s.name, s.kind) for s in self._steps]
-        return spec
-
-    def _new_step(self, name, kind, **kwargs):
-        step = _Step(len(self._steps), name, kind, **kwargs)
-        self._steps.append(step)
-        return step
-
-    def _compile(self, node, spec):
-        """Adds the steps of ``node`` (children first); returns the steps whose output flows
-        onward from it."""
-        tails = []
-        for child in node.children:
-            tails.extend(self._compile(child, spec))
-        for stage in node.stages:
-            if stage[0] == "source":
-                tails = [self._source_step(stage[1], stage[2], spec)]
-                continue
-            if stage[0] == "sinks":
-                for config in stage[1]:
-                    step = self._new_step(config.encoder.name, "encoder", fn=config.encoder.fn)
-                    step.sink = len(spec.sinks)
-                    spec.sinks.append(
-                        SinkSpec(f"{config.encoder.name}", ("tcp", config.host, config.port))
-                    )
-                    for tail in tails:
-                        tail.next.append(step.index)
-                tails = []
-                continue
-            user = stage[1]
-            step = self._new_step(
-                user.name, user.kind, fn=user.fn, multi=user.multi, state_class=user.state_class
-            )
-            for tail in tails:
-                tail.next.append(step.index)
-            tails = [step]
-        return tails
-
-    def _source_step(self, name, config, spec):
-        if isinstance(config, GenSourceConfig):
-            step = self._new_step(type(config.generator).__name__, "decoder")
-            step.gen = _Generator(config.generator)
-            spec.sources.append(SourceSpec(name, ("generator",), step.index))
-            return step
-        decoder = config.decoder
-        if not isinstance(decoder, Decoder):
-            raise WallarooParameterError(f"source {name!r} has no decoder")
-        header, size, big = framing(decoder)
-        step = self._new_step(decoder.name, "decoder", fn=decoder.fn)
-        spec.sources.append(
-            SourceSpec(name, ("tcp", config.host, config.port, header, size, big), step.index)
+        compiler = _Compiler()
+        compiler.walk(application.pipeline)
+        self._entries, self._stores = _build(compiler.steps, self._route, self._emit)
+        return AppSpec(
+            name=application.name,
+            sources=compiler.sources,
+            sinks=compiler.sinks,
+            steps=[StepSpec(step.name, step.kind) for step in compiler.steps],
         )
-        return step
-
-    # -- process ----------------------------------------------------------------------------
 
     def process(self, segment, batch):
-        steps = self._steps
-        if steps is None:
+        """Runs ``segment`` over ``batch``, a sequence of ``(key, payload)`` pairs such as
+        ``Message``; returns the outputs in input order. A message whose processing fails
+        yields one failure item and nothing else; the others are unaffected."""
+        if self._entries is None:
             raise RuntimeError("process called before describe")
-        if not 0 <= segment < len(steps):
-            raise RuntimeError(
-                f"unknown segment {segment} (the application has {len(steps)} steps)"
-            )
-        start = steps[segment]
+        try:
+            entry, routed = self._entries[segment]
+        except KeyError:
+            raise RuntimeError(f"segment {segment} is not a step where a segment starts") from None
         out = []
-        for i, message in enumerate(batch):
+        for index, (key, payload) in enumerate(batch):
             mark = len(out)
-            self._at = segment
             try:
-                if start.kind == "decoder":
-                    self._key = None
-                    value = start.gen.next() if start.gen else start.fn(message.payload)
-                    if value is not None:
-                        self._forward(start, value, None, out)
-                else:
-                    key = bytes(message.key)
-                    self._key = key
-                    self._run(start, pickle.loads(message.payload), key, out)
-            except Exception as exc:  # noqa: BLE001 - any user error fails only this message
+                entry(payload, key, out)
+            except StepFailed as failure:
                 del out[mark:]
-                key = self._key
-                out.append(self._failed(i, self._at, key, describe_error(exc)))
+                out.append(self._failed(index, failure.step, key if routed else None, failure.text))
         return out
 
-    def _forward(self, step, value, key, out):
-        steps = self._steps
-        for n in step.next:
-            self._run(steps[n], value, key, out)
-
-    def _results(self, step, result, key, out):
-        if result is None:
-            return
-        if step.multi:
-            for value in result:
-                if value is not None:
-                    self._forward(step, value, key, out)
-        else:
-            self._forward(step, result, key, out)
-
-    def _run(self, step, value, key, out):
-        self._at = step.index
-        kind = step.kind
-        if kind == "stateless":
-            self._results(step, step.fn(value), key, out)
-        elif kind == "stateful":
-            if key is None:
-                # Unkeyed state lives under the empty key, on the one worker that owns it.
-                out.append(self._route(b"", step.index, pickle.dumps(value, PICKLE)))
-                return
-            slot = (step.index, key)
-            state = self._states.get(slot)
-            if state is None:
-                state = self._states[slot] = step.state_class()
-            self._dirty.add(slot)
-            self._results(step, step.fn(value, state), key, out)
-        elif kind == "key-by":
-            new_key = self._key_bytes(step, step.fn(value))
-            payload = pickle.dumps(value, PICKLE)
-            for n in step.next:
-                out.append(self._route(new_key, n, payload))
-        elif kind == "encoder":
-            data = step.fn(value)
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(
-                    f"encoder {step.name!r} returned {type(data).__name__}, expected bytes"
-                )
-            out.append(self._emit(step.sink, bytes(data)))
-        else:
-            self._forward(step, value, key, out)
-
-    def _key_bytes(self, step, key):
-        if isinstance(key, str):
-            return key.encode("utf-8")
-        if isinstance(key, (bytes, bytearray)):
-            return bytes(key)
-        if isinstance(key, int) and not isinstance(key, bool):
-            return chr(key).encode("utf-8")
-        raise TypeError(
-            f"key extractor {step.name!r} returned {type(key).__name__}, expected str or bytes"
-        )
-
-    # -- state ------------------------------------------------------------------------------
-
     def snapshot_changed(self):
-        states = self._states
-        entries = [
-            (step, key, pickle.dumps(states[(step, key)], PICKLE))
-            for (step, key) in self._dirty
-            if (step, key) in states
-        ]
-        self._dirty.clear()
+        """``[(step, key, pickled state)]`` for the states touched since the previous call;
+        forgets the marks once every state is pickled."""
+        entries = []
+        for step_id, (states, changed) in self._described_stores().items():
+            for key in changed:
+                entries.append((step_id, key, self._pickle_state(step_id, key, states[key])))
+        for _states, changed in self._stores.values():
+            changed.clear()
         return entries
 
     def restore(self, entries):
-        for step, key, value in entries:
-            self._states[(step, bytes(key))] = pickle.loads(value)
+        """Replaces or creates the given ``(step, key, pickled state)``, marking them changed.
+        Applies nothing if any entry is unusable."""
+        stores = self._described_stores()
+        decoded = []
+        for step_id, key, value in entries:
+            store = stores.get(step_id)
+            if store is None:
+                raise RuntimeError(f"cannot restore state into step {step_id}: it keeps none")
+            try:
+                state = _loads(value)
+            except Exception as error:
+                raise RuntimeError(
+                    f"cannot restore the state of step {step_id} for key {key!r}: "
+                    f"{error_text(error)}"
+                ) from None
+            decoded.append((store, key, state))
+        for (states, changed), key, state in decoded:
+            states[key] = state
+            changed[key] = None
 
     def take(self, keys):
+        """Removes the states of the given ``(step, key)`` pairs that exist and returns them as
+        ``(step, key, pickled state)``."""
+        stores = self._described_stores()
         taken = []
-        for step, key in keys:
-            state = self._states.pop((step, bytes(key)), None)
-            self._dirty.discard((step, bytes(key)))
-            if state is not None:
-                taken.append((step, bytes(key), pickle.dumps(state, PICKLE)))
+        for step_id, key in keys:
+            states, changed = stores.get(step_id, ({}, {}))
+            if key in states:
+                taken.append((step_id, key, self._pickle_state(step_id, key, states[key])))
+                del states[key]
+                changed.pop(key, None)
         return taken
+
+    def _described_stores(self):
+        if self._stores is None:
+            raise RuntimeError("state requested before describe")
+        return self._stores
+
+    @staticmethod
+    def _pickle_state(step_id, key, state):
+        try:
+            return _dumps(state, _PROTOCOL)
+        except Exception as error:
+            raise RuntimeError(
+                f"cannot pickle the state of step {step_id} for key {key!r}: {error_text(error)}"
+            ) from None

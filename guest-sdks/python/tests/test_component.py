@@ -1,0 +1,104 @@
+"""The component adapter against bindings generated from the WIT, on plain CPython.
+
+Skipped where componentize-py is not installed (it generates the bindings).
+"""
+
+import importlib
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_runtime import ARGS, WORD_COUNT, WordTotal, app_module
+
+WIT = Path(__file__).resolve().parents[3] / "wit"
+
+
+@pytest.fixture(scope="module")
+def bindings(tmp_path_factory):
+    if shutil.which("componentize-py") is None:
+        pytest.skip("componentize-py is not installed")
+    out = tmp_path_factory.mktemp("bindings")
+    subprocess.run(
+        ["componentize-py", "-d", str(WIT), "-w", "app", "bindings", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    sys.path.insert(0, str(out))
+    try:
+        component = importlib.import_module("wallaroo._component")
+        types = importlib.import_module("wit_world.imports.types")
+        err = importlib.import_module("componentize_py_types").Err
+        yield component, types, err
+    finally:
+        sys.path.remove(str(out))
+        for name in list(sys.modules):
+            if name.split(".")[0] in ("wit_world", "componentize_py_types") or name == (
+                "wallaroo._component"
+            ):
+                del sys.modules[name]
+
+
+def test_describe_returns_the_wit_app_spec(bindings):
+    component, types, _err = bindings
+    component.install(WORD_COUNT)
+    spec = component.Guest().describe(ARGS)
+    assert spec.name == "word count"
+    assert spec.sources == [
+        types.SourceSpec(
+            "lines",
+            types.SourceConfig_Tcp(types.TcpSource("127.0.0.1", "7000", types.Framing(4, 4, True))),
+            0,
+        )
+    ]
+    assert spec.sinks == [
+        types.SinkSpec("encode_count", types.SinkConfig_Tcp(types.TcpSink("127.0.0.1", "7002")))
+    ]
+    assert [step.kind for step in spec.steps] == [
+        types.StepKind.DECODER,
+        types.StepKind.STATELESS,
+        types.StepKind.KEY_BY,
+        types.StepKind.STATEFUL,
+        types.StepKind.ENCODER,
+    ]
+
+
+def test_process_and_state_use_the_wit_types(bindings):
+    component, types, _err = bindings
+    component.install(WORD_COUNT)
+    guest = component.Guest()
+    guest.describe(ARGS)
+    out = guest.process(0, [types.Message(b"", b"hi"), types.Message(b"", b"\xff")])
+    assert out[0] == types.Output_Route(types.Routed(b"hi", 3, pickle.dumps("hi", 5)))
+    assert isinstance(out[1], types.Output_Failed)
+    assert (out[1].value.input, out[1].value.step, out[1].value.key) == (1, 0, None)
+    assert guest.process(3, [types.Message(b"hi", out[0].value.payload)]) == [
+        types.Output_Emit(types.Emitted(0, b"hi => 1\n"))
+    ]
+    [entry] = guest.snapshot_changed()
+    assert (entry.step, entry.key, pickle.loads(entry.value).count) == (3, b"hi", 1)
+    guest.restore([types.StateEntry(3, b"yo", pickle.dumps(WordTotal()))])
+    taken = guest.take([types.StateKey(3, b"yo"), types.StateKey(3, b"none")])
+    assert [(e.step, e.key) for e in taken] == [(3, b"yo")]
+
+
+def test_errors_become_err_instead_of_trapping(bindings):
+    component, _types, err = bindings
+
+    def failing_setup(args):
+        raise ValueError("bad arguments")
+
+    component.install(app_module(failing_setup))
+    guest = component.Guest()
+    with pytest.raises(err) as raised:
+        guest.describe(ARGS)
+    assert raised.value.value.startswith("ValueError: bad arguments (test_component.py:")
+    with pytest.raises(err, match="before describe"):
+        guest.process(0, [])
+    component.install(WORD_COUNT)
+    guest.describe(ARGS)
+    with pytest.raises(err) as raised:
+        guest.process(7, [])
+    assert raised.value.value == "RuntimeError: segment 7 is not a step where a segment starts"
