@@ -255,8 +255,23 @@ def _results(result, label):
     raise TypeError(f"{label} returned {type(result).__name__}, expected a list")
 
 
+def _forwarder(multi, nxt):
+    """Passes a step's result on: each non-None element of a _multi step's list, or the
+    result itself."""
+    if not multi:
+        return nxt
+
+    def forward(result, key, out):
+        for item in result:
+            if item is not None:
+                nxt(item, key, out)
+
+    return forward
+
+
 def _stateless(step_id, computation, nxt):
     fn, multi = computation.fn, computation.multi
+    forward = _forwarder(multi, nxt)
     label, where = f"{computation.kind} {computation.name!r}", _definition_site(fn)
 
     def run(value, key, out):
@@ -266,20 +281,15 @@ def _stateless(step_id, computation, nxt):
                 result = _results(result, label)
         except Exception as error:
             raise StepFailed(step_id, error_text(error, where)) from None
-        if result is None:
-            return
-        if multi:
-            for item in result:
-                if item is not None:
-                    nxt(item, key, out)
-        else:
-            nxt(result, key, out)
+        if result is not None:
+            forward(result, key, out)
 
     return run
 
 
 def _stateful(step_id, computation, nxt, states, changed, route):
     fn, multi, new_state = computation.fn, computation.multi, computation.state_class
+    forward = _forwarder(multi, nxt)
     label, where = f"{computation.kind} {computation.name!r}", _definition_site(fn)
 
     def run(value, key, out):
@@ -298,14 +308,8 @@ def _stateful(step_id, computation, nxt, states, changed, route):
                 result = _results(result, label)
         except Exception as error:
             raise StepFailed(step_id, error_text(error, where)) from None
-        if result is None:
-            return
-        if multi:
-            for item in result:
-                if item is not None:
-                    nxt(item, key, out)
-        else:
-            nxt(result, key, out)
+        if result is not None:
+            forward(result, key, out)
 
     return run
 
