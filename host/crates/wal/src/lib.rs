@@ -1,0 +1,262 @@
+//! A node's write-ahead log: append-only segment files of checksummed records.
+//!
+//! Layout: one directory, files `<first-lsn>.wal` (20 digits) in LSN order. Each file starts with
+//! an 12-byte header (`WALLAROO`, format version as u32 LE); a directory written by another
+//! format version is refused rather than reused. Each record is
+//! `len: u32 LE | crc32: u32 LE | body`, the CRC covering the body, and the body is a
+//! [`Record`] (kind byte, then its fields). Records are numbered by their position in the log
+//! (the LSN), starting at 1.
+//!
+//! Appends are buffered and made durable together: [`Wal::append`] as many records as there are,
+//! then one [`Wal::sync`] (one `fdatasync`) makes all of them durable — group commit.
+//! Opening scans every segment; the first torn or corrupt record ends the log: the file is
+//! truncated there (with a warning naming file and offset) and any later segment is removed,
+//! since nothing after a hole can be trusted to be in order.
+
+mod record;
+mod segment;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub use record::Record;
+use segment::{HEADER_LEN, Segment};
+
+/// The position of a record in the log, from 1.
+pub type Lsn = u64;
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} was written by log format {found}; this build reads format {FORMAT_VERSION}: \
+         use a new data directory, or the version that wrote this one"
+    )]
+    IncompatibleVersion { path: PathBuf, found: u32 },
+    #[error("{path} is not a Wallaroo log segment (bad header)")]
+    NotALog { path: PathBuf },
+}
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// A segment is closed and a new one started once it holds this many bytes.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What opening found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Every intact record, with its LSN, in order.
+    pub records: Vec<(Lsn, Record)>,
+    /// Bytes cut off a torn or corrupt tail (0 when the log was clean).
+    pub truncated_bytes: u64,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    options: WalOptions,
+    /// Closed segments, oldest first, with their first LSN.
+    closed: Vec<(Lsn, PathBuf)>,
+    active: Active,
+    next_lsn: Lsn,
+}
+
+struct Active {
+    first_lsn: Lsn,
+    path: PathBuf,
+    out: BufWriter<File>,
+    bytes: u64,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir` and returns what it holds.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        options: WalOptions,
+    ) -> Result<(Wal, Recovered), WalError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut segments = segment::list(&dir)?;
+        let mut recovered = Recovered::default();
+        let mut next_lsn = 1;
+        let mut keep = segments.len();
+        for (i, (first, path)) in segments.iter().enumerate() {
+            let scan = Segment::scan(path, *first)?;
+            next_lsn = first + scan.records.len() as u64;
+            recovered.records.extend(scan.records);
+            if let Some(bad_at) = scan.bad_at {
+                let len = fs::metadata(path).map_err(io(path))?.len();
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = bad_at,
+                    "torn or corrupt record in the write-ahead log; truncating it there"
+                );
+                recovered.truncated_bytes += len - bad_at;
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io(path))?;
+                if bad_at < HEADER_LEN {
+                    // Not even the header made it: start the segment over.
+                    f.set_len(0).map_err(io(path))?;
+                    segment::write_header(&mut f).map_err(io(path))?;
+                } else {
+                    f.set_len(bad_at).map_err(io(path))?;
+                }
+                f.sync_all().map_err(io(path))?;
+                keep = i + 1;
+                break;
+            }
+        }
+        for (_, later) in segments.drain(keep..) {
+            let len = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
+            tracing::warn!(file = %later.display(), "removing a log segment written after a corrupt record");
+            recovered.truncated_bytes += len;
+            fs::remove_file(&later).map_err(io(&later))?;
+        }
+        let active = match segments.pop() {
+            Some((first, path)) => Active::reopen(first, path)?,
+            None => Active::create(&dir, next_lsn)?,
+        };
+        let wal = Wal {
+            dir,
+            options,
+            closed: segments,
+            active,
+            next_lsn,
+        };
+        Ok((wal, recovered))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The LSN the next appended record will get.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// Buffers a record; it is durable after the next [`Wal::sync`].
+    pub fn append(&mut self, record: &Record) -> Result<Lsn, WalError> {
+        if self.active.bytes >= self.options.segment_bytes {
+            self.roll()?;
+        }
+        let lsn = self.next_lsn;
+        let written =
+            segment::write_record(&mut self.active.out, record).map_err(io(&self.active.path))?;
+        self.active.bytes += written;
+        self.next_lsn += 1;
+        Ok(lsn)
+    }
+
+    /// Writes every buffered record and waits until the disk has them (one fsync).
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        let path = &self.active.path;
+        self.active.out.flush().map_err(io(path))?;
+        self.active.out.get_ref().sync_data().map_err(io(path))
+    }
+
+    /// Removes closed segments holding only records before `lsn` (records a committed
+    /// checkpoint has made unnecessary). Returns how many segments were removed.
+    pub fn compact_before(&mut self, lsn: Lsn) -> Result<usize, WalError> {
+        let mut removed = 0;
+        while self.closed.len() > removed {
+            // A closed segment ends where the next one (closed or active) begins.
+            let next_first = self
+                .closed
+                .get(removed + 1)
+                .map(|(first, _)| *first)
+                .unwrap_or(self.active.first_lsn);
+            if next_first > lsn {
+                break;
+            }
+            let path = &self.closed[removed].1;
+            fs::remove_file(path).map_err(io(path))?;
+            removed += 1;
+        }
+        self.closed.drain(..removed);
+        Ok(removed)
+    }
+
+    /// The segment files, oldest first.
+    pub fn segments(&self) -> Vec<PathBuf> {
+        self.closed
+            .iter()
+            .map(|(_, p)| p.clone())
+            .chain(std::iter::once(self.active.path.clone()))
+            .collect()
+    }
+
+    fn roll(&mut self) -> Result<(), WalError> {
+        self.sync()?;
+        let fresh = Active::create(&self.dir, self.next_lsn)?;
+        let old = std::mem::replace(&mut self.active, fresh);
+        self.closed.push((old.first_lsn, old.path));
+        Ok(())
+    }
+}
+
+impl Active {
+    fn create(dir: &Path, first_lsn: Lsn) -> Result<Active, WalError> {
+        let path = segment::path(dir, first_lsn);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        segment::write_header(&mut file).map_err(io(&path))?;
+        file.sync_all().map_err(io(&path))?;
+        // The new file's name must survive a crash too.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+        Ok(Active {
+            first_lsn,
+            path,
+            out: BufWriter::with_capacity(256 * 1024, file),
+            bytes: HEADER_LEN,
+        })
+    }
+
+    fn reopen(first_lsn: Lsn, path: PathBuf) -> Result<Active, WalError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let bytes = file.metadata().map_err(io(&path))?.len();
+        Ok(Active {
+            first_lsn,
+            path,
+            out: BufWriter::with_capacity(256 * 1024, file),
+            bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+//! One segment file: header, records, and the scan that finds where intact records end.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::{FORMAT_VERSION, Lsn, Record, WalError, io};
+
+const MAGIC: &[u8; 8] = b"WALLAROO";
+pub(crate) const HEADER_LEN: u64 = 12;
+/// A record body larger than this is taken as a corrupt length field.
+const MAX_BODY: u32 = 1 << 30;
+
+pub(crate) fn path(dir: &Path, first_lsn: Lsn) -> PathBuf {
+    dir.join(format!("{first_lsn:020}.wal"))
+}
+
+/// The segments in `dir`, ordered by first LSN.
+pub(crate) fn list(dir: &Path) -> Result<Vec<(Lsn, PathBuf)>, WalError> {
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let first = path
+            .extension()
+            .filter(|e| *e == "wal")
+            .and_then(|_| path.file_stem()?.to_str()?.parse::<Lsn>().ok());
+        if let Some(first) = first {
+            segments.push((first, path));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+pub(crate) fn write_header(out: &mut impl Write) -> std::io::Result<()> {
+    out.write_all(MAGIC)?;
+    out.write_all(&FORMAT_VERSION.to_le_bytes())
+}
+
+/// Appends one record; returns the bytes written.
+pub(crate) fn write_record(out: &mut impl Write, record: &Record) -> std::io::Result<u64> {
+    let mut body = Vec::new();
+    record.encode(&mut body);
+    out.write_all(&(body.len() as u32).to_le_bytes())?;
+    out.write_all(&crc32fast::hash(&body).to_le_bytes())?;
+    out.write_all(&body)?;
+    Ok(8 + body.len() as u64)
+}
+
+pub(crate) struct Segment {
+    pub(crate) records: Vec<(Lsn, Record)>,
+    /// The offset of the first torn or corrupt record, if any.
+    pub(crate) bad_at: Option<u64>,
+}
+
+impl Segment {
+    pub(crate) fn scan(path: &Path, first_lsn: Lsn) -> Result<Segment, WalError> {
+        let mut data = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(io(path))?;
+        if data.len() < HEADER_LEN as usize {
+            // A header that never made it to disk: the segment holds nothing.
+            return Ok(Segment {
+                records: Vec::new(),
+                bad_at: Some(0),
+            });
+        }
+        if &data[..8] != MAGIC {
+            return Err(WalError::NotALog {
+                path: path.to_path_buf(),
+            });
+        }
+        let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(WalError::IncompatibleVersion {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        let mut records = Vec::new();
+        let mut at = HEADER_LEN as usize;
+        while at < data.len() {
+            match read_record(&data[at..]) {
+                Some((record, used)) => {
+                    records.push((first_lsn + records.len() as u64, record));
+                    at += used;
+                }
+                None => {
+                    return Ok(Segment {
+                        records,
+                        bad_at: Some(at as u64),
+                    });
+                }
+            }
+        }
+        Ok(Segment {
+            records,
+            bad_at: None,
+        })
+    }
+}
+
+fn read_record(data: &[u8]) -> Option<(Record, usize)> {
+    let (len, rest) = data.split_first_chunk::<4>()?;
+    let (crc, rest) = rest.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len);
+    if len > MAX_BODY || rest.len() < len as usize {
+        return None;
+    }
+    let body = &rest[..len as usize];
+    if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+        return None;
+    }
+    Some((Record::decode(body)?, 8 + len as usize))
+}
