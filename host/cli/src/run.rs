@@ -186,8 +186,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             }
         }
         eprintln!(
-            "stopped: {} messages received, {} emitted, {} dead-lettered, {} instances replaced",
-            totals.received, totals.emitted, totals.dead_lettered, totals.instances_replaced
+            "stopped: {} messages received, {} emitted, {} dead-lettered, {} instances replaced, \
+             {} recycled",
+            totals.received,
+            totals.emitted,
+            totals.dead_lettered,
+            totals.instances_replaced,
+            totals.instances_recycled
         );
         let dead = totals.dead_lettered;
         if dead > 0 {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::types::{AppSpec, Message, Output, StateEntry, StateKey};
@@ -85,7 +85,38 @@ impl GuestError {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
+    limits: MemoryWatch,
+}
+
+/// The store's limits, remembering how large the guest's memories have grown (a linear memory
+/// never shrinks, so this is also what the instance holds).
+struct MemoryWatch {
     limits: StoreLimits,
+    bytes: usize,
+}
+
+impl ResourceLimiter for MemoryWatch {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.bytes += desired - current;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
 }
 
 impl WasiView for HostState {
@@ -162,10 +193,13 @@ impl Runtime {
         let state = HostState {
             wasi: self.sandbox.wasi_ctx()?,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory)
-                .trap_on_grow_failure(false)
-                .build(),
+            limits: MemoryWatch {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.limits.max_memory)
+                    .trap_on_grow_failure(false)
+                    .build(),
+                bytes: 0,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -203,6 +237,11 @@ impl Instance {
             Ok(Err(refusal)) => Err(GuestError::Refused(refusal)),
             Err(e) => Err(GuestError::from_wasmtime(e)),
         }
+    }
+
+    /// Bytes of linear memory the instance holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.bytes
     }
 
     pub fn describe(&mut self, args: &[String]) -> Result<AppSpec, GuestError> {

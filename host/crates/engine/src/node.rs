@@ -38,7 +38,7 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             args,
             source_credits: 4,
-            sink_queue: 64,
+            sink_queue: 16,
         }
     }
 }
@@ -54,6 +54,8 @@ pub struct NodeCounters {
     pub dead_lettered: AtomicU64,
     /// Guest instances replaced after a trap or a timeout.
     pub instances_replaced: AtomicU64,
+    /// Guest instances swapped for fresh ones because their memory had grown.
+    pub instances_recycled: AtomicU64,
 }
 
 /// A reading of [`NodeCounters`].
@@ -63,6 +65,7 @@ pub struct NodeTotals {
     pub emitted: u64,
     pub dead_lettered: u64,
     pub instances_replaced: u64,
+    pub instances_recycled: u64,
 }
 
 impl NodeCounters {
@@ -72,6 +75,7 @@ impl NodeCounters {
             emitted: self.emitted.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             instances_replaced: self.instances_replaced.load(Ordering::Relaxed),
+            instances_recycled: self.instances_recycled.load(Ordering::Relaxed),
         }
     }
 }

@@ -31,6 +31,9 @@ pub(crate) struct Worker {
     groups: KeyGroups,
     /// The last state the guest reported for each (step, key) this worker owns.
     state: HashMap<(u32, Vec<u8>), Vec<u8>>,
+    /// Past this much linear memory the instance is swapped for a fresh one between batches.
+    recycle_at: usize,
+    max_memory: usize,
 }
 
 /// Outputs of one batch, grouped by where they go.
@@ -52,6 +55,7 @@ impl Worker {
         sinks: Vec<flume::Sender<SinkBatch>>,
         owners: Arc<Vec<usize>>,
     ) -> Self {
+        let max_memory = runtime.limits().max_memory;
         Self {
             id,
             runtime,
@@ -64,7 +68,22 @@ impl Worker {
             owners,
             groups: config.key_groups,
             state: HashMap::new(),
+            recycle_at: 0,
+            max_memory,
         }
+        .with_recycle_mark()
+    }
+
+    /// Sets the memory mark for recycling halfway between what the instance holds now and its
+    /// cap.
+    fn with_recycle_mark(mut self) -> Self {
+        self.set_recycle_mark();
+        self
+    }
+
+    fn set_recycle_mark(&mut self) {
+        let now = self.instance.memory_bytes();
+        self.recycle_at = now + self.max_memory.saturating_sub(now) / 2;
     }
 
     pub(crate) fn run(mut self, inbox: flume::Receiver<Work>) {
@@ -78,6 +97,7 @@ impl Worker {
                 } => {
                     self.process(segment, &messages);
                     drop(credit);
+                    self.recycle_if_grown();
                     self.shared.done();
                 }
             }
@@ -206,12 +226,38 @@ impl Worker {
         }
     }
 
-    /// A new instance holding the state of every key this worker owns.
+    /// A guest's linear memory never shrinks, and some guests never free part of what they
+    /// allocate (componentize-py does not free the argument buffers of an export call, so a
+    /// Python instance grows by every batch's size). Before such an instance runs into its cap,
+    /// swap it for a fresh one holding the same state.
+    fn recycle_if_grown(&mut self) {
+        if self.instance.memory_bytes() <= self.recycle_at {
+            return;
+        }
+        tracing::debug!(
+            worker = self.id,
+            bytes = self.instance.memory_bytes(),
+            keys = self.state.len(),
+            "recycling the guest instance"
+        );
+        self.shared
+            .counters
+            .instances_recycled
+            .fetch_add(1, Ordering::Relaxed);
+        self.start_instance();
+    }
+
+    /// A new instance after a trap.
     fn replace_instance(&mut self) {
         self.shared
             .counters
             .instances_replaced
             .fetch_add(1, Ordering::Relaxed);
+        self.start_instance();
+    }
+
+    /// A new instance holding the state of every key this worker owns.
+    fn start_instance(&mut self) {
         let fresh = self.runtime.instantiate().and_then(|mut instance| {
             instance
                 .describe(&self.args)
@@ -231,7 +277,10 @@ impl Worker {
             Ok(instance)
         });
         match fresh {
-            Ok(instance) => self.instance = instance,
+            Ok(instance) => {
+                self.instance = instance;
+                self.set_recycle_mark();
+            }
             Err(e) => {
                 // Without an instance this worker's key groups cannot make progress, and no
                 // other worker holds their state: stopping the node loudly beats losing data.
