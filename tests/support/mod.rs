@@ -346,3 +346,67 @@ pub fn final_values(text: &str) -> BTreeMap<String, u64> {
 pub fn expected(path: &str) -> BTreeMap<String, u64> {
     final_values(&std::fs::read_to_string(root().join(path)).unwrap())
 }
+
+/// Builds the Go package in directory `package` (relative to the repository root) with
+/// `wallaroo build`, once per distinct content of the Go SDK module (which holds the examples
+/// and the test apps), the WIT and the binary.
+pub fn build_go_app(package: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(package) {
+        return path.clone();
+    }
+    let mut files = Vec::new();
+    collect_files(
+        &root().join("guest-sdks/go"),
+        &["go", "mod", "sum"],
+        &mut files,
+    );
+    collect_files(&root().join("wit"), &["wit"], &mut files);
+    files.sort();
+    let mut hash = Sha256::new();
+    hash.update(package.as_bytes());
+    for f in files {
+        hash.update(f.as_os_str().as_encoded_bytes());
+        hash.update(std::fs::read(&f).unwrap());
+    }
+    hash.update(
+        std::fs::read(wallaroo())
+            .map(|b| b.len().to_le_bytes())
+            .unwrap(),
+    );
+    let digest: String = hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let source = root().join(package);
+    let stem = source.file_name().unwrap().to_string_lossy().into_owned();
+    let out = scratch().join(format!("go-{stem}-{digest}.wasm"));
+    if !out.exists() {
+        let status = Command::new(wallaroo())
+            .arg("build")
+            .arg(&source)
+            .arg("-o")
+            .arg(&out)
+            .status()
+            .expect("running wallaroo build");
+        assert!(status.success(), "wallaroo build {package} failed");
+    }
+    built.insert(package.to_string(), out.clone());
+    out
+}
+
+fn collect_files(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, exts, out);
+        } else if path
+            .extension()
+            .is_some_and(|e| exts.iter().any(|x| e == *x))
+        {
+            out.push(path);
+        }
+    }
+}

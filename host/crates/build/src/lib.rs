@@ -3,9 +3,14 @@
 //! Python: componentize-py bundles CPython, the SDK (embedded in this binary) and the app's own
 //! modules into a component. It imports the app at build time and snapshots the result, so the
 //! app's top level runs here and `application_setup(args)` runs later, per instance.
+//!
+//! Go: standard Go builds a WASI preview1 reactor module whose exports implement the world by
+//! hand (the Go SDK); it is wrapped into a component here, with no tool beyond `go`.
 
+mod go;
 mod python;
 
+pub use go::{GoBuild, build_go, componentize};
 pub use python::{PythonBuild, build_python};
 
 mod embedded {
@@ -48,8 +53,13 @@ pub enum BuildError {
          `pip install componentize-py==0.25.1` (or run scripts/setup)"
     )]
     MissingComponentizePy,
-    /// The application failed to import or set up; the text is the Python error, with paths
-    /// pointing at the user's files.
+    #[error(
+        "go was not found on PATH (nor in /usr/local/go/bin); install Go 1.24 or newer \
+         from https://go.dev/dl/"
+    )]
+    MissingGo,
+    /// The application failed to import or set up, or to compile; the text is the Python
+    /// error (with paths pointing at the user's files) or Go's own report.
     #[error("{0}")]
     Application(String),
     #[error(transparent)]

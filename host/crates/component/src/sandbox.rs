@@ -1,6 +1,7 @@
-//! What a guest may touch. By default nothing: no files, no network, a clock frozen at the Unix
-//! epoch and a random source seeded with a constant, so that a replayed batch computes the same
-//! result as the first run. Each grant is an explicit operator decision.
+//! What a guest may touch. By default nothing: no files, no network, clocks frozen (the wall
+//! clock at the Unix epoch, the monotonic clock at 1 ns) and a random source seeded with a
+//! constant, so that a replayed batch computes the same result as the first run. Each grant is
+//! an explicit operator decision.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,8 +40,10 @@ impl HostMonotonicClock for FrozenClock {
     fn resolution(&self) -> u64 {
         1_000_000_000
     }
+    /// One nanosecond, not zero: the Go runtime refuses to start on a monotonic clock reading
+    /// zero ("nanotime returning zero").
     fn now(&self) -> u64 {
-        0
+        1
     }
 }
 

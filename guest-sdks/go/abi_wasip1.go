@@ -1,0 +1,372 @@
+//go:build wasip1
+
+package wallaroo
+
+// The component's exports: the canonical ABI of the `guest` interface of world
+// `wallaroo:app/app` (wit/wallaroo.wit), lifted and lowered by hand. `wallaroo build` embeds
+// the world's type information into the core module and wraps it, with the WASI preview1
+// reactor adapter, into a component.
+//
+// Memory: the host writes each call's arguments into memory it asks for with cabi_realloc,
+// which bumps through a static arena (never the Go heap, whose collector knows nothing of what
+// the host holds) and falls back to heap blocks kept reachable until the call is over.
+// Everything a call's results point to is kept reachable until the next call begins, by which
+// time the host has copied it. The preview1 adapter gets memory of its own from
+// cabi_realloc_adapter.
+
+import (
+	"strings"
+	"unsafe"
+)
+
+const (
+	exportPrefix     = "wallaroo:app/guest@0.1.0#"
+	argArenaSize     = 1 << 20
+	adapterArenaSize = 256 << 10
+)
+
+var (
+	argArena     [argArenaSize]byte
+	argUsed      uintptr
+	argSpill     [][]uint64 // arguments that did not fit the arena, until the call ends
+	adapterArena [adapterArenaSize]byte
+	adapterUsed  uintptr
+
+	// retArea holds a call's result record; keep holds what it points to until the next call.
+	retArea [16]uint32
+	keep    []any
+
+	guest *Runtime
+)
+
+// bump returns size bytes aligned to align from arena, or nil when they do not fit.
+//
+//go:nosplit
+func bump(arena unsafe.Pointer, arenaSize uintptr, used *uintptr, align, size uint32) unsafe.Pointer {
+	base := uintptr(arena)
+	a := uintptr(align)
+	if a == 0 {
+		a = 1
+	}
+	start := (base + *used + a - 1) &^ (a - 1)
+	end := start + uintptr(size)
+	if end > base+arenaSize {
+		return nil
+	}
+	*used = end - base
+	return unsafe.Add(arena, start-base)
+}
+
+//go:wasmexport cabi_realloc
+func cabiRealloc(old unsafe.Pointer, oldSize, align, newSize uint32) unsafe.Pointer {
+	p := bump(unsafe.Pointer(&argArena), argArenaSize, &argUsed, align, newSize)
+	if p == nil {
+		p = spill(newSize)
+	}
+	if old != nil && oldSize > 0 {
+		copy(unsafe.Slice((*byte)(p), newSize), unsafe.Slice((*byte)(old), min(oldSize, newSize)))
+	}
+	return p
+}
+
+// spill is cabi_realloc for arguments larger than the arena: a heap block (8-aligned), kept
+// reachable until the call that uses it is over.
+func spill(size uint32) unsafe.Pointer {
+	block := make([]uint64, (uintptr(size)+7)/8+1)
+	argSpill = append(argSpill, block)
+	return unsafe.Pointer(&block[0])
+}
+
+//go:wasmexport cabi_realloc_adapter
+//go:nosplit
+func cabiReallocAdapter(old unsafe.Pointer, oldSize, align, newSize uint32) unsafe.Pointer {
+	p := bump(unsafe.Pointer(&adapterArena), adapterArenaSize, &adapterUsed, align, newSize)
+	if p == nil {
+		return nil // the adapter traps: better than taking memory the Go runtime owns
+	}
+	if old != nil && oldSize > 0 {
+		n := min(oldSize, newSize)
+		for i := uint32(0); i < n; i++ {
+			*(*byte)(unsafe.Add(p, i)) = *(*byte)(unsafe.Add(old, i))
+		}
+	}
+	return p
+}
+
+// begin starts an export: the previous results are no longer needed.
+func begin() {
+	clear(keep)
+	keep = keep[:0]
+	if guest == nil {
+		guest = NewRuntime(registered)
+	}
+}
+
+// end releases the call's arguments; nothing may point into them afterwards.
+func end() {
+	argUsed = 0
+	argSpill = nil
+}
+
+// Reading the arguments.
+
+func ptrAt(addr uint32) unsafe.Pointer {
+	return unsafe.Add(unsafe.Pointer(nil), uintptr(addr))
+}
+
+func u32At(p unsafe.Pointer, off uintptr) uint32 {
+	return *(*uint32)(unsafe.Add(p, off))
+}
+
+// bytesAt is the list<u8> (or string) at p+off, in place.
+func bytesAt(p unsafe.Pointer, off uintptr) []byte {
+	ptr, n := u32At(p, off), u32At(p, off+4)
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(ptrAt(ptr)), n)
+}
+
+// Writing the results.
+
+// record returns n*size zeroed bytes, 4-aligned, kept until the next call.
+func record(n, size int) unsafe.Pointer {
+	if n == 0 {
+		return nil
+	}
+	words := make([]uint32, (n*size+3)/4)
+	keep = append(keep, words)
+	return unsafe.Pointer(&words[0])
+}
+
+func addr(p unsafe.Pointer) uint32 {
+	return uint32(uintptr(p))
+}
+
+func putU32(p unsafe.Pointer, off uintptr, v uint32) {
+	*(*uint32)(unsafe.Add(p, off)) = v
+}
+
+func putU8(p unsafe.Pointer, off uintptr, v uint8) {
+	*(*uint8)(unsafe.Add(p, off)) = v
+}
+
+func putBytes(p unsafe.Pointer, off uintptr, b []byte) {
+	if len(b) == 0 {
+		putU32(p, off, 0)
+		putU32(p, off+4, 0)
+		return
+	}
+	putU32(p, off, addr(unsafe.Pointer(&b[0])))
+	putU32(p, off+4, uint32(len(b)))
+	keep = append(keep, b)
+}
+
+// putString writes a WIT string; the host checks that strings are UTF-8.
+func putString(p unsafe.Pointer, off uintptr, s string) {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) == 0 {
+		putU32(p, off, 0)
+		putU32(p, off+4, 0)
+		return
+	}
+	putU32(p, off, addr(unsafe.Pointer(unsafe.StringData(s))))
+	putU32(p, off+4, uint32(len(s)))
+	keep = append(keep, s)
+}
+
+func ret() unsafe.Pointer {
+	clear(retArea[:])
+	return unsafe.Pointer(&retArea)
+}
+
+// retErr returns result::err(text).
+func retErr(text string) unsafe.Pointer {
+	r := ret()
+	putU8(r, 0, 1)
+	putString(r, 4, text)
+	return r
+}
+
+// guarded turns a panic in the SDK (or in user code outside a step, such as the setup) into
+// an error result: a trap would cost the whole instance.
+func guarded(p *unsafe.Pointer) {
+	if v := recover(); v != nil {
+		*p = retErr(panicText(v))
+	}
+}
+
+//go:wasmexport wallaroo:app/guest@0.1.0#describe
+func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Pointer) {
+	begin()
+	defer end()
+	defer guarded(&result)
+	args := make([]string, argsLen)
+	for i := range args {
+		args[i] = string(bytesAt(argsPtr, uintptr(i)*8))
+	}
+	spec, err := guest.Describe(args)
+	if err != nil {
+		return retErr(err.Error())
+	}
+	r := ret()
+	putString(r, 4, spec.Name)
+
+	sources := record(len(spec.Sources), 40)
+	for i, s := range spec.Sources {
+		p := unsafe.Add(sources, i*40)
+		putString(p, 0, s.Name)
+		putU8(p, 8, 0) // source-config::tcp
+		putString(p, 12, s.Host)
+		putString(p, 20, s.Port)
+		putU32(p, 28, s.Framing.HeaderLength)
+		putU8(p, 32, s.Framing.LengthSize)
+		if s.Framing.BigEndian {
+			putU8(p, 33, 1)
+		}
+		putU32(p, 36, s.Segment)
+	}
+	putU32(r, 12, addr(sources))
+	putU32(r, 16, uint32(len(spec.Sources)))
+
+	sinks := record(len(spec.Sinks), 28)
+	for i, s := range spec.Sinks {
+		p := unsafe.Add(sinks, i*28)
+		putString(p, 0, s.Name)
+		putU8(p, 8, 0) // sink-config::tcp
+		putString(p, 12, s.Host)
+		putString(p, 20, s.Port)
+	}
+	putU32(r, 20, addr(sinks))
+	putU32(r, 24, uint32(len(spec.Sinks)))
+
+	steps := record(len(spec.Steps), 12)
+	for i, s := range spec.Steps {
+		p := unsafe.Add(steps, i*12)
+		putString(p, 0, s.Name)
+		putU8(p, 8, uint8(s.Kind))
+	}
+	putU32(r, 28, addr(steps))
+	putU32(r, 32, uint32(len(spec.Steps)))
+	return r
+}
+
+//go:wasmexport wallaroo:app/guest@0.1.0#process
+func exportProcess(segment uint32, batchPtr unsafe.Pointer, batchLen uint32) (result unsafe.Pointer) {
+	begin()
+	defer end()
+	defer guarded(&result)
+	batch := make([]Message, batchLen)
+	for i := range batch {
+		m := unsafe.Add(batchPtr, i*16)
+		batch[i] = Message{Key: bytesAt(m, 0), Payload: bytesAt(m, 8)}
+	}
+	out, err := guest.Process(segment, batch)
+	if err != nil {
+		return retErr(err.Error())
+	}
+	keep = append(keep, out)
+	recs := record(len(out), 32)
+	for i := range out {
+		o := &out[i]
+		p := unsafe.Add(recs, i*32)
+		putU8(p, 0, uint8(o.Kind))
+		switch o.Kind {
+		case OutputRoute:
+			putKey(p, 4, o.Key)
+			putU32(p, 12, o.Segment)
+			putBytes(p, 16, o.Payload)
+		case OutputEmit:
+			putU32(p, 4, o.Sink)
+			putBytes(p, 8, o.Payload)
+		case OutputFailed:
+			putU32(p, 4, o.Input)
+			putU32(p, 8, o.Step)
+			if o.HasKey {
+				putU8(p, 12, 1)
+				putKey(p, 16, o.Key)
+			}
+			putString(p, 24, o.Error)
+		}
+	}
+	r := ret()
+	putU32(r, 4, addr(recs))
+	putU32(r, 8, uint32(len(out)))
+	return r
+}
+
+// putKey writes a key (any bytes, not necessarily UTF-8) as a list<u8>.
+func putKey(p unsafe.Pointer, off uintptr, key string) {
+	if len(key) == 0 {
+		putU32(p, off, 0)
+		putU32(p, off+4, 0)
+		return
+	}
+	putU32(p, off, addr(unsafe.Pointer(unsafe.StringData(key))))
+	putU32(p, off+4, uint32(len(key)))
+}
+
+func retEntries(entries []StateEntry) unsafe.Pointer {
+	keep = append(keep, entries)
+	recs := record(len(entries), 20)
+	for i, e := range entries {
+		p := unsafe.Add(recs, i*20)
+		putU32(p, 0, e.Step)
+		putBytes(p, 4, e.Key)
+		putBytes(p, 12, e.Value)
+	}
+	r := ret()
+	putU32(r, 4, addr(recs))
+	putU32(r, 8, uint32(len(entries)))
+	return r
+}
+
+//go:wasmexport wallaroo:app/guest@0.1.0#snapshot-changed
+func exportSnapshotChanged() (result unsafe.Pointer) {
+	begin()
+	defer end()
+	defer guarded(&result)
+	entries, err := guest.SnapshotChanged()
+	if err != nil {
+		return retErr(err.Error())
+	}
+	return retEntries(entries)
+}
+
+//go:wasmexport wallaroo:app/guest@0.1.0#restore
+func exportRestore(entriesPtr unsafe.Pointer, entriesLen uint32) (result unsafe.Pointer) {
+	begin()
+	defer end()
+	defer guarded(&result)
+	entries := make([]StateEntry, entriesLen)
+	for i := range entries {
+		p := unsafe.Add(entriesPtr, i*20)
+		// Restored state outlives the call: copy it out of the argument arena.
+		entries[i] = StateEntry{
+			Step:  u32At(p, 0),
+			Key:   append([]byte(nil), bytesAt(p, 4)...),
+			Value: append([]byte(nil), bytesAt(p, 12)...),
+		}
+	}
+	if err := guest.Restore(entries); err != nil {
+		return retErr(err.Error())
+	}
+	return ret()
+}
+
+//go:wasmexport wallaroo:app/guest@0.1.0#take
+func exportTake(keysPtr unsafe.Pointer, keysLen uint32) (result unsafe.Pointer) {
+	begin()
+	defer end()
+	defer guarded(&result)
+	keys := make([]StateKey, keysLen)
+	for i := range keys {
+		p := unsafe.Add(keysPtr, i*12)
+		keys[i] = StateKey{Step: u32At(p, 0), Key: bytesAt(p, 4)}
+	}
+	entries, err := guest.Take(keys)
+	if err != nil {
+		return retErr(err.Error())
+	}
+	return retEntries(entries)
+}

@@ -1,0 +1,3 @@
+module wallaroo.dev/wallaroo
+
+go 1.24

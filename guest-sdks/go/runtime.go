@@ -1,0 +1,610 @@
+package wallaroo
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
+)
+
+// The description and the batch interface, mirroring the WIT types of wit/wallaroo.wit. The
+// component glue (abi_wasip1.go) only converts between these and the canonical ABI; everything
+// else runs, and is tested, as plain Go.
+
+// StepKind is the kind of a step, in the order of the WIT enum step-kind.
+type StepKind uint8
+
+const (
+	KindDecoder StepKind = iota
+	KindStateless
+	KindStateful
+	KindKeyBy
+	KindEncoder
+)
+
+func (k StepKind) String() string {
+	return [...]string{"decoder", "stateless", "stateful", "key-by", "encoder"}[k]
+}
+
+type StepSpec struct {
+	Name string
+	Kind StepKind
+}
+
+// SourceSpec is a framed TCP source whose frames segment Segment decodes.
+type SourceSpec struct {
+	Name       string
+	Host, Port string
+	Framing    Framing
+	Segment    uint32
+}
+
+// SinkSpec is a TCP sink.
+type SinkSpec struct {
+	Name       string
+	Host, Port string
+}
+
+type AppSpec struct {
+	Name    string
+	Sources []SourceSpec
+	Sinks   []SinkSpec
+	Steps   []StepSpec
+}
+
+// Message is one message of a batch; Key is empty in a source's segment.
+type Message struct {
+	Key     []byte
+	Payload []byte
+}
+
+// OutputKind is the case of an Output, in the order of the WIT variant output.
+type OutputKind uint8
+
+const (
+	OutputRoute OutputKind = iota
+	OutputEmit
+	OutputFailed
+)
+
+// Output is one result of a batch. Route: Key, Segment, Payload. Emit: Sink, Payload.
+// Failed: Input, Step, Key if HasKey, Error.
+type Output struct {
+	Kind    OutputKind
+	Key     string
+	HasKey  bool
+	Segment uint32
+	Sink    uint32
+	Payload []byte
+	Input   uint32
+	Step    uint32
+	Error   string
+}
+
+type StateEntry struct {
+	Step  uint32
+	Key   []byte
+	Value []byte
+}
+
+type StateKey struct {
+	Step uint32
+	Key  []byte
+}
+
+// stepFailed is user code failing at a step, with the text for the dead-letter report.
+type stepFailed struct {
+	step uint32
+	text string
+}
+
+func (f *stepFailed) Error() string { return f.text }
+
+// compiledStep is a step of the table while it is being built.
+type compiledStep struct {
+	name       string
+	kind       StepKind
+	successors []int
+	sink       uint32
+	source     *sourceStage
+	step       *stepStage
+	encoder    *encoderStage
+}
+
+// compiler numbers the steps of a pipeline graph upstream before downstream, sources and
+// merged pipelines in the order the application wrote them, exactly like the Python SDK.
+type compiler struct {
+	steps   []*compiledStep
+	sources []SourceSpec
+	sinks   []SinkSpec
+	exits   map[*node][]int
+}
+
+func (c *compiler) walk(n *node) []int {
+	if exits, ok := c.exits[n]; ok {
+		return exits
+	}
+	var inputs []int
+	for _, parent := range n.parents {
+		for _, id := range c.walk(parent) {
+			if !containsInt(inputs, id) {
+				inputs = append(inputs, id)
+			}
+		}
+	}
+	var exits []int
+	switch stage := n.stage.(type) {
+	case nil: // a merge: every input flows on
+		exits = inputs
+	case *sourceStage:
+		id := c.add(&compiledStep{name: stage.decoder.name, kind: KindDecoder, source: stage})
+		c.sources = append(c.sources, SourceSpec{
+			Name: stage.name, Host: stage.host, Port: stage.port,
+			Framing: stage.framing, Segment: uint32(id),
+		})
+		exits = []int{id}
+	case *sinkStage:
+		for _, config := range stage.configs {
+			id := c.add(&compiledStep{
+				name: config.encoder.name, kind: KindEncoder, encoder: config.encoder,
+				sink: uint32(len(c.sinks)),
+			})
+			c.sinks = append(c.sinks, SinkSpec{Name: config.encoder.name, Host: config.host, Port: config.port})
+			c.link(inputs, id)
+		}
+	case *stepStage:
+		kind := map[string]StepKind{"stateless": KindStateless, "stateful": KindStateful, "key-by": KindKeyBy}[stage.kind]
+		id := c.add(&compiledStep{name: stage.name, kind: kind, step: stage})
+		c.link(inputs, id)
+		exits = []int{id}
+	}
+	c.exits[n] = exits
+	return exits
+}
+
+func containsInt(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *compiler) add(s *compiledStep) int {
+	c.steps = append(c.steps, s)
+	return len(c.steps) - 1
+}
+
+func (c *compiler) link(inputs []int, id int) {
+	for _, input := range inputs {
+		c.steps[input].successors = append(c.steps[input].successors, id)
+	}
+}
+
+// runner runs a step on a value in the context of the current message (Runtime.key/keyed).
+type runner func(v any) error
+
+// entry runs a segment's first step on a message's payload.
+type entry struct {
+	run    func(payload []byte) error
+	routed bool // whether its messages arrive with a key
+}
+
+// slot is one key's state in one state step.
+type slot struct {
+	step    uint32
+	key     string
+	value   any
+	changed bool
+	live    bool
+}
+
+type store struct {
+	stage *stepStage
+	slots map[string]*slot
+}
+
+// Runtime is one instance's application: its step table, keyed state and change marks. The
+// component exports call it; tests drive it directly.
+type Runtime struct {
+	setup   SetupFunc
+	entries []*entry
+	stores  map[uint32]*store
+	changed []*slot
+
+	// The message being processed.
+	key      []byte
+	keyed    bool
+	current  uint32 // the step whose user code runs, for panics
+	downFail error  // a failure downstream of an emit, reported when the user function returns
+	out      []Output
+	buf      []byte // route payloads of the batch
+}
+
+// NewRuntime returns a runtime for setup; Describe must be called before anything else.
+func NewRuntime(setup SetupFunc) *Runtime {
+	return &Runtime{setup: setup}
+}
+
+// Registered returns the setup function registered with Setup, or nil.
+func Registered() SetupFunc {
+	return registered
+}
+
+// Describe runs the setup with args, compiles its pipeline and returns its description. State
+// starts empty.
+func (r *Runtime) Describe(args []string) (AppSpec, error) {
+	if r.setup == nil {
+		return AppSpec{}, errors.New("no application: call wallaroo.Setup(applicationSetup) in an init function of package main")
+	}
+	app, err := r.setup(args)
+	if err != nil {
+		return AppSpec{}, err
+	}
+	if app == nil {
+		return AppSpec{}, errors.New("the setup function returned no application")
+	}
+	c := &compiler{exits: map[*node][]int{}}
+	for _, flow := range app.flows {
+		c.walk(flow)
+	}
+	if len(c.sources) == 0 {
+		return AppSpec{}, errors.New("the application has no source")
+	}
+	r.build(c.steps)
+	spec := AppSpec{Name: app.name, Sources: c.sources, Sinks: c.sinks}
+	for _, s := range c.steps {
+		spec.Steps = append(spec.Steps, StepSpec{Name: s.name, Kind: s.kind})
+	}
+	return spec, nil
+}
+
+// build makes a runner per step, from the last back (successors have higher ids), and an entry
+// per step where a segment starts.
+func (r *Runtime) build(steps []*compiledStep) {
+	runners := make([]runner, len(steps))
+	r.stores = map[uint32]*store{}
+	r.changed = nil
+	for id := len(steps) - 1; id >= 0; id-- {
+		s := steps[id]
+		switch s.kind {
+		case KindEncoder:
+			runners[id] = r.encoderRunner(uint32(id), s.encoder, s.sink)
+		case KindKeyBy:
+			runners[id] = r.keyByRunner(uint32(id), s.step, s.successors)
+		case KindStateless:
+			runners[id] = r.statelessRunner(uint32(id), s.step, r.downstream(s.successors, runners))
+		case KindStateful:
+			st := &store{stage: s.step, slots: map[string]*slot{}}
+			r.stores[uint32(id)] = st
+			runners[id] = r.statefulRunner(uint32(id), st, r.downstream(s.successors, runners))
+		}
+	}
+	r.entries = make([]*entry, len(steps))
+	for id, s := range steps {
+		switch s.kind {
+		case KindDecoder:
+			r.entries[id] = r.decoderEntry(uint32(id), s.source.decoder, r.downstream(s.successors, runners))
+		case KindStateful:
+			r.entries[id] = r.routedEntry(uint32(id), s.step.input, runners[id])
+		case KindKeyBy:
+			for _, succ := range s.successors {
+				input := steps[succ].encoderOrStepInput()
+				r.entries[succ] = r.routedEntry(uint32(succ), input, runners[succ])
+			}
+		}
+	}
+}
+
+func (s *compiledStep) encoderOrStepInput() func([]byte) (any, error) {
+	if s.encoder != nil {
+		return s.encoder.input
+	}
+	return s.step.input
+}
+
+// downstream is the runner that feeds a step's output to all its successors; user functions
+// see it as their emit function, so a failure downstream is kept until they return.
+func (r *Runtime) downstream(successors []int, runners []runner) func(any) {
+	targets := make([]runner, len(successors))
+	for i, id := range successors {
+		targets[i] = runners[id]
+	}
+	return func(v any) {
+		if r.downFail != nil {
+			return
+		}
+		caller := r.current
+		for _, run := range targets {
+			if err := run(v); err != nil {
+				r.downFail = err
+				return
+			}
+		}
+		r.current = caller // a later panic in the caller is the caller's
+	}
+}
+
+// userError is the failure of a user function that returned err: the failure downstream of
+// its emits if there was one, else err.
+func (r *Runtime) userError(step uint32, where string, err error) error {
+	if r.downFail != nil {
+		return r.downFail
+	}
+	if err == nil {
+		return nil
+	}
+	return &stepFailed{step, errorText(err, where)}
+}
+
+func errorText(err error, where string) string {
+	text := strings.ToValidUTF8(err.Error(), "\uFFFD")
+	if where == "" {
+		return text
+	}
+	return text + " (" + where + ")"
+}
+
+func (r *Runtime) statelessRunner(id uint32, s *stepStage, emit func(any)) runner {
+	fn, where := s.stateless, s.where
+	return func(v any) error {
+		r.current = id
+		err := fn(v, emit)
+		return r.userError(id, where, err)
+	}
+}
+
+func (r *Runtime) statefulRunner(id uint32, st *store, emit func(any)) runner {
+	fn, where, newState, encodeIn := st.stage.stateful, st.stage.where, st.stage.newState, st.stage.encodeIn
+	return func(v any) error {
+		if !r.keyed {
+			// Reached before any KeyBy: all unkeyed messages share the state of the empty key,
+			// which lives wherever the host routes that key.
+			r.current = id
+			r.out = append(r.out, Output{Kind: OutputRoute, Segment: id, Payload: r.encode(encodeIn, v)})
+			return nil
+		}
+		r.current = id
+		sl := st.slots[string(r.key)]
+		if sl == nil {
+			sl = &slot{step: id, key: string(r.key), value: newState(), live: true}
+			st.slots[sl.key] = sl
+		}
+		r.markChanged(sl)
+		err := fn(v, sl.value, emit)
+		return r.userError(id, where, err)
+	}
+}
+
+func (r *Runtime) markChanged(sl *slot) {
+	if !sl.changed {
+		sl.changed = true
+		r.changed = append(r.changed, sl)
+	}
+}
+
+// encode appends v's encoding to the batch's payload buffer and returns it as its own slice.
+func (r *Runtime) encode(encodeIn func([]byte, any) []byte, v any) []byte {
+	start := len(r.buf)
+	r.buf = encodeIn(r.buf, v)
+	end := len(r.buf)
+	return r.buf[start:end:end]
+}
+
+func (r *Runtime) keyByRunner(id uint32, s *stepStage, successors []int) runner {
+	key, encodeIn := s.key, s.encodeIn
+	return func(v any) error {
+		r.current = id
+		k := key(v)
+		payload := r.encode(encodeIn, v)
+		for _, succ := range successors {
+			r.out = append(r.out, Output{Kind: OutputRoute, Key: k, Segment: uint32(succ), Payload: payload})
+		}
+		return nil
+	}
+}
+
+func (r *Runtime) encoderRunner(id uint32, e *encoderStage, sink uint32) runner {
+	encode, where := e.encode, e.where
+	return func(v any) error {
+		r.current = id
+		data, err := encode(v)
+		if err != nil {
+			return &stepFailed{id, errorText(err, where)}
+		}
+		r.out = append(r.out, Output{Kind: OutputEmit, Sink: sink, Payload: data})
+		return nil
+	}
+}
+
+func (r *Runtime) decoderEntry(id uint32, d *decoderStage, next func(any)) *entry {
+	decode, where := d.decode, d.where
+	return &entry{run: func(payload []byte) error {
+		r.current = id
+		v, err := decode(append([]byte(nil), payload...))
+		if err != nil {
+			return &stepFailed{id, errorText(err, where)}
+		}
+		next(v)
+		return r.downFail
+	}}
+}
+
+func (r *Runtime) routedEntry(id uint32, input func([]byte) (any, error), run runner) *entry {
+	return &entry{routed: true, run: func(payload []byte) error {
+		r.current = id
+		v, err := input(payload)
+		if err != nil {
+			return &stepFailed{id, "cannot decode the routed message: " + err.Error()}
+		}
+		return run(v)
+	}}
+}
+
+// Process runs segment over batch and returns the outputs in input order. A message whose
+// processing fails (an error returned or a panic in user code) yields one OutputFailed and
+// nothing else; the other messages are unaffected.
+func (r *Runtime) Process(segment uint32, batch []Message) ([]Output, error) {
+	if r.entries == nil {
+		return nil, errors.New("process called before describe")
+	}
+	if int(segment) >= len(r.entries) || r.entries[segment] == nil {
+		return nil, fmt.Errorf("segment %d is not a step where a segment starts", segment)
+	}
+	e := r.entries[segment]
+	r.out = make([]Output, 0, len(batch))
+	r.buf = make([]byte, 0, 64*len(batch))
+	r.keyed = e.routed
+	for i, m := range batch {
+		mark := len(r.out)
+		r.key = m.Key
+		if f := r.runMessage(e, m.Payload); f != nil {
+			clear(r.out[mark:])
+			r.out = r.out[:mark]
+			failed := Output{Kind: OutputFailed, Input: uint32(i), Step: f.step, Error: f.text}
+			if e.routed {
+				failed.Key, failed.HasKey = string(m.Key), true
+			}
+			r.out = append(r.out, failed)
+		}
+	}
+	out := r.out
+	r.out, r.buf, r.key = nil, nil, nil
+	return out, nil
+}
+
+func (r *Runtime) runMessage(e *entry, payload []byte) (failed *stepFailed) {
+	r.downFail = nil
+	defer func() {
+		if p := recover(); p != nil {
+			failed = &stepFailed{r.current, panicText(p)}
+		}
+	}()
+	if err := e.run(payload); err != nil {
+		var f *stepFailed
+		if errors.As(err, &f) {
+			return f
+		}
+		return &stepFailed{r.current, errorText(err, "")}
+	}
+	return nil
+}
+
+// panicText is "panic: VALUE (file.go:LINE in function)", the place being the innermost frame
+// outside the Go runtime where the panic started.
+func panicText(p any) string {
+	text := strings.ToValidUTF8(fmt.Sprint("panic: ", p), "\uFFFD")
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(1, pcs)])
+	afterPanic := false
+	for {
+		frame, more := frames.Next()
+		if frame.Function == "runtime.gopanic" {
+			afterPanic = true
+		} else if afterPanic && !strings.HasPrefix(frame.Function, "runtime.") {
+			name := frame.Function
+			if i := strings.LastIndex(name, "/"); i >= 0 {
+				name = name[i+1:]
+			}
+			if i := strings.Index(name, "."); i >= 0 {
+				name = name[i+1:]
+			}
+			return fmt.Sprintf("%s (%s:%d in %s)", text, filepath.Base(frame.File), frame.Line, name)
+		}
+		if !more {
+			return text
+		}
+	}
+}
+
+// SnapshotChanged returns the state of every key changed since the previous call, and forgets
+// the change marks once every state is encoded.
+func (r *Runtime) SnapshotChanged() ([]StateEntry, error) {
+	if r.stores == nil {
+		return nil, errors.New("state requested before describe")
+	}
+	var entries []StateEntry
+	for _, sl := range r.changed {
+		if !sl.live || !sl.changed {
+			continue
+		}
+		value, err := r.encodeState(sl)
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, StateEntry{Step: sl.step, Key: []byte(sl.key), Value: value})
+	}
+	for _, sl := range r.changed {
+		sl.changed = false
+	}
+	r.changed = nil
+	return entries, nil
+}
+
+func (r *Runtime) encodeState(sl *slot) (value []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("cannot encode the state of step %d for key %q: %v", sl.step, sl.key, p)
+		}
+	}()
+	return r.stores[sl.step].stage.encState(sl.value), nil
+}
+
+// Restore replaces or creates the given states, marking them changed. Applies nothing if any
+// entry is unusable.
+func (r *Runtime) Restore(entries []StateEntry) error {
+	if r.stores == nil {
+		return errors.New("state requested before describe")
+	}
+	values := make([]any, len(entries))
+	for i, e := range entries {
+		st := r.stores[e.Step]
+		if st == nil {
+			return fmt.Errorf("cannot restore state into step %d: it keeps none", e.Step)
+		}
+		v, err := st.stage.decState(e.Value)
+		if err != nil {
+			return fmt.Errorf("cannot restore the state of step %d for key %q: %v", e.Step, e.Key, err)
+		}
+		values[i] = v
+	}
+	for i, e := range entries {
+		st := r.stores[e.Step]
+		sl := st.slots[string(e.Key)]
+		if sl == nil {
+			sl = &slot{step: e.Step, key: string(e.Key), live: true}
+			st.slots[sl.key] = sl
+		}
+		sl.value = values[i]
+		r.markChanged(sl)
+	}
+	return nil
+}
+
+// Take removes the states of the given keys that exist and returns them.
+func (r *Runtime) Take(keys []StateKey) ([]StateEntry, error) {
+	if r.stores == nil {
+		return nil, errors.New("state requested before describe")
+	}
+	var taken []StateEntry
+	for _, k := range keys {
+		st := r.stores[k.Step]
+		if st == nil {
+			continue
+		}
+		sl := st.slots[string(k.Key)]
+		if sl == nil {
+			continue
+		}
+		value, err := r.encodeState(sl)
+		if err != nil {
+			return nil, err
+		}
+		taken = append(taken, StateEntry{Step: k.Step, Key: []byte(sl.key), Value: value})
+		delete(st.slots, sl.key)
+		sl.live = false
+	}
+	return taken, nil
+}

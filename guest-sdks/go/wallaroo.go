@@ -1,0 +1,436 @@
+// Package wallaroo builds Wallaroo stream applications in Go.
+//
+// An application is a Go main package that registers its setup function in init and has an
+// empty main; `wallaroo build ./path/to/app` compiles it to a WebAssembly component that
+// `wallaroo run` runs:
+//
+//	func init() { wallaroo.Setup(applicationSetup) }
+//
+//	func main() {}
+//
+//	func applicationSetup(args []string) (*wallaroo.Application, error) {
+//		in, err := wallaroo.TCPParseInputAddrs(args)
+//		if err != nil {
+//			return nil, err
+//		}
+//		out, err := wallaroo.TCPParseOutputAddrs(args)
+//		if err != nil {
+//			return nil, err
+//		}
+//		lines := wallaroo.Source("Split and Count", wallaroo.TCPSource(in[0].Host, in[0].Port, decodeLines))
+//		words := wallaroo.ToMulti(lines, "split into words", split)
+//		counts := wallaroo.ToState(wallaroo.KeyBy(words, extractWord), "count word", newWordTotal, countWord)
+//		return wallaroo.BuildApplication("Word Count Application",
+//			wallaroo.ToSink(counts, wallaroo.TCPSink(out[0].Host, out[0].Port, encodeWordCount)))
+//	}
+//
+// The pipeline is the one Wallaroo's Python API builds: steps run in order, KeyBy sends each
+// message to the owner of its key, and a state step keeps one state value per key, created by
+// its constructor the first time the key is seen. An error returned by a user function, or a
+// panic in one, costs only the message being processed: the host logs it with the step and key
+// and dead-letters the message.
+//
+// Values that leave a segment (at a KeyBy) are encoded with the SDK's own codec (see the
+// types it accepts in KeyBy); state values are encoded the same way for snapshots.
+package wallaroo
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+)
+
+// Application is a built pipeline graph, returned by the setup function.
+type Application struct {
+	name  string
+	flows []*node
+}
+
+// Flow is a pipeline that ends in sinks; BuildApplication takes one or more.
+type Flow struct {
+	n *node
+}
+
+// Pipeline is a stream of values of type T.
+type Pipeline[T any] struct {
+	n *node
+}
+
+// node is one stage of the graph as the application built it; merges have no stage.
+type node struct {
+	parents []*node
+	stage   any // *sourceStage, *stepStage, *sinkStage or nil for a merge
+	err     error
+}
+
+// A setup error found while the graph is built is kept in the node and reported by
+// BuildApplication, so that building code reads as a chain without error checks.
+func (n *node) firstError() error {
+	if n.err != nil {
+		return n.err
+	}
+	for _, p := range n.parents {
+		if err := p.firstError(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SourceConfig says where a source's messages come from and how to decode them.
+type SourceConfig[T any] struct {
+	host, port string
+	framing    Framing
+	decoder    *decoderStage
+}
+
+// Framing is how a TCP source cuts its byte stream into messages: each frame is HeaderLength
+// bytes of header holding the payload's length as an unsigned integer of LengthSize bytes at
+// its start (big endian or not), followed by the payload.
+type Framing struct {
+	HeaderLength uint32
+	LengthSize   uint8
+	BigEndian    bool
+}
+
+// TCPSource is a framed TCP source (4-byte big-endian length, then payload) whose payloads
+// decode decodes. The host listens on host:port. decode may not keep data after it returns.
+func TCPSource[T any](host, port string, decode func(data []byte) (T, error)) SourceConfig[T] {
+	return SourceConfig[T]{
+		host:    host,
+		port:    port,
+		framing: Framing{HeaderLength: 4, LengthSize: 4, BigEndian: true},
+		decoder: &decoderStage{
+			name:  funcName(decode),
+			where: definitionSite(decode),
+			decode: func(data []byte) (any, error) {
+				return decode(data)
+			},
+		},
+	}
+}
+
+// WithFraming returns the config with another framing.
+func (c SourceConfig[T]) WithFraming(f Framing) SourceConfig[T] {
+	c.framing = f
+	return c
+}
+
+// WithName returns the config with its decoder step named name instead of after the function.
+func (c SourceConfig[T]) WithName(name string) SourceConfig[T] {
+	d := *c.decoder
+	d.name = name
+	c.decoder = &d
+	return c
+}
+
+// SinkConfig says where a sink's messages go and how to encode them.
+type SinkConfig[T any] struct {
+	host, port string
+	encoder    *encoderStage
+}
+
+// TCPSink is a TCP sink: the host connects to host:port and writes encode's bytes as they are.
+func TCPSink[T any](host, port string, encode func(T) ([]byte, error)) SinkConfig[T] {
+	return SinkConfig[T]{
+		host: host,
+		port: port,
+		encoder: &encoderStage{
+			name:  funcName(encode),
+			where: definitionSite(encode),
+			encode: func(v any) ([]byte, error) {
+				return encode(v.(T))
+			},
+		},
+	}
+}
+
+// WithName returns the config with its encoder step named name instead of after the function.
+func (c SinkConfig[T]) WithName(name string) SinkConfig[T] {
+	e := *c.encoder
+	e.name = name
+	c.encoder = &e
+	return c
+}
+
+type sourceStage struct {
+	name       string
+	host, port string
+	framing    Framing
+	decoder    *decoderStage
+}
+
+type decoderStage struct {
+	name, where string
+	decode      func([]byte) (any, error)
+}
+
+type encoderStage struct {
+	name, where string
+	encode      func(any) ([]byte, error)
+	// decodes the payload when the encoder's input arrives routed (directly after a KeyBy)
+	input func([]byte) (any, error)
+}
+
+type sinkConfig struct {
+	host, port string
+	encoder    *encoderStage
+}
+
+type sinkStage struct {
+	configs []sinkConfig
+}
+
+type stepStage struct {
+	name  string
+	kind  string // "stateless", "stateful" or "key-by"
+	where string
+	// stateless: fn(value, emit) runs the user function and passes on its results.
+	stateless func(v any, emit func(any)) error
+	// stateful: fn(value, state, emit); newState creates a key's state; state codec below.
+	stateful func(v any, state any, emit func(any)) error
+	newState func() any
+	encState func(state any) []byte
+	decState func(data []byte) (any, error)
+	// key-by: the key (the value is encoded for the route with encodeIn)
+	key func(v any) string
+	// decode and encode the step's input when it arrives routed, or leaves to be routed (a
+	// state step reached without a key)
+	input    func([]byte) (any, error)
+	encodeIn func(buf []byte, v any) []byte
+}
+
+// Source starts a pipeline with the messages of one source.
+func Source[T any](name string, config SourceConfig[T]) Pipeline[T] {
+	return Pipeline[T]{&node{stage: &sourceStage{
+		name:    name,
+		host:    config.host,
+		port:    config.port,
+		framing: config.framing,
+		decoder: config.decoder,
+	}}}
+}
+
+// inputCodec decodes a routed payload into a T (as any) and encodes a T for a route.
+func inputCodec[T any]() (func([]byte) (any, error), func([]byte, any) []byte, error) {
+	c, err := newCodec[T]()
+	if err != nil {
+		return nil, nil, err
+	}
+	return func(data []byte) (any, error) {
+			return c.decode(data)
+		}, func(buf []byte, v any) []byte {
+			t := v.(T)
+			return c.appendValue(buf, &t)
+		}, nil
+}
+
+func addStep[In any](p Pipeline[In], s *stepStage) *node {
+	n := &node{parents: []*node{p.n}, stage: s}
+	input, encodeIn, err := inputCodec[In]()
+	if err != nil {
+		n.err = fmt.Errorf("step %q: %w", s.name, err)
+	}
+	s.input, s.encodeIn = input, encodeIn
+	return n
+}
+
+// To runs fn on every value: one value in, one value out.
+func To[In, Out any](p Pipeline[In], name string, fn func(In) (Out, error)) Pipeline[Out] {
+	return Pipeline[Out]{addStep(p, &stepStage{
+		name:  name,
+		kind:  "stateless",
+		where: definitionSite(fn),
+		stateless: func(v any, emit func(any)) error {
+			out, err := fn(v.(In))
+			if err != nil {
+				return err
+			}
+			emit(out)
+			return nil
+		},
+	})}
+}
+
+// ToMulti runs fn on every value and passes on each value of its result (none for nil).
+func ToMulti[In, Out any](p Pipeline[In], name string, fn func(In) ([]Out, error)) Pipeline[Out] {
+	return Pipeline[Out]{addStep(p, &stepStage{
+		name:  name,
+		kind:  "stateless",
+		where: definitionSite(fn),
+		stateless: func(v any, emit func(any)) error {
+			outs, err := fn(v.(In))
+			if err != nil {
+				return err
+			}
+			for _, out := range outs {
+				emit(out)
+			}
+			return nil
+		},
+	})}
+}
+
+// KeyBy sends every value to the owner of key(value), where the following steps run with that
+// key. T must be encodable by the SDK's codec: booleans, integers, floats, strings, and slices,
+// arrays, maps, structs (all fields, exported or not) and pointers of those; or a type that
+// implements encoding.BinaryMarshaler and whose pointer implements encoding.BinaryUnmarshaler.
+func KeyBy[T any](p Pipeline[T], key func(T) string) Pipeline[T] {
+	return KeyByNamed(p, funcName(key), key)
+}
+
+// KeyByNamed is KeyBy with the step named name instead of after the function.
+func KeyByNamed[T any](p Pipeline[T], name string, key func(T) string) Pipeline[T] {
+	s := &stepStage{
+		name:  name,
+		kind:  "key-by",
+		where: definitionSite(key),
+		key:   func(v any) string { return key(v.(T)) },
+	}
+	return Pipeline[T]{addStep(p, s)}
+}
+
+func stateStep[In, S any](p Pipeline[In], name string, newState func() *S, where string,
+	run func(In, *S, func(any)) error) *node {
+	s := &stepStage{
+		name:     name,
+		kind:     "stateful",
+		where:    where,
+		newState: func() any { return newState() },
+		stateful: func(v any, state any, emit func(any)) error {
+			return run(v.(In), state.(*S), emit)
+		},
+	}
+	n := addStep(p, s)
+	c, err := newCodec[S]()
+	if err != nil {
+		n.err = fmt.Errorf("state of step %q: %w", name, err)
+		return n
+	}
+	s.encState = func(state any) []byte { return c.appendValue(nil, state.(*S)) }
+	s.decState = func(data []byte) (any, error) {
+		v, err := c.decode(data)
+		if err != nil {
+			return nil, err
+		}
+		return &v, nil
+	}
+	return n
+}
+
+// ToState runs fn on every value with the state of the value's key (created with newState the
+// first time the key is seen); fn may change the state. Values that reach a state step before
+// any KeyBy all share the state of the empty key. The state type S is encoded for snapshots
+// with the SDK's codec (see KeyBy).
+func ToState[In, Out, S any](p Pipeline[In], name string, newState func() *S, fn func(In, *S) (Out, error)) Pipeline[Out] {
+	return Pipeline[Out]{stateStep(p, name, newState, definitionSite(fn), func(v In, s *S, emit func(any)) error {
+		out, err := fn(v, s)
+		if err != nil {
+			return err
+		}
+		emit(out)
+		return nil
+	})}
+}
+
+// ToStateMulti is ToState for a function with zero or more results.
+func ToStateMulti[In, Out, S any](p Pipeline[In], name string, newState func() *S, fn func(In, *S) ([]Out, error)) Pipeline[Out] {
+	return Pipeline[Out]{stateStep(p, name, newState, definitionSite(fn), func(v In, s *S, emit func(any)) error {
+		outs, err := fn(v, s)
+		if err != nil {
+			return err
+		}
+		for _, out := range outs {
+			emit(out)
+		}
+		return nil
+	})}
+}
+
+// Merge joins pipelines of the same type into one.
+func Merge[T any](pipelines ...Pipeline[T]) Pipeline[T] {
+	n := &node{}
+	for _, p := range pipelines {
+		n.parents = append(n.parents, p.n)
+	}
+	return Pipeline[T]{n}
+}
+
+// ToSink ends a pipeline in one or more sinks; every value goes to each of them.
+func ToSink[T any](p Pipeline[T], configs ...SinkConfig[T]) Flow {
+	n := &node{parents: []*node{p.n}}
+	stage := &sinkStage{}
+	input, _, err := inputCodec[T]()
+	if err != nil {
+		n.err = fmt.Errorf("sink: %w", err)
+	}
+	if len(configs) == 0 {
+		n.err = errors.New("ToSink needs at least one sink config")
+	}
+	for _, c := range configs {
+		e := *c.encoder
+		e.input = input
+		stage.configs = append(stage.configs, sinkConfig{host: c.host, port: c.port, encoder: &e})
+	}
+	n.stage = stage
+	return Flow{n}
+}
+
+// BuildApplication names the application made of the given flows.
+func BuildApplication(name string, flows ...Flow) (*Application, error) {
+	if len(flows) == 0 {
+		return nil, errors.New("BuildApplication needs at least one flow ending in a sink")
+	}
+	app := &Application{name: name}
+	for _, f := range flows {
+		if f.n == nil {
+			return nil, errors.New("BuildApplication: an empty Flow")
+		}
+		if err := f.n.firstError(); err != nil {
+			return nil, err
+		}
+		app.flows = append(app.flows, f.n)
+	}
+	return app, nil
+}
+
+// SetupFunc builds the application from the node's arguments (those after APP.wasm on the
+// `wallaroo run` command line).
+type SetupFunc func(args []string) (*Application, error)
+
+var registered SetupFunc
+
+// Setup registers the application's setup function; call it from an init function of the
+// main package.
+func Setup(setup SetupFunc) {
+	registered = setup
+}
+
+// funcName is the unqualified name of a function, e.g. "decodeLines" for main.decodeLines.
+func funcName(fn any) string {
+	f := runtime.FuncForPC(reflect.ValueOf(fn).Pointer())
+	if f == nil {
+		return "step"
+	}
+	name := f.Name()
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:]
+	}
+	if i := strings.Index(name, "."); i >= 0 {
+		name = name[i+1:]
+	}
+	return name
+}
+
+// definitionSite is "file.go:LINE in name" for a function.
+func definitionSite(fn any) string {
+	f := runtime.FuncForPC(reflect.ValueOf(fn).Pointer())
+	if f == nil {
+		return ""
+	}
+	file, line := f.FileLine(f.Entry())
+	return fmt.Sprintf("%s:%d in %s", filepath.Base(file), line, funcName(fn))
+}

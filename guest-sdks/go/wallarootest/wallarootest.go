@@ -1,0 +1,57 @@
+// Package wallarootest runs a Wallaroo Go application natively, without Wasm or a host: the
+// same step table, routing, state and failure handling as in a component, driven the way one
+// worker of the host drives it. For the application's own tests and the SDK's.
+package wallarootest
+
+import (
+	"fmt"
+
+	"wallaroo.dev/wallaroo"
+)
+
+// Result is what a run produced.
+type Result struct {
+	// Sinks holds each sink's encoded messages, in order.
+	Sinks [][][]byte
+	// Failures holds the failed outputs, in order.
+	Failures []wallaroo.Output
+}
+
+// Run describes the application with args and feeds payloads to its first source, one message
+// per batch; every routed message is processed at once, depth first, as one worker would.
+func Run(setup wallaroo.SetupFunc, args []string, payloads [][]byte) (Result, error) {
+	rt := wallaroo.NewRuntime(setup)
+	spec, err := rt.Describe(args)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Sinks: make([][][]byte, len(spec.Sinks))}
+	var feed func(segment uint32, m wallaroo.Message) error
+	feed = func(segment uint32, m wallaroo.Message) error {
+		outs, err := rt.Process(segment, []wallaroo.Message{m})
+		if err != nil {
+			return err
+		}
+		for _, o := range outs {
+			switch o.Kind {
+			case wallaroo.OutputRoute:
+				if err := feed(o.Segment, wallaroo.Message{Key: []byte(o.Key), Payload: o.Payload}); err != nil {
+					return err
+				}
+			case wallaroo.OutputEmit:
+				res.Sinks[o.Sink] = append(res.Sinks[o.Sink], o.Payload)
+			case wallaroo.OutputFailed:
+				res.Failures = append(res.Failures, o)
+			default:
+				return fmt.Errorf("unknown output kind %d", o.Kind)
+			}
+		}
+		return nil
+	}
+	for _, p := range payloads {
+		if err := feed(spec.Sources[0].Segment, wallaroo.Message{Payload: p}); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
