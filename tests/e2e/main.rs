@@ -1,6 +1,7 @@
 //! End-to-end tests: examples built with `wallaroo build`, run with `wallaroo run`, fed with
 //! `wallaroo send`, read back with `wallaroo receive`.
 
+mod backpressure;
 mod bad_input;
 mod build;
 mod examples;

@@ -124,6 +124,10 @@ impl Proc {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("process still running").id()
+    }
+
     /// Everything the process has written to standard error so far.
     pub fn stderr(&self) -> String {
         self.lines.0.lock().unwrap().join("\n")

@@ -12,12 +12,16 @@ pub struct Args {
     /// Write here instead of standard output.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Read at most this many bytes per second per connection (to play a slow consumer).
+    #[arg(long)]
+    rate: Option<u64>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let options = ReceiveOptions {
         listen: args.listen,
         output: args.output,
+        rate: args.rate,
     };
     let rt = crate::io_runtime()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

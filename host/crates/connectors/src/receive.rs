@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::io::AsyncReadExt;
@@ -14,6 +15,9 @@ pub struct ReceiveOptions {
     pub listen: String,
     /// Where to write; standard output when absent.
     pub output: Option<PathBuf>,
+    /// Read at most this many bytes per second per connection (a slow consumer, for testing
+    /// backpressure).
+    pub rate: Option<u64>,
 }
 
 /// Binds, reports the bound address through `bound`, and writes every byte received (from any
@@ -42,12 +46,21 @@ pub async fn receive(
             accepted = listener.accept() => {
                 let (mut stream, peer) = accepted?;
                 let out = out.clone();
+                let rate = options.rate;
                 connections.spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
+                    let started = tokio::time::Instant::now();
+                    let mut read = 0u64;
+                    let mut buf = vec![0u8; if rate.is_some() { 4096 } else { 64 * 1024 }];
                     loop {
+                        if let Some(rate) = rate {
+                            // Sleep until the bytes read so far fit the rate.
+                            let due = Duration::from_secs_f64(read as f64 / rate.max(1) as f64);
+                            tokio::time::sleep_until(started + due).await;
+                        }
                         match stream.read(&mut buf).await {
                             Ok(0) => break,
                             Ok(n) => {
+                                read += n as u64;
                                 let mut guard = out.lock().unwrap_or_else(|p| p.into_inner());
                                 let (w, total) = &mut *guard;
                                 if let Err(e) = w.write_all(&buf[..n]).and_then(|_| w.flush()) {
