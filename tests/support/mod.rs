@@ -38,34 +38,58 @@ pub fn scratch() -> PathBuf {
     dir
 }
 
-/// Builds `app` (a path relative to the repository root) with `wallaroo build`, once per
-/// distinct content of the app, its directory's modules, the SDK and the WIT.
+/// Builds the Python application `app` (a path relative to the repository root) with
+/// `wallaroo build`, once per distinct content of the app's directory, the SDK and the WIT.
 pub fn build_app(app: &str) -> PathBuf {
+    let source = root().join(app);
+    let mut inputs = Vec::new();
+    for dir in [
+        source.parent().unwrap().to_path_buf(),
+        root().join("guest-sdks/python/wallaroo"),
+    ] {
+        inputs.extend(
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "py")),
+        );
+    }
+    let stem = source.file_stem().unwrap().to_string_lossy().into_owned();
+    build_component(app, &source, inputs, &stem)
+}
+
+/// Builds the Go main package `package` (a path relative to the repository root), once per
+/// distinct content of the Go SDK module (which holds the examples) and the WIT.
+pub fn build_go_app(package: &str) -> PathBuf {
+    let mut inputs = Vec::new();
+    collect_files(
+        &root().join("guest-sdks/go"),
+        &["go", "mod", "sum"],
+        &mut inputs,
+    );
+    let source = root().join(package);
+    let stem = source.file_name().unwrap().to_string_lossy().into_owned();
+    build_component(package, &source, inputs, &format!("go-{stem}"))
+}
+
+/// `wallaroo build SOURCE` into target/e2e, named by `name` and a hash of `inputs`, the WIT and
+/// the `wallaroo` binary; built once per test run and reused across runs while nothing changed.
+fn build_component(id: &str, source: &Path, mut inputs: Vec<PathBuf>, name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     // Hold the lock while building: concurrent tests wanting the same app wait for one build.
     let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(app) {
+    if let Some(path) = built.get(id) {
         return path.clone();
     }
-    let source = root().join(app);
+    collect_files(&root().join("wit"), &["wit"], &mut inputs);
+    inputs.sort();
     let mut hash = Sha256::new();
-    for dir in [
-        source.parent().unwrap().to_path_buf(),
-        root().join("guest-sdks/python/wallaroo"),
-        root().join("wit"),
-    ] {
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "py" || e == "wit"))
-            .collect();
-        files.sort();
-        for f in files {
-            hash.update(f.file_name().unwrap().as_encoded_bytes());
-            hash.update(std::fs::read(&f).unwrap());
-        }
+    hash.update(id.as_bytes());
+    for f in &inputs {
+        hash.update(f.as_os_str().as_encoded_bytes());
+        hash.update(std::fs::read(f).unwrap());
     }
     hash.update(
         std::fs::read(wallaroo())
@@ -76,19 +100,18 @@ pub fn build_app(app: &str) -> PathBuf {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let stem = source.file_stem().unwrap().to_string_lossy().into_owned();
-    let out = scratch().join(format!("{stem}-{digest}.wasm"));
+    let out = scratch().join(format!("{name}-{digest}.wasm"));
     if !out.exists() {
         let status = Command::new(wallaroo())
             .arg("build")
-            .arg(&source)
+            .arg(source)
             .arg("-o")
             .arg(&out)
             .status()
             .expect("running wallaroo build");
-        assert!(status.success(), "wallaroo build {app} failed");
+        assert!(status.success(), "wallaroo build {id} failed");
     }
-    built.insert(app.to_string(), out.clone());
+    built.insert(id.to_string(), out.clone());
     out
 }
 
@@ -349,56 +372,6 @@ pub fn final_values(text: &str) -> BTreeMap<String, u64> {
 /// Reads an example's expected final values (`KEY => N` lines).
 pub fn expected(path: &str) -> BTreeMap<String, u64> {
     final_values(&std::fs::read_to_string(root().join(path)).unwrap())
-}
-
-/// Builds the Go package in directory `package` (relative to the repository root) with
-/// `wallaroo build`, once per distinct content of the Go SDK module (which holds the examples
-/// and the test apps), the WIT and the binary.
-pub fn build_go_app(package: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(package) {
-        return path.clone();
-    }
-    let mut files = Vec::new();
-    collect_files(
-        &root().join("guest-sdks/go"),
-        &["go", "mod", "sum"],
-        &mut files,
-    );
-    collect_files(&root().join("wit"), &["wit"], &mut files);
-    files.sort();
-    let mut hash = Sha256::new();
-    hash.update(package.as_bytes());
-    for f in files {
-        hash.update(f.as_os_str().as_encoded_bytes());
-        hash.update(std::fs::read(&f).unwrap());
-    }
-    hash.update(
-        std::fs::read(wallaroo())
-            .map(|b| b.len().to_le_bytes())
-            .unwrap(),
-    );
-    let digest: String = hash.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let source = root().join(package);
-    let stem = source.file_name().unwrap().to_string_lossy().into_owned();
-    let out = scratch().join(format!("go-{stem}-{digest}.wasm"));
-    if !out.exists() {
-        let status = Command::new(wallaroo())
-            .arg("build")
-            .arg(&source)
-            .arg("-o")
-            .arg(&out)
-            .status()
-            .expect("running wallaroo build");
-        assert!(status.success(), "wallaroo build {package} failed");
-    }
-    built.insert(package.to_string(), out.clone());
-    out
 }
 
 fn collect_files(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
