@@ -48,3 +48,13 @@ fn a_missing_componentize_py_says_how_to_install_it() {
     assert!(!ok);
     assert!(err.contains("pip install componentize-py"), "{err}");
 }
+
+#[test]
+fn a_missing_application_is_named() {
+    let (ok, err) = build("tests/apps/not-there.py", None);
+    assert!(!ok);
+    assert!(
+        err.contains("not-there.py: no such file or directory"),
+        "{err}"
+    );
+}

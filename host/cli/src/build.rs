@@ -25,6 +25,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             args.app.display()
         );
     }
+    // A local path (absolute, or starting with . or ..) must exist; anything else may be a Go
+    // package path for `go build` to resolve.
+    let local = args.app.is_absolute() || args.app.starts_with(".") || args.app.starts_with("..");
+    if (is_python || local) && !args.app.exists() {
+        anyhow::bail!("{}: no such file or directory", args.app.display());
+    }
     let output = args.output.unwrap_or_else(|| default_output(&args.app));
     eprintln!("building {} ...", args.app.display());
     let result = if is_python {
