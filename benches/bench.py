@@ -55,29 +55,7 @@ def engine(wasm, workers, input_path, lines, work):
         text=True,
     )
     sink = receiver.stderr.readline().split()[-1]
-    node = subprocess.Popen(
-        [
-            W,
-            "run",
-            wasm,
-            "--in",
-            "127.0.0.1:0",
-            "--out",
-            sink,
-            "--workers",
-            str(workers),
-            "--cache-dir",
-            work / "cache",
-            "--data-dir",
-            work / "data",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    for line in node.stderr:
-        if "listening on" in line:
-            source = line.split()[-1]
-            break
+    node, source = start_node(wasm, sink, workers, work)
     expected = lines * WORDS_PER_LINE
     started = time.monotonic()
     subprocess.run(
@@ -99,9 +77,9 @@ def engine(wasm, workers, input_path, lines, work):
     return lines / elapsed, rss
 
 
-def warm_cache(wasm, work):
-    """Starts and stops a node once, so measured runs load native code instead of compiling
-    (compiling a Python component takes seconds and hundreds of MiB)."""
+def start_node(wasm, sink, workers, work):
+    """`wallaroo run` with its source on a free port; returns the process and that port's
+    address once it listens."""
     node = subprocess.Popen(
         [
             W,
@@ -110,9 +88,9 @@ def warm_cache(wasm, work):
             "--in",
             "127.0.0.1:0",
             "--out",
-            "127.0.0.1:1",
+            sink,
             "--workers",
-            "1",
+            str(workers),
             "--cache-dir",
             work / "cache",
             "--data-dir",
@@ -123,7 +101,14 @@ def warm_cache(wasm, work):
     )
     for line in node.stderr:
         if "listening on" in line:
-            break
+            return node, line.split()[-1]
+    raise RuntimeError(f"wallaroo run {wasm} exited before its source listened")
+
+
+def warm_cache(wasm, work):
+    """Starts and stops a node once, so measured runs load native code instead of compiling
+    (compiling a Python component takes seconds and hundreds of MiB)."""
+    node, _ = start_node(wasm, "127.0.0.1:1", 1, work)
     node.terminate()
     node.wait()
 
