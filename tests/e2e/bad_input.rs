@@ -1,62 +1,29 @@
 //! Bad input costs only itself: user exceptions, undecodable and oversized frames, a runaway
 //! guest and a memory bomb are each logged, dead-lettered, and the stream goes on with every
 //! other message processed exactly once.
-
-use std::time::Duration;
-
 use wallaroo_tests::*;
 
 #[test]
 fn every_kind_of_bad_message_is_dead_lettered_and_the_rest_is_counted_once() {
     let wasm = build_app("tests/apps/faulty/faulty.py");
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start(dir.path());
-    let mut node = Node::start(
+    let run = run_faulty(
         &wasm,
-        &receiver.addr,
-        dir.path(),
+        &["--max-frame-size", "100"],
         &[
-            "--workers",
-            "2",
-            "--call-timeout",
-            "2000",
-            "--max-memory",
-            "128",
-            "--max-frame-size",
-            "100",
+            &b"apple banana"[..],
+            b"raise",
+            b"apple",
+            b"loop",
+            b"banana apple",
+            b"caf\xff\xfe",
+            b"bomb",
+            b"apple boom",
+            &[b'x'; 300],
+            b"cherry apple",
         ],
     );
-    let mut input = Vec::new();
-    for line in [
-        &b"apple banana"[..],
-        b"raise",
-        b"apple",
-        b"loop",
-        b"banana apple",
-        b"caf\xff\xfe",
-        b"bomb",
-        b"apple boom",
-        &[b'x'; 300],
-        b"cherry apple",
-    ] {
-        input.extend_from_slice(line);
-        input.push(b'\n');
-    }
-    let file = dir.path().join("input.txt");
-    std::fs::write(&file, &input).unwrap();
-    // One message per write, then all at once: failures inside and across batches.
-    send(&node.source, &file, &["--batch-size", "1"]);
-    send(&node.source, &file, &["--batch-size", "100"]);
-
-    let text = receiver.wait_lines(16, Duration::from_secs(120));
-    let counts = running_counts(&text);
-    assert_eq!(counts["apple"], 10, "{text}");
-    assert_eq!(counts["banana"], 4, "{text}");
-    assert_eq!(counts["cherry"], 2, "{text}");
-    assert_eq!(counts.len(), 3, "{text}");
-    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    let (node, summary) = (&run.node, &run.summary);
     // The runaway loop cost its instance twice per send: once in its batch, once alone.
-    let summary = node.proc.wait_line("stopped:", Duration::from_secs(1));
     assert!(
         summary.contains("12 dead-lettered, 4 instances replaced"),
         "{summary}"

@@ -101,51 +101,23 @@ fn python_and_go_apps_run_side_by_side_on_one_engine_build() {
 #[test]
 fn every_kind_of_bad_message_costs_a_go_app_only_itself() {
     let wasm = build_go_app("guest-sdks/go/examples-internal/faulty");
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start(dir.path());
-    let mut node = Node::start(
+    let run = run_faulty(
         &wasm,
-        &receiver.addr,
-        dir.path(),
+        &[],
         &[
-            "--workers",
-            "2",
-            "--call-timeout",
-            "2000",
-            "--max-memory",
-            "128",
+            &b"apple banana"[..],
+            b"panic",
+            b"apple",
+            b"error",
+            b"loop",
+            b"banana apple",
+            b"caf\xff\xfe",
+            b"bomb",
+            b"apple boom",
+            b"cherry apple",
         ],
     );
-    let mut input = Vec::new();
-    for line in [
-        &b"apple banana"[..],
-        b"panic",
-        b"apple",
-        b"error",
-        b"loop",
-        b"banana apple",
-        b"caf\xff\xfe",
-        b"bomb",
-        b"apple boom",
-        b"cherry apple",
-    ] {
-        input.extend_from_slice(line);
-        input.push(b'\n');
-    }
-    let file = dir.path().join("input.txt");
-    std::fs::write(&file, &input).unwrap();
-    // One message per write, then all at once: failures inside and across batches.
-    send(&node.source, &file, &["--batch-size", "1"]);
-    send(&node.source, &file, &["--batch-size", "100"]);
-
-    let text = receiver.wait_lines(16, Duration::from_secs(120));
-    let counts = running_counts(&text);
-    assert_eq!(counts["apple"], 10, "{text}");
-    assert_eq!(counts["banana"], 4, "{text}");
-    assert_eq!(counts["cherry"], 2, "{text}");
-    assert_eq!(counts.len(), 3, "{text}");
-    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
-    let summary = node.proc.wait_line("stopped:", Duration::from_secs(1));
+    let (node, summary) = (&run.node, &run.summary);
 
     let dead = node.dead_letters();
     let errors: Vec<String> = dead

@@ -308,6 +308,56 @@ impl Node {
     }
 }
 
+/// A faulty word-count app (Python or Go) after it was sent `lines` twice, once a message per
+/// write and once all at once, so failures land inside and across batches.
+pub struct FaultyRun {
+    pub node: Node,
+    /// The node's closing `stopped: ...` line.
+    pub summary: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs a faulty app (see tests/apps/faulty) on `lines`, checks that the good words were each
+/// counted exactly once per send (apple 10, banana 4, cherry 2 in all, nothing else), and stops
+/// the node cleanly.
+pub fn run_faulty(wasm: &Path, extra: &[&str], lines: &[&[u8]]) -> FaultyRun {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let mut args = vec![
+        "--workers",
+        "2",
+        "--call-timeout",
+        "2000",
+        "--max-memory",
+        "128",
+    ];
+    args.extend_from_slice(extra);
+    let mut node = Node::start(wasm, &receiver.addr, dir.path(), &args);
+    let mut input = Vec::new();
+    for line in lines {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+    }
+    let file = dir.path().join("input.txt");
+    std::fs::write(&file, &input).unwrap();
+    send(&node.source, &file, &["--batch-size", "1"]);
+    send(&node.source, &file, &["--batch-size", "100"]);
+
+    let text = receiver.wait_lines(16, Duration::from_secs(120));
+    let counts = running_counts(&text);
+    assert_eq!(counts["apple"], 10, "{text}");
+    assert_eq!(counts["banana"], 4, "{text}");
+    assert_eq!(counts["cherry"], 2, "{text}");
+    assert_eq!(counts.len(), 3, "{text}");
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    let summary = node.proc.wait_line("stopped:", Duration::from_secs(1));
+    FaultyRun {
+        node,
+        summary,
+        _dir: dir,
+    }
+}
+
 /// Runs `wallaroo send` to completion.
 pub fn send(addr: &str, file: &Path, extra: &[&str]) {
     let out = Command::new(wallaroo())

@@ -27,16 +27,21 @@ fn open(dir: &Path) -> (Wal, Recovered) {
     Wal::open(dir, WalOptions::default()).unwrap()
 }
 
-#[test]
-fn every_record_kind_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut wal, recovered) = open(dir.path());
-    assert!(recovered.records.is_empty());
+/// Writes `samples()` to a new log in `dir`, closes it, and returns its segment.
+fn log_of_samples(dir: &Path) -> PathBuf {
+    let (mut wal, _) = open(dir);
     for r in samples() {
         wal.append(&r).unwrap();
     }
     wal.sync().unwrap();
-    drop(wal);
+    wal.segments().pop().unwrap()
+}
+
+#[test]
+fn every_record_kind_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(open(dir.path()).1.records.is_empty());
+    log_of_samples(dir.path());
     let (wal, recovered) = open(dir.path());
     let lsns: Vec<Lsn> = recovered.records.iter().map(|(l, _)| *l).collect();
     assert_eq!(lsns, vec![1, 2, 3, 4]);
@@ -49,13 +54,7 @@ fn every_record_kind_survives_a_reopen() {
 #[test]
 fn a_torn_tail_is_cut_and_appending_goes_on_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = open(dir.path());
-    for r in samples() {
-        wal.append(&r).unwrap();
-    }
-    wal.sync().unwrap();
-    let segment = wal.segments().pop().unwrap();
-    drop(wal);
+    let segment = log_of_samples(dir.path());
     // A crash in the middle of writing the last record.
     let len = std::fs::metadata(&segment).unwrap().len();
     let f = OpenOptions::new().write(true).open(&segment).unwrap();
@@ -78,13 +77,7 @@ fn a_torn_tail_is_cut_and_appending_goes_on_after_it() {
 #[test]
 fn a_flipped_bit_ends_the_log_at_that_record() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = open(dir.path());
-    for r in samples() {
-        wal.append(&r).unwrap();
-    }
-    wal.sync().unwrap();
-    let segment = wal.segments().pop().unwrap();
-    drop(wal);
+    let segment = log_of_samples(dir.path());
     let mut data = std::fs::read(&segment).unwrap();
     // Inside the second record's body (the first is 8 + 22 bytes after the header).
     let offset = HEADER_LEN as usize + 30 + 8 + 5;
