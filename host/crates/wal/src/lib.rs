@@ -20,7 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-pub use record::Record;
+pub use record::{KeyState, Record, StreamPosition};
 use segment::{HEADER_LEN, Segment};
 
 /// The position of a record in the log, from 1.
@@ -181,6 +181,18 @@ impl Wal {
         self.active.out.get_ref().sync_data().map_err(io(path))
     }
 
+    /// Writes every buffered record to the file and returns what makes them durable. Call
+    /// [`PendingSync::sync`] without holding the log, so appends go on while the disk syncs.
+    pub fn flush(&mut self) -> Result<PendingSync, WalError> {
+        let path = &self.active.path;
+        self.active.out.flush().map_err(io(path))?;
+        Ok(PendingSync {
+            file: self.active.out.get_ref().try_clone().map_err(io(path))?,
+            path: path.clone(),
+            through: self.next_lsn - 1,
+        })
+    }
+
     /// Removes closed segments holding only records before `lsn` (records a committed
     /// checkpoint has made unnecessary). Returns how many segments were removed.
     pub fn compact_before(&mut self, lsn: Lsn) -> Result<usize, WalError> {
@@ -218,6 +230,21 @@ impl Wal {
         let old = std::mem::replace(&mut self.active, fresh);
         self.closed.push((old.first_lsn, old.path));
         Ok(())
+    }
+}
+
+/// Records written to the file and not yet known to be on disk.
+pub struct PendingSync {
+    file: File,
+    path: PathBuf,
+    through: Lsn,
+}
+
+impl PendingSync {
+    /// Waits until the disk has every record up to the returned LSN.
+    pub fn sync(self) -> Result<Lsn, WalError> {
+        self.file.sync_data().map_err(io(&self.path))?;
+        Ok(self.through)
     }
 }
 

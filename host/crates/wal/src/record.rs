@@ -1,78 +1,126 @@
 //! The kinds of record a node logs, and their bodies' byte layout (little endian; byte
-//! strings as u32 length + bytes).
+//! strings as u32 length + bytes; lists as u32 count + items).
+
+use crate::Lsn;
 
 /// One log record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    /// A frame a source accepted, logged before it is processed so it can be replayed.
+    /// A batch of frames a source accepted, logged before it is processed so it can be
+    /// replayed. `stream` names an acknowledged client stream (0 for a plain connection) and
+    /// `seq` is the position of the first frame in that stream.
     Input {
         source: u32,
+        stream: u64,
         seq: u64,
-        payload: Vec<u8>,
+        frames: Vec<Vec<u8>>,
     },
-    /// One key's state as of a checkpoint.
+    /// Keys' state as of a checkpoint (the keys changed since the one before, or every key in
+    /// a full checkpoint).
     State {
         checkpoint: u64,
-        step: u32,
-        key: Vec<u8>,
-        value: Vec<u8>,
+        entries: Vec<KeyState>,
     },
-    /// Every worker has written its part of `checkpoint`.
-    Commit { checkpoint: u64 },
-    /// Sink output of an epoch, held until that epoch's checkpoint commits.
+    /// Every worker has written its part of `checkpoint`. The checkpoint holds the effect of
+    /// every input logged before `cut`; `streams` are the acknowledged streams' positions at
+    /// the cut. A `full` checkpoint wrote every key, so nothing before its cut is needed.
+    Commit {
+        checkpoint: u64,
+        cut: Lsn,
+        full: bool,
+        streams: Vec<StreamPosition>,
+    },
+    /// One sink's output of one epoch, in order, held until that epoch's checkpoint commits.
     Output {
         epoch: u64,
         sink: u32,
-        seq: u64,
-        payload: Vec<u8>,
+        payloads: Vec<Vec<u8>>,
     },
+    /// Every sink has written out the output of every epoch up to `epoch`.
+    Released { epoch: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    pub step: u32,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// How far an acknowledged client stream has been logged: its next frame has `next_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamPosition {
+    pub source: u32,
+    pub stream: u64,
+    pub next_seq: u64,
 }
 
 const INPUT: u8 = 1;
 const STATE: u8 = 2;
 const COMMIT: u8 = 3;
 const OUTPUT: u8 = 4;
+const RELEASED: u8 = 5;
 
 impl Record {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Record::Input {
                 source,
+                stream,
                 seq,
-                payload,
+                frames,
             } => {
                 out.push(INPUT);
-                out.extend_from_slice(&source.to_le_bytes());
-                out.extend_from_slice(&seq.to_le_bytes());
-                put_bytes(out, payload);
+                put_u32(out, *source);
+                put_u64(out, *stream);
+                put_u64(out, *seq);
+                put_u32(out, frames.len() as u32);
+                frames.iter().for_each(|f| put_bytes(out, f));
             }
             Record::State {
                 checkpoint,
-                step,
-                key,
-                value,
+                entries,
             } => {
                 out.push(STATE);
-                out.extend_from_slice(&checkpoint.to_le_bytes());
-                out.extend_from_slice(&step.to_le_bytes());
-                put_bytes(out, key);
-                put_bytes(out, value);
+                put_u64(out, *checkpoint);
+                put_u32(out, entries.len() as u32);
+                for e in entries {
+                    put_u32(out, e.step);
+                    put_bytes(out, &e.key);
+                    put_bytes(out, &e.value);
+                }
             }
-            Record::Commit { checkpoint } => {
+            Record::Commit {
+                checkpoint,
+                cut,
+                full,
+                streams,
+            } => {
                 out.push(COMMIT);
-                out.extend_from_slice(&checkpoint.to_le_bytes());
+                put_u64(out, *checkpoint);
+                put_u64(out, *cut);
+                out.push(u8::from(*full));
+                put_u32(out, streams.len() as u32);
+                for s in streams {
+                    put_u32(out, s.source);
+                    put_u64(out, s.stream);
+                    put_u64(out, s.next_seq);
+                }
             }
             Record::Output {
                 epoch,
                 sink,
-                seq,
-                payload,
+                payloads,
             } => {
                 out.push(OUTPUT);
-                out.extend_from_slice(&epoch.to_le_bytes());
-                out.extend_from_slice(&sink.to_le_bytes());
-                out.extend_from_slice(&seq.to_le_bytes());
-                put_bytes(out, payload);
+                put_u64(out, *epoch);
+                put_u32(out, *sink);
+                put_u32(out, payloads.len() as u32);
+                payloads.iter().for_each(|p| put_bytes(out, p));
+            }
+            Record::Released { epoch } => {
+                out.push(RELEASED);
+                put_u64(out, *epoch);
             }
         }
     }
@@ -81,26 +129,47 @@ impl Record {
     /// record kind from a newer build or a bug, and is treated like corruption).
     pub(crate) fn decode(body: &[u8]) -> Option<Record> {
         let (&kind, mut rest) = body.split_first()?;
+        let r = &mut rest;
         let record = match kind {
             INPUT => Record::Input {
-                source: take_u32(&mut rest)?,
-                seq: take_u64(&mut rest)?,
-                payload: take_bytes(&mut rest)?,
+                source: take_u32(r)?,
+                stream: take_u64(r)?,
+                seq: take_u64(r)?,
+                frames: take_list(r, take_bytes)?,
             },
             STATE => Record::State {
-                checkpoint: take_u64(&mut rest)?,
-                step: take_u32(&mut rest)?,
-                key: take_bytes(&mut rest)?,
-                value: take_bytes(&mut rest)?,
+                checkpoint: take_u64(r)?,
+                entries: take_list(r, |r| {
+                    Some(KeyState {
+                        step: take_u32(r)?,
+                        key: take_bytes(r)?,
+                        value: take_bytes(r)?,
+                    })
+                })?,
             },
             COMMIT => Record::Commit {
-                checkpoint: take_u64(&mut rest)?,
+                checkpoint: take_u64(r)?,
+                cut: take_u64(r)?,
+                full: match take_u8(r)? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                },
+                streams: take_list(r, |r| {
+                    Some(StreamPosition {
+                        source: take_u32(r)?,
+                        stream: take_u64(r)?,
+                        next_seq: take_u64(r)?,
+                    })
+                })?,
             },
             OUTPUT => Record::Output {
-                epoch: take_u64(&mut rest)?,
-                sink: take_u32(&mut rest)?,
-                seq: take_u64(&mut rest)?,
-                payload: take_bytes(&mut rest)?,
+                epoch: take_u64(r)?,
+                sink: take_u32(r)?,
+                payloads: take_list(r, take_bytes)?,
+            },
+            RELEASED => Record::Released {
+                epoch: take_u64(r)?,
             },
             _ => return None,
         };
@@ -108,9 +177,23 @@ impl Record {
     }
 }
 
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    put_u32(out, bytes.len() as u32);
     out.extend_from_slice(bytes);
+}
+
+fn take_u8(rest: &mut &[u8]) -> Option<u8> {
+    let (&b, tail) = rest.split_first()?;
+    *rest = tail;
+    Some(b)
 }
 
 fn take_u32(rest: &mut &[u8]) -> Option<u32> {
@@ -133,4 +216,18 @@ fn take_bytes(rest: &mut &[u8]) -> Option<Vec<u8>> {
     let (bytes, tail) = rest.split_at(len);
     *rest = tail;
     Some(bytes.to_vec())
+}
+
+/// A count, then that many items. The count is checked against the bytes left (every item
+/// takes at least 4), so a corrupt count cannot ask for a huge allocation.
+fn take_list<T>(rest: &mut &[u8], item: impl Fn(&mut &[u8]) -> Option<T>) -> Option<Vec<T>> {
+    let n = take_u32(rest)? as usize;
+    if n > rest.len() / 4 {
+        return None;
+    }
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        items.push(item(rest)?);
+    }
+    Some(items)
 }

@@ -4,22 +4,41 @@ fn samples() -> Vec<Record> {
     vec![
         Record::Input {
             source: 2,
+            stream: 0xfeed,
             seq: 7,
-            payload: b"hello".to_vec(),
+            frames: vec![b"hello".to_vec(), Vec::new()],
         },
         Record::State {
             checkpoint: 3,
-            step: 4,
-            key: b"word".to_vec(),
-            value: vec![0, 1, 2, 255],
+            entries: vec![
+                KeyState {
+                    step: 4,
+                    key: b"word".to_vec(),
+                    value: vec![0, 1, 2, 255],
+                },
+                KeyState {
+                    step: 1,
+                    key: Vec::new(),
+                    value: Vec::new(),
+                },
+            ],
         },
-        Record::Commit { checkpoint: 3 },
+        Record::Commit {
+            checkpoint: 3,
+            cut: 1,
+            full: true,
+            streams: vec![StreamPosition {
+                source: 2,
+                stream: 0xfeed,
+                next_seq: 9,
+            }],
+        },
         Record::Output {
             epoch: 3,
             sink: 0,
-            seq: 11,
-            payload: Vec::new(),
+            payloads: vec![b"word => 1\n".to_vec()],
         },
+        Record::Released { epoch: 3 },
     ]
 }
 
@@ -44,11 +63,11 @@ fn every_record_kind_survives_a_reopen() {
     log_of_samples(dir.path());
     let (wal, recovered) = open(dir.path());
     let lsns: Vec<Lsn> = recovered.records.iter().map(|(l, _)| *l).collect();
-    assert_eq!(lsns, vec![1, 2, 3, 4]);
+    assert_eq!(lsns, vec![1, 2, 3, 4, 5]);
     let records: Vec<Record> = recovered.records.into_iter().map(|(_, r)| r).collect();
     assert_eq!(records, samples());
     assert_eq!(recovered.truncated_bytes, 0);
-    assert_eq!(wal.next_lsn(), 5);
+    assert_eq!(wal.next_lsn(), 6);
 }
 
 #[test]
@@ -62,15 +81,15 @@ fn a_torn_tail_is_cut_and_appending_goes_on_after_it() {
     drop(f);
 
     let (mut wal, recovered) = open(dir.path());
-    assert_eq!(recovered.records.len(), 3);
+    assert_eq!(recovered.records.len(), 4);
     assert!(recovered.truncated_bytes > 0);
-    wal.append(&Record::Commit { checkpoint: 9 }).unwrap();
+    wal.append(&Record::Released { epoch: 9 }).unwrap();
     wal.sync().unwrap();
     drop(wal);
     let (_, recovered) = open(dir.path());
     assert_eq!(
         recovered.records.last().unwrap(),
-        &(4, Record::Commit { checkpoint: 9 })
+        &(5, Record::Released { epoch: 9 })
     );
 }
 
@@ -79,8 +98,11 @@ fn a_flipped_bit_ends_the_log_at_that_record() {
     let dir = tempfile::tempdir().unwrap();
     let segment = log_of_samples(dir.path());
     let mut data = std::fs::read(&segment).unwrap();
-    // Inside the second record's body (the first is 8 + 22 bytes after the header).
-    let offset = HEADER_LEN as usize + 30 + 8 + 5;
+    let mut body = Vec::new();
+    samples()[0].encode(&mut body);
+    let first = 8 + body.len();
+    // Inside the second record's body.
+    let offset = HEADER_LEN as usize + first + 8 + 5;
     data[offset] ^= 0x10;
     std::fs::write(&segment, &data).unwrap();
 
@@ -88,7 +110,7 @@ fn a_flipped_bit_ends_the_log_at_that_record() {
     assert_eq!(recovered.records.len(), 1);
     assert_eq!(
         std::fs::metadata(&segment).unwrap().len(),
-        HEADER_LEN + 30,
+        HEADER_LEN + first as u64,
         "truncated at the corrupt record"
     );
 }
@@ -99,7 +121,7 @@ fn segments_after_a_corrupt_one_are_removed() {
     let options = WalOptions { segment_bytes: 64 };
     let (mut wal, _) = Wal::open(dir.path(), options.clone()).unwrap();
     for i in 0..20 {
-        wal.append(&Record::Commit { checkpoint: i }).unwrap();
+        wal.append(&Record::Released { epoch: i }).unwrap();
     }
     wal.sync().unwrap();
     let segments = wal.segments();
@@ -114,7 +136,7 @@ fn segments_after_a_corrupt_one_are_removed() {
         .records
         .iter()
         .map(|(_, r)| match r {
-            Record::Commit { checkpoint } => *checkpoint,
+            Record::Released { epoch } => *epoch,
             _ => unreachable!(),
         })
         .collect();
@@ -137,7 +159,7 @@ fn empty_and_missing_directories_start_an_empty_log() {
     std::fs::write(&segment, b"WALL").unwrap();
     let (mut wal, recovered) = open(&missing);
     assert!(recovered.records.is_empty());
-    wal.append(&Record::Commit { checkpoint: 1 }).unwrap();
+    wal.append(&Record::Released { epoch: 1 }).unwrap();
     wal.sync().unwrap();
     drop(wal);
     assert_eq!(open(&missing).1.records.len(), 1);
@@ -159,7 +181,7 @@ fn compaction_removes_only_segments_wholly_before_the_lsn() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 64 }).unwrap();
     for i in 0..30 {
-        wal.append(&Record::Commit { checkpoint: i }).unwrap();
+        wal.append(&Record::Released { epoch: i }).unwrap();
     }
     wal.sync().unwrap();
     let before = wal.segments().len();
@@ -171,4 +193,31 @@ fn compaction_removes_only_segments_wholly_before_the_lsn() {
     let first = recovered.records.first().unwrap().0;
     assert!(first <= 12, "record 12 must survive, first kept is {first}");
     assert_eq!(recovered.records.last().unwrap().0, 30);
+}
+
+#[test]
+fn a_flush_synced_outside_the_log_makes_records_durable_while_appends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path());
+    wal.append(&Record::Released { epoch: 1 }).unwrap();
+    wal.append(&Record::Released { epoch: 2 }).unwrap();
+    let pending = wal.flush().unwrap();
+    wal.append(&Record::Released { epoch: 3 }).unwrap();
+    assert_eq!(pending.sync().unwrap(), 2);
+    drop(wal);
+    assert_eq!(open(dir.path()).1.records.len(), 3);
+}
+
+#[test]
+fn a_list_count_larger_than_its_record_is_corruption_not_an_allocation() {
+    let mut body = Vec::new();
+    Record::Output {
+        epoch: 1,
+        sink: 0,
+        payloads: vec![b"x".to_vec()],
+    }
+    .encode(&mut body);
+    // The payload count sits after kind (1), epoch (8) and sink (4).
+    body[13..17].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(Record::decode(&body), None);
 }
