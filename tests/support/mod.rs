@@ -201,6 +201,14 @@ impl Proc {
         self.wait(timeout)
     }
 
+    /// True once the process has exited (it is not reaped: [`Proc::wait`] still gives its code).
+    pub fn has_exited(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().unwrap().is_some(),
+            None => true,
+        }
+    }
+
     pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
         let deadline = Instant::now() + timeout;
@@ -280,11 +288,16 @@ pub struct Node {
 
 impl Node {
     pub fn start(wasm: &Path, sink: &str, dir: &Path, extra: &[&str]) -> Node {
+        Node::start_at(wasm, "127.0.0.1:0", sink, dir, extra)
+    }
+
+    /// A node whose source listens on `source` (a restarted node keeps its address).
+    pub fn start_at(wasm: &Path, source: &str, sink: &str, dir: &Path, extra: &[&str]) -> Node {
         let data_dir = dir.join("data");
         let mut cmd = Command::new(wallaroo());
         cmd.arg("run")
             .arg(wasm)
-            .args(["--in", "127.0.0.1:0", "--out", sink, "--data-dir"])
+            .args(["--in", source, "--out", sink, "--data-dir"])
             .arg(&data_dir)
             .arg("--cache-dir")
             .arg(scratch().join("cache"))
@@ -356,6 +369,14 @@ pub fn run_faulty(wasm: &Path, extra: &[&str], lines: &[&[u8]]) -> FaultyRun {
         summary,
         _dir: dir,
     }
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a free port")
+        .port()
 }
 
 /// Runs `wallaroo send` to completion.

@@ -14,7 +14,7 @@ use wallaroo_component::{
     CacheOutcome, CompileCache, Limits, Runtime, Sandbox, SinkConfig, SourceConfig,
 };
 use wallaroo_connectors::{SourceOptions, TcpSource, run_generator, run_tcp_sink};
-use wallaroo_engine::{Node, NodeConfig};
+use wallaroo_engine::{Node, NodeConfig, Resilience};
 use wallaroo_types::KeyGroups;
 
 #[derive(clap::Args)]
@@ -33,9 +33,21 @@ struct Options {
     /// Worker threads, each with its own instance of the application [default: CPU cores].
     #[arg(long)]
     workers: Option<usize>,
-    /// The node's data directory (dead letters).
+    /// The node's data directory: its write-ahead log and dead letters.
     #[arg(long, default_value = "wallaroo-data")]
     data_dir: PathBuf,
+    /// What a crash may cost: none (fastest; state and in-flight input are lost),
+    /// at-least-once (input logged, state checkpointed; output after the last checkpoint is
+    /// repeated), exactly-once (output released only after its checkpoint commits).
+    #[arg(long, value_enum, default_value_t = ResilienceArg::None)]
+    resilience: ResilienceArg,
+    /// Time between checkpoints, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval: u64,
+    /// How sinks frame output: plain (the encoder's bytes as they are) or tagged (each frame
+    /// with its (epoch, sequence), so `wallaroo receive` drops repeats: exactly-once output).
+    #[arg(long, value_enum, default_value_t = SinkFraming::Plain)]
+    sink_framing: SinkFraming,
     /// Where compiled native code is cached [default: $WALLAROO_CACHE_DIR, else
     /// $XDG_CACHE_HOME/wallaroo, else ~/.cache/wallaroo].
     #[arg(long)]
@@ -73,6 +85,19 @@ struct Options {
     allow_dir: Vec<String>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ResilienceArg {
+    None,
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SinkFraming {
+    Plain,
+    Tagged,
+}
+
 pub fn main(args: Args) -> anyhow::Result<()> {
     let o = &args.options;
     let wasm =
@@ -106,7 +131,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(&o.data_dir, args.app_args.clone());
     config.workers = workers;
     config.key_groups = KeyGroups::new(o.key_groups.max(1));
-    let mut node = Node::start(&runtime, config)?;
+    config.resilience = match o.resilience {
+        ResilienceArg::None => Resilience::None,
+        ResilienceArg::AtLeastOnce => Resilience::AtLeastOnce,
+        ResilienceArg::ExactlyOnce => Resilience::ExactlyOnce,
+    };
+    config.checkpoint_interval = Duration::from_millis(o.checkpoint_interval.max(1));
+    let (mut node, recovered) = Node::start(&runtime, config)?;
     let spec = node.spec().clone();
     eprintln!(
         "{}: {} worker{}, code {} in {} ms",
@@ -120,6 +151,41 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         },
         loaded.as_millis()
     );
+
+    let tagged = o.sink_framing == SinkFraming::Tagged;
+    match node.resilience() {
+        Resilience::None => {}
+        mode => {
+            eprintln!(
+                "resilience {}: write-ahead log in {}, checkpoint every {} ms",
+                if mode == Resilience::ExactlyOnce {
+                    "exactly-once"
+                } else {
+                    "at-least-once"
+                },
+                o.data_dir.join("wal").display(),
+                o.checkpoint_interval
+            );
+            if mode == Resilience::ExactlyOnce && !tagged && !spec.sinks.is_empty() {
+                eprintln!(
+                    "sinks use plain framing, so output is at-least-once: after a crash a \
+                     receiver may see output again (--sink-framing tagged makes it exactly-once)"
+                );
+            }
+            eprintln!(
+                "recovered checkpoint {}: {} keys, {} messages replayed, {} epochs of output \
+                 released again, in {} ms",
+                recovered.checkpoint,
+                recovered.keys,
+                recovered.replayed_messages,
+                recovered.rereleased_epochs,
+                recovered.took.as_millis()
+            );
+        }
+    }
+    if tagged && node.resilience() != Resilience::ExactlyOnce {
+        anyhow::bail!("--sink-framing tagged needs --resilience exactly-once");
+    }
 
     let source_options = SourceOptions {
         max_frame: o.max_frame_size,
@@ -163,7 +229,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             let SinkConfig::Tcp(tcp) = &sink.config;
             let addr = format!("{}:{}", tcp.host, tcp.port);
             eprintln!("sink '{}' writing to {addr}", sink.name);
-            sinks.spawn(run_tcp_sink(sink.name.clone(), addr, node.take_sink(i)));
+            let identity = tagged.then(|| format!("{}/{}", spec.name, sink.name));
+            sinks.spawn(run_tcp_sink(
+                sink.name.clone(),
+                addr,
+                node.take_sink(i),
+                identity,
+            ));
         }
         eprintln!("running; Ctrl-C or SIGTERM stops after processing what was accepted");
 
@@ -252,9 +324,17 @@ pub fn hoist_host_flags(argv: Vec<String>) -> Vec<String> {
             None => i += 1,
         }
     }
+    if hoisted.is_empty() {
+        return argv;
+    }
     let mut out = argv[..app].to_vec();
     out.extend(hoisted);
-    out.extend(argv[app..].iter().cloned());
+    out.push(argv[app].clone());
+    // Everything after the app is the app's, even what looks like a host option.
+    if argv[app + 1] != "--" {
+        out.push("--".into());
+    }
+    out.extend(argv[app + 1..].iter().cloned());
     out
 }
 
@@ -274,7 +354,7 @@ mod tests {
         assert_eq!(
             out,
             argv(
-                "wallaroo run --workers 3 --allow-clock app.wasm --in 127.0.0.1:7010 \
+                "wallaroo run --workers 3 --allow-clock app.wasm -- --in 127.0.0.1:7010 \
                  --workers 3 --allow-clock --mine x"
             )
         );
@@ -287,6 +367,17 @@ mod tests {
         assert_eq!(args.app, PathBuf::from("app.wasm"));
         assert_eq!(args.app_args[0], "--in");
         assert_eq!(args.app_args.len(), 7);
+    }
+
+    #[test]
+    fn a_host_option_right_after_the_app_is_hoisted_once() {
+        let out = hoist_host_flags(argv("wallaroo run app.wasm --workers 2 --in h:1"));
+        let parsed = crate::Cli::try_parse_from_args(out).unwrap();
+        let crate::Command::Run(args) = parsed.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.options.workers, Some(2));
+        assert_eq!(args.app_args, argv("--workers 2 --in h:1"));
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub struct Args {
     /// Start the file over at its end (until --messages, or until stopped).
     #[arg(long)]
     repeat: bool,
+    /// Acknowledged mode: wait until the node has stored every message, and when the
+    /// connection is lost (a node crash), reconnect and resend what it has not stored.
+    #[arg(long)]
+    ack: bool,
+    /// The acknowledged stream's id; the same id resumes the same stream [default: random].
+    #[arg(long, requires = "ack")]
+    stream_id: Option<u64>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -39,8 +46,26 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         interval: args.interval.map(Duration::from_nanos),
         messages: args.messages,
         repeat: args.repeat,
+        ack: args
+            .ack
+            .then(|| args.stream_id.unwrap_or_else(random_stream_id)),
     };
     let sent = crate::io_runtime()?.block_on(wallaroo_connectors::send(&options))?;
     eprintln!("sent {sent} messages to {}", options.host);
     Ok(())
+}
+
+/// A stream id unlikely to collide with another sender's: a randomly keyed hash of the clock and
+/// the process id.
+fn random_stream_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish().max(1)
 }

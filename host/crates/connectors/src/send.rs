@@ -1,13 +1,16 @@
 //! `wallaroo send`: a framed TCP load generator, the counterpart of a framed source.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wallaroo_types::Framing;
 
 use crate::connect_with_retry;
+use crate::protocol::{RESUME_AT_LAST_ACK, ack_hello};
 
 #[derive(Debug, Clone)]
 pub struct SendOptions {
@@ -23,7 +26,13 @@ pub struct SendOptions {
     pub messages: Option<u64>,
     /// Start the file over when it ends (until `messages`, or forever).
     pub repeat: bool,
+    /// Acknowledged mode with this stream id: wait for the node to acknowledge every message,
+    /// and after a lost connection reconnect and resend from where the node says.
+    pub ack: Option<u64>,
 }
+
+/// How long an acknowledged sender keeps trying to reach a node that went away.
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Sends the file's messages and returns how many were sent.
 pub async fn send(options: &SendOptions) -> anyhow::Result<u64> {
@@ -37,6 +46,9 @@ pub async fn send(options: &SendOptions) -> anyhow::Result<u64> {
     if messages.is_empty() {
         bail!("{} holds no messages", options.file.display());
     }
+    if let Some(stream) = options.ack {
+        return send_acked(options, &messages, stream).await;
+    }
     let mut stream = connect_with_retry(
         &options.host,
         "send",
@@ -44,11 +56,7 @@ pub async fn send(options: &SendOptions) -> anyhow::Result<u64> {
         Some(Duration::from_secs(30)),
     )
     .await?;
-    let limit = options.messages.unwrap_or(if options.repeat {
-        u64::MAX
-    } else {
-        messages.len() as u64
-    });
+    let limit = limit(options, messages.len());
     let batch_size = options.batch_size.max(1);
     let mut sent = 0u64;
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -78,6 +86,120 @@ pub async fn send(options: &SendOptions) -> anyhow::Result<u64> {
     stream.flush().await?;
     stream.shutdown().await?;
     Ok(sent)
+}
+
+fn limit(options: &SendOptions, messages: usize) -> u64 {
+    match (options.messages, options.repeat) {
+        (Some(n), true) => n,
+        (Some(n), false) => n.min(messages as u64),
+        (None, true) => u64::MAX,
+        (None, false) => messages as u64,
+    }
+}
+
+/// Sends message `i` of the (cycled) file for every position from where the node asks to
+/// resume, and returns once every message is acknowledged. Survives the node going away and
+/// coming back: it reconnects and resends what was not acknowledged.
+async fn send_acked(
+    options: &SendOptions,
+    messages: &[&[u8]],
+    stream_id: u64,
+) -> anyhow::Result<u64> {
+    let limit = limit(options, messages.len());
+    let acked = Arc::new(AtomicU64::new(0));
+    loop {
+        match acked_connection(options, messages, stream_id, limit, &acked).await {
+            Ok(()) => return Ok(limit),
+            // connect_with_retry has already waited its patience out.
+            Err(e) if e.downcast_ref::<Unreachable>().is_some() => return Err(e),
+            Err(e) => {
+                let at = acked.load(Ordering::SeqCst);
+                tracing::warn!("send: {e:#}; reconnecting (acknowledged so far: {at})");
+                eprintln!("send: connection lost after {at} acknowledged messages; reconnecting");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unreachable(String);
+
+async fn acked_connection(
+    options: &SendOptions,
+    messages: &[&[u8]],
+    stream_id: u64,
+    limit: u64,
+    acked: &Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let stream = connect_with_retry(
+        &options.host,
+        "send",
+        Duration::from_millis(100),
+        Some(RECONNECT_PATIENCE),
+    )
+    .await
+    .map_err(|e| Unreachable(format!("{e:#}")))?;
+    let (mut read, mut write) = stream.into_split();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    Framing::DEFAULT.encode(&ack_hello(stream_id), &mut buf);
+    write.write_all(&buf).await?;
+    let resume = read.read_u64().await.context(
+        "the source did not answer the acknowledged-mode hello (is it a framed TCP source?)",
+    )?;
+    let base = match resume {
+        RESUME_AT_LAST_ACK => acked.load(Ordering::SeqCst),
+        at => at,
+    }
+    .min(limit);
+    acked.fetch_max(base, Ordering::SeqCst);
+    // Acks count this connection's messages from `base`.
+    let reader = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            loop {
+                let count = read.read_u64().await?;
+                acked.fetch_max(base + count, Ordering::SeqCst);
+                if base + count >= limit {
+                    return std::io::Result::Ok(());
+                }
+            }
+        })
+    };
+    let batch_size = options.batch_size.max(1) as u64;
+    let mut at = base;
+    let sending = async {
+        while at < limit {
+            buf.clear();
+            let end = (at + batch_size).min(limit);
+            for i in at..end {
+                Framing::DEFAULT.encode(messages[(i % messages.len() as u64) as usize], &mut buf);
+            }
+            write.write_all(&buf).await?;
+            at = end;
+            if let Some(pause) = options.interval {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        write.flush().await?;
+        anyhow::Ok(())
+    };
+    let result = async {
+        sending.await?;
+        if base >= limit {
+            return Ok(());
+        }
+        reader
+            .await
+            .context("the ack reader")?
+            .context("waiting for acknowledgements")
+    }
+    .await;
+    if result.is_ok() {
+        let _ = write.shutdown().await;
+    }
+    result
 }
 
 /// Each line is a message, without its line ending. A final line ending adds no empty message.

@@ -3,13 +3,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+
 use anyhow::Context as _;
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use wallaroo_engine::{DeadLetterEntry as Entry, SourceHandle, Stopped};
+use wallaroo_engine::{DeadLetterEntry as Entry, Lsn, NotAccepted, SourceHandle};
 use wallaroo_types::Framing;
+
+use crate::protocol::{RESUME_AT_LAST_ACK, parse_ack_hello};
 
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -111,9 +116,23 @@ enum Frame {
     End,
 }
 
+/// An acknowledged stream: where the next frame stands in it, and the task writing acks.
+struct Acked {
+    stream: u64,
+    next_seq: u64,
+    /// Frames of this connection handed to the node.
+    accepted: u64,
+    acks: mpsc::UnboundedSender<(Option<Lsn>, u64)>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
 impl Connection {
     async fn run(self, stream: TcpStream, mut stop: watch::Receiver<bool>) {
-        let mut reader = BufReader::with_capacity(64 * 1024, stream);
+        let (read, write) = stream.into_split();
+        let mut reader = BufReader::with_capacity(64 * 1024, read);
+        let mut write = Some(write);
+        let mut acked: Option<Acked> = None;
+        let mut first = true;
         let mut batch = Vec::new();
         loop {
             let frame = tokio::select! {
@@ -128,6 +147,22 @@ impl Connection {
                     break;
                 }
             };
+            if std::mem::take(&mut first)
+                && let Frame::Payload(p) = &frame
+                && let Some(stream) = parse_ack_hello(p)
+            {
+                match self
+                    .start_acks(stream, write.take().expect("first frame"))
+                    .await
+                {
+                    Ok(a) => acked = Some(a),
+                    Err(e) => {
+                        tracing::warn!(source = %self.source, peer = %self.peer, "cannot answer an acknowledged client: {e}");
+                        return;
+                    }
+                }
+                continue;
+            }
             let (end, reader_empty) = match frame {
                 Frame::Payload(p) => {
                     batch.push(p);
@@ -137,20 +172,81 @@ impl Connection {
                 Frame::End => (true, true),
             };
             let full = reader_empty || batch.len() >= self.options.batch_size;
-            if !batch.is_empty() && full && self.send(std::mem::take(&mut batch)).await.is_err() {
-                return;
+            if !batch.is_empty() && full {
+                let sent = self.send(std::mem::take(&mut batch), &mut acked).await;
+                if self.refused(sent, &mut stop).await {
+                    return;
+                }
             }
             if end {
                 break;
             }
         }
         if !batch.is_empty() {
-            let _ = self.send(batch).await;
+            let sent = self.send(batch, &mut acked).await;
+            if self.refused(sent, &mut stop).await {
+                return;
+            }
+        }
+        if let Some(acked) = acked {
+            // The client waits for its last acks: write them as the log makes them durable.
+            drop(acked.acks);
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = acked.writer => {}
+            }
         }
     }
 
-    async fn send(&self, batch: Vec<Vec<u8>>) -> Result<(), Stopped> {
-        self.handle.send(batch).await
+    /// True when the connection must end. A failed log stops reading (and acknowledging) until
+    /// the node stops: the client's unacknowledged frames stay with the client.
+    async fn refused(
+        &self,
+        sent: Result<(), NotAccepted>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        match sent {
+            Ok(()) => false,
+            Err(NotAccepted::Stopping) => true,
+            Err(NotAccepted::LogFailed) => {
+                tracing::warn!(source = %self.source, peer = %self.peer, "not reading: the write-ahead log cannot store input");
+                let _ = stop.wait_for(|s| *s).await;
+                true
+            }
+        }
+    }
+
+    async fn start_acks(&self, stream: u64, mut write: OwnedWriteHalf) -> std::io::Result<Acked> {
+        let resume = self.handle.stream_position(stream);
+        write
+            .write_all(&resume.unwrap_or(RESUME_AT_LAST_ACK).to_be_bytes())
+            .await?;
+        tracing::debug!(source = %self.source, peer = %self.peer, stream, ?resume, "acknowledged stream");
+        let (acks, pending) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_acks(write, pending, self.handle.durable()));
+        Ok(Acked {
+            stream,
+            next_seq: resume.unwrap_or(0),
+            accepted: 0,
+            acks,
+            writer,
+        })
+    }
+
+    async fn send(
+        &self,
+        batch: Vec<Vec<u8>>,
+        acked: &mut Option<Acked>,
+    ) -> Result<(), NotAccepted> {
+        let n = batch.len() as u64;
+        let position = acked.as_ref().map(|a| (a.stream, a.next_seq));
+        let lsn = self.handle.send(batch, position).await?;
+        if let Some(a) = acked {
+            a.next_seq += n;
+            a.accepted += n;
+            let _ = a.acks.send((lsn, a.accepted));
+        }
+        Ok(())
     }
 
     async fn read_frame<R: AsyncRead + Unpin + Send + 'static>(
@@ -223,7 +319,41 @@ pub async fn run_generator(handle: SourceHandle, batch: usize, mut stop: watch::
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
-            sent = handle.send(vec![Vec::new(); batch]) => if sent.is_err() { break },
+            sent = handle.send(vec![Vec::new(); batch], None) => if sent.is_err() { break },
+        }
+    }
+}
+
+/// Writes how many frames of the connection are acknowledged: at once without a log, else as
+/// the log's durable position passes each batch.
+async fn write_acks(
+    mut write: OwnedWriteHalf,
+    mut pending: mpsc::UnboundedReceiver<(Option<Lsn>, u64)>,
+    mut durable: Option<watch::Receiver<Lsn>>,
+) {
+    let mut waiting: VecDeque<(Lsn, u64)> = VecDeque::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        let mut ack = None;
+        tokio::select! {
+            item = pending.recv(), if open => match item {
+                Some((None, count)) => ack = Some(count),
+                Some((Some(lsn), count)) => waiting.push_back((lsn, count)),
+                None => open = false,
+            },
+            changed = async { durable.as_mut().expect("waiting needs a log").changed().await },
+                if !waiting.is_empty() => if changed.is_err() { return },
+        }
+        if let Some(durable) = &durable {
+            let through = *durable.borrow();
+            while waiting.front().is_some_and(|(lsn, _)| *lsn <= through) {
+                ack = waiting.pop_front().map(|(_, count)| count);
+            }
+        }
+        if let Some(count) = ack
+            && write.write_all(&count.to_be_bytes()).await.is_err()
+        {
+            return;
         }
     }
 }

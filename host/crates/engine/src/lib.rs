@@ -9,11 +9,16 @@
 //! worker owning the key's group; sink output goes to the sink's bounded queue, so a slow sink
 //! blocks the workers feeding it and, through source credits, the sources.
 
+mod checkpoint;
 mod dead_letter;
+mod log;
 mod node;
+mod recovery;
 mod worker;
 
 pub use dead_letter::{DeadLetters, Entry as DeadLetterEntry, EntryWriter};
 pub use node::{
-    Node, NodeConfig, NodeCounters, NodeTotals, SinkBatch, SourceHandle, SourceHandles, Stopped,
+    Node, NodeConfig, NodeCounters, NodeTotals, NotAccepted, Recovered, Resilience, SinkBatch,
+    SinkQueue, SourceHandle, SourceHandles,
 };
+pub use wallaroo_wal::Lsn;

@@ -1,20 +1,57 @@
 //! A node: the application's spec, its worker threads, and the handles sources and sinks use.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wallaroo_component::{AppSpec, GuestError, Message, Runtime, SourceConfig};
 use wallaroo_types::KeyGroups;
+use wallaroo_wal::{KeyState, Lsn, Wal, WalOptions};
 
 use crate::DeadLetters;
+use crate::checkpoint::Coordinator;
+use crate::log::Log;
+use crate::recovery::{Recovery, StateMap};
 use crate::worker::Worker;
 
 /// Encoded output for one sink, in order.
-pub type SinkBatch = Vec<Vec<u8>>;
+#[derive(Debug, Default)]
+pub struct SinkBatch {
+    /// The checkpoint epoch this output belongs to, when it is released only after that
+    /// checkpoint commits (exactly-once); 0 otherwise.
+    pub epoch: u64,
+    pub frames: Vec<Vec<u8>>,
+}
+
+/// One sink's queue, and where the sink reports how far it has written.
+pub struct SinkQueue {
+    pub batches: flume::Receiver<SinkBatch>,
+    written: Arc<AtomicU64>,
+}
+
+impl SinkQueue {
+    /// The sink has written out (and flushed) everything of `epoch` and before.
+    pub fn written(&self, epoch: u64) {
+        self.written.fetch_max(epoch, Ordering::SeqCst);
+    }
+}
+
+/// What a crash may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resilience {
+    /// Nothing is logged: a crash loses state and in-flight input. The fastest.
+    None,
+    /// Input is logged before it is processed and state is checkpointed: a crash loses
+    /// nothing, but output produced after the last checkpoint is produced again.
+    AtLeastOnce,
+    /// As at-least-once, and output is released only once its checkpoint has committed, tagged
+    /// so a receiver drops what it has already seen.
+    ExactlyOnce,
+}
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -28,6 +65,12 @@ pub struct NodeConfig {
     pub source_credits: usize,
     /// Batches a sink may have queued before the workers feeding it block.
     pub sink_queue: usize,
+    pub resilience: Resilience,
+    /// Time between checkpoints (with a resilience other than none).
+    pub checkpoint_interval: Duration,
+    /// Output bytes a worker may hold for the next checkpoint (exactly-once) before it asks
+    /// for that checkpoint early and stops taking source input until it is taken.
+    pub held_output_limit: usize,
 }
 
 impl NodeConfig {
@@ -39,6 +82,9 @@ impl NodeConfig {
             args,
             source_credits: 4,
             sink_queue: 16,
+            resilience: Resilience::None,
+            checkpoint_interval: Duration::from_secs(1),
+            held_output_limit: 64 << 20,
         }
     }
 }
@@ -80,10 +126,16 @@ impl NodeCounters {
     }
 }
 
-/// The node is shutting down and takes no more input.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the node is stopping")]
-pub struct Stopped;
+/// Why a source's batch was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAccepted {
+    #[error("the node is stopping")]
+    Stopping,
+    /// The write-ahead log cannot store input (a full disk): the source must stop reading
+    /// rather than accept what it cannot keep.
+    #[error("the node's write-ahead log cannot store input")]
+    LogFailed,
+}
 
 pub(crate) enum Work {
     Batch {
@@ -91,8 +143,26 @@ pub(crate) enum Work {
         messages: Vec<Message>,
         /// Held until the batch is processed: how sources feel backpressure.
         credit: Option<OwnedSemaphorePermit>,
+        /// Source input (logged, and cut by barriers), rather than a routed batch.
+        from_source: bool,
+    },
+    /// A checkpoint's barrier: source input after it belongs to the next epoch.
+    Barrier,
+    /// Every worker is at the barrier and nothing routed is in flight: hand over the state
+    /// changed since the last checkpoint (every key's, if `full`) and the output held.
+    Snapshot {
+        full: bool,
+        reply: flume::Sender<Part>,
     },
     Stop,
+}
+
+/// One worker's share of a checkpoint.
+pub(crate) struct Part {
+    pub(crate) worker: usize,
+    pub(crate) entries: Vec<KeyState>,
+    /// Per sink, the output held since the last checkpoint (exactly-once).
+    pub(crate) held: Vec<Vec<Vec<u8>>>,
 }
 
 pub(crate) struct Shared {
@@ -100,23 +170,49 @@ pub(crate) struct Shared {
     credits: Vec<Arc<Semaphore>>,
     /// Work items sent and not yet processed; zero with all sources stopped means drained.
     in_flight: AtomicUsize,
+    /// Routed batches sent and not yet processed.
+    pub(crate) routed_in_flight: AtomicUsize,
+    /// Workers waiting at the current checkpoint's barrier.
+    pub(crate) aligned: AtomicUsize,
+    /// A worker holds more output than it should: take the next checkpoint now.
+    pub(crate) checkpoint_wanted: AtomicBool,
     stopping: AtomicBool,
     next_worker: AtomicUsize,
     pub(crate) counters: NodeCounters,
     pub(crate) dead_letters: DeadLetters,
+    pub(crate) log: Option<Arc<Log>>,
+    pub(crate) resilience: Resilience,
 }
 
 impl Shared {
     pub(crate) fn enqueue(&self, worker: usize, work: Work) {
+        let routed = matches!(
+            work,
+            Work::Batch {
+                from_source: false,
+                ..
+            }
+        );
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if routed {
+            self.routed_in_flight.fetch_add(1, Ordering::SeqCst);
+        }
         if self.inboxes[worker].send(work).is_err() {
             // Only after shutdown, when every source has stopped and nothing is in flight.
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.done(!routed);
         }
     }
 
-    pub(crate) fn done(&self) {
+    pub(crate) fn done(&self, from_source: bool) {
+        if !from_source {
+            self.routed_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Barriers and snapshot requests: not work a drain waits for.
+    pub(crate) fn control(&self, worker: usize, work: Work) {
+        let _ = self.inboxes[worker].send(work);
     }
 }
 
@@ -124,13 +220,28 @@ pub struct Node {
     spec: AppSpec,
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    sinks: Vec<Option<flume::Receiver<SinkBatch>>>,
+    sinks: Vec<Option<SinkQueue>>,
+    coordinator: Option<(std::thread::JoinHandle<()>, flume::Sender<()>)>,
+}
+
+/// What a start found in the data directory, for the operator.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// The checkpoint state was restored from (0: none).
+    pub checkpoint: u64,
+    pub keys: usize,
+    pub replayed_messages: usize,
+    /// Committed output written out again (a tagged receiver drops what it already has).
+    pub rereleased_epochs: usize,
+    pub took: Duration,
 }
 
 impl Node {
-    /// Starts `config.workers` instances of the application, each on its own thread.
-    pub fn start(runtime: &Runtime, config: NodeConfig) -> anyhow::Result<Node> {
+    /// Starts `config.workers` instances of the application, each on its own thread. With a
+    /// resilience other than none, first recovers what the data directory's log holds.
+    pub fn start(runtime: &Runtime, config: NodeConfig) -> anyhow::Result<(Node, Recovered)> {
         anyhow::ensure!(config.workers > 0, "a node needs at least one worker");
+        let started = Instant::now();
         let mut instances = Vec::with_capacity(config.workers);
         let mut spec = None;
         for _ in 0..config.workers {
@@ -145,6 +256,18 @@ impl Node {
         let spec = spec.expect("at least one worker");
         validate(&spec)?;
 
+        let (log, recovery) = match config.resilience {
+            Resilience::None => (None, Recovery::default()),
+            _ => {
+                let dir = config.data_dir.join("wal");
+                let (wal, found) = Wal::open(&dir, WalOptions::default())
+                    .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
+                let recovery = Recovery::from_log(found.records, spec.sinks.len());
+                let streams = recovery.streams.clone();
+                (Some(Log::start(wal, streams)), recovery)
+            }
+        };
+
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..config.workers).map(|_| flume::unbounded()).unzip();
         let (sink_tx, sink_rx): (Vec<_>, Vec<_>) = spec
@@ -152,24 +275,48 @@ impl Node {
             .iter()
             .map(|_| flume::bounded(config.sink_queue))
             .unzip();
+        let written: Vec<Arc<AtomicU64>> = spec
+            .sinks
+            .iter()
+            .map(|_| Arc::new(AtomicU64::new(recovery.released)))
+            .collect();
         let shared = Arc::new(Shared {
             inboxes: senders,
             credits: (0..config.workers)
                 .map(|_| Arc::new(Semaphore::new(config.source_credits)))
                 .collect(),
             in_flight: AtomicUsize::new(0),
+            routed_in_flight: AtomicUsize::new(0),
+            aligned: AtomicUsize::new(0),
+            checkpoint_wanted: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             next_worker: AtomicUsize::new(0),
             counters: NodeCounters::default(),
             dead_letters: DeadLetters::new(&config.data_dir),
+            log: log.clone(),
+            resilience: config.resilience,
         });
         let owners: Arc<Vec<usize>> = Arc::new(
             (0..config.key_groups.count())
                 .map(|g| g as usize % config.workers)
                 .collect(),
         );
+        let mut recovered = Recovered {
+            checkpoint: recovery.checkpoint,
+            keys: recovery.state.len(),
+            replayed_messages: recovery.replayed_messages(),
+            rereleased_epochs: recovery.unreleased.len(),
+            took: Duration::ZERO,
+        };
+        let mut states: Vec<StateMap> = vec![HashMap::new(); config.workers];
+        for ((step, key), value) in recovery.state {
+            let owner = owners[config.key_groups.of(&key).0 as usize];
+            states[owner].insert((step, key), value);
+        }
         let mut threads = Vec::new();
-        for (id, (instance, inbox)) in instances.into_iter().zip(receivers).enumerate() {
+        for (id, ((instance, inbox), state)) in
+            instances.into_iter().zip(receivers).zip(states).enumerate()
+        {
             let worker = Worker::new(
                 id,
                 runtime.clone(),
@@ -179,7 +326,8 @@ impl Node {
                 shared.clone(),
                 sink_tx.clone(),
                 owners.clone(),
-            );
+                state,
+            )?;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("wallaroo-worker-{id}"))
@@ -187,12 +335,64 @@ impl Node {
                     .context("spawning a worker thread")?,
             );
         }
-        Ok(Node {
+        // Logged input after the checkpoint runs again before anything new, each stream on
+        // one worker so its order is kept.
+        for replay in recovery.replay {
+            let Some(source) = spec.sources.get(replay.source as usize) else {
+                continue;
+            };
+            shared.enqueue(
+                (replay.stream % config.workers as u64) as usize,
+                Work::Batch {
+                    segment: source.segment,
+                    messages: replay
+                        .frames
+                        .into_iter()
+                        .map(|payload| Message {
+                            key: Vec::new(),
+                            payload,
+                        })
+                        .collect(),
+                    credit: None,
+                    from_source: true,
+                },
+            );
+        }
+        let coordinator = match log {
+            Some(log) => {
+                let (stop_tx, stop_rx) = flume::bounded(1);
+                let coordinator = Coordinator::new(
+                    shared.clone(),
+                    log,
+                    &config,
+                    sink_tx,
+                    written.clone(),
+                    recovery.highest_seen + 1,
+                    recovery.unreleased,
+                    recovery.released,
+                );
+                let thread = std::thread::Builder::new()
+                    .name("wallaroo-checkpoint".into())
+                    .spawn(move || coordinator.run(stop_rx))
+                    .context("spawning the checkpoint thread")?;
+                Some((thread, stop_tx))
+            }
+            None => None,
+        };
+        recovered.took = started.elapsed();
+        let sinks = sink_rx
+            .into_iter()
+            .zip(written)
+            .map(|(batches, written)| Some(SinkQueue { batches, written }))
+            .collect();
+        let node = Node {
             spec,
             shared,
             threads,
-            sinks: sink_rx.into_iter().map(Some).collect(),
-        })
+            sinks,
+            coordinator,
+        };
+        Ok((node, recovered))
     }
 
     pub fn spec(&self) -> &AppSpec {
@@ -207,21 +407,27 @@ impl Node {
         &self.shared.dead_letters
     }
 
+    pub fn resilience(&self) -> Resilience {
+        self.shared.resilience
+    }
+
     /// Hands out [`SourceHandle`]s for source `source` (by index in the spec).
     pub fn source(&self, source: usize) -> SourceHandles {
         SourceHandles {
             shared: self.shared.clone(),
+            source: source as u32,
             segment: self.spec.sources[source].segment,
         }
     }
 
     /// The queue of sink `sink`'s output. Each sink's queue can be taken once.
-    pub fn take_sink(&mut self, sink: usize) -> flume::Receiver<SinkBatch> {
+    pub fn take_sink(&mut self, sink: usize) -> SinkQueue {
         self.sinks[sink].take().expect("sink queue taken twice")
     }
 
-    /// Waits until everything accepted so far has been processed, then stops the workers. Call
-    /// it after every source has stopped; sinks see their queues close once the workers exit.
+    /// Waits until everything accepted so far has been processed (and, with a log, a last
+    /// checkpoint has committed and released its output), then stops the workers. Call it
+    /// after every source has stopped; sinks see their queues close once the workers exit.
     /// Returns the node's final totals.
     pub async fn shutdown(self) -> NodeTotals {
         self.shared.stopping.store(true, Ordering::SeqCst);
@@ -231,13 +437,22 @@ impl Node {
         while self.shared.in_flight.load(Ordering::SeqCst) > 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        for inbox in &self.shared.inboxes {
-            let _ = inbox.send(Work::Stop);
-        }
+        let coordinator = self.coordinator;
         let threads = self.threads;
+        let shared = self.shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            if let Some((thread, stop)) = coordinator {
+                let _ = stop.send(());
+                let _ = thread.join();
+            }
+            for inbox in &shared.inboxes {
+                let _ = inbox.send(Work::Stop);
+            }
             for t in threads {
                 let _ = t.join();
+            }
+            if let Some(log) = &shared.log {
+                log.stop();
             }
         })
         .await;
@@ -249,6 +464,7 @@ impl Node {
 #[derive(Clone)]
 pub struct SourceHandles {
     shared: Arc<Shared>,
+    source: u32,
     segment: u32,
 }
 
@@ -259,6 +475,7 @@ impl SourceHandles {
         let workers = self.shared.inboxes.len();
         SourceHandle {
             shared: self.shared.clone(),
+            source: self.source,
             segment: self.segment,
             worker: self.shared.next_worker.fetch_add(1, Ordering::Relaxed) % workers,
         }
@@ -269,41 +486,82 @@ impl SourceHandles {
 #[derive(Clone)]
 pub struct SourceHandle {
     shared: Arc<Shared>,
+    source: u32,
     segment: u32,
     worker: usize,
 }
 
 impl SourceHandle {
-    /// Hands a batch of frame payloads to the worker, waiting for a credit first.
-    pub async fn send(&self, frames: Vec<Vec<u8>>) -> Result<(), Stopped> {
+    /// Hands a batch of frame payloads to the worker, waiting for a credit first. With a log,
+    /// the batch is logged first and its LSN returned: it is durable once
+    /// [`SourceHandle::durable`] reaches it. `stream` is an acknowledged client stream's id and
+    /// the position of the batch's first frame in it.
+    pub async fn send(
+        &self,
+        frames: Vec<Vec<u8>>,
+        stream: Option<(u64, u64)>,
+    ) -> Result<Option<Lsn>, NotAccepted> {
         if self.shared.stopping.load(Ordering::SeqCst) {
-            return Err(Stopped);
+            return Err(NotAccepted::Stopping);
+        }
+        if self.shared.log.as_ref().is_some_and(|l| l.failed()) {
+            return Err(NotAccepted::LogFailed);
         }
         let credit = self.shared.credits[self.worker]
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Stopped)?;
+            .map_err(|_| NotAccepted::Stopping)?;
+        let n = frames.len() as u64;
+        let enqueue = |frames: Vec<Vec<u8>>, credit| {
+            let messages = frames
+                .into_iter()
+                .map(|payload| Message {
+                    key: Vec::new(),
+                    payload,
+                })
+                .collect();
+            self.shared.enqueue(
+                self.worker,
+                Work::Batch {
+                    segment: self.segment,
+                    messages,
+                    credit: Some(credit),
+                    from_source: true,
+                },
+            );
+        };
+        let lsn = match &self.shared.log {
+            None => {
+                enqueue(frames, credit);
+                None
+            }
+            Some(log) => {
+                let lsn = log.append_input(self.source, stream, frames, |frames| {
+                    enqueue(frames, credit)
+                });
+                Some(lsn.ok_or(NotAccepted::LogFailed)?)
+            }
+        };
         self.shared
             .counters
             .received
-            .fetch_add(frames.len() as u64, Ordering::Relaxed);
-        let messages = frames
-            .into_iter()
-            .map(|payload| Message {
-                key: Vec::new(),
-                payload,
-            })
-            .collect();
-        self.shared.enqueue(
-            self.worker,
-            Work::Batch {
-                segment: self.segment,
-                messages,
-                credit: Some(credit),
-            },
-        );
-        Ok(())
+            .fetch_add(n, Ordering::Relaxed);
+        Ok(lsn)
+    }
+
+    /// The log's durable position; None without a log.
+    pub fn durable(&self) -> Option<tokio::sync::watch::Receiver<Lsn>> {
+        self.shared.log.as_ref().map(|l| l.durable())
+    }
+
+    /// Where an acknowledged stream resumes: the position of the first frame this node has not
+    /// logged. None without a log (nothing is remembered across a restart).
+    pub fn stream_position(&self, stream: u64) -> Option<u64> {
+        self.shared
+            .log
+            .as_ref()
+            .map(|l| l.stream_position(self.source, stream))
     }
 
     pub fn dead_letters(&self) -> &DeadLetters {

@@ -6,7 +6,7 @@
 //! one message at a time, so only the message that kills the guest is dead-lettered and nothing
 //! else is lost or repeated.
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -14,9 +14,11 @@ use wallaroo_component::{
     AppSpec, GuestError, Instance, Message, Output, Runtime, StateEntry, StepKind,
 };
 use wallaroo_types::KeyGroups;
+use wallaroo_wal::KeyState;
 
 use crate::dead_letter::{Entry, display_key};
-use crate::node::{NodeConfig, Shared, SinkBatch, Work};
+use crate::node::{NodeConfig, Part, Resilience, Shared, SinkBatch, Work};
+use crate::recovery::StateMap;
 
 pub(crate) struct Worker {
     id: usize,
@@ -30,7 +32,16 @@ pub(crate) struct Worker {
     owners: Arc<Vec<usize>>,
     groups: KeyGroups,
     /// The last state the guest reported for each (step, key) this worker owns.
-    state: HashMap<(u32, Vec<u8>), Vec<u8>>,
+    state: StateMap,
+    /// Keys changed since the last checkpoint (with a log).
+    dirty: Option<HashSet<(u32, Vec<u8>)>>,
+    /// Per sink, output held until the next checkpoint commits (exactly-once).
+    held: Option<Vec<Vec<Vec<u8>>>>,
+    held_bytes: usize,
+    held_limit: usize,
+    /// At a checkpoint's barrier: source input waits in `stash` until the snapshot.
+    at_barrier: bool,
+    stash: VecDeque<Work>,
     /// Past this much linear memory the instance is swapped for a fresh one between batches.
     recycle_at: usize,
     max_memory: usize,
@@ -40,7 +51,7 @@ pub(crate) struct Worker {
 struct Outbox {
     /// Per worker: runs of messages for one segment, in output order.
     routed: Vec<Vec<(u32, Vec<Message>)>>,
-    emitted: Vec<SinkBatch>,
+    emitted: Vec<Vec<Vec<u8>>>,
 }
 
 impl Worker {
@@ -54,9 +65,18 @@ impl Worker {
         shared: Arc<Shared>,
         sinks: Vec<flume::Sender<SinkBatch>>,
         owners: Arc<Vec<usize>>,
-    ) -> Self {
+        state: StateMap,
+    ) -> anyhow::Result<Self> {
         let max_memory = runtime.limits().max_memory;
-        Self {
+        let sinks_len = sinks.len();
+        let durable = config.resilience != Resilience::None;
+        let hold = config.resilience == Resilience::ExactlyOnce;
+        let mut instance = instance;
+        if !state.is_empty() {
+            restore(&mut instance, &state)
+                .map_err(|e| anyhow::anyhow!("worker {id}: restoring {} keys: {e}", state.len()))?;
+        }
+        let worker = Self {
             id,
             runtime,
             instance,
@@ -64,14 +84,20 @@ impl Worker {
             step_names: spec.steps.iter().map(|s| s.name.clone()).collect(),
             has_state: spec.steps.iter().any(|s| s.kind == StepKind::Stateful),
             shared,
-            sinks,
             owners,
             groups: config.key_groups,
-            state: HashMap::new(),
+            held: hold.then(|| vec![Vec::new(); sinks_len]),
+            sinks,
+            state,
+            dirty: durable.then(HashSet::new),
+            held_bytes: 0,
+            held_limit: config.held_output_limit,
+            at_barrier: false,
+            stash: VecDeque::new(),
             recycle_at: 0,
             max_memory,
-        }
-        .with_recycle_mark()
+        };
+        Ok(worker.with_recycle_mark())
     }
 
     /// Sets the memory mark for recycling halfway between what the instance holds now and its
@@ -81,26 +107,90 @@ impl Worker {
         self
     }
 
+    /// Source input waits: at a barrier, or while holding too much output.
+    fn paused(&self) -> bool {
+        self.at_barrier || self.held_bytes > self.held_limit
+    }
+
     fn set_recycle_mark(&mut self) {
         let now = self.instance.memory_bytes();
         self.recycle_at = now + self.max_memory.saturating_sub(now) / 2;
     }
 
     pub(crate) fn run(mut self, inbox: flume::Receiver<Work>) {
-        while let Ok(work) = inbox.recv() {
+        loop {
+            let work = match self.stash.pop_front() {
+                Some(work) if !self.paused() => work,
+                stashed => {
+                    if let Some(work) = stashed {
+                        self.stash.push_front(work);
+                    }
+                    match inbox.recv() {
+                        Ok(work) => work,
+                        Err(_) => break,
+                    }
+                }
+            };
             match work {
                 Work::Stop => break,
+                Work::Batch {
+                    from_source: true, ..
+                } if self.paused() => self.stash.push_back(work),
                 Work::Batch {
                     segment,
                     messages,
                     credit,
+                    from_source,
                 } => {
                     self.process(segment, &messages);
                     drop(credit);
                     self.recycle_if_grown();
-                    self.shared.done();
+                    self.shared.done(from_source);
+                }
+                Work::Barrier => {
+                    self.at_barrier = true;
+                    self.shared.aligned.fetch_add(1, Ordering::SeqCst);
+                }
+                Work::Snapshot { full, reply } => {
+                    let _ = reply.send(self.take_part(full));
+                    self.at_barrier = false;
                 }
             }
+        }
+    }
+
+    /// This worker's share of a checkpoint: the state of keys changed since the last one (or of
+    /// every key) and the output held since.
+    fn take_part(&mut self, full: bool) -> Part {
+        let dirty = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
+        let entry = |(step, key): (u32, Vec<u8>), value: &Vec<u8>| KeyState {
+            step,
+            key,
+            value: value.clone(),
+        };
+        let entries = if full {
+            self.state
+                .iter()
+                .map(|((step, key), value)| entry((*step, key.clone()), value))
+                .collect()
+        } else {
+            dirty
+                .into_iter()
+                .filter_map(|k| {
+                    let value = self.state.get(&k)?;
+                    Some(entry(k, value))
+                })
+                .collect()
+        };
+        let held = match &mut self.held {
+            Some(held) => held.iter_mut().map(std::mem::take).collect(),
+            None => Vec::new(),
+        };
+        self.held_bytes = 0;
+        Part {
+            worker: self.id,
+            entries,
+            held,
         }
     }
 
@@ -190,17 +280,31 @@ impl Worker {
                         segment,
                         messages,
                         credit: None,
+                        from_source: false,
                     },
                 );
             }
         }
-        for (sink, batch) in out.emitted.into_iter().enumerate() {
-            if batch.is_empty() {
+        for (sink, frames) in out.emitted.into_iter().enumerate() {
+            if frames.is_empty() {
                 continue;
             }
-            let n = batch.len() as u64;
+            let n = frames.len() as u64;
+            if let Some(held) = &mut self.held {
+                // Released once the next checkpoint commits.
+                self.held_bytes += frames.iter().map(Vec::len).sum::<usize>();
+                held[sink].extend(frames);
+                self.shared.counters.emitted.fetch_add(n, Ordering::Relaxed);
+                if self.held_bytes > self.held_limit {
+                    self.shared.checkpoint_wanted.store(true, Ordering::SeqCst);
+                }
+                continue;
+            }
             // Blocks while the sink's queue is full: a slow sink slows its producers.
-            if self.sinks[sink].send(batch).is_ok() {
+            if self.sinks[sink]
+                .send(SinkBatch { epoch: 0, frames })
+                .is_ok()
+            {
                 self.shared.counters.emitted.fetch_add(n, Ordering::Relaxed);
             }
         }
@@ -214,6 +318,9 @@ impl Worker {
         match self.instance.snapshot_changed() {
             Ok(entries) => {
                 for StateEntry { step, key, value } in entries {
+                    if let Some(dirty) = &mut self.dirty {
+                        dirty.insert((step, key.clone()));
+                    }
                     self.state.insert((step, key), value);
                 }
             }
@@ -262,18 +369,8 @@ impl Worker {
             instance
                 .describe(&self.args)
                 .map_err(|e| anyhow::anyhow!("application_setup: {e}"))?;
-            let entries: Vec<StateEntry> = self
-                .state
-                .iter()
-                .map(|((step, key), value)| StateEntry {
-                    step: *step,
-                    key: key.clone(),
-                    value: value.clone(),
-                })
-                .collect();
-            instance
-                .restore(&entries)
-                .map_err(|e| anyhow::anyhow!("restoring {} keys: {e}", entries.len()))?;
+            restore(&mut instance, &self.state)
+                .map_err(|e| anyhow::anyhow!("restoring {} keys: {e}", self.state.len()))?;
             Ok(instance)
         });
         match fresh {
@@ -317,4 +414,17 @@ impl Worker {
             .map(String::as_str)
             .unwrap_or("<unknown step>")
     }
+}
+
+/// Puts every key's state into an instance.
+fn restore(instance: &mut Instance, state: &StateMap) -> Result<(), GuestError> {
+    let entries: Vec<StateEntry> = state
+        .iter()
+        .map(|((step, key), value)| StateEntry {
+            step: *step,
+            key: key.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    instance.restore(&entries)
 }

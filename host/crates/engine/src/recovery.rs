@@ -1,0 +1,246 @@
+//! What a node's log holds on start: the last committed checkpoint's key state, the input logged
+//! after its cut (to replay), output of committed epochs not yet written out (to release
+//! again), and where each acknowledged stream stands.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use wallaroo_wal::{KeyState, Lsn, Record};
+
+pub(crate) type StateMap = HashMap<(u32, Vec<u8>), Vec<u8>>;
+
+/// Per sink, one epoch's output in order.
+pub(crate) type EpochOutput = Vec<Vec<Vec<u8>>>;
+
+/// Committed epochs' output by epoch, with the LSN of its first record.
+pub(crate) type Unreleased = BTreeMap<u64, (Lsn, EpochOutput)>;
+
+/// One logged source batch to run again.
+pub(crate) struct Replay {
+    pub(crate) source: u32,
+    pub(crate) stream: u64,
+    pub(crate) frames: Vec<Vec<u8>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Recovery {
+    /// The last committed checkpoint (0: none).
+    pub(crate) checkpoint: u64,
+    /// The highest checkpoint number the log mentions, committed or not: new checkpoints are
+    /// numbered above it so a half-written one is never mistaken for a later commit.
+    pub(crate) highest_seen: u64,
+    pub(crate) state: StateMap,
+    pub(crate) replay: Vec<Replay>,
+    pub(crate) streams: HashMap<(u32, u64), u64>,
+    /// Output of committed epochs after the last released one: epoch -> sink -> (lsn, payloads).
+    pub(crate) unreleased: Unreleased,
+    pub(crate) released: u64,
+}
+
+impl Recovery {
+    pub(crate) fn from_log(records: Vec<(Lsn, Record)>, sinks: usize) -> Recovery {
+        let mut committed = HashSet::new();
+        let mut last: Option<(u64, Lsn, Vec<wallaroo_wal::StreamPosition>)> = None;
+        let mut highest_seen = 0;
+        let mut released = 0;
+        for (_, record) in &records {
+            match record {
+                Record::Commit {
+                    checkpoint,
+                    cut,
+                    streams,
+                    ..
+                } => {
+                    committed.insert(*checkpoint);
+                    if last.as_ref().is_none_or(|(c, ..)| checkpoint > c) {
+                        last = Some((*checkpoint, *cut, streams.clone()));
+                    }
+                    highest_seen = highest_seen.max(*checkpoint);
+                }
+                Record::State { checkpoint, .. } => highest_seen = highest_seen.max(*checkpoint),
+                Record::Output { epoch, .. } => highest_seen = highest_seen.max(*epoch),
+                Record::Released { epoch } => released = released.max(*epoch),
+                Record::Input { .. } => {}
+            }
+        }
+        let (checkpoint, cut, streams) = last.unwrap_or((0, 1, Vec::new()));
+        let mut recovery = Recovery {
+            checkpoint,
+            highest_seen,
+            released,
+            streams: streams
+                .iter()
+                .map(|s| ((s.source, s.stream), s.next_seq))
+                .collect(),
+            ..Recovery::default()
+        };
+        for (lsn, record) in records {
+            match record {
+                Record::State {
+                    checkpoint,
+                    entries,
+                } if committed.contains(&checkpoint) => {
+                    for KeyState { step, key, value } in entries {
+                        recovery.state.insert((step, key), value);
+                    }
+                }
+                Record::Input {
+                    source,
+                    stream,
+                    seq,
+                    frames,
+                } if lsn >= cut => {
+                    if stream != 0 {
+                        recovery
+                            .streams
+                            .insert((source, stream), seq + frames.len() as u64);
+                    }
+                    recovery.replay.push(Replay {
+                        source,
+                        stream,
+                        frames,
+                    });
+                }
+                Record::Output {
+                    epoch,
+                    sink,
+                    payloads,
+                } if committed.contains(&epoch) && epoch > released => {
+                    let (_, per_sink) = recovery
+                        .unreleased
+                        .entry(epoch)
+                        .or_insert_with(|| (lsn, vec![Vec::new(); sinks]));
+                    if let Some(out) = per_sink.get_mut(sink as usize) {
+                        out.extend(payloads);
+                    }
+                }
+                _ => {}
+            }
+        }
+        recovery
+    }
+
+    pub(crate) fn replayed_messages(&self) -> usize {
+        self.replay.iter().map(|r| r.frames.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wallaroo_wal::StreamPosition;
+
+    fn state(checkpoint: u64, key: &str, value: u8) -> Record {
+        Record::State {
+            checkpoint,
+            entries: vec![KeyState {
+                step: 1,
+                key: key.into(),
+                value: vec![value],
+            }],
+        }
+    }
+
+    fn input(stream: u64, seq: u64, frames: &[&str]) -> Record {
+        Record::Input {
+            source: 0,
+            stream,
+            seq,
+            frames: frames.iter().map(|f| f.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    fn commit(checkpoint: u64, cut: Lsn, next_seq: u64) -> Record {
+        Record::Commit {
+            checkpoint,
+            cut,
+            full: false,
+            streams: vec![StreamPosition {
+                source: 0,
+                stream: 9,
+                next_seq,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_last_commit_wins_and_half_written_checkpoints_are_ignored() {
+        let log = vec![
+            input(9, 0, &["a", "b"]), // 1
+            state(1, "a", 1),         // 2 (checkpoint 1, cut 2)
+            commit(1, 2, 2),          // 3
+            input(9, 2, &["c"]),      // 4
+            input(0, 0, &["plain"]),  // 5
+            state(2, "a", 2),         // 6 (checkpoint 2, cut 6)
+            state(2, "c", 1),         // 7
+            commit(2, 6, 3),          // 8
+            input(9, 3, &["d", "e"]), // 9
+            state(3, "a", 9),         // 10: checkpoint 3 never committed
+            Record::Output {
+                epoch: 3,
+                sink: 0,
+                payloads: vec![b"lost".to_vec()],
+            },
+        ];
+        let r = Recovery::from_log(
+            log.into_iter()
+                .enumerate()
+                .map(|(i, r)| (i as u64 + 1, r))
+                .collect(),
+            1,
+        );
+        assert_eq!(r.checkpoint, 2);
+        assert_eq!(r.highest_seen, 3);
+        assert_eq!(r.state[&(1, b"a".to_vec())], vec![2]);
+        assert_eq!(r.state[&(1, b"c".to_vec())], vec![1]);
+        assert_eq!(r.replay.len(), 1);
+        assert_eq!(r.replayed_messages(), 2);
+        assert_eq!(r.streams[&(0, 9)], 5);
+        assert!(r.unreleased.is_empty(), "epoch 3 never committed");
+    }
+
+    #[test]
+    fn committed_output_after_the_last_release_is_kept_in_order() {
+        let out = |epoch, p: &str| Record::Output {
+            epoch,
+            sink: 1,
+            payloads: vec![p.as_bytes().to_vec()],
+        };
+        let log = vec![
+            out(1, "one"),
+            commit(1, 1, 0),
+            Record::Released { epoch: 1 },
+            out(2, "two"),
+            commit(2, 3, 0),
+            out(3, "three"),
+            commit(3, 6, 0),
+        ];
+        let r = Recovery::from_log(
+            log.into_iter()
+                .enumerate()
+                .map(|(i, r)| (i as u64 + 1, r))
+                .collect(),
+            2,
+        );
+        assert_eq!(r.released, 1);
+        let epochs: Vec<_> = r.unreleased.keys().copied().collect();
+        assert_eq!(epochs, vec![2, 3]);
+        assert_eq!(r.unreleased[&2].1[1], vec![b"two".to_vec()]);
+        assert!(r.unreleased[&2].1[0].is_empty());
+        assert!(r.replay.is_empty());
+    }
+
+    #[test]
+    fn without_a_commit_everything_is_replayed() {
+        let log = vec![input(0, 0, &["x"]), state(1, "x", 1), input(0, 0, &["y"])];
+        let r = Recovery::from_log(
+            log.into_iter()
+                .enumerate()
+                .map(|(i, r)| (i as u64 + 1, r))
+                .collect(),
+            0,
+        );
+        assert_eq!(r.checkpoint, 0);
+        assert!(r.state.is_empty());
+        assert_eq!(r.replayed_messages(), 2);
+    }
+}

@@ -1,0 +1,205 @@
+//! Crashes: the node is killed with SIGKILL at random points while an acknowledged sender
+//! streams a known text, and restarted on the same data directory each time.
+//!
+//! - exactly-once: the output reads as if nothing happened: every word's counts run 1, 2, 3...
+//!   with no gap and no repeat, ending at the word's true total.
+//! - at-least-once: nothing is lost (every count up to the true total appears, and the final
+//!   state is exact) but output after the last checkpoint may repeat.
+//! - none: the run completes, and the counts a crash lost are printed (there are always some).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng};
+use wallaroo_tests::*;
+
+const WORD_COUNT: &str = "componentize-py-examples/word_count/word_count.py";
+const LINES: usize = 6000;
+const WORDS_PER_LINE: usize = 8;
+const KILLS: usize = 3;
+
+/// A known text and each word's true total.
+fn make_input(path: &Path, rng: &mut StdRng) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    let mut text = String::new();
+    for _ in 0..LINES {
+        let words: Vec<String> = (0..WORDS_PER_LINE)
+            .map(|_| format!("w{}", rng.random_range(0..300u32)))
+            .collect();
+        for w in &words {
+            *totals.entry(w.clone()).or_insert(0) += 1;
+        }
+        text.push_str(&words.join(" "));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+    totals
+}
+
+struct CrashRun {
+    text: String,
+    totals: BTreeMap<String, u64>,
+    /// Every node's standard error, in order.
+    logs: Vec<String>,
+}
+
+fn crash_run(resilience: &str) -> CrashRun {
+    let seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("{resilience}: kill points from seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    let totals = make_input(&input, &mut rng);
+    let receiver = Receiver::start(dir.path());
+    let source = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "--workers",
+        "2",
+        "--resilience",
+        resilience,
+        "--checkpoint-interval",
+        "200",
+    ];
+    if resilience == "exactly-once" {
+        args.extend(["--sink-framing", "tagged"]);
+    }
+    let start = || Node::start_at(&wasm, &source, &receiver.addr, dir.path(), &args);
+    let mut logs = Vec::new();
+    let mut node = start();
+    let mut sender = Proc::spawn("send", {
+        let mut cmd = Command::new(wallaroo());
+        cmd.args(["send", "--host", &source, "--file"])
+            .arg(&input)
+            .args(["--ack", "--stream-id", "7", "--batch-size", "100"]);
+        cmd
+    });
+    // Kill points: random places in the middle of the stream, found by how much output the
+    // receiver has (so every kill lands mid-stream, however fast the machine is).
+    let words: u64 = totals.values().sum();
+    let mut points: Vec<u64> = (0..KILLS)
+        .map(|_| rng.random_range(words / 10..words * 8 / 10))
+        .collect();
+    points.sort();
+    for point in points {
+        // Without a log, a crash loses input the sender was told is safe, so the output may
+        // never reach the point: stop killing once the sender is done.
+        let reached = wait_until(Duration::from_secs(120), || {
+            if receiver.text().lines().count() as u64 >= point {
+                Some(true)
+            } else if resilience == "none" && sender.has_exited() {
+                Some(false)
+            } else {
+                None
+            }
+        });
+        match reached {
+            Some(true) => {}
+            Some(false) => break,
+            None => panic!(
+                "output stalled before {point} lines; the node said:\n{}",
+                node.proc.stderr()
+            ),
+        }
+        node.proc.signal(libc::SIGKILL);
+        node.proc.wait(Duration::from_secs(10));
+        logs.push(node.proc.stderr());
+        node = start();
+    }
+    let started = Instant::now();
+    assert_eq!(
+        sender.wait(Duration::from_secs(180)),
+        Some(0),
+        "the sender did not finish; it said:\n{}\nthe node said:\n{}",
+        sender.stderr(),
+        node.proc.stderr()
+    );
+    let resends = sender.stderr().matches("reconnecting").count();
+    eprintln!(
+        "{resilience}: every message acknowledged {:?} after the last restart; the sender \
+         reconnected {resends} times",
+        started.elapsed()
+    );
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+    logs.push(node.proc.stderr());
+    // The sink has flushed and closed; let the receiver write the last bytes.
+    std::thread::sleep(Duration::from_millis(300));
+    CrashRun {
+        text: receiver.text(),
+        totals,
+        logs,
+    }
+}
+
+/// Each restart said what it recovered.
+fn assert_recovery_reported(run: &CrashRun) {
+    for log in &run.logs[1..] {
+        assert!(log.contains("recovered checkpoint"), "{log}");
+    }
+}
+
+#[test]
+fn exactly_once_survives_repeated_kills_with_exact_output() {
+    let run = crash_run("exactly-once");
+    assert_recovery_reported(&run);
+    // No gap, no repeat, nothing extra: as if no crash happened.
+    assert_eq!(running_counts(&run.text), run.totals);
+    let words: u64 = run.totals.values().sum();
+    assert_eq!(run.text.lines().count() as u64, words);
+}
+
+#[test]
+fn at_least_once_survives_repeated_kills_without_loss() {
+    let run = crash_run("at-least-once");
+    assert_recovery_reported(&run);
+    let mut seen: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for line in run.text.lines() {
+        let (word, n) = line.rsplit_once(" => ").expect("a `WORD => N` line");
+        seen.entry(word.to_string())
+            .or_default()
+            .insert(n.parse().expect("a count"));
+    }
+    for (word, total) in &run.totals {
+        let counts = &seen[word];
+        // Every count was emitted, none beyond the true total: state itself is exact.
+        assert_eq!(
+            counts,
+            &(1..=*total).collect::<BTreeSet<_>>(),
+            "counts of {word}"
+        );
+    }
+    let repeats = run.text.lines().count() as u64 - run.totals.values().sum::<u64>();
+    eprintln!("at-least-once: {repeats} output lines repeated after crashes");
+}
+
+#[test]
+fn without_resilience_a_crash_loses_state_and_says_nothing_is_recovered() {
+    let run = crash_run("none");
+    for log in &run.logs {
+        assert!(!log.contains("recovered checkpoint"), "{log}");
+    }
+    // Counts restart from 1 after each crash: the final counts fall short of the totals.
+    let finals = final_values(&run.text);
+    let short: u64 = run
+        .totals
+        .iter()
+        .map(|(w, t)| t - finals.get(w).copied().unwrap_or(0).min(*t))
+        .sum();
+    let total: u64 = run.totals.values().sum();
+    eprintln!("none: final counts fall short of the true totals by {short} of {total} words");
+    assert!(
+        short > 0,
+        "a crash mid-stream without a log must lose counts"
+    );
+}
