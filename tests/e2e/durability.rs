@@ -203,3 +203,125 @@ fn without_resilience_a_crash_loses_state_and_says_nothing_is_recovered() {
         "a crash mid-stream without a log must lose counts"
     );
 }
+
+/// `wallaroo run --resilience exactly-once` on `data_dir`; it is expected to fail at start.
+fn run_expecting_refusal(data_dir: &Path) -> String {
+    let out = Command::new(wallaroo())
+        .arg("run")
+        .arg(build_app(WORD_COUNT))
+        .args(["--resilience", "exactly-once", "--data-dir"])
+        .arg(data_dir)
+        .arg("--cache-dir")
+        .arg(scratch().join("cache"))
+        .args(["--in", "127.0.0.1:0", "--out", "127.0.0.1:9"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "started anyway:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn a_data_directory_of_another_log_format_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("data/wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    let segment = wal.join("00000000000000000001.wal");
+    let mut foreign = b"WALLAROO".to_vec();
+    foreign.extend_from_slice(&99u32.to_le_bytes());
+    foreign.extend_from_slice(b"records of a future version");
+    std::fs::write(&segment, &foreign).unwrap();
+    let stderr = run_expecting_refusal(&dir.path().join("data"));
+    assert!(stderr.contains("written by log format 99"), "{stderr}");
+    assert!(stderr.contains("new data directory"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        foreign,
+        "the log was touched"
+    );
+}
+
+#[test]
+fn a_data_directory_that_is_a_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, b"not a directory").unwrap();
+    let stderr = run_expecting_refusal(&data);
+    assert!(
+        stderr.contains("opening the write-ahead log in"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&data.display().to_string()), "{stderr}");
+}
+
+#[test]
+fn a_full_disk_stops_input_instead_of_acknowledging_it_and_a_restart_loses_nothing() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    let totals = make_input(&input, &mut StdRng::seed_from_u64(11));
+    let receiver = Receiver::start(dir.path());
+    let source = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--workers",
+        "2",
+        "--resilience",
+        "exactly-once",
+        "--sink-framing",
+        "tagged",
+        "--checkpoint-interval",
+        "200",
+    ];
+    // A file size limit stands in for a full disk: writes past it fail (SIGXFSZ ignored, so
+    // the write returns an error as on a full disk instead of killing the process).
+    let full_disk = ["sh", "-c", "trap '' XFSZ; ulimit -f 256; exec \"$@\"", "sh"];
+    let mut node = Node::start_wrapped(
+        &full_disk,
+        &wasm,
+        &source,
+        &receiver.addr,
+        dir.path(),
+        &args,
+    );
+    let mut sender = Proc::spawn("send", {
+        let mut cmd = Command::new(wallaroo());
+        cmd.args(["send", "--host", &source, "--file"])
+            .arg(&input)
+            .args(["--ack", "--stream-id", "3", "--batch-size", "100"]);
+        cmd
+    });
+    node.proc
+        .wait_line("cannot write the write-ahead log", Duration::from_secs(120));
+    // Nothing more is acknowledged: the sender still holds what the node could not store.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!sender.has_exited(), "{}", sender.stderr());
+    assert!(
+        !node.proc.has_exited(),
+        "the node died: {}",
+        node.proc.stderr()
+    );
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(1));
+    assert!(
+        node.proc.stderr().contains("the write-ahead log failed"),
+        "{}",
+        node.proc.stderr()
+    );
+
+    // Room again: the node recovers and the sender resends what was not acknowledged.
+    let mut node = Node::start_at(&wasm, &source, &receiver.addr, dir.path(), &args);
+    assert_eq!(
+        sender.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        sender.stderr()
+    );
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(running_counts(&receiver.text()), totals);
+}

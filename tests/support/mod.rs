@@ -293,8 +293,28 @@ impl Node {
 
     /// A node whose source listens on `source` (a restarted node keeps its address).
     pub fn start_at(wasm: &Path, source: &str, sink: &str, dir: &Path, extra: &[&str]) -> Node {
+        Node::start_wrapped(&[], wasm, source, sink, dir, extra)
+    }
+
+    /// As [`Node::start_at`], run through `wrapper` (a command that ends by running its
+    /// arguments, e.g. a shell that sets limits first).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        wasm: &Path,
+        source: &str,
+        sink: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Node {
         let data_dir = dir.join("data");
-        let mut cmd = Command::new(wallaroo());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(wallaroo());
+                cmd
+            }
+            None => Command::new(wallaroo()),
+        };
         cmd.arg("run")
             .arg(wasm)
             .args(["--in", source, "--out", sink, "--data-dir"])

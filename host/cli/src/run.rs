@@ -270,6 +270,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         if dead > 0 {
             eprintln!("dead letters: {}", dead_letters.display());
         }
+        if totals.log_failed {
+            anyhow::bail!(
+                "the write-ahead log failed (see above): input and output since the last \
+                 checkpoint are kept by the senders and the log; restart on the same data \
+                 directory once it is writable"
+            );
+        }
         anyhow::Ok(())
     })
 }

@@ -112,6 +112,8 @@ pub struct NodeTotals {
     pub dead_lettered: u64,
     pub instances_replaced: u64,
     pub instances_recycled: u64,
+    /// The write-ahead log failed: nothing committed after that.
+    pub log_failed: bool,
 }
 
 impl NodeCounters {
@@ -122,6 +124,7 @@ impl NodeCounters {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             instances_replaced: self.instances_replaced.load(Ordering::Relaxed),
             instances_recycled: self.instances_recycled.load(Ordering::Relaxed),
+            log_failed: false,
         }
     }
 }
@@ -407,6 +410,11 @@ impl Node {
         &self.shared.dead_letters
     }
 
+    /// The write-ahead log could not store something: nothing has committed since.
+    pub fn log_failed(&self) -> bool {
+        self.shared.log.as_ref().is_some_and(|l| l.failed())
+    }
+
     pub fn resilience(&self) -> Resilience {
         self.shared.resilience
     }
@@ -434,7 +442,9 @@ impl Node {
         for credits in &self.shared.credits {
             credits.close();
         }
-        while self.shared.in_flight.load(Ordering::SeqCst) > 0 {
+        // A failed log commits nothing more, so what is still held back cannot be released:
+        // stop without waiting for it.
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0 && !self.log_failed() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let coordinator = self.coordinator;
@@ -456,7 +466,10 @@ impl Node {
             }
         })
         .await;
-        self.shared.counters.totals()
+        NodeTotals {
+            log_failed: self.shared.log.as_ref().is_some_and(|l| l.failed()),
+            ..self.shared.counters.totals()
+        }
     }
 }
 
