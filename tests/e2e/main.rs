@@ -7,4 +7,5 @@ mod build;
 mod durability;
 mod examples;
 mod go;
+mod metrics;
 mod sandbox;

@@ -5,6 +5,7 @@ mod build;
 mod receive;
 mod run;
 mod send;
+mod status;
 
 use clap::{Parser, Subcommand};
 

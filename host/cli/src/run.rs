@@ -68,6 +68,10 @@ struct Options {
     /// Most messages handed to the application in one call.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// Serve Prometheus metrics (per-step counts and call latency, backlog, checkpoints) at
+    /// http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
     /// Key groups keys are hashed to (fixed for the life of the application's state).
     #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS)]
     key_groups: u32,
@@ -191,6 +195,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         max_frame: o.max_frame_size,
         batch_size: o.batch_size.max(1),
     };
+    let metrics_addr = o.metrics.clone();
     crate::io_runtime()?.block_on(async move {
         let mut signals = crate::Signals::catch()?;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -237,9 +242,22 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                 identity,
             ));
         }
+        let metrics_server = match &metrics_addr {
+            Some(addr) => {
+                let listener = crate::status::bind_metrics(addr).await?;
+                eprintln!("metrics at http://{}/metrics", listener.local_addr()?);
+                Some(tokio::spawn(crate::status::serve_metrics(
+                    listener,
+                    node.metrics(),
+                )))
+            }
+            None => None,
+        };
         eprintln!("running; Ctrl-C or SIGTERM stops after processing what was accepted");
+        let status = crate::status::spawn_status_line(node.metrics());
 
         signals.next().await;
+        crate::status::clear_status_line(status);
         eprintln!(
             "stopping: processing accepted messages and flushing sinks (signal again to exit now)"
         );
@@ -252,6 +270,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         while sources.join_next().await.is_some() {}
         let dead_letters = node.dead_letters().log_path();
         let totals = node.shutdown().await;
+        if let Some(server) = metrics_server {
+            server.abort();
+        }
         while let Some(done) = sinks.join_next().await {
             if let Ok(Err(e)) = done {
                 tracing::error!("{e:#}");

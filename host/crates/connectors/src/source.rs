@@ -302,10 +302,7 @@ impl Connection {
             error: &error,
         };
         writer.finish(&entry).map_err(std::io::Error::other)?;
-        self.handle
-            .counters()
-            .dead_lettered
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handle.counters().dead_lettered.inc();
         if left > 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }

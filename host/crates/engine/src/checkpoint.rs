@@ -222,6 +222,11 @@ impl Coordinator {
             self.release(checkpoint, held);
         }
         self.compact();
+        self.shared.counters.checkpoints.inc();
+        self.shared
+            .metrics
+            .checkpoint_seconds
+            .observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             checkpoint,
             keys,

@@ -12,13 +12,15 @@
 mod checkpoint;
 mod dead_letter;
 mod log;
+mod metrics;
 mod node;
 mod recovery;
 mod worker;
 
 pub use dead_letter::{DeadLetters, Entry as DeadLetterEntry, EntryWriter};
+pub use metrics::{NodeCounters, NodeTotals};
 pub use node::{
-    Node, NodeConfig, NodeCounters, NodeTotals, NotAccepted, Recovered, Resilience, SinkBatch,
-    SinkQueue, SourceHandle, SourceHandles,
+    MetricsHandle, Node, NodeConfig, NotAccepted, Recovered, Resilience, SinkBatch, SinkQueue,
+    SourceHandle, SourceHandles,
 };
 pub use wallaroo_wal::Lsn;

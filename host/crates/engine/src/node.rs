@@ -15,6 +15,7 @@ use wallaroo_wal::{KeyState, Lsn, Wal, WalOptions};
 use crate::DeadLetters;
 use crate::checkpoint::Coordinator;
 use crate::log::Log;
+use crate::metrics::{Metrics, NodeCounters, NodeTotals};
 use crate::recovery::{Recovery, StateMap};
 use crate::worker::Worker;
 
@@ -89,46 +90,6 @@ impl NodeConfig {
     }
 }
 
-/// Totals since start, for status lines and tests.
-#[derive(Debug, Default)]
-pub struct NodeCounters {
-    /// Frames accepted from sources.
-    pub received: AtomicU64,
-    /// Encoded messages handed to sinks.
-    pub emitted: AtomicU64,
-    /// Messages sent to the dead letters.
-    pub dead_lettered: AtomicU64,
-    /// Guest instances replaced after a trap or a timeout.
-    pub instances_replaced: AtomicU64,
-    /// Guest instances swapped for fresh ones because their memory had grown.
-    pub instances_recycled: AtomicU64,
-}
-
-/// A reading of [`NodeCounters`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeTotals {
-    pub received: u64,
-    pub emitted: u64,
-    pub dead_lettered: u64,
-    pub instances_replaced: u64,
-    pub instances_recycled: u64,
-    /// The write-ahead log failed: nothing committed after that.
-    pub log_failed: bool,
-}
-
-impl NodeCounters {
-    pub fn totals(&self) -> NodeTotals {
-        NodeTotals {
-            received: self.received.load(Ordering::Relaxed),
-            emitted: self.emitted.load(Ordering::Relaxed),
-            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
-            instances_replaced: self.instances_replaced.load(Ordering::Relaxed),
-            instances_recycled: self.instances_recycled.load(Ordering::Relaxed),
-            log_failed: false,
-        }
-    }
-}
-
 /// Why a source's batch was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NotAccepted {
@@ -182,6 +143,7 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     next_worker: AtomicUsize,
     pub(crate) counters: NodeCounters,
+    pub(crate) metrics: Metrics,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) log: Option<Arc<Log>>,
     pub(crate) resilience: Resilience,
@@ -189,24 +151,27 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn enqueue(&self, worker: usize, work: Work) {
-        let routed = matches!(
-            work,
+        let (routed, n) = match &work {
             Work::Batch {
-                from_source: false,
+                from_source,
+                messages,
                 ..
-            }
-        );
+            } => (!from_source, messages.len()),
+            _ => (false, 0),
+        };
+        self.counters.backlog.inc_by(n as i64);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         if routed {
             self.routed_in_flight.fetch_add(1, Ordering::SeqCst);
         }
         if self.inboxes[worker].send(work).is_err() {
             // Only after shutdown, when every source has stopped and nothing is in flight.
-            self.done(!routed);
+            self.done(!routed, n);
         }
     }
 
-    pub(crate) fn done(&self, from_source: bool) {
+    pub(crate) fn done(&self, from_source: bool, messages: usize) {
+        self.counters.backlog.dec_by(messages as i64);
         if !from_source {
             self.routed_in_flight.fetch_sub(1, Ordering::SeqCst);
         }
@@ -283,6 +248,8 @@ impl Node {
             .iter()
             .map(|_| Arc::new(AtomicU64::new(recovery.released)))
             .collect();
+        let counters = NodeCounters::default();
+        let step_names: Vec<String> = spec.steps.iter().map(|s| s.name.clone()).collect();
         let shared = Arc::new(Shared {
             inboxes: senders,
             credits: (0..config.workers)
@@ -294,7 +261,8 @@ impl Node {
             checkpoint_wanted: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             next_worker: AtomicUsize::new(0),
-            counters: NodeCounters::default(),
+            metrics: Metrics::new(&spec.name, &step_names, &counters),
+            counters,
             dead_letters: DeadLetters::new(&config.data_dir),
             log: log.clone(),
             resilience: config.resilience,
@@ -410,6 +378,11 @@ impl Node {
         &self.shared.dead_letters
     }
 
+    /// A handle that reads the node's metrics while it runs.
+    pub fn metrics(&self) -> MetricsHandle {
+        MetricsHandle(self.shared.clone())
+    }
+
     /// The write-ahead log could not store something: nothing has committed since.
     pub fn log_failed(&self) -> bool {
         self.shared.log.as_ref().is_some_and(|l| l.failed())
@@ -470,6 +443,21 @@ impl Node {
             log_failed: self.shared.log.as_ref().is_some_and(|l| l.failed()),
             ..self.shared.counters.totals()
         }
+    }
+}
+
+/// Reads a running node's figures (for an HTTP endpoint or a status line).
+#[derive(Clone)]
+pub struct MetricsHandle(Arc<Shared>);
+
+impl MetricsHandle {
+    /// The Prometheus (OpenMetrics) text exposition of every metric.
+    pub fn encode(&self) -> String {
+        self.0.metrics.encode()
+    }
+
+    pub fn totals(&self) -> NodeTotals {
+        self.0.counters.totals()
     }
 }
 
@@ -556,10 +544,7 @@ impl SourceHandle {
                 Some(lsn.ok_or(NotAccepted::LogFailed)?)
             }
         };
-        self.shared
-            .counters
-            .received
-            .fetch_add(n, Ordering::Relaxed);
+        self.shared.counters.received.inc_by(n);
         Ok(lsn)
     }
 

@@ -145,7 +145,7 @@ impl Worker {
                     self.process(segment, &messages);
                     drop(credit);
                     self.recycle_if_grown();
-                    self.shared.done(from_source);
+                    self.shared.done(from_source, messages.len());
                 }
                 Work::Barrier => {
                     self.at_barrier = true;
@@ -195,7 +195,12 @@ impl Worker {
     }
 
     fn process(&mut self, segment: u32, messages: &[Message]) {
-        match self.instance.process(segment, messages) {
+        let started = std::time::Instant::now();
+        let result = self.instance.process(segment, messages);
+        self.shared
+            .metrics
+            .segment_call(segment, messages.len(), started.elapsed().as_secs_f64());
+        match result {
             Ok(outputs) => {
                 self.deliver(outputs, messages);
                 self.save_state();
@@ -294,7 +299,7 @@ impl Worker {
                 // Released once the next checkpoint commits.
                 self.held_bytes += frames.iter().map(Vec::len).sum::<usize>();
                 held[sink].extend(frames);
-                self.shared.counters.emitted.fetch_add(n, Ordering::Relaxed);
+                self.shared.counters.emitted.inc_by(n);
                 if self.held_bytes > self.held_limit {
                     self.shared.checkpoint_wanted.store(true, Ordering::SeqCst);
                 }
@@ -305,7 +310,7 @@ impl Worker {
                 .send(SinkBatch { epoch: 0, frames })
                 .is_ok()
             {
-                self.shared.counters.emitted.fetch_add(n, Ordering::Relaxed);
+                self.shared.counters.emitted.inc_by(n);
             }
         }
     }
@@ -347,19 +352,13 @@ impl Worker {
             keys = self.state.len(),
             "recycling the guest instance"
         );
-        self.shared
-            .counters
-            .instances_recycled
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.instances_recycled.inc();
         self.start_instance();
     }
 
     /// A new instance after a trap.
     fn replace_instance(&mut self) {
-        self.shared
-            .counters
-            .instances_replaced
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.instances_replaced.inc();
         self.start_instance();
     }
 
@@ -388,16 +387,14 @@ impl Worker {
     }
 
     fn dead_letter(&self, step: u32, key: &[u8], error: &str, payload: &[u8]) {
+        self.shared.metrics.step_error(step);
         let step = self.step_name(step);
         let key = (!key.is_empty()).then(|| display_key(key));
         match &key {
             Some(k) => tracing::warn!("error in step '{step}' for key '{k}': {error}"),
             None => tracing::warn!("error in step '{step}': {error}"),
         }
-        self.shared
-            .counters
-            .dead_lettered
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.dead_lettered.inc();
         let entry = Entry {
             at: step,
             key,

@@ -1,0 +1,195 @@
+//! A node's figures as Prometheus metrics: totals (also read for the status line and the
+//! closing summary), per-step counts and guest-call latency, backlog, checkpoints.
+//!
+//! Steps run fused in segments (one guest call runs every step up to the next key_by), so
+//! message counts and call latency are per segment, labelled with the segment's first step;
+//! errors carry the exact step the guest reports.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Totals since start.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Frames accepted from sources.
+    pub received: Counter,
+    /// Encoded messages handed to sinks (or held for them, exactly-once).
+    pub emitted: Counter,
+    /// Messages sent to the dead letters.
+    pub dead_lettered: Counter,
+    /// Guest instances replaced after a trap or a timeout.
+    pub instances_replaced: Counter,
+    /// Guest instances swapped for fresh ones because their memory had grown.
+    pub instances_recycled: Counter,
+    /// Messages queued for workers and not yet processed.
+    pub backlog: Gauge,
+    pub checkpoints: Counter,
+}
+
+/// A reading of [`NodeCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeTotals {
+    pub received: u64,
+    pub emitted: u64,
+    pub dead_lettered: u64,
+    pub instances_replaced: u64,
+    pub instances_recycled: u64,
+    pub backlog: i64,
+    pub checkpoints: u64,
+    /// The write-ahead log failed: nothing committed after that.
+    pub log_failed: bool,
+}
+
+impl NodeCounters {
+    pub fn totals(&self) -> NodeTotals {
+        NodeTotals {
+            received: self.received.get(),
+            emitted: self.emitted.get(),
+            dead_lettered: self.dead_lettered.get(),
+            instances_replaced: self.instances_replaced.get(),
+            instances_recycled: self.instances_recycled.get(),
+            backlog: self.backlog.get(),
+            checkpoints: self.checkpoints.get(),
+            log_failed: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    step: String,
+}
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    step_messages: Family<StepLabel, Counter>,
+    step_seconds: Family<StepLabel, Histogram>,
+    /// Per step index, once a segment starts there: messages into it, and the seconds of one
+    /// guest call over a batch of it.
+    segments: Vec<std::sync::OnceLock<(Counter, Histogram)>>,
+    step_errors: Family<StepLabel, Counter>,
+    step_names: Vec<String>,
+    pub(crate) checkpoint_seconds: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new(app: &str, step_names: &[String], counters: &NodeCounters) -> Metrics {
+        let mut registry = Registry::with_prefix("wallaroo");
+        let c = counters;
+        registry.register(
+            "received_messages",
+            "Frames accepted from sources",
+            c.received.clone(),
+        );
+        registry.register(
+            "emitted_messages",
+            "Encoded messages produced for sinks",
+            c.emitted.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Messages sent to the dead letters",
+            c.dead_lettered.clone(),
+        );
+        registry.register(
+            "instances_replaced",
+            "Guest instances replaced after a trap or a timeout",
+            c.instances_replaced.clone(),
+        );
+        registry.register(
+            "instances_recycled",
+            "Guest instances swapped for fresh ones after their memory grew",
+            c.instances_recycled.clone(),
+        );
+        registry.register(
+            "backlog_messages",
+            "Messages queued for workers",
+            c.backlog.clone(),
+        );
+        registry.register(
+            "checkpoints",
+            "Checkpoints committed",
+            c.checkpoints.clone(),
+        );
+
+        let step_messages = Family::<StepLabel, Counter>::default();
+        let step_seconds = Family::<StepLabel, Histogram>::new_with_constructor(|| {
+            // 10 us .. ~20 s
+            Histogram::new(exponential_buckets(1e-5, 2.0, 22))
+        });
+        registry.register(
+            "step_messages",
+            "Messages into the fused segment that starts at this step",
+            step_messages.clone(),
+        );
+        registry.register(
+            "step_call_seconds",
+            "Time of one guest call over a batch of the segment that starts at this step",
+            step_seconds.clone(),
+        );
+        let step_errors = Family::<StepLabel, Counter>::default();
+        registry.register(
+            "step_errors",
+            "User errors (dead-lettered messages) by the step that raised them",
+            step_errors.clone(),
+        );
+        let checkpoint_seconds = Histogram::new(exponential_buckets(1e-4, 2.0, 18));
+        registry.register(
+            "checkpoint_seconds",
+            "Time from a checkpoint's barriers to its commit being durable",
+            checkpoint_seconds.clone(),
+        );
+        let info = Family::<Vec<(String, String)>, Gauge>::default();
+        info.get_or_create(&vec![("app".to_string(), app.to_string())])
+            .set(1);
+        registry.register("app", "The application this node runs", info);
+        Metrics {
+            registry,
+            step_messages,
+            step_seconds,
+            segments: step_names.iter().map(|_| Default::default()).collect(),
+            step_errors,
+            step_names: step_names.to_vec(),
+            checkpoint_seconds,
+        }
+    }
+
+    /// Counts a batch into the segment starting at `step` and the guest call's time.
+    pub(crate) fn segment_call(&self, step: u32, messages: usize, seconds: f64) {
+        let Some(cell) = self.segments.get(step as usize) else {
+            return;
+        };
+        let (count, time) = cell.get_or_init(|| {
+            let label = StepLabel {
+                step: self.step_names[step as usize].clone(),
+            };
+            (
+                self.step_messages.get_or_create(&label).clone(),
+                self.step_seconds.get_or_create(&label).clone(),
+            )
+        });
+        count.inc_by(messages as u64);
+        time.observe(seconds);
+    }
+
+    pub(crate) fn step_error(&self, step: u32) {
+        let step = self
+            .step_names
+            .get(step as usize)
+            .cloned()
+            .unwrap_or_else(|| "<unknown step>".into());
+        self.step_errors.get_or_create(&StepLabel { step }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
