@@ -39,6 +39,15 @@ fn make_input(path: &Path, rng: &mut StdRng) -> BTreeMap<String, u64> {
     totals
 }
 
+/// `wallaroo send --ack` of `input`, running until every line is acknowledged.
+fn ack_sender(source: &str, input: &Path, stream_id: &str) -> Proc {
+    let mut cmd = Command::new(wallaroo());
+    cmd.args(["send", "--host", source, "--file"])
+        .arg(input)
+        .args(["--ack", "--stream-id", stream_id, "--batch-size", "100"]);
+    Proc::spawn("send", cmd)
+}
+
 struct CrashRun {
     text: String,
     totals: BTreeMap<String, u64>,
@@ -73,13 +82,7 @@ fn crash_run(resilience: &str) -> CrashRun {
     let start = || Node::start_at(&wasm, &source, &receiver.addr, dir.path(), &args);
     let mut logs = Vec::new();
     let mut node = start();
-    let mut sender = Proc::spawn("send", {
-        let mut cmd = Command::new(wallaroo());
-        cmd.args(["send", "--host", &source, "--file"])
-            .arg(&input)
-            .args(["--ack", "--stream-id", "7", "--batch-size", "100"]);
-        cmd
-    });
+    let mut sender = ack_sender(&source, &input, "7");
     // Kill points: random places in the middle of the stream, found by how much output the
     // receiver has (so every kill lands mid-stream, however fast the machine is).
     let words: u64 = totals.values().sum();
@@ -284,13 +287,7 @@ fn a_full_disk_stops_input_instead_of_acknowledging_it_and_a_restart_loses_nothi
         dir.path(),
         &args,
     );
-    let mut sender = Proc::spawn("send", {
-        let mut cmd = Command::new(wallaroo());
-        cmd.args(["send", "--host", &source, "--file"])
-            .arg(&input)
-            .args(["--ack", "--stream-id", "3", "--batch-size", "100"]);
-        cmd
-    });
+    let mut sender = ack_sender(&source, &input, "3");
     node.proc
         .wait_line("cannot write the write-ahead log", Duration::from_secs(120));
     // Nothing more is acknowledged: the sender still holds what the node could not store.

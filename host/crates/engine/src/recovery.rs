@@ -129,6 +129,11 @@ mod tests {
     use super::*;
     use wallaroo_wal::StreamPosition;
 
+    /// Records with their LSNs, from 1.
+    fn numbered(log: Vec<Record>) -> Vec<(Lsn, Record)> {
+        (1..).zip(log).collect()
+    }
+
     fn state(checkpoint: u64, key: &str, value: u8) -> Record {
         Record::State {
             checkpoint,
@@ -181,13 +186,7 @@ mod tests {
                 payloads: vec![b"lost".to_vec()],
             },
         ];
-        let r = Recovery::from_log(
-            log.into_iter()
-                .enumerate()
-                .map(|(i, r)| (i as u64 + 1, r))
-                .collect(),
-            1,
-        );
+        let r = Recovery::from_log(numbered(log), 1);
         assert_eq!(r.checkpoint, 2);
         assert_eq!(r.highest_seen, 3);
         assert_eq!(r.state[&(1, b"a".to_vec())], vec![2]);
@@ -214,13 +213,7 @@ mod tests {
             out(3, "three"),
             commit(3, 6, 0),
         ];
-        let r = Recovery::from_log(
-            log.into_iter()
-                .enumerate()
-                .map(|(i, r)| (i as u64 + 1, r))
-                .collect(),
-            2,
-        );
+        let r = Recovery::from_log(numbered(log), 2);
         assert_eq!(r.released, 1);
         let epochs: Vec<_> = r.unreleased.keys().copied().collect();
         assert_eq!(epochs, vec![2, 3]);
@@ -232,13 +225,7 @@ mod tests {
     #[test]
     fn without_a_commit_everything_is_replayed() {
         let log = vec![input(0, 0, &["x"]), state(1, "x", 1), input(0, 0, &["y"])];
-        let r = Recovery::from_log(
-            log.into_iter()
-                .enumerate()
-                .map(|(i, r)| (i as u64 + 1, r))
-                .collect(),
-            0,
-        );
+        let r = Recovery::from_log(numbered(log), 0);
         assert_eq!(r.checkpoint, 0);
         assert!(r.state.is_empty());
         assert_eq!(r.replayed_messages(), 2);
