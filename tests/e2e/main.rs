@@ -6,4 +6,5 @@ mod bad_input;
 mod build;
 mod examples;
 mod go;
+mod latency;
 mod sandbox;

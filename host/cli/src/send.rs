@@ -28,6 +28,14 @@ pub struct Args {
     /// Start the file over at its end (until --messages, or until stopped).
     #[arg(long)]
     repeat: bool,
+    /// Offer a fixed load of this many messages per second, catching up at once after a stall
+    /// (for latency measurements; --batch-size and --interval do not apply).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Put each message's intended send time in front of it (`t<NANOS> `) for `wallaroo
+    /// receive --latency`; needs --rate.
+    #[arg(long, requires = "rate")]
+    stamp: bool,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -39,6 +47,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         interval: args.interval.map(Duration::from_nanos),
         messages: args.messages,
         repeat: args.repeat,
+        rate: args.rate,
+        stamp: args.stamp,
     };
     let sent = crate::io_runtime()?.block_on(wallaroo_connectors::send(&options))?;
     eprintln!("sent {sent} messages to {}", options.host);

@@ -10,6 +10,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::latency::LatencyRecorder;
+
 #[derive(Debug, Clone)]
 pub struct ReceiveOptions {
     pub listen: String,
@@ -18,6 +20,8 @@ pub struct ReceiveOptions {
     /// Read at most this many bytes per second per connection (a slow consumer, for testing
     /// backpressure).
     pub rate: Option<u64>,
+    /// Count the lines that arrive and the latency of stamped ones (see [`crate::latency`]).
+    pub latency: Option<Arc<LatencyRecorder>>,
 }
 
 /// Binds, reports the bound address through `bound`, and writes every byte received (from any
@@ -47,6 +51,7 @@ pub async fn receive(
                 let (mut stream, peer) = accepted?;
                 let out = out.clone();
                 let rate = options.rate;
+                let mut lines = options.latency.as_ref().map(|l| l.connection());
                 connections.spawn(async move {
                     let started = tokio::time::Instant::now();
                     let mut read = 0u64;
@@ -60,6 +65,9 @@ pub async fn receive(
                         match stream.read(&mut buf).await {
                             Ok(0) => break,
                             Ok(n) => {
+                                if let Some(lines) = &mut lines {
+                                    lines.observe(&buf[..n]);
+                                }
                                 read += n as u64;
                                 let mut guard = out.lock().unwrap_or_else(|p| p.into_inner());
                                 let (w, total) = &mut *guard;

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use tokio::io::AsyncWriteExt;
 use wallaroo_types::Framing;
 
-use crate::connect_with_retry;
+use crate::{connect_with_retry, latency};
 
 #[derive(Debug, Clone)]
 pub struct SendOptions {
@@ -23,6 +23,11 @@ pub struct SendOptions {
     pub messages: Option<u64>,
     /// Start the file over when it ends (until `messages`, or forever).
     pub repeat: bool,
+    /// Offer this many messages per second, on a schedule (see [`crate::latency`]); ignores
+    /// `batch_size` and `interval`.
+    pub rate: Option<u64>,
+    /// With `rate`: put each message's intended send time in front of it (`t<NANOS> `).
+    pub stamp: bool,
 }
 
 /// Sends the file's messages and returns how many were sent.
@@ -49,6 +54,10 @@ pub async fn send(options: &SendOptions) -> anyhow::Result<u64> {
     } else {
         messages.len() as u64
     });
+    if let Some(rate) = options.rate {
+        return latency::send_paced_tcp(stream, &messages, limit, rate, options.stamp)
+            .with_context(|| format!("sending to {}", options.host));
+    }
     let batch_size = options.batch_size.max(1);
     let mut sent = 0u64;
     let mut buf = Vec::with_capacity(64 * 1024);
