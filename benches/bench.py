@@ -480,7 +480,7 @@ def write_results(args, wc, pt, bytewax, bytewax_missing, native_go):
         "- Peak RSS: wait4() high-water mark of the node's process over the throughput pass "
         "(Bytewax with N processes: their sum; native peers: their own process).",
         "- Wallaroo components: `wallaroo run APP.wasm --workers N` (release build, default "
-        "`--batch-size 256`, resilience none). Word count: "
+        "`--batch-size 256`; no write-ahead log: `run` keeps none yet). Word count: "
         "componentize-py-examples/word_count (Python) and guest-sdks/go/examples/word_count "
         "(Go): split, key_by word, running count per word. Pass-through: "
         "tests/apps/passthrough (Python) and guest-sdks/go/examples-internal/passthrough (Go): "
