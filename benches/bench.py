@@ -308,6 +308,7 @@ def main():
         print(json.dumps({"lines_per_s": rate}))
         return
     os.environ["PATH"] += os.pathsep + "/usr/local/go/bin"
+    args.load_before = os.getloadavg()
     subprocess.run(
         ["cargo", "build", "--release", "--quiet", "--bin", "wallaroo"], cwd=ROOT, check=True
     )
@@ -387,6 +388,7 @@ def main():
                 pt,
             )
 
+    args.load_after = os.getloadavg()
     write_results(args, wc, pt, bytewax, bytewax_missing, native_go)
 
 
@@ -454,6 +456,11 @@ def write_results(args, wc, pt, bytewax, bytewax_missing, native_go):
         f"- commit: {commit}",
         *machine(),
         f"- Bytewax: {bw_version or 'not run'}",
+        "- load average (1, 5, 15 min) before the run: "
+        + ", ".join(f"{x:.2f}" for x in args.load_before)
+        + "; after: "
+        + ", ".join(f"{x:.2f}" for x in args.load_after)
+        + " (above 0 before the run: other work shared the cores)",
         f"- options: --lines {args.lines} --workers {n} "
         f"--passthrough-messages {args.passthrough_messages} --seconds {args.seconds}",
         "",
