@@ -7,5 +7,6 @@ mod build;
 mod durability;
 mod examples;
 mod go;
+mod latency;
 mod metrics;
 mod sandbox;

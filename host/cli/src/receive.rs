@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use wallaroo_connectors::ReceiveOptions;
+use wallaroo_connectors::latency::LatencyRecorder;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,6 +17,13 @@ pub struct Args {
     /// Read at most this many bytes per second per connection (to play a slow consumer).
     #[arg(long)]
     rate: Option<u64>,
+    /// Count the lines received and the latency of lines stamped by `wallaroo send --stamp`;
+    /// write the figures (JSON) to this file at the end.
+    #[arg(long)]
+    latency: Option<PathBuf>,
+    /// Stop by itself once this many lines have arrived (with --latency).
+    #[arg(long, requires = "latency")]
+    expect_lines: Option<u64>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -22,9 +31,25 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         listen: args.listen,
         output: args.output,
         rate: args.rate,
+        latency: args
+            .latency
+            .as_ref()
+            .map(|_| LatencyRecorder::new(args.expect_lines)),
     };
     let rt = crate::io_runtime()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(recorder) = options
+        .latency
+        .as_ref()
+        .filter(|_| args.expect_lines.is_some())
+    {
+        let mut reached = recorder.reached();
+        let stop = stop_tx.clone();
+        rt.spawn(async move {
+            let _ = reached.wait_for(|r| *r).await;
+            let _ = stop.send(true);
+        });
+    }
     let mut signals = rt.block_on(async { crate::Signals::catch() })?;
     rt.spawn(async move {
         signals.next().await;
@@ -36,5 +61,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         stop_rx,
     ))?;
     eprintln!("received {total} bytes");
+    if let (Some(path), Some(recorder)) = (&args.latency, &options.latency) {
+        std::fs::write(path, recorder.report_json() + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
 }

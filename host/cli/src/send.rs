@@ -35,6 +35,14 @@ pub struct Args {
     /// The acknowledged stream's id; the same id resumes the same stream [default: random].
     #[arg(long, requires = "ack")]
     stream_id: Option<u64>,
+    /// Offer a fixed load of this many messages per second, catching up at once after a stall
+    /// (for latency measurements; --batch-size and --interval do not apply).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Put each message's intended send time in front of it (`t<NANOS> `) for `wallaroo
+    /// receive --latency`; needs --rate.
+    #[arg(long, requires = "rate")]
+    stamp: bool,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -49,6 +57,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         ack: args
             .ack
             .then(|| args.stream_id.unwrap_or_else(random_stream_id)),
+        rate: args.rate,
+        stamp: args.stamp,
     };
     let sent = crate::io_runtime()?.block_on(wallaroo_connectors::send(&options))?;
     eprintln!("sent {sent} messages to {}", options.host);

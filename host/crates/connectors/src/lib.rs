@@ -2,6 +2,7 @@
 //! `receive` tools that speak the same framing. Everything here is I/O on the tokio runtime; the
 //! engine sees only batches of frames and batches of encoded output.
 
+pub mod latency;
 pub mod protocol;
 mod receive;
 mod send;

@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::latency::{LatencyRecorder, LineTracker};
 use crate::protocol::{TAG_HEADER, TAGGED_HELLO, decode_tag};
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct ReceiveOptions {
     /// Read at most this many bytes per second per connection (a slow consumer, for testing
     /// backpressure).
     pub rate: Option<u64>,
+    /// Count the lines that arrive and the latency of stamped ones (see [`crate::latency`]).
+    pub latency: Option<Arc<LatencyRecorder>>,
 }
 
 /// Binds, reports the bound address through `bound`, and writes every byte received (from any
@@ -60,6 +63,7 @@ pub async fn receive(
                     mode: Mode::Detect,
                     pending: Vec::new(),
                     dropped: 0,
+                    lines: options.latency.as_ref().map(|l| l.connection()),
                 };
                 connections.spawn(conn.run(stream, peer));
             }
@@ -89,6 +93,8 @@ struct Connection {
     /// Bytes not yet written: a partial hello or tagged frame.
     pending: Vec<u8>,
     dropped: u64,
+    /// Counts lines and their latency (`--latency`).
+    lines: Option<LineTracker>,
 }
 
 impl Connection {
@@ -178,9 +184,12 @@ impl Connection {
         self.write(&kept)
     }
 
-    fn write(&self, data: &[u8]) -> anyhow::Result<()> {
+    fn write(&mut self, data: &[u8]) -> anyhow::Result<()> {
         if data.is_empty() {
             return Ok(());
+        }
+        if let Some(lines) = &mut self.lines {
+            lines.observe(data);
         }
         let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let (w, total) = &mut *guard;

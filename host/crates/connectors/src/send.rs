@@ -9,8 +9,8 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wallaroo_types::Framing;
 
-use crate::connect_with_retry;
 use crate::protocol::{RESUME_AT_LAST_ACK, ack_hello};
+use crate::{connect_with_retry, latency};
 
 #[derive(Debug, Clone)]
 pub struct SendOptions {
@@ -29,6 +29,11 @@ pub struct SendOptions {
     /// Acknowledged mode with this stream id: wait for the node to acknowledge every message,
     /// and after a lost connection reconnect and resend from where the node says.
     pub ack: Option<u64>,
+    /// Offer this many messages per second, on a schedule (see [`crate::latency`]); ignores
+    /// `batch_size` and `interval`.
+    pub rate: Option<u64>,
+    /// With `rate`: put each message's intended send time in front of it (`t<NANOS> `).
+    pub stamp: bool,
 }
 
 /// How long an acknowledged sender keeps trying to reach a node that went away.
@@ -57,6 +62,10 @@ pub async fn send(options: &SendOptions) -> anyhow::Result<u64> {
     )
     .await?;
     let limit = limit(options, messages.len());
+    if let Some(rate) = options.rate {
+        return latency::send_paced_tcp(stream, &messages, limit, rate, options.stamp)
+            .with_context(|| format!("sending to {}", options.host));
+    }
     let batch_size = options.batch_size.max(1);
     let mut sent = 0u64;
     let mut buf = Vec::with_capacity(64 * 1024);

@@ -1,0 +1,3 @@
+module wallaroo.dev/benches/native_go
+
+go 1.24
