@@ -27,6 +27,8 @@ import json
 import os
 import platform
 import random
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,16 +75,21 @@ def reap(proc, timeout):
 
 
 class Node:
-    """`wallaroo run WASM` with its source on a free port."""
+    """`wallaroo run WASM` with its source on a free port. A fresh data directory unless
+    `recover` (a restart on the last node's log)."""
 
-    def __init__(self, wasm, sink, workers, work):
+    def __init__(self, wasm, sink, workers, work, extra=(), recover=False):
+        if not recover:
+            shutil.rmtree(work / "data", ignore_errors=True)
         self.proc = subprocess.Popen(
             [W, "run", wasm, "--in", "127.0.0.1:0", "--out", sink, "--workers", str(workers)]
-            + ["--cache-dir", work / "cache", "--data-dir", work / "data"],
+            + ["--cache-dir", work / "cache", "--data-dir", work / "data", *extra],
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.log = []
         for line in self.proc.stderr:
+            self.log.append(line)
             if "listening on" in line:
                 self.source = line.split()[-1]
                 return
@@ -300,6 +307,7 @@ def main():
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--passthrough-messages", type=int, default=2_000_000)
     parser.add_argument("--seconds", type=int, default=10, help="length of a latency pass")
+    parser.add_argument("--recovery-keys", type=int, default=100_000)
     parser.add_argument("--peer", nargs=2, metavar=("KIND", "INPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
@@ -388,8 +396,71 @@ def main():
                 pt,
             )
 
+    durable = []
+    modes = (
+        ("none", []),
+        ("at-least-once", ["--resilience", "at-least-once"]),
+        ("exactly-once", ["--resilience", "exactly-once", "--sink-framing", "tagged"]),
+    )
+    for lang, key in (("Go", "wc_go"), ("Python", "wc_py")):
+        for mode, extra in modes:
+            run_peer(
+                f"{lang} word count, {many}, {mode}",
+                f"`wallaroo run {key}.wasm --workers {n} {' '.join(extra)}`",
+                lambda sink, k=key, e=extra: Node(wasm[k], sink, n, work, e),
+                input_path,
+                args.lines,
+                WORDS_PER_LINE,
+                args,
+                work,
+                durable,
+            )
+    recovered = recovery(wasm["wc_py"], n, args.recovery_keys, work)
+    print(f"recovery: {recovered}", flush=True)
+
     args.load_after = os.getloadavg()
-    write_results(args, wc, pt, bytewax, bytewax_missing, native_go)
+    write_results(args, wc, pt, durable, recovered, bytewax, bytewax_missing, native_go)
+
+
+def recovery(wasm, workers, keys, work):
+    """Word count with `keys` distinct words under exactly-once, killed with SIGKILL once every
+    word's output is out (so a committed checkpoint holds every key), then restarted on the
+    same log: the node's own report of what it recovered, and the time from exec to listening."""
+    path = work / "keys.txt"
+    with open(path, "w") as f:
+        for line in range(keys // WORDS_PER_LINE):
+            words = (f"k{line * WORDS_PER_LINE + i:07d}" for i in range(WORDS_PER_LINE))
+            f.write(" ".join(words) + "\n")
+    extra = ["--resilience", "exactly-once", "--sink-framing", "tagged"]
+    report = work / "recovery.json"
+    receiver = subprocess.Popen(
+        [W, "receive", "--listen", "127.0.0.1:0", "--output", os.devnull]
+        + ["--latency", report, "--expect-lines", str(keys)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sink = receiver.stderr.readline().split()[-1]
+    node = Node(wasm, sink, workers, work, extra)
+    subprocess.run(
+        [W, "send", "--host", node.source, "--file", path, "--ack", "--batch-size", "256"],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
+    receiver.wait(timeout=600)
+    node.proc.send_signal(signal.SIGKILL)
+    reap(node.proc, 60)
+    started = time.monotonic()
+    again = Node(wasm, "127.0.0.1:1", workers, work, extra, recover=True)
+    listening = time.monotonic() - started
+    again.stop()
+    line = next((x.strip() for x in again.log if "recovered checkpoint" in x), "")
+    found = re.search(r"(\d+) keys.* in (\d+) ms", line)
+    return {
+        "keys": int(found.group(1)) if found else None,
+        "ms": int(found.group(2)) if found else None,
+        "listening_s": listening,
+        "line": line,
+    }
 
 
 def ms(us):
@@ -432,7 +503,7 @@ def ratio(rows, a, b, what="throughput"):
     return line
 
 
-def write_results(args, wc, pt, bytewax, bytewax_missing, native_go):
+def write_results(args, wc, pt, durable, recovered, bytewax, bytewax_missing, native_go):
     n = args.workers
     many = f"{n} workers"
     commit = subprocess.run(
@@ -487,7 +558,8 @@ def write_results(args, wc, pt, bytewax, bytewax_missing, native_go):
         "- Peak RSS: wait4() high-water mark of the node's process over the throughput pass "
         "(Bytewax with N processes: their sum; native peers: their own process).",
         "- Wallaroo components: `wallaroo run APP.wasm --workers N` (release build, default "
-        "`--batch-size 256`; no write-ahead log: `run` keeps none yet). Word count: "
+        "`--batch-size 256`; `--resilience none`, no write-ahead log, unless a row says "
+        "otherwise). Word count: "
         "componentize-py-examples/word_count (Python) and guest-sdks/go/examples/word_count "
         "(Go): split, key_by word, running count per word. Pass-through: "
         "tests/apps/passthrough (Python) and guest-sdks/go/examples-internal/passthrough (Go): "
@@ -521,6 +593,29 @@ def write_results(args, wc, pt, bytewax, bytewax_missing, native_go):
         "",
         *table(pt, "Python pass-through, 1 worker", "msgs"),
         "",
+        f"## Durability: word count with {many} per resilience mode",
+        "",
+        "The same input and passes as above. `at-least-once` logs every source batch to the "
+        "node's write-ahead log before processing it and checkpoints key state every second; "
+        "`exactly-once` also holds output until its checkpoint commits, logs it, and releases "
+        "it tagged with (epoch, sequence) (`--sink-framing tagged`; `wallaroo receive` drops "
+        "repeats), so its latency includes the wait for the next checkpoint (1 s interval). "
+        "The sender is a plain `wallaroo send` in every mode.",
+        "",
+        *table(durable, f"Go word count, {many}, none", "lines"),
+        "",
+        f"Recovery: Python word count with {args.recovery_keys:,} distinct keys under "
+        "exactly-once, killed with SIGKILL once all output was out, restarted on the same "
+        "data directory: "
+        + (
+            f"{recovered['keys']:,} keys restored (the node's own figure: "
+            f"{recovered['ms']:,} ms from start to ready, including reading the log and "
+            f"restoring into fresh instances); process start to source listening "
+            f"{recovered['listening_s'] * 1000:,.0f} ms. The node said: `{recovered['line']}`"
+            if recovered.get("keys") is not None
+            else f"not measured ({recovered})"
+        ),
+        "",
         "## Ratios",
         "",
     ]
@@ -539,11 +634,17 @@ def write_results(args, wc, pt, bytewax, bytewax_missing, native_go):
         ("Bytewax, 1 worker", "plain native CPython"),
     ]
     lines += [line for a, b in pairs if (line := ratio(wc, a, b))]
+    for lang in ("Go", "Python"):
+        for mode in ("at-least-once", "exactly-once"):
+            base = f"{lang} word count, {many}, none"
+            line = ratio(durable, f"{lang} word count, {many}, {mode}", base)
+            if line:
+                lines.append(line)
     for r in pt:
         if r["rate"]:
             lines.append(f"- {r['name']} / goal of {GOAL:,} msgs/s: {r['rate'] / GOAL:.2f}x")
     lines += ["", "## Not measured", ""]
-    missing = [f"- {r['name']}: {r['error']}" for r in wc + pt if r.get("error")]
+    missing = [f"- {r['name']}: {r['error']}" for r in wc + pt + durable if r.get("error")]
     if bytewax_missing:
         missing.append(f"- Bytewax: cannot be installed here: {bytewax_missing}")
     if not native_go:
