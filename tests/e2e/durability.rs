@@ -17,9 +17,9 @@ use rand::{RngExt as _, SeedableRng};
 use wallaroo_tests::*;
 
 const WORD_COUNT: &str = "componentize-py-examples/word_count/word_count.py";
-const LINES: usize = 6000;
+const LINES: usize = 10_000;
 const WORDS_PER_LINE: usize = 8;
-const KILLS: usize = 3;
+const KILLS: usize = 5;
 
 /// A known text and each word's true total.
 fn make_input(path: &Path, rng: &mut StdRng) -> BTreeMap<String, u64> {
