@@ -4,12 +4,15 @@
 every instance, and precomputes for every step a closure that runs it and hands its output
 straight to the next step's closure. ``process`` then only calls closures: segments are fused,
 and a message leaves the guest only at a ``key_by``, at a keyed step reached without a key, or at
-a sink. Nothing here imports the generated bindings, so it runs (and is tested) on plain CPython;
-``wallaroo._component`` adapts it to the WIT types.
+a sink. Outputs go straight into the format the caller chose: tuples for tests, or the flat
+``outputs`` buffer of the WIT contract (``wallaroo._wire``) for the component. Nothing here imports
+the generated bindings, so it runs (and is tested) on plain CPython; ``wallaroo._component``
+adapts it to the WIT exports.
 """
 
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,6 +25,7 @@ from wallaroo import (
     SourceStage,
     StateComputation,
     WallarooParameterError,
+    _wire,
 )
 
 _SDK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -231,8 +235,9 @@ def _framing(decoder):
 # Step closures
 #
 # A runner takes (value, key, out): ``key`` is the routing key in context (None when no key is
-# known yet, i.e. in a source's segment) and ``out`` the batch's output list. The try blocks wrap
-# user code only, so a downstream StepFailed passes through untouched.
+# known yet, i.e. in a source's segment) and ``out`` the batch's outputs, which the output
+# format's ``route`` and ``emit`` append to. The try blocks wrap user code only, so a downstream
+# StepFailed passes through untouched.
 
 
 def _downstream(successors, runners):
@@ -296,7 +301,7 @@ def _stateful(step_id, computation, nxt, states, changed, route):
         if key is None:
             # Reached before any key_by: all unkeyed messages share the state of key b"",
             # which lives wherever the host routes that key.
-            out.append(route(b"", step_id, _pickled(value, step_id)))
+            route(out, b"", step_id, _pickled(value, step_id))
             return
         try:
             state = states.get(key)
@@ -347,7 +352,7 @@ def _key_by(step_id, extractor, successors, route):
             raise StepFailed(step_id, error_text(error, where)) from None
         payload = _pickled(value, step_id)
         for successor in successors:
-            out.append(route(new_key, successor, payload))
+            route(out, new_key, successor, payload)
 
     return run
 
@@ -371,7 +376,7 @@ def _encoder(step_id, encoder, sink, emit):
                 data = _encoded(data, label)
         except Exception as error:
             raise StepFailed(step_id, error_text(error, where)) from None
-        out.append(emit(sink, data))
+        emit(out, sink, data)
 
     return run
 
@@ -478,37 +483,53 @@ def _build(steps, route, emit):
 # The runtime
 
 
-def _route_tuple(key, segment, payload):
-    return ("route", key, segment, payload)
+class OutputFormat(NamedTuple):
+    """How ``process`` writes a batch's outputs: ``new()`` makes the batch's ``out``, and
+    ``route(out, key, segment, payload)``, ``emit(out, sink, payload)`` and
+    ``failed(out, index, step, key, error)`` append one output to it. ``out`` must support
+    ``len(out)`` and ``del out[mark:]``, which drops what a failed message had produced."""
+
+    new: Callable
+    route: Callable
+    emit: Callable
+    failed: Callable
 
 
-def _emit_tuple(sink, payload):
-    return ("emit", sink, payload)
+def _route_tuple(out, key, segment, payload):
+    out.append(("route", key, segment, payload))
 
 
-def _failed_tuple(index, step, key, error):
-    return ("failed", index, step, key, error)
+def _emit_tuple(out, sink, payload):
+    out.append(("emit", sink, payload))
+
+
+def _failed_tuple(out, index, step, key, error):
+    out.append(("failed", index, step, key, error))
+
+
+# A list of ``("route", key, segment, payload)``, ``("emit", sink, payload)`` and
+# ``("failed", index, step, key, error)``: for tests and plain CPython runs.
+TUPLES = OutputFormat(list, _route_tuple, _emit_tuple, _failed_tuple)
+
+# The ``outputs`` buffer of the WIT contract, built in place: what the component returns.
+FLAT = OutputFormat(bytearray, _wire.route, _wire.emit, _wire.failed)
 
 
 class Runtime:
     """One instance's application: its step table, keyed state and change marks.
 
-    ``route``, ``emit`` and ``failed`` build the output items; by default they are tuples
-    (``("route", key, segment, payload)``, ``("emit", sink, payload)`` and
-    ``("failed", index, step, key, error)``). The component passes constructors of the WIT types
-    so that outputs need no second pass.
+    ``outputs`` is the format ``process`` returns its outputs in (``TUPLES`` by default; the
+    component uses ``FLAT``).
     """
 
-    def __init__(self, app_module, route=_route_tuple, emit=_emit_tuple, failed=_failed_tuple):
+    def __init__(self, app_module, outputs=TUPLES):
         if not callable(getattr(app_module, "application_setup", None)):
             where = getattr(app_module, "__file__", None) or app_module.__name__
             raise WallarooParameterError(
                 f"{os.path.basename(where)}: no application_setup(args) function"
             )
         self._app = app_module
-        self._route = route
-        self._emit = emit
-        self._failed = failed
+        self._outputs = outputs
         self._entries = None  # segment -> (entry, whether its messages arrive with a key)
         self._stores = None  # stateful step id -> (states by key, keys changed since snapshot)
 
@@ -523,7 +544,9 @@ class Runtime:
             )
         compiler = _Compiler()
         compiler.walk(application.pipeline)
-        self._entries, self._stores = _build(compiler.steps, self._route, self._emit)
+        self._entries, self._stores = _build(
+            compiler.steps, self._outputs.route, self._outputs.emit
+        )
         return AppSpec(
             name=application.name,
             sources=compiler.sources,
@@ -541,14 +564,15 @@ class Runtime:
             entry, routed = self._entries[segment]
         except KeyError:
             raise RuntimeError(f"segment {segment} is not a step where a segment starts") from None
-        out = []
+        failed = self._outputs.failed
+        out = self._outputs.new()
         for index, (key, payload) in enumerate(batch):
             mark = len(out)
             try:
                 entry(payload, key, out)
             except StepFailed as failure:
                 del out[mark:]
-                out.append(self._failed(index, failure.step, key if routed else None, failure.text))
+                failed(out, index, failure.step, key if routed else None, failure.text)
         return out
 
     def snapshot_changed(self):

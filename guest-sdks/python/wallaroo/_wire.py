@@ -1,0 +1,184 @@
+"""The flat byte buffers of the per-batch exports, as ``wit/wallaroo.wit`` lays them out.
+
+``process`` takes a ``batch`` buffer and returns an ``outputs`` buffer; ``snapshot-changed``,
+``restore`` and ``take`` carry ``state-entries`` and ``state-keys`` buffers. All integers are
+unsigned little-endian with no padding. Buffers from the host are read with one ``unpack_from``
+for their whole table of lengths and one slice per field; outputs are appended straight into one
+``bytearray`` as the steps produce them, so no object is made per message beyond the bytes
+themselves.
+
+Nothing here imports the generated bindings: it runs, and is tested, on plain CPython.
+"""
+
+import struct
+from itertools import accumulate, pairwise
+
+_COUNT = struct.Struct("<I")
+_ROUTE = struct.Struct("<BIII").pack  # tag 0, segment, key length, payload length
+_EMIT = struct.Struct("<BII").pack  # tag 1, sink, payload length
+_FAILED = struct.Struct("<BIIBII").pack  # tag 2, input, step, has-key, key length, error length
+_ENTRY = struct.Struct("<III").pack  # step, key length, value length
+_KEY = struct.Struct("<II").pack  # step, key length
+
+ROUTE, EMIT, FAILED = 0, 1, 2
+
+
+class MalformedBuffer(ValueError):
+    """A buffer that does not follow its layout."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading what the host sends
+
+
+def _table(buf, fields, what):
+    """The item count at the start of ``buf``, the table of ``fields`` u32 per item after it,
+    and the offset where the table ends and the items' bytes begin."""
+    size = len(buf)
+    if size < 4:
+        raise MalformedBuffer(f"malformed {what} buffer: {size} bytes cannot hold its count")
+    (count,) = _COUNT.unpack_from(buf)
+    table_end = 4 + 4 * fields * count
+    if table_end > size:
+        raise MalformedBuffer(
+            f"malformed {what} buffer: {count} items need a table of {table_end - 4} bytes, "
+            f"the buffer has {size - 4} after its count"
+        )
+    table = struct.unpack_from(f"<{fields * count}I", buf, 4)
+    return count, table, table_end
+
+
+def _slices(buf, lengths, start, what):
+    """``buf`` cut into consecutive fields of ``lengths`` from ``start``, which must end exactly
+    at the end of ``buf``."""
+    bounds = list(accumulate(lengths, initial=start))
+    if bounds[-1] != len(buf):
+        raise MalformedBuffer(
+            f"malformed {what} buffer: its lengths add up to {bounds[-1]} bytes, "
+            f"the buffer has {len(buf)}"
+        )
+    return [buf[a:b] for a, b in pairwise(bounds)]
+
+
+def messages(buf):
+    """The ``(key, payload)`` pairs of a ``batch`` buffer, as bytes."""
+    _count, table, table_end = _table(buf, 2, "batch")
+    fields = iter(_slices(buf, table, table_end, "batch"))
+    return zip(fields, fields, strict=True)
+
+
+def decode_entries(buf):
+    """The ``(step, key, value)`` triples of a ``state-entries`` buffer."""
+    count, table, table_end = _table(buf, 3, "state entries")
+    lengths = [0] * (2 * count)
+    lengths[0::2] = table[1::3]
+    lengths[1::2] = table[2::3]
+    fields = _slices(buf, lengths, table_end, "state entries")
+    return zip(table[0::3], fields[0::2], fields[1::2], strict=True)
+
+
+def decode_keys(buf):
+    """The ``(step, key)`` pairs of a ``state-keys`` buffer."""
+    _count, table, table_end = _table(buf, 2, "state keys")
+    keys = _slices(buf, table[1::2], table_end, "state keys")
+    return zip(table[0::2], keys, strict=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing what the host receives
+
+
+def route(out, key, segment, payload):
+    out += _ROUTE(ROUTE, segment, len(key), len(payload))
+    out += key
+    out += payload
+
+
+def emit(out, sink, payload):
+    out += _EMIT(EMIT, sink, len(payload))
+    out += payload
+
+
+def failed(out, index, step, key, error):
+    text = error.encode("utf-8", "replace")
+    if key is None:
+        out += _FAILED(FAILED, index, step, 0, 0, len(text))
+    else:
+        out += _FAILED(FAILED, index, step, 1, len(key), len(text))
+        out += key
+    out += text
+
+
+def encode_entries(entries):
+    """A ``state-entries`` buffer of ``(step, key, value)`` triples."""
+    buf = bytearray(4)
+    data = []
+    for step, key, value in entries:
+        buf += _ENTRY(step, len(key), len(value))
+        data.append(key)
+        data.append(value)
+    _COUNT.pack_into(buf, 0, len(data) // 2)
+    buf += b"".join(data)
+    return buf
+
+
+# ------------------------------------------------------------------------------------------------
+# The host's side, for tests
+
+
+def encode_batch(pairs):
+    """A ``batch`` buffer of ``(key, payload)`` pairs."""
+    pairs = list(pairs)
+    buf = bytearray(_COUNT.pack(len(pairs)))
+    for key, payload in pairs:
+        buf += struct.pack("<II", len(key), len(payload))
+    for key, payload in pairs:
+        buf += key
+        buf += payload
+    return bytes(buf)
+
+
+def encode_keys(keys):
+    """A ``state-keys`` buffer of ``(step, key)`` pairs."""
+    keys = list(keys)
+    buf = bytearray(_COUNT.pack(len(keys)))
+    for step, key in keys:
+        buf += _KEY(step, len(key))
+    for _step, key in keys:
+        buf += key
+    return bytes(buf)
+
+
+def decode_outputs(buf):
+    """The records of an ``outputs`` buffer as the tuples of ``wallaroo._runtime.TUPLES``:
+    ``("route", key, segment, payload)``, ``("emit", sink, payload)`` and
+    ``("failed", index, step, key or None, error)``."""
+    buf = bytes(buf)
+    at, records = 0, []
+    try:
+        while at < len(buf):
+            tag = buf[at]
+            if tag == ROUTE:
+                segment, key_len, payload_len = struct.unpack_from("<III", buf, at + 1)
+                at += 13
+                key, at = buf[at : at + key_len], at + key_len
+                payload, at = buf[at : at + payload_len], at + payload_len
+                records.append(("route", key, segment, payload))
+            elif tag == EMIT:
+                sink, payload_len = struct.unpack_from("<II", buf, at + 1)
+                at += 9
+                payload, at = buf[at : at + payload_len], at + payload_len
+                records.append(("emit", sink, payload))
+            elif tag == FAILED:
+                index, step, has_key, key_len, error_len = struct.unpack_from("<IIBII", buf, at + 1)
+                at += 18
+                key, at = buf[at : at + key_len], at + key_len
+                error, at = buf[at : at + error_len], at + error_len
+                records.append(("failed", index, step, key if has_key else None, error.decode()))
+            else:
+                raise MalformedBuffer(f"unknown output tag {tag} at byte {at}")
+    except struct.error as error:
+        raise MalformedBuffer(f"output record cut short at byte {at}: {error}") from None
+    if at != len(buf):
+        raise MalformedBuffer(f"the last output record runs {at - len(buf)} bytes past the end")
+    return records
