@@ -8,7 +8,7 @@ from test_runtime import ARGS, WORD_COUNT, SimulatedHost, app_module
 
 import wallaroo
 from wallaroo import _wire
-from wallaroo._runtime import FLAT, Runtime
+from wallaroo._runtime import Runtime
 
 # ------------------------------------------------------------------------------------------------
 # Layouts, as wit/wallaroo.wit documents them
@@ -28,12 +28,13 @@ def test_a_batch_is_a_count_a_table_of_lengths_then_the_bytes():
 
 
 def test_outputs_are_tagged_records_back_to_back():
-    out = bytearray()
+    out = []
     _wire.route(out, b"key", 3, b"pay")
     _wire.emit(out, 1, b"line\n")
     _wire.failed(out, 7, 2, b"k", "oops")
     _wire.failed(out, 8, 0, None, "")
-    assert bytes(out) == (
+    out = b"".join(out)
+    assert out == (
         b"\x00" + b"\x03\x00\x00\x00" + b"\x03\x00\x00\x00" + b"\x03\x00\x00\x00" + b"keypay"
         b"\x01" + b"\x01\x00\x00\x00" + b"\x05\x00\x00\x00" + b"line\n"
         b"\x02" + b"\x07\x00\x00\x00" + b"\x02\x00\x00\x00" + b"\x01"
@@ -69,9 +70,9 @@ def test_state_keys_are_a_count_a_table_then_the_keys():
 
 
 def test_an_error_text_that_is_not_utf8_encodable_is_replaced():
-    out = bytearray()
+    out = []
     _wire.failed(out, 0, 1, None, "bad \udc80 surrogate")
-    assert _wire.decode_outputs(out) == [("failed", 0, 1, None, "bad ? surrogate")]
+    assert _wire.decode_outputs(b"".join(out)) == [("failed", 0, 1, None, "bad ? surrogate")]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,13 +152,13 @@ def test_flat_outputs_decode_to_the_tuples_a_tuple_runtime_returns():
         )
         return wallaroo.build_application("app", pipeline)
 
-    tuples, flat = Runtime(app_module(setup)), Runtime(app_module(setup), outputs=FLAT)
+    tuples, flat = Runtime(app_module(setup)), Runtime(app_module(setup), flat=True)
     tuples.describe(ARGS)
     flat.describe(ARGS)
     lines = [(b"", b"a b a"), (b"", b"\xff"), (b"", b"c x d"), (b"", b"")]
     expected = tuples.process(0, lines)
     out = flat.process(0, _wire.messages(_wire.encode_batch(lines)))
-    assert isinstance(out, bytearray)
+    assert type(out) is bytes
     assert _wire.decode_outputs(out) == expected
     assert [item[0] for item in expected] == ["route"] * 3 + ["failed"] * 2
 
@@ -176,7 +177,7 @@ def test_flat_outputs_decode_to_the_tuples_a_tuple_runtime_returns():
 def test_word_count_through_flat_buffers_counts_like_the_simulated_host():
     host = SimulatedHost(WORD_COUNT)
     host.send([b"the cat the", b"dog the"])
-    runtime = Runtime(WORD_COUNT, outputs=FLAT)
+    runtime = Runtime(WORD_COUNT, flat=True)
     runtime.describe(ARGS)
     routed = _wire.decode_outputs(
         runtime.process(

@@ -17,7 +17,7 @@ from wit_world.imports import types
 
 import wallaroo
 from wallaroo import _wire
-from wallaroo._runtime import FLAT, Runtime, error_text
+from wallaroo._runtime import Runtime, error_text
 
 _KINDS = {
     "decoder": types.StepKind.DECODER,
@@ -34,7 +34,7 @@ def install(app_module):
     """Makes ``app_module`` the application the exports serve. Fails (and so fails the build)
     when the module has no ``application_setup``."""
     global _runtime
-    _runtime = Runtime(app_module, outputs=FLAT)
+    _runtime = Runtime(app_module, flat=True)
     _warm_up()
 
 
@@ -98,11 +98,11 @@ class Guest(exports.Guest):
         )
 
     # The per-batch calls carry flat buffers (wallaroo._wire). componentize-py hands a list<u8>
-    # over as bytes and takes only bytes back: the bytearray a buffer is built in is copied once.
+    # over as bytes and takes only bytes back.
 
     @_answering_errors
     def process(self, segment, batch):
-        return bytes(_runtime.process(segment, _wire.messages(batch)))
+        return _runtime.process(segment, _wire.messages(batch))
 
     @_answering_errors
     def snapshot_changed(self):
