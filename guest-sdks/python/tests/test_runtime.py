@@ -191,7 +191,7 @@ def test_word_count_describes_its_step_table():
     )
 
 
-def test_word_count_fuses_to_the_key_by_and_routes_pickled_words():
+def test_word_count_fuses_to_the_key_by_and_routes_each_word_as_its_key():
     runtime = TwinRuntime(WORD_COUNT)
     runtime.describe(ARGS)
     out = runtime.process(0, [(b"", b"a b"), (b"", b"c")])
@@ -200,8 +200,10 @@ def test_word_count_fuses_to_the_key_by_and_routes_pickled_words():
         ("route", b"b", 3),
         ("route", b"c", 3),
     ]
-    assert pickle.loads(out[1][3]) == "b"
+    # Each word is routed by itself: the key carries it, the payload is empty.
+    assert out[1][3] == b""
     assert runtime.process(3, [(b"b", out[1][3])]) == [("emit", 0, b"b => 1\n")]
+    assert runtime.process(3, [(b"b", pickle.dumps("b"))]) == [("emit", 0, b"b => 2\n")]
 
 
 def test_word_count_counts_across_batches():
@@ -541,6 +543,38 @@ def test_an_encoder_returning_str_fails_naming_the_encoder_and_the_type():
     assert re.search(r"\(test_runtime\.py:\d+ in encode_as_str\)$", error)
 
 
+@wallaroo.state_computation(name="count or nothing", state=WordTotal)
+def count_or_nothing(word, total):
+    total.count += 1
+    return None if word == "quiet" else (word, total.count)
+
+
+@wallaroo.encoder
+def fragile_encoder(pair):
+    if pair[0] == "bad":
+        raise ValueError("cannot encode bad")
+    return f"{pair[0]}={pair[1]}\n".encode()
+
+
+def test_an_encoder_after_a_state_step_fails_alone_and_the_state_change_stays():
+    def setup(args):
+        source = wallaroo.source("in", wallaroo.TCPSourceConfig("h", "1", decode_utf8))
+        sink = wallaroo.TCPSinkConfig("h", "2", fragile_encoder)
+        pipeline = source.key_by(word_key).to(count_or_nothing).to_sink(sink)
+        return wallaroo.build_application("state then encoder", pipeline)
+
+    runtime = TwinRuntime(app_module(setup))
+    runtime.describe(ARGS)
+    words = ("a", "bad", "quiet", "a", "\u00e9t\u00e9")
+    out = runtime.process(2, [(word.encode(), b"") for word in words])
+    assert out[0] == ("emit", 0, b"a=1\n")
+    assert out[1][:4] == ("failed", 1, 3, b"bad")
+    assert out[1][4].startswith("ValueError: cannot encode bad (test_runtime.py:")
+    assert out[2:] == [("emit", 0, b"a=2\n"), ("emit", 0, "\u00e9t\u00e9=1\n".encode())]
+    changed = {key: pickle.loads(value).count for _, key, value in runtime.snapshot_changed()}
+    assert changed == {b"a": 2, b"bad": 1, b"quiet": 1, "\u00e9t\u00e9".encode(): 1}
+
+
 def test_a_decoder_error_names_the_decoder_step():
     runtime = TwinRuntime(WORD_COUNT)
     runtime.describe(ARGS)
@@ -761,8 +795,8 @@ def test_routed_values_of_every_kind_arrive_intact(extractor, sinks):
     assert [host.output(sink) for sink in range(sinks)] == [expected] * sinks
 
 
-def test_short_str_payloads_are_pickles():
-    runtime = Runtime(routed_values_app(itself, 1))
+def test_routed_payloads_are_pickles_or_empty_for_a_str_routed_by_itself():
+    runtime = Runtime(routed_values_app(first_char, 1))
     runtime.describe(ARGS)
     routed = [item for item in runtime.process(0, [(b"", b"word")]) if item[0] == "route"]
     values = [pickle.loads(payload) for _tag, _key, _segment, payload in routed]
@@ -770,3 +804,9 @@ def test_short_str_payloads_are_pickles():
     # A str of under 256 UTF-8 bytes takes the short form; pickle.dumps never writes it.
     assert routed[0][3] == b"\x80\x05\x8cword."[:3] + bytes([4]) + b"word."
     assert pickle.dumps("word", 5)[2] != 0x8C
+    runtime = Runtime(routed_values_app(itself, 1))
+    runtime.describe(ARGS)
+    routed = [item for item in runtime.process(0, [(b"", b"word")]) if item[0] == "route"]
+    assert [payload for _tag, _key, _segment, payload in routed[:3]] == [b"", b"", b""]
+    assert pickle.loads(routed[3][3]) == "lone \udc80"
+    assert pickle.loads(routed[4][3]) == b"raw"

@@ -27,6 +27,19 @@ def test_a_batch_is_a_count_a_table_of_lengths_then_the_bytes():
     assert list(_wire.messages(buf)) == [(b"", b"abc"), (b"k", b"")]
 
 
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [],
+        [(b"", b"line one"), (b"", b""), (b"", b"line three")],
+        [(b"w1", b""), (b"", b""), (b"word", b"")],
+        [(b"k", b""), (b"", b"p"), (b"key", b"payload")],
+    ],
+)
+def test_batches_with_empty_keys_or_payloads_read_back(pairs):
+    assert list(_wire.messages(_wire.encode_batch(pairs))) == pairs
+
+
 def test_outputs_are_tagged_records_back_to_back():
     out = []
     _wire.route(out, b"key", 3, b"pay")
@@ -88,6 +101,8 @@ def test_an_error_text_that_is_not_utf8_encodable_is_replaced():
         (b"\xff\xff\xff\xff", "4294967295 items need a table"),
         (_wire.encode_batch([(b"k", b"payload")])[:-1], "lengths add up to 20 bytes"),
         (_wire.encode_batch([(b"k", b"payload")]) + b"!", "lengths add up to 20 bytes"),
+        (_wire.encode_batch([(b"", b"payload")])[:-1], "lengths add up to 19 bytes"),
+        (_wire.encode_batch([(b"key", b"")]) + b"!", "lengths add up to 15 bytes"),
     ],
 )
 def test_a_malformed_batch_is_refused_naming_what_is_wrong(buf, complaint):

@@ -319,6 +319,13 @@ def _stateful(step_id, computation, nxt, states, changed, route):
         if result is not None:
             forward(result, key, out)
 
+    # A sink's encoder right after this step (the commonest end of a pipeline) runs inline in
+    # the routed loop below, in the component.
+    encoder = None if multi else getattr(nxt, "inline", None)
+    if encoder is not None:
+        enc_step, encode, enc_label, enc_where, sink, heads = encoder
+        emit_head = _wire.EMIT_HEAD
+
     def run_routed(batch, out, failed):
         # A batch routed to this step, with run's work and _unpickled inlined in one loop: the
         # component's hot path, with no call per message but the user's. Routed messages always
@@ -327,7 +334,9 @@ def _stateful(step_id, computation, nxt, states, changed, route):
             mark = len(out)
             try:
                 try:
-                    if payload[2] == _SHORT_STR_OPCODE:
+                    if not payload:
+                        value = key.decode()
+                    elif payload[2] == _SHORT_STR_OPCODE:
                         value = payload[4:-1].decode()
                     else:
                         value = _loads(payload)
@@ -345,8 +354,20 @@ def _stateful(step_id, computation, nxt, states, changed, route):
                         result = _results(result, label)
                 except Exception as error:
                     raise StepFailed(step_id, error_text(error, where)) from None
-                if result is not None:
+                if result is None:
+                    continue
+                if encoder is None:
                     forward(result, key, out)
+                    continue
+                try:
+                    data = encode(result)
+                    if type(data) is not bytes:
+                        data = _encoded(data, enc_label)
+                except Exception as error:
+                    raise StepFailed(enc_step, error_text(error, enc_where)) from None
+                n = len(data)
+                out.append(heads[n] if n < 256 else emit_head(_wire.EMIT, sink, n))
+                out.append(data)
             except StepFailed as failure:
                 del out[mark:]
                 failed(out, index, failure.step, key, failure.text)
@@ -393,8 +414,15 @@ def _pickled(value, step_id):
         raise StepFailed(step_id, f"cannot pickle the message: {error_text(error)}") from None
 
 
-def _unpickled(payload):
-    """``pickle.loads(payload)`` for a payload ``_pickled`` wrote."""
+# A str routed by itself (its key extractor returned the very value) travels as its key alone,
+# with an empty payload, which no pickle is.
+_ITSELF = b""
+
+
+def _unpickled(payload, key):
+    """The value of a routed message whose payload ``_pickled`` wrote, or ``_ITSELF``."""
+    if not payload:
+        return key.decode()
     if payload[2] == _SHORT_STR_OPCODE:
         return payload[4:-1].decode()
     return _loads(payload)
@@ -405,22 +433,23 @@ def _key_by(step_id, extractor, successors, flat):
     label, where = f"key_extractor {extractor.name!r}", _definition_site(fn)
     route_head, join = _wire.ROUTE_HEAD, b"".join
 
-    def key_of(value):
-        try:
-            new_key = fn(value)
-            if type(new_key) is str:
-                return new_key.encode()
-            if type(new_key) is bytes:
-                return new_key
-            return _key_bytes(new_key, label)
-        except Exception as error:
-            raise StepFailed(step_id, error_text(error, where)) from None
-
     if not flat:
 
         def run(value, key, out):
-            new_key = key_of(value)
-            payload = _pickled(value, step_id)
+            try:
+                extracted = fn(value)
+                if type(extracted) is str:
+                    new_key = extracted.encode()
+                elif type(extracted) is bytes:
+                    new_key = extracted
+                else:
+                    new_key = _key_bytes(extracted, label)
+            except Exception as error:
+                raise StepFailed(step_id, error_text(error, where)) from None
+            if extracted is value and type(value) is str:
+                payload = _ITSELF
+            else:
+                payload = _pickled(value, step_id)
             for successor in successors:
                 out.append(("route", new_key, successor, payload))
 
@@ -430,11 +459,9 @@ def _key_by(step_id, extractor, successors, flat):
     # records written in place, with no further call. It takes a whole list of values (a multi
     # step's result, None items skipped): one call per list instead of one per value.
     only = successors[0] if len(successors) == 1 else None
-    # Route heads for a short str routed by itself (key length n, payload length n + 5).
+    # Route heads for a str routed by itself with a key of n < 256 bytes and no payload.
     own_heads = (
-        tuple(route_head(_wire.ROUTE, only, n, n + 5) for n in range(256))
-        if only is not None
-        else None
+        tuple(route_head(_wire.ROUTE, only, n, 0) for n in range(256)) if only is not None else None
     )
     route_tag = _wire.ROUTE
 
@@ -454,18 +481,19 @@ def _key_by(step_id, extractor, successors, flat):
             except Exception as error:
                 raise StepFailed(step_id, error_text(error, where)) from None
             if type(value) is str:
-                if extracted is value:  # the value is its own key: its UTF-8 is at hand
-                    data = new_key
-                    n = len(data)
+                if extracted is value:
+                    n = len(new_key)
                     if n < 256 and own_heads is not None:
-                        append(join((own_heads[n], data, _SHORT_STR[n], data, _STOP)))
-                        continue
-                else:
-                    try:
-                        data = value.encode()
-                    except UnicodeEncodeError:  # lone surrogates: pickle writes them
-                        data = _LONG
-                    n = len(data)
+                        append(own_heads[n] + new_key)
+                    else:
+                        for successor in successors:
+                            append(route_head(route_tag, successor, n, 0) + new_key)
+                    continue
+                try:
+                    data = value.encode()
+                except UnicodeEncodeError:  # lone surrogates: pickle writes them
+                    data = _LONG
+                n = len(data)
                 if n < 256:
                     for successor in successors:
                         head = route_head(route_tag, successor, len(new_key), n + 5)
@@ -522,6 +550,8 @@ def _encoder(step_id, encoder, sink, flat):
         out.append(heads[n] if n < 256 else emit_head(_wire.EMIT, sink, n))
         out.append(data)
 
+    # What a state step's routed loop needs to run this encoder inline (see _stateful).
+    run_flat.inline = (step_id, fn, label, where, sink, heads)
     return run_flat
 
 
@@ -593,7 +623,7 @@ def _routed_entry(step_id, run):
 
     def entry(payload, key, out):
         try:
-            value = _unpickled(payload)
+            value = _unpickled(payload, key)
         except Exception as error:
             raise StepFailed(step_id, f"cannot unpickle the message: {error_text(error)}") from None
         run(value, key, out)

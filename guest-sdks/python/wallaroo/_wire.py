@@ -10,6 +10,7 @@ Nothing here imports the generated bindings: it runs, and is tested, on plain CP
 """
 
 import struct
+from itertools import repeat
 
 _COUNT = struct.Struct("<I")
 # The fixed part of each output record, packed; the variable parts follow it.
@@ -66,7 +67,13 @@ def _fields(buf, lengths, start, what):
 
 def messages(buf):
     """The ``(key, payload)`` pairs of a ``batch`` buffer, as bytes."""
-    _count, table, table_end = _table(buf, 2, "batch")
+    count, table, table_end = _table(buf, 2, "batch")
+    # Where every key or every payload is empty (a source's frames; words routed by
+    # themselves), only the other half of the fields is cut.
+    if not any(table[0::2]):
+        return zip(repeat(b"", count), _fields(buf, table[1::2], table_end, "batch"), strict=True)
+    if not any(table[1::2]):
+        return zip(_fields(buf, table[0::2], table_end, "batch"), repeat(b"", count), strict=True)
     fields = _fields(buf, table, table_end, "batch")
     return zip(fields[0::2], fields[1::2], strict=True)
 
