@@ -347,4 +347,27 @@ mod tests {
             "wit/wallaroo.wit does not declare {package}"
         );
     }
+
+    #[test]
+    fn a_component_built_for_another_contract_version_is_refused_naming_both() {
+        let old = r#"(component
+            (instance $guest)
+            (export "wallaroo:app/guest@0.1.0" (instance $guest)))"#;
+        let Err(e) = super::Runtime::new(
+            old.as_bytes(),
+            &crate::CompileCache::disabled(),
+            super::Limits::default(),
+            crate::Sandbox::default(),
+        ) else {
+            panic!("a 0.1.0 component was accepted");
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the component was built for wallaroo:app@0.1.0, this host runs \
+                 wallaroo:app@{}: build it again with this version's `wallaroo build`",
+                super::CONTRACT_VERSION
+            )
+        );
+    }
 }
