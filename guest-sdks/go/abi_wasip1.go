@@ -5,7 +5,8 @@ package wallaroo
 // The component's exports: the canonical ABI of the `guest` interface of world
 // `wallaroo:app/app` (wit/wallaroo.wit), lifted and lowered by hand. `wallaroo build` embeds
 // the world's type information into the core module and wraps it, with the WASI preview1
-// reactor adapter, into a component.
+// reactor adapter, into a component. The per-batch exports carry one flat byte buffer each way
+// (wire.go).
 //
 // Memory: the host writes each call's arguments into memory it asks for with cabi_realloc,
 // which bumps through a static arena (never the Go heap, whose collector knows nothing of what
@@ -20,7 +21,7 @@ import (
 )
 
 const (
-	exportPrefix     = "wallaroo:app/guest@0.1.0#"
+	exportPrefix     = "wallaroo:app/guest@0.2.0#"
 	argArenaSize     = 1 << 20
 	adapterArenaSize = 256 << 10
 )
@@ -196,7 +197,7 @@ func guarded(p *unsafe.Pointer) {
 	}
 }
 
-//go:wasmexport wallaroo:app/guest@0.1.0#describe
+//go:wasmexport wallaroo:app/guest@0.2.0#describe
 func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -251,77 +252,46 @@ func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Point
 	return r
 }
 
-//go:wasmexport wallaroo:app/guest@0.1.0#process
+// retBytes returns result::ok(b) for a list<u8>; b must stay reachable until the next call.
+func retBytes(b []byte) unsafe.Pointer {
+	r := ret()
+	if len(b) > 0 {
+		putU32(r, 4, addr(unsafe.Pointer(&b[0])))
+		putU32(r, 8, uint32(len(b)))
+	}
+	return r
+}
+
+// argBytes is a list<u8> argument, in place in the argument arena until the call ends.
+func argBytes(ptr unsafe.Pointer, n uint32) []byte {
+	if n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(ptr), n)
+}
+
+// results is the buffer every per-batch export writes its result into: the host copies it out
+// before the next call, which then reuses it.
+var results []byte
+
+//go:wasmexport wallaroo:app/guest@0.2.0#process
 func exportProcess(segment uint32, batchPtr unsafe.Pointer, batchLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
 	defer guarded(&result)
-	batch := make([]Message, batchLen)
-	for i := range batch {
-		m := unsafe.Add(batchPtr, i*16)
-		batch[i] = Message{Key: bytesAt(m, 0), Payload: bytesAt(m, 8)}
+	batch, err := decodeBatch(argBytes(batchPtr, batchLen))
+	if err != nil {
+		return retErr(err.Error())
 	}
 	out, err := guest.Process(segment, batch)
 	if err != nil {
 		return retErr(err.Error())
 	}
-	keep = append(keep, out)
-	recs := record(len(out), 32)
-	for i := range out {
-		o := &out[i]
-		p := unsafe.Add(recs, i*32)
-		putU8(p, 0, uint8(o.Kind))
-		switch o.Kind {
-		case OutputRoute:
-			putKey(p, 4, o.Key)
-			putU32(p, 12, o.Segment)
-			putBytes(p, 16, o.Payload)
-		case OutputEmit:
-			putU32(p, 4, o.Sink)
-			putBytes(p, 8, o.Payload)
-		case OutputFailed:
-			putU32(p, 4, o.Input)
-			putU32(p, 8, o.Step)
-			if o.HasKey {
-				putU8(p, 12, 1)
-				putKey(p, 16, o.Key)
-			}
-			putString(p, 24, o.Error)
-		}
-	}
-	r := ret()
-	putU32(r, 4, addr(recs))
-	putU32(r, 8, uint32(len(out)))
-	return r
+	results = appendOutputs(results[:0], out)
+	return retBytes(results)
 }
 
-// putKey writes a key (any bytes, not necessarily UTF-8) as a list<u8>.
-func putKey(p unsafe.Pointer, off uintptr, key string) {
-	if len(key) == 0 {
-		putU32(p, off, 0)
-		putU32(p, off+4, 0)
-		return
-	}
-	putU32(p, off, addr(unsafe.Pointer(unsafe.StringData(key))))
-	putU32(p, off+4, uint32(len(key)))
-}
-
-func retEntries(entries []StateEntry) unsafe.Pointer {
-	keep = append(keep, entries)
-	recs := record(len(entries), 20)
-	for i, e := range entries {
-		p := unsafe.Add(recs, i*20)
-		putU32(p, 0, e.Step)
-		putBytes(p, 4, e.Key)
-		putBytes(p, 12, e.Value)
-	}
-	r := ret()
-	putU32(r, 4, addr(recs))
-	putU32(r, 8, uint32(len(entries)))
-	return r
-}
-
-//go:wasmexport wallaroo:app/guest@0.1.0#snapshot-changed
+//go:wasmexport wallaroo:app/guest@0.2.0#snapshot-changed
 func exportSnapshotChanged() (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -330,23 +300,20 @@ func exportSnapshotChanged() (result unsafe.Pointer) {
 	if err != nil {
 		return retErr(err.Error())
 	}
-	return retEntries(entries)
+	results = appendEntries(results[:0], entries)
+	return retBytes(results)
 }
 
-//go:wasmexport wallaroo:app/guest@0.1.0#restore
+//go:wasmexport wallaroo:app/guest@0.2.0#restore
 func exportRestore(entriesPtr unsafe.Pointer, entriesLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
 	defer guarded(&result)
-	entries := make([]StateEntry, entriesLen)
-	for i := range entries {
-		p := unsafe.Add(entriesPtr, i*20)
-		// Restored state outlives the call: copy it out of the argument arena.
-		entries[i] = StateEntry{
-			Step:  u32At(p, 0),
-			Key:   append([]byte(nil), bytesAt(p, 4)...),
-			Value: append([]byte(nil), bytesAt(p, 12)...),
-		}
+	// Restored state outlives the call: copy the buffer out of the argument arena first.
+	buf := append([]byte(nil), argBytes(entriesPtr, entriesLen)...)
+	entries, err := decodeEntries(buf)
+	if err != nil {
+		return retErr(err.Error())
 	}
 	if err := guest.Restore(entries); err != nil {
 		return retErr(err.Error())
@@ -354,19 +321,19 @@ func exportRestore(entriesPtr unsafe.Pointer, entriesLen uint32) (result unsafe.
 	return ret()
 }
 
-//go:wasmexport wallaroo:app/guest@0.1.0#take
+//go:wasmexport wallaroo:app/guest@0.2.0#take
 func exportTake(keysPtr unsafe.Pointer, keysLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
 	defer guarded(&result)
-	keys := make([]StateKey, keysLen)
-	for i := range keys {
-		p := unsafe.Add(keysPtr, i*12)
-		keys[i] = StateKey{Step: u32At(p, 0), Key: bytesAt(p, 4)}
+	keys, err := decodeKeys(argBytes(keysPtr, keysLen))
+	if err != nil {
+		return retErr(err.Error())
 	}
 	entries, err := guest.Take(keys)
 	if err != nil {
 		return retErr(err.Error())
 	}
-	return retEntries(entries)
+	results = appendEntries(results[:0], entries)
+	return retBytes(results)
 }

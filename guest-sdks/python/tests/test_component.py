@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from test_runtime import ARGS, WORD_COUNT, WordTotal, app_module
 
+from wallaroo._wire import decode_entries, decode_outputs, encode_batch, encode_entries, encode_keys
+
 WIT = Path(__file__).resolve().parents[3] / "wit"
 
 
@@ -65,23 +67,29 @@ def test_describe_returns_the_wit_app_spec(bindings):
     ]
 
 
-def test_process_and_state_use_the_wit_types(bindings):
-    component, types, _err = bindings
+def test_process_and_state_speak_flat_buffers(bindings):
+    component, _types, _err = bindings
     component.install(WORD_COUNT)
     guest = component.Guest()
     guest.describe(ARGS)
-    out = guest.process(0, [types.Message(b"", b"hi"), types.Message(b"", b"\xff")])
-    assert out[0] == types.Output_Route(types.Routed(b"hi", 3, pickle.dumps("hi", 5)))
-    assert isinstance(out[1], types.Output_Failed)
-    assert (out[1].value.input, out[1].value.step, out[1].value.key) == (1, 0, None)
-    assert guest.process(3, [types.Message(b"hi", out[0].value.payload)]) == [
-        types.Output_Emit(types.Emitted(0, b"hi => 1\n"))
-    ]
-    [entry] = guest.snapshot_changed()
-    assert (entry.step, entry.key, pickle.loads(entry.value).count) == (3, b"hi", 1)
-    guest.restore([types.StateEntry(3, b"yo", pickle.dumps(WordTotal()))])
-    taken = guest.take([types.StateKey(3, b"yo"), types.StateKey(3, b"none")])
-    assert [(e.step, e.key) for e in taken] == [(3, b"yo")]
+    out = guest.process(0, encode_batch([(b"", b"hi"), (b"", b"\xff")]))
+    assert type(out) is bytes  # componentize-py lowers nothing else to a list<u8>
+    route, failure = decode_outputs(out)
+    assert route == ("route", b"hi", 3, b"")  # the word is its own key
+    assert failure[:4] == ("failed", 1, 0, None)
+    assert failure[4].startswith("UnicodeDecodeError: ")
+    out = guest.process(3, encode_batch([(b"hi", route[3])]))
+    assert decode_outputs(out) == [("emit", 0, b"hi => 1\n")]
+    snapshot = guest.snapshot_changed()
+    assert type(snapshot) is bytes
+    [(step, key, value)] = decode_entries(snapshot)
+    assert (step, key, pickle.loads(value).count) == (3, b"hi", 1)
+    guest.restore(bytes(encode_entries([(3, b"yo", pickle.dumps(WordTotal()))])))
+    taken = guest.take(encode_keys([(3, b"yo"), (3, b"none")]))
+    assert type(taken) is bytes
+    taken = decode_entries(taken)
+    assert [(step, key) for step, key, _value in taken] == [(3, b"yo")]
+    assert list(decode_entries(guest.snapshot_changed())) == []
 
 
 def test_errors_become_err_instead_of_trapping(bindings):
@@ -96,9 +104,14 @@ def test_errors_become_err_instead_of_trapping(bindings):
         guest.describe(ARGS)
     assert raised.value.value.startswith("ValueError: bad arguments (test_component.py:")
     with pytest.raises(err, match="before describe"):
-        guest.process(0, [])
+        guest.process(0, encode_batch([]))
     component.install(WORD_COUNT)
     guest.describe(ARGS)
     with pytest.raises(err) as raised:
-        guest.process(7, [])
+        guest.process(7, encode_batch([]))
     assert raised.value.value == "RuntimeError: segment 7 is not a step where a segment starts"
+    with pytest.raises(err) as raised:
+        guest.process(0, b"\x01\x00\x00\x00")
+    assert raised.value.value.startswith("MalformedBuffer: malformed batch buffer: ")
+    with pytest.raises(err, match="MalformedBuffer: malformed state entries buffer"):
+        guest.restore(b"\x01")

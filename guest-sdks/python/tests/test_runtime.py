@@ -9,6 +9,7 @@ import types
 import pytest
 
 import wallaroo
+from wallaroo import _wire
 from wallaroo._runtime import AppSpec, Runtime, SinkSpec, SourceSpec, StepSpec
 
 # ------------------------------------------------------------------------------------------------
@@ -25,12 +26,72 @@ def app_module(setup, name="test_app"):
     return module
 
 
+class TwinRuntime:
+    """The runtime twice in lockstep, one returning tuples and one the flat buffers the
+    component returns (fed through the buffers too): every answer must agree, so each test
+    written against tuples also checks the component's path. Answers are the tuples'."""
+
+    def __init__(self, module):
+        self.tuples = Runtime(module)
+        self.flat = Runtime(module, flat=True)
+
+    @staticmethod
+    def _both(tuples_call, flat_call):
+        try:
+            expected = tuples_call()
+        except Exception as error:
+            with pytest.raises(type(error)) as raised:
+                flat_call()
+            assert str(raised.value) == str(error)
+            raise
+        return expected, flat_call()
+
+    def describe(self, args):
+        spec, flat_spec = self._both(
+            lambda: self.tuples.describe(args), lambda: self.flat.describe(args)
+        )
+        assert flat_spec == spec
+        return spec
+
+    def process(self, segment, batch):
+        batch = list(batch)
+        out, flat = self._both(
+            lambda: self.tuples.process(segment, batch),
+            lambda: self.flat.process(segment, _wire.messages(_wire.encode_batch(batch))),
+        )
+        assert type(flat) is bytes
+        assert _wire.decode_outputs(flat) == out
+        return out
+
+    def snapshot_changed(self):
+        entries, flat = self._both(self.tuples.snapshot_changed, self.flat.snapshot_changed)
+        assert list(_wire.decode_entries(bytes(_wire.encode_entries(flat)))) == entries
+        return entries
+
+    def restore(self, entries):
+        entries = list(entries)
+        buf = bytes(_wire.encode_entries(entries))
+        self._both(
+            lambda: self.tuples.restore(entries),
+            lambda: self.flat.restore(_wire.decode_entries(buf)),
+        )
+
+    def take(self, keys):
+        keys = list(keys)
+        taken, flat = self._both(
+            lambda: self.tuples.take(keys),
+            lambda: self.flat.take(_wire.decode_keys(_wire.encode_keys(keys))),
+        )
+        assert flat == taken
+        return taken
+
+
 class SimulatedHost:
     """One node with one instance: routed messages are delivered in the order they were
     produced, consecutive messages for the same segment in one batch, as the host does."""
 
     def __init__(self, module):
-        self.runtime = Runtime(module)
+        self.runtime = TwinRuntime(module)
         self.spec = self.runtime.describe(ARGS)
         self.emitted = [[] for _ in self.spec.sinks]
         self.failures = []
@@ -115,7 +176,7 @@ WORD_COUNT = app_module(word_count_setup)
 
 
 def test_word_count_describes_its_step_table():
-    spec = Runtime(WORD_COUNT).describe(ARGS)
+    spec = TwinRuntime(WORD_COUNT).describe(ARGS)
     assert spec == AppSpec(
         name="word count",
         sources=[SourceSpec("lines", ("tcp", "127.0.0.1", "7000", 4, 4, True), 0)],
@@ -130,8 +191,8 @@ def test_word_count_describes_its_step_table():
     )
 
 
-def test_word_count_fuses_to_the_key_by_and_routes_pickled_words():
-    runtime = Runtime(WORD_COUNT)
+def test_word_count_fuses_to_the_key_by_and_routes_each_word_as_its_key():
+    runtime = TwinRuntime(WORD_COUNT)
     runtime.describe(ARGS)
     out = runtime.process(0, [(b"", b"a b"), (b"", b"c")])
     assert [(tag, key, segment) for tag, key, segment, _ in out] == [
@@ -139,8 +200,10 @@ def test_word_count_fuses_to_the_key_by_and_routes_pickled_words():
         ("route", b"b", 3),
         ("route", b"c", 3),
     ]
-    assert pickle.loads(out[1][3]) == "b"
+    # Each word is routed by itself: the key carries it, the payload is empty.
+    assert out[1][3] == b""
     assert runtime.process(3, [(b"b", out[1][3])]) == [("emit", 0, b"b => 1\n")]
+    assert runtime.process(3, [(b"b", pickle.dumps("b"))]) == [("emit", 0, b"b => 2\n")]
 
 
 def test_word_count_counts_across_batches():
@@ -316,14 +379,14 @@ def show_key(text, total):
 
 
 def test_key_types_become_bytes():
-    runtime = Runtime(linear_app(key_as_given, show_key))
+    runtime = TwinRuntime(linear_app(key_as_given, show_key))
     runtime.describe(ARGS)
     out = runtime.process(0, [(b"", b"str:caf\xc3\xa9"), (b"", b"bytes:k"), (b"", b"int:65")])
     assert [item[1] for item in out] == ["café".encode(), b"k", b"A"]
 
 
 def test_a_key_of_another_type_fails_naming_the_extractor():
-    runtime = Runtime(linear_app(key_as_given, show_key))
+    runtime = TwinRuntime(linear_app(key_as_given, show_key))
     runtime.describe(ARGS)
     [(_tag, index, step, key, error)] = runtime.process(0, [(b"", b"float:")])
     assert (index, step, key) == (0, 1, None)
@@ -417,7 +480,7 @@ def _line_of(marker):
 
 
 def test_a_failing_message_loses_only_its_own_outputs():
-    runtime = Runtime(linear_app(invert, sinks=2))
+    runtime = TwinRuntime(linear_app(invert, sinks=2))
     runtime.describe(ARGS)
     out = runtime.process(0, [(b"", b"1"), (b"", b"0"), (b"", b"-1"), (b"", b"1")])
     assert out[:2] == [("emit", 0, b"1\n"), ("emit", 1, b"1\n")]
@@ -436,7 +499,7 @@ def test_a_failing_message_loses_only_its_own_outputs():
 
 
 def test_a_failure_downstream_of_a_multi_discards_the_items_already_emitted():
-    runtime = Runtime(linear_app(repeat, invert))
+    runtime = TwinRuntime(linear_app(repeat, invert))
     runtime.describe(ARGS)
     out = runtime.process(0, [(b"", b"1"), (b"", b"0")])
     # "1" -> ["1", "1"] -> both inverted; "0" fails on its first item.
@@ -445,7 +508,7 @@ def test_a_failure_downstream_of_a_multi_discards_the_items_already_emitted():
 
 
 def test_a_failure_in_a_keyed_step_reports_the_key_and_keeps_state_changes():
-    runtime = Runtime(linear_app(word_key, fragile_count))
+    runtime = TwinRuntime(linear_app(word_key, fragile_count))
     runtime.describe(ARGS)
     batch = [(word, pickle.dumps(word.decode())) for word in (b"a", b"boom", b"a", b"b")]
     out = runtime.process(2, batch)
@@ -472,7 +535,7 @@ def test_an_encoder_returning_str_fails_naming_the_encoder_and_the_type():
         sink = wallaroo.TCPSinkConfig("h", "2", encode_as_str)
         return wallaroo.build_application("bad encoder", source.to_sink(sink))
 
-    runtime = Runtime(app_module(setup))
+    runtime = TwinRuntime(app_module(setup))
     runtime.describe(ARGS)
     [(_tag, index, step, key, error)] = runtime.process(0, [(b"", b"x")])
     assert (index, step, key) == (0, 1, None)
@@ -480,8 +543,40 @@ def test_an_encoder_returning_str_fails_naming_the_encoder_and_the_type():
     assert re.search(r"\(test_runtime\.py:\d+ in encode_as_str\)$", error)
 
 
+@wallaroo.state_computation(name="count or nothing", state=WordTotal)
+def count_or_nothing(word, total):
+    total.count += 1
+    return None if word == "quiet" else (word, total.count)
+
+
+@wallaroo.encoder
+def fragile_encoder(pair):
+    if pair[0] == "bad":
+        raise ValueError("cannot encode bad")
+    return f"{pair[0]}={pair[1]}\n".encode()
+
+
+def test_an_encoder_after_a_state_step_fails_alone_and_the_state_change_stays():
+    def setup(args):
+        source = wallaroo.source("in", wallaroo.TCPSourceConfig("h", "1", decode_utf8))
+        sink = wallaroo.TCPSinkConfig("h", "2", fragile_encoder)
+        pipeline = source.key_by(word_key).to(count_or_nothing).to_sink(sink)
+        return wallaroo.build_application("state then encoder", pipeline)
+
+    runtime = TwinRuntime(app_module(setup))
+    runtime.describe(ARGS)
+    words = ("a", "bad", "quiet", "a", "\u00e9t\u00e9")
+    out = runtime.process(2, [(word.encode(), b"") for word in words])
+    assert out[0] == ("emit", 0, b"a=1\n")
+    assert out[1][:4] == ("failed", 1, 3, b"bad")
+    assert out[1][4].startswith("ValueError: cannot encode bad (test_runtime.py:")
+    assert out[2:] == [("emit", 0, b"a=2\n"), ("emit", 0, "\u00e9t\u00e9=1\n".encode())]
+    changed = {key: pickle.loads(value).count for _, key, value in runtime.snapshot_changed()}
+    assert changed == {b"a": 2, b"bad": 1, b"quiet": 1, "\u00e9t\u00e9".encode(): 1}
+
+
 def test_a_decoder_error_names_the_decoder_step():
-    runtime = Runtime(WORD_COUNT)
+    runtime = TwinRuntime(WORD_COUNT)
     runtime.describe(ARGS)
     [(_tag, index, step, key, error)] = runtime.process(0, [(b"", b"caf\xff")])
     assert (index, step, key) == (0, 0, None)
@@ -490,7 +585,7 @@ def test_a_decoder_error_names_the_decoder_step():
 
 
 def test_broken_calls_raise():
-    runtime = Runtime(WORD_COUNT)
+    runtime = TwinRuntime(WORD_COUNT)
     with pytest.raises(RuntimeError, match="before describe"):
         runtime.process(0, [])
     with pytest.raises(RuntimeError, match="before describe"):
@@ -507,13 +602,13 @@ def test_a_module_without_application_setup_is_named():
     module = app_module(None, name="no_setup")
     module.__file__ = "/apps/no_setup.py"
     with pytest.raises(wallaroo.WallarooParameterError) as raised:
-        Runtime(module)
+        TwinRuntime(module)
     assert str(raised.value) == "no_setup.py: no application_setup(args) function"
 
 
 def test_setup_must_return_an_application():
     with pytest.raises(wallaroo.WallarooParameterError, match="build_application"):
-        Runtime(app_module(lambda args: None)).describe(ARGS)
+        TwinRuntime(app_module(lambda args: None)).describe(ARGS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -533,7 +628,7 @@ def test_setup_must_return_an_application():
     ],
 )
 def test_length_fmt_becomes_framing(header_length, length_fmt, framing):
-    spec = Runtime(framed_app(header_length, length_fmt)).describe(ARGS)
+    spec = TwinRuntime(framed_app(header_length, length_fmt)).describe(ARGS)
     assert spec.sources[0].config == ("tcp", "h", "1", *framing)
 
 
@@ -543,7 +638,7 @@ def test_length_fmt_becomes_framing(header_length, length_fmt, framing):
 )
 def test_unusable_framing_names_the_decoder_and_format(header_length, length_fmt):
     with pytest.raises(wallaroo.WallarooParameterError) as raised:
-        Runtime(framed_app(header_length, length_fmt)).describe(ARGS)
+        TwinRuntime(framed_app(header_length, length_fmt)).describe(ARGS)
     assert "decoder 'framed'" in str(raised.value)
     assert repr(length_fmt) in str(raised.value)
 
@@ -647,3 +742,71 @@ def test_restore_with_an_unreadable_state_applies_nothing():
     with pytest.raises(RuntimeError, match="step 3 for key b'b'"):
         host.runtime.restore([good, (3, b"b", b"not a pickle")])
     assert host.runtime.snapshot_changed() == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Routed payloads: every kind of value, by itself or by another key, to one or more successors
+
+
+@wallaroo.computation_multi(name="values")
+def values_of(text):
+    long = "x" * 300
+    return [text, None, long, "caf\u00e9", "lone \udc80", b"raw", 42, ("a", 1), ""]
+
+
+@wallaroo.key_extractor
+def itself(value):
+    """The value, where it can be a key."""
+    if isinstance(value, str) and "\udc80" not in value or isinstance(value, bytes):
+        return value
+    return repr(value)
+
+
+@wallaroo.key_extractor
+def first_char(value):
+    return repr(value)[:2]
+
+
+@wallaroo.encoder
+def encode_repr(value):
+    return f"{value!r}\n".encode("utf-8", "backslashreplace")
+
+
+def routed_values_app(extractor, sinks):
+    def setup(args):
+        pipeline = wallaroo.source("in", wallaroo.TCPSourceConfig("h", "1", decode_utf8))
+        pipeline = pipeline.to(values_of).key_by(extractor)
+        configs = [wallaroo.TCPSinkConfig("h", str(2 + n), encode_repr) for n in range(sinks)]
+        return wallaroo.build_application("test", pipeline.to_sinks(configs))
+
+    return app_module(setup)
+
+
+@pytest.mark.parametrize("extractor", [itself, first_char])
+@pytest.mark.parametrize("sinks", [1, 2])
+def test_routed_values_of_every_kind_arrive_intact(extractor, sinks):
+    host = SimulatedHost(routed_values_app(extractor, sinks))
+    host.send([b"word"])
+    expected = b"".join(
+        f"{value!r}\n".encode("utf-8", "backslashreplace")
+        for value in ["word", "x" * 300, "caf\u00e9", "lone \udc80", b"raw", 42, ("a", 1), ""]
+    )
+    assert host.failures == []
+    assert [host.output(sink) for sink in range(sinks)] == [expected] * sinks
+
+
+def test_routed_payloads_are_pickles_or_empty_for_a_str_routed_by_itself():
+    runtime = Runtime(routed_values_app(first_char, 1))
+    runtime.describe(ARGS)
+    routed = [item for item in runtime.process(0, [(b"", b"word")]) if item[0] == "route"]
+    values = [pickle.loads(payload) for _tag, _key, _segment, payload in routed]
+    assert values == ["word", "x" * 300, "caf\u00e9", "lone \udc80", b"raw", 42, ("a", 1), ""]
+    # A str of under 256 UTF-8 bytes takes the short form; pickle.dumps never writes it.
+    assert routed[0][3] == b"\x80\x05\x8cword."[:3] + bytes([4]) + b"word."
+    assert pickle.dumps("word", 5)[2] != 0x8C
+    runtime = Runtime(routed_values_app(itself, 1))
+    runtime.describe(ARGS)
+    routed = [item for item in runtime.process(0, [(b"", b"word")]) if item[0] == "route"]
+    assert [payload for _tag, _key, _segment, payload in routed[:3]] == [b"", b"", b""]
+    assert pickle.loads(routed[3][3]) == "lone \udc80"
+    assert pickle.loads(routed[4][3]) == b"raw"

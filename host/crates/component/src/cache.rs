@@ -5,6 +5,10 @@
 //! compatibility hash (wasmtime version and every setting that changes generated code), so a new
 //! host build or configuration never loads stale code. Entries are written to a temporary file
 //! and renamed into place, so a crash never leaves a half-written entry under a valid name.
+//!
+//! The version of the `wallaroo:app` contract is deliberately not part of the key: an entry is
+//! native code for exactly these component bytes, whichever contract they were built for, and a
+//! component built for another version is refused when it is linked, cached or not.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};

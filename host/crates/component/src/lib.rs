@@ -1,19 +1,22 @@
 //! Everything wasmtime: the engine configuration, the compile cache, the sandbox each guest runs
-//! in, and the bindings generated from `wit/`. This is the only crate that calls `bindgen!`; the
-//! rest of the host sees plain Rust types and [`GuestError`].
+//! in, the bindings generated from `wit/` and the flat buffers the per-batch calls carry. This
+//! is the only crate that calls `bindgen!`; the rest of the host sees plain Rust types and
+//! [`GuestError`].
 
 mod bindings;
 mod cache;
 mod runtime;
 mod sandbox;
+mod wire;
 
 pub use bindings::types::{
-    AppSpec, Emitted, Failure, Framing, Message, Output, Routed, SinkConfig, SinkSpec,
-    SourceConfig, SourceSpec, StateEntry, StateKey, StepKind, StepSpec, TcpSink, TcpSource,
+    AppSpec, Framing, SinkConfig, SinkSpec, SourceConfig, SourceSpec, StepKind, StepSpec, TcpSink,
+    TcpSource,
 };
 pub use cache::{CacheOutcome, CompileCache};
 pub use runtime::{GuestError, Instance, Limits, Runtime, TrapKind};
 pub use sandbox::Sandbox;
+pub use wire::{Emitted, Failure, Malformed, Message, Output, Routed, StateEntry, StateKey};
 
 impl From<Framing> for wallaroo_types::Framing {
     fn from(f: Framing) -> Self {

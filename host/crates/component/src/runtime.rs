@@ -15,8 +15,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::types::{AppSpec, Message, Output, StateEntry, StateKey};
+use crate::bindings::types::AppSpec;
 use crate::bindings::{App, AppPre};
+use crate::wire::{self, Message, Output, StateEntry, StateKey};
 use crate::{CacheOutcome, CompileCache, Sandbox};
 
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
@@ -165,6 +166,7 @@ impl Runtime {
         limits: Limits,
         sandbox: Sandbox,
     ) -> anyhow::Result<Self> {
+        check_contract(&engine, &component)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(crate::host_error)?;
         let pre = linker
@@ -219,6 +221,29 @@ impl Runtime {
     }
 }
 
+/// The version of the `wallaroo:app` package in `wit/` that this host implements.
+const CONTRACT_VERSION: &str = "0.2.0";
+
+/// Refuses, with what to do about it, a component built against another version of the
+/// `wallaroo:app` contract (an older SDK): linking would only say an export is missing.
+fn check_contract(engine: &Engine, component: &Component) -> anyhow::Result<()> {
+    let ty = component.component_type();
+    let guest = format!("wallaroo:app/guest@{CONTRACT_VERSION}");
+    if ty.get_export(engine, &guest).is_some() {
+        return Ok(());
+    }
+    let theirs = ty
+        .exports(engine)
+        .find_map(|(name, _)| name.strip_prefix("wallaroo:app/guest@"));
+    if let Some(theirs) = theirs {
+        anyhow::bail!(
+            "the component was built for wallaroo:app@{theirs}, this host runs \
+             wallaroo:app@{CONTRACT_VERSION}: build it again with this version's `wallaroo build`"
+        );
+    }
+    Ok(())
+}
+
 /// One sandboxed copy of the guest.
 pub struct Instance {
     store: Store<HostState>,
@@ -248,21 +273,39 @@ impl Instance {
         self.call(|app, store| app.wallaroo_app_guest().call_describe(store, args))
     }
 
+    // The per-batch calls carry flat buffers (layouts in wit/wallaroo.wit, codec in `wire`). A
+    // buffer the guest gets wrong is refused like any other answer the host cannot use: the
+    // instance is alive, the call's result is lost.
+
     pub fn process(&mut self, segment: u32, batch: &[Message]) -> Result<Vec<Output>, GuestError> {
-        self.call(|app, store| app.wallaroo_app_guest().call_process(store, segment, batch))
+        let batch = wire::encode_batch(batch).map_err(refused)?;
+        let outputs = self.call(|app, store| {
+            app.wallaroo_app_guest()
+                .call_process(store, segment, &batch)
+        })?;
+        wire::decode_outputs(&outputs).map_err(refused)
     }
 
     pub fn snapshot_changed(&mut self) -> Result<Vec<StateEntry>, GuestError> {
-        self.call(|app, store| app.wallaroo_app_guest().call_snapshot_changed(store))
+        let entries =
+            self.call(|app, store| app.wallaroo_app_guest().call_snapshot_changed(store))?;
+        wire::decode_entries(&entries).map_err(refused)
     }
 
     pub fn restore(&mut self, entries: &[StateEntry]) -> Result<(), GuestError> {
-        self.call(|app, store| app.wallaroo_app_guest().call_restore(store, entries))
+        let entries = wire::encode_entries(entries).map_err(refused)?;
+        self.call(|app, store| app.wallaroo_app_guest().call_restore(store, &entries))
     }
 
     pub fn take(&mut self, keys: &[StateKey]) -> Result<Vec<StateEntry>, GuestError> {
-        self.call(|app, store| app.wallaroo_app_guest().call_take(store, keys))
+        let keys = wire::encode_keys(keys).map_err(refused)?;
+        let entries = self.call(|app, store| app.wallaroo_app_guest().call_take(store, &keys))?;
+        wire::decode_entries(&entries).map_err(refused)
     }
+}
+
+fn refused(e: impl std::fmt::Display) -> GuestError {
+    GuestError::Refused(e.to_string())
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until the last runtime using it is dropped.
@@ -290,5 +333,41 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_guest_interface_is_the_wit_package_version() {
+        let wit = include_str!("../../../../wit/wallaroo.wit");
+        let package = format!("package wallaroo:app@{};", super::CONTRACT_VERSION);
+        assert!(
+            wit.contains(&package),
+            "wit/wallaroo.wit does not declare {package}"
+        );
+    }
+
+    #[test]
+    fn a_component_built_for_another_contract_version_is_refused_naming_both() {
+        let old = r#"(component
+            (instance $guest)
+            (export "wallaroo:app/guest@0.1.0" (instance $guest)))"#;
+        let Err(e) = super::Runtime::new(
+            old.as_bytes(),
+            &crate::CompileCache::disabled(),
+            super::Limits::default(),
+            crate::Sandbox::default(),
+        ) else {
+            panic!("a 0.1.0 component was accepted");
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the component was built for wallaroo:app@0.1.0, this host runs \
+                 wallaroo:app@{}: build it again with this version's `wallaroo build`",
+                super::CONTRACT_VERSION
+            )
+        );
     }
 }

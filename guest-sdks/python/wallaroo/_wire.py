@@ -1,0 +1,199 @@
+"""The flat byte buffers of the per-batch exports, as ``wit/wallaroo.wit`` lays them out.
+
+``process`` takes a ``batch`` buffer and returns an ``outputs`` buffer; ``snapshot-changed``,
+``restore`` and ``take`` carry ``state-entries`` and ``state-keys`` buffers. All integers are
+unsigned little-endian with no padding. A buffer from the host is read with one ``unpack_from``
+for its table of lengths and one for all its fields; outputs are appended, as the steps produce
+them, to one list of parts that is joined once.
+
+Nothing here imports the generated bindings: it runs, and is tested, on plain CPython.
+"""
+
+import struct
+from itertools import repeat
+
+_COUNT = struct.Struct("<I")
+# The fixed part of each output record, packed; the variable parts follow it.
+ROUTE_HEAD = struct.Struct("<BIII").pack  # tag 0, segment, key length, payload length
+EMIT_HEAD = struct.Struct("<BII").pack  # tag 1, sink, payload length
+# tag 2, input, step, has-key, key length, error length
+_FAILED_HEAD = struct.Struct("<BIIBII").pack
+_ENTRY = struct.Struct("<III").pack  # step, key length, value length
+_KEY = struct.Struct("<II").pack  # step, key length
+
+ROUTE, EMIT, FAILED = 0, 1, 2
+
+
+class MalformedBuffer(ValueError):
+    """A buffer that does not follow its layout."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading what the host sends
+
+
+def _table(buf, fields, what):
+    """The item count at the start of ``buf``, the table of ``fields`` u32 per item after it,
+    and the offset where the table ends and the items' bytes begin."""
+    size = len(buf)
+    if size < 4:
+        raise MalformedBuffer(f"malformed {what} buffer: {size} bytes cannot hold its count")
+    (count,) = _COUNT.unpack_from(buf)
+    table_end = 4 + 4 * fields * count
+    if table_end > size:
+        raise MalformedBuffer(
+            f"malformed {what} buffer: {count} items need a table of {table_end - 4} bytes, "
+            f"the buffer has {size - 4} after its count"
+        )
+    table = struct.unpack_from(f"<{fields * count}I", buf, 4)
+    return count, table, table_end
+
+
+def _fields(buf, lengths, start, what):
+    """``buf`` cut into consecutive fields of ``lengths`` from ``start``, which must end exactly
+    at the end of ``buf``.
+
+    One struct of ``Ns`` codes cuts them all in C: in a Wasm guest that costs about half of
+    slicing each field in a Python loop. (Struct objects made here bypass struct's cache of
+    compiled formats, which every batch's format would otherwise crowd.)"""
+    fields = struct.Struct("<" + ("%ds" * len(lengths)) % tuple(lengths))
+    if start + fields.size != len(buf):
+        raise MalformedBuffer(
+            f"malformed {what} buffer: its lengths add up to {start + fields.size} bytes, "
+            f"the buffer has {len(buf)}"
+        )
+    return fields.unpack_from(buf, start)
+
+
+def messages(buf):
+    """The ``(key, payload)`` pairs of a ``batch`` buffer, as bytes."""
+    count, table, table_end = _table(buf, 2, "batch")
+    # Where every key or every payload is empty (a source's frames; words routed by
+    # themselves), only the other half of the fields is cut.
+    if not any(table[0::2]):
+        return zip(repeat(b"", count), _fields(buf, table[1::2], table_end, "batch"), strict=True)
+    if not any(table[1::2]):
+        return zip(_fields(buf, table[0::2], table_end, "batch"), repeat(b"", count), strict=True)
+    fields = _fields(buf, table, table_end, "batch")
+    return zip(fields[0::2], fields[1::2], strict=True)
+
+
+def decode_entries(buf):
+    """The ``(step, key, value)`` triples of a ``state-entries`` buffer."""
+    count, table, table_end = _table(buf, 3, "state entries")
+    lengths = [0] * (2 * count)
+    lengths[0::2] = table[1::3]
+    lengths[1::2] = table[2::3]
+    fields = _fields(buf, lengths, table_end, "state entries")
+    return zip(table[0::3], fields[0::2], fields[1::2], strict=True)
+
+
+def decode_keys(buf):
+    """The ``(step, key)`` pairs of a ``state-keys`` buffer."""
+    _count, table, table_end = _table(buf, 2, "state keys")
+    keys = _fields(buf, table[1::2], table_end, "state keys")
+    return zip(table[0::2], keys, strict=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing what the host receives
+
+
+# ``out`` is a list of the buffer's parts, joined once at the end of the call: appending to a
+# list costs a Wasm guest less than growing a bytearray.
+
+
+def route(out, key, segment, payload):
+    out.append(ROUTE_HEAD(ROUTE, segment, len(key), len(payload)))
+    out.append(key)
+    out.append(payload)
+
+
+def emit(out, sink, payload):
+    out.append(EMIT_HEAD(EMIT, sink, len(payload)))
+    out.append(payload)
+
+
+def failed(out, index, step, key, error):
+    text = error.encode("utf-8", "replace")
+    if key is None:
+        out.append(_FAILED_HEAD(FAILED, index, step, 0, 0, len(text)))
+    else:
+        out.append(_FAILED_HEAD(FAILED, index, step, 1, len(key), len(text)))
+        out.append(key)
+    out.append(text)
+
+
+def encode_entries(entries):
+    """A ``state-entries`` buffer of ``(step, key, value)`` triples."""
+    buf = bytearray(4)
+    data = []
+    for step, key, value in entries:
+        buf += _ENTRY(step, len(key), len(value))
+        data.append(key)
+        data.append(value)
+    _COUNT.pack_into(buf, 0, len(data) // 2)
+    buf += b"".join(data)
+    return buf
+
+
+# ------------------------------------------------------------------------------------------------
+# The host's side, for tests
+
+
+def encode_batch(pairs):
+    """A ``batch`` buffer of ``(key, payload)`` pairs."""
+    pairs = list(pairs)
+    buf = bytearray(_COUNT.pack(len(pairs)))
+    for key, payload in pairs:
+        buf += struct.pack("<II", len(key), len(payload))
+    for key, payload in pairs:
+        buf += key
+        buf += payload
+    return bytes(buf)
+
+
+def encode_keys(keys):
+    """A ``state-keys`` buffer of ``(step, key)`` pairs."""
+    keys = list(keys)
+    buf = bytearray(_COUNT.pack(len(keys)))
+    for step, key in keys:
+        buf += _KEY(step, len(key))
+    for _step, key in keys:
+        buf += key
+    return bytes(buf)
+
+
+def decode_outputs(buf):
+    """The records of an ``outputs`` buffer as the tuples ``wallaroo._runtime.Runtime`` returns
+    without ``flat``: ``("route", key, segment, payload)``, ``("emit", sink, payload)`` and
+    ``("failed", index, step, key or None, error)``."""
+    buf = bytes(buf)
+    at, records = 0, []
+    try:
+        while at < len(buf):
+            tag = buf[at]
+            if tag == ROUTE:
+                segment, key_len, payload_len = struct.unpack_from("<III", buf, at + 1)
+                at += 13
+                key, at = buf[at : at + key_len], at + key_len
+                payload, at = buf[at : at + payload_len], at + payload_len
+                records.append(("route", key, segment, payload))
+            elif tag == EMIT:
+                sink, payload_len = struct.unpack_from("<II", buf, at + 1)
+                at += 9
+                payload, at = buf[at : at + payload_len], at + payload_len
+                records.append(("emit", sink, payload))
+            elif tag == FAILED:
+                index, step, has_key, key_len, error_len = struct.unpack_from("<IIBII", buf, at + 1)
+                at += 18
+                key, at = buf[at : at + key_len], at + key_len
+                error, at = buf[at : at + error_len], at + error_len
+                records.append(("failed", index, step, key if has_key else None, error.decode()))
+            else:
+                raise MalformedBuffer(f"unknown output tag {tag} at byte {at}")
+    except struct.error as error:
+        raise MalformedBuffer(f"output record cut short at byte {at}: {error}") from None
+    if at != len(buf):
+        raise MalformedBuffer(f"the last output record runs {at - len(buf)} bytes past the end")
+    return records
