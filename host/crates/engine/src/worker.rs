@@ -1,14 +1,17 @@
 //! A worker: one thread, one guest instance, the key groups it owns.
 //!
-//! The worker keeps a copy of every key's state it owns, refreshed from the guest after each
-//! batch that may change state. When the guest traps or runs past its time limit the instance is
-//! gone; the worker starts a new one, restores that copy into it and runs the failed batch again
-//! one message at a time, so only the message that kills the guest is dead-lettered and nothing
-//! else is lost or repeated.
+//! The worker keeps a copy of every key's state it owns, refreshed from the guest at most every
+//! [`COPY_EVERY`] (copying after every batch would cost more than the batch at low load), and
+//! the batches processed since the last copy. When the guest traps or runs past its time limit
+//! the instance is gone; the worker starts a new one, restores the copy into it, runs the
+//! batches since the copy again with their output discarded (it went out already; guests are
+//! deterministic in the sandbox), and runs the failed batch again one message at a time, so only
+//! the message that kills the guest is dead-lettered and nothing else is lost or repeated.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use wallaroo_component::{
     AppSpec, GuestError, Instance, Message, Output, Runtime, StateEntry, StepKind,
@@ -33,6 +36,10 @@ pub(crate) struct Worker {
     groups: KeyGroups,
     /// The last state the guest reported for each (step, key) this worker owns.
     state: StateMap,
+    /// Batches processed since the state was last copied, to replay after a trap.
+    unsaved: Vec<(u32, Vec<Message>)>,
+    unsaved_messages: usize,
+    copied_at: Instant,
     /// Keys changed since the last checkpoint (with a log).
     dirty: Option<HashSet<(u32, Vec<u8>)>>,
     /// Per sink, output held until the next checkpoint commits (exactly-once).
@@ -46,6 +53,11 @@ pub(crate) struct Worker {
     recycle_at: usize,
     max_memory: usize,
 }
+
+/// How stale the worker's copy of its keys' state may get before it is refreshed.
+const COPY_EVERY: Duration = Duration::from_millis(50);
+/// Most messages kept for replay before the copy is refreshed regardless of time.
+const COPY_AFTER_MESSAGES: usize = 8192;
 
 /// Outputs of one batch, grouped by where they go.
 struct Outbox {
@@ -90,6 +102,9 @@ impl Worker {
             sinks,
             state,
             dirty: durable.then(HashSet::new),
+            unsaved: Vec::new(),
+            unsaved_messages: 0,
+            copied_at: Instant::now(),
             held_bytes: 0,
             held_limit: config.held_output_limit,
             at_barrier: false,
@@ -142,10 +157,11 @@ impl Worker {
                     credit,
                     from_source,
                 } => {
-                    self.process(segment, &messages);
+                    let n = messages.len();
+                    self.process(segment, messages);
                     drop(credit);
                     self.recycle_if_grown();
-                    self.shared.done(from_source, messages.len());
+                    self.shared.done(from_source, n);
                 }
                 Work::Barrier => {
                     self.at_barrier = true;
@@ -162,6 +178,7 @@ impl Worker {
     /// This worker's share of a checkpoint: the state of keys changed since the last one (or of
     /// every key) and the output held since.
     fn take_part(&mut self, full: bool) -> Part {
+        self.save_state();
         let dirty = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
         let entry = |(step, key): (u32, Vec<u8>), value: &Vec<u8>| KeyState {
             step,
@@ -194,21 +211,22 @@ impl Worker {
         }
     }
 
-    fn process(&mut self, segment: u32, messages: &[Message]) {
-        let started = std::time::Instant::now();
-        let result = self.instance.process(segment, messages);
+    fn process(&mut self, segment: u32, messages: Vec<Message>) {
+        let started = Instant::now();
+        let result = self.instance.process(segment, &messages);
         self.shared
             .metrics
             .segment_call(segment, messages.len(), started.elapsed().as_secs_f64());
         match result {
             Ok(outputs) => {
-                self.deliver(outputs, messages);
-                self.save_state();
+                self.deliver(outputs, &messages);
+                self.remember(segment, messages);
             }
             Err(GuestError::Refused(error)) => {
-                for m in messages {
+                for m in &messages {
                     self.dead_letter(segment, &m.key, &error, &m.payload);
                 }
+                self.remember(segment, messages);
             }
             Err(trap) => {
                 tracing::warn!(
@@ -217,10 +235,47 @@ impl Worker {
                     batch = messages.len(),
                     "{trap}; replacing the instance and retrying the batch one message at a time"
                 );
-                self.replace_instance();
-                self.retry_one_by_one(segment, messages);
+                self.recover_instance();
+                self.retry_one_by_one(segment, &messages);
             }
         }
+    }
+
+    /// Keeps a processed batch for replay until the next copy of the state, and takes that copy
+    /// when it is due.
+    fn remember(&mut self, segment: u32, messages: Vec<Message>) {
+        if !self.has_state {
+            return;
+        }
+        self.unsaved_messages += messages.len();
+        self.unsaved.push((segment, messages));
+        if self.unsaved_messages >= COPY_AFTER_MESSAGES || self.copied_at.elapsed() >= COPY_EVERY {
+            self.save_state();
+        }
+    }
+
+    /// A new instance after a trap, brought to where the lost one was: the copied state, then
+    /// the batches since the copy run again with their output discarded.
+    fn recover_instance(&mut self) {
+        self.replace_instance();
+        for (segment, messages) in std::mem::take(&mut self.unsaved) {
+            if let Err(e) = self.instance.process(segment, &messages)
+                && e.is_trap()
+            {
+                // A guest that does not repeat itself (given a real clock or randomness): what
+                // these messages did to its state is lost.
+                tracing::error!(
+                    worker = self.id,
+                    step = %self.step_name(segment),
+                    "{e} again while replaying {} messages after a trap; their effect on state \
+                     is lost",
+                    messages.len()
+                );
+                self.replace_instance();
+            }
+        }
+        self.unsaved_messages = 0;
+        self.save_state();
     }
 
     fn retry_one_by_one(&mut self, segment: u32, messages: &[Message]) {
@@ -315,7 +370,8 @@ impl Worker {
         }
     }
 
-    /// Copies the state the last batch changed out of the guest.
+    /// Copies the state changed since the last copy out of the guest; the batches kept for
+    /// replay are no longer needed.
     fn save_state(&mut self) {
         if !self.has_state {
             return;
@@ -328,10 +384,15 @@ impl Worker {
                     }
                     self.state.insert((step, key), value);
                 }
+                self.unsaved.clear();
+                self.unsaved_messages = 0;
+                self.copied_at = Instant::now();
             }
             Err(e) => {
                 tracing::error!(worker = self.id, "cannot read state from the guest: {e}");
-                if e.is_trap() {
+                if e.is_trap() && !self.unsaved.is_empty() {
+                    self.recover_instance();
+                } else if e.is_trap() {
                     self.replace_instance();
                 }
             }
@@ -353,6 +414,7 @@ impl Worker {
             "recycling the guest instance"
         );
         self.shared.counters.instances_recycled.inc();
+        self.save_state();
         self.start_instance();
     }
 
