@@ -341,21 +341,25 @@ def main():
     n = args.workers
     many = f"{n} workers"
 
-    wc = []
-    for lang, key in (("Python", "wc_py"), ("Go", "wc_go")):
-        for workers in sorted({1, n}):
-            label = f"{lang} component, {workers} worker{'s' if workers > 1 else ''}"
-            run_peer(
-                label,
-                f"`wallaroo run {key}.wasm --workers {workers}`",
-                lambda sink, k=key, w=workers: Node(wasm[k], sink, w, work),
-                input_path,
-                args.lines,
-                WORDS_PER_LINE,
-                args,
-                work,
-                wc,
-            )
+    def components(kind, py, go, messages, lines_per_message):
+        """The Python and Go components `py` and `go` with 1 and N workers; their rows."""
+        rows = []
+        for lang, key in (("Python", py), ("Go", go)):
+            for workers in sorted({1, n}):
+                run_peer(
+                    f"{lang} {kind}, {workers} worker{'s' if workers > 1 else ''}",
+                    f"`wallaroo run {key}.wasm --workers {workers}`",
+                    lambda sink, k=key, w=workers: Node(wasm[k], sink, w, work),
+                    input_path,
+                    messages,
+                    lines_per_message,
+                    args,
+                    work,
+                    rows,
+                )
+        return rows
+
+    wc = components("component", "wc_py", "wc_go", args.lines, WORDS_PER_LINE)
     if bytewax:
         for label, how, kw in (
             ("Bytewax, 1 worker", "`-w 1`", {"workers": 1}),
@@ -380,21 +384,7 @@ def main():
     if native_go:
         peer_process([native_go, input_path], wc, "plain native Go", "benches/native_go")
 
-    pt = []
-    for lang, key in (("Python", "pt_py"), ("Go", "pt_go")):
-        for workers in sorted({1, n}):
-            label = f"{lang} pass-through, {workers} worker{'s' if workers > 1 else ''}"
-            run_peer(
-                label,
-                f"`wallaroo run {key}.wasm --workers {workers}`",
-                lambda sink, k=key, w=workers: Node(wasm[k], sink, w, work),
-                input_path,
-                args.passthrough_messages,
-                1,
-                args,
-                work,
-                pt,
-            )
+    pt = components("pass-through", "pt_py", "pt_go", args.passthrough_messages, 1)
 
     durable = []
     modes = (
