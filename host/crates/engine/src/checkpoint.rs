@@ -46,6 +46,44 @@ pub(crate) struct Coordinator {
     released_logged: u64,
     since_full: u32,
     last_full_cut: Option<Lsn>,
+    /// The checkpoint begun and not yet prepared or committed.
+    current: Option<Begun>,
+    /// Acknowledged streams' positions at the current checkpoint's cut.
+    streams: Vec<wallaroo_wal::StreamPosition>,
+    pub(crate) last_committed: u64,
+    /// Prepared (logged and durable here), waiting for the commit: its output to release.
+    prepared: Option<Prepared>,
+}
+
+struct Begun {
+    checkpoint: u64,
+    full: bool,
+    cut: Lsn,
+    started: Instant,
+}
+
+struct Prepared {
+    checkpoint: u64,
+    full: bool,
+    cut: Lsn,
+    held: EpochOutput,
+    started: Instant,
+    keys: usize,
+}
+
+/// How far a node is with a checkpoint's alignment, for a cluster's coordinator: the cluster
+/// is aligned once every node is aligned with nothing routed in flight, and the routed batches
+/// sent between nodes all arrived (the sums of `sent` and `received` agree, twice running).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Alignment {
+    /// Every worker is at the barrier.
+    pub aligned: bool,
+    /// Routed batches queued in this node and not yet processed.
+    pub routed_in_flight: usize,
+    /// Routed batches handed to other nodes since start.
+    pub sent: u64,
+    /// Routed batches taken from other nodes since start.
+    pub received: u64,
 }
 
 impl Coordinator {
@@ -74,14 +112,28 @@ impl Coordinator {
             // The first checkpoint after a start is full, so what came before can be dropped.
             since_full: FULL_EVERY,
             last_full_cut: None,
+            current: None,
+            streams: Vec::new(),
+            last_committed: 0,
+            prepared: None,
         }
     }
 
-    pub(crate) fn run(mut self, stop: flume::Receiver<()>) {
+    /// The number the next checkpoint would get here: above any this node's log has seen.
+    pub(crate) fn next_number(&self) -> u64 {
+        self.next
+    }
+
+    /// Writes out again committed output the log held at start.
+    fn rerelease(&mut self) {
         for (epoch, (lsn, per_sink)) in std::mem::take(&mut self.rerelease) {
             self.unreleased.insert(epoch, lsn);
             self.release(epoch, per_sink);
         }
+    }
+
+    pub(crate) fn run(mut self, stop: flume::Receiver<()>) {
+        self.rerelease();
         let mut last = Instant::now();
         loop {
             let wanted = self.shared.checkpoint_wanted.swap(false, Ordering::SeqCst);
@@ -106,28 +158,77 @@ impl Coordinator {
 
     /// Takes one checkpoint; false if the log has failed.
     fn checkpoint(&mut self) -> bool {
+        let checkpoint = self.next;
+        if !self.begin(checkpoint) {
+            return false;
+        }
+        loop {
+            let a = self.alignment();
+            if a.aligned && a.routed_in_flight == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        self.prepare() && self.commit(checkpoint)
+    }
+
+    /// Starts checkpoint `checkpoint`: under the log's lock, notes the cut and puts a barrier
+    /// in every worker's inbox. False if the log has failed.
+    pub(crate) fn begin(&mut self, checkpoint: u64) -> bool {
+        self.rerelease();
         if self.log.failed() {
             return false;
         }
         let started = Instant::now();
-        let checkpoint = self.next;
-        self.next += 1;
+        self.next = self.next.max(checkpoint + 1);
         let full = self.since_full >= FULL_EVERY;
         let workers = self.shared.inboxes.len();
-        let (cut, streams) = {
+        let cut = {
             let inner = self.log.lock();
             let cut = inner.wal.next_lsn();
-            let streams = Log::stream_positions(&inner);
+            self.streams = Log::stream_positions(&inner);
             for w in 0..workers {
                 self.shared.control(w, Work::Barrier);
             }
-            (cut, streams)
+            cut
         };
-        while self.shared.aligned.load(Ordering::SeqCst) < workers
-            || self.shared.routed_in_flight.load(Ordering::SeqCst) > 0
-        {
-            std::thread::sleep(Duration::from_micros(100));
+        self.current = Some(Begun {
+            checkpoint,
+            full,
+            cut,
+            started,
+        });
+        true
+    }
+
+    /// How far the workers are with the current checkpoint's barrier.
+    pub(crate) fn alignment(&self) -> Alignment {
+        // Routed batches before the counters of work done: a batch taken from a peer is
+        // enqueued before it is counted received.
+        let received = self.shared.received.load(Ordering::SeqCst);
+        let routed_in_flight = self.shared.routed_in_flight.load(Ordering::SeqCst);
+        Alignment {
+            aligned: self.current.is_some()
+                && self.shared.aligned.load(Ordering::SeqCst) >= self.shared.inboxes.len(),
+            routed_in_flight,
+            sent: self.shared.sent.load(Ordering::SeqCst),
+            received,
         }
+    }
+
+    /// Once aligned: takes every worker's state and held output, logs them with a commit
+    /// record and waits for the disk. False if the log has failed.
+    pub(crate) fn prepare(&mut self) -> bool {
+        let Some(Begun {
+            checkpoint,
+            full,
+            cut,
+            started,
+        }) = self.current.take()
+        else {
+            return false;
+        };
+        let workers = self.shared.inboxes.len();
         self.shared.aligned.store(0, Ordering::SeqCst);
         let aligned = started.elapsed();
         let (reply, parts) = flume::unbounded();
@@ -140,11 +241,17 @@ impl Coordinator {
                 },
             );
         }
+        drop(reply);
         let mut parts: Vec<Part> = parts.iter().take(workers).collect();
+        if parts.len() < workers {
+            // Workers stopped (the node is aborting).
+            return false;
+        }
         parts.sort_by_key(|p| p.worker);
 
         let mut held: EpochOutput = vec![Vec::new(); self.sinks.len()];
         let mut keys = 0;
+        let streams = std::mem::take(&mut self.streams);
         let commit = {
             let mut inner = self.log.lock();
             let mut ok = true;
@@ -212,6 +319,37 @@ impl Coordinator {
         if !self.log.wait_durable(commit) {
             return false;
         }
+        tracing::trace!(
+            checkpoint,
+            aligned_us = aligned.as_micros() as u64,
+            "checkpoint prepared"
+        );
+        self.prepared = Some(Prepared {
+            checkpoint,
+            full,
+            cut,
+            held,
+            started,
+            keys,
+        });
+        true
+    }
+
+    /// The prepared checkpoint is committed (here, or by every node of a cluster): releases its
+    /// output and drops log segments nothing needs any more.
+    pub(crate) fn commit(&mut self, checkpoint: u64) -> bool {
+        let Some(prepared) = self.prepared.take_if(|p| p.checkpoint == checkpoint) else {
+            tracing::warn!(checkpoint, "asked to commit a checkpoint not prepared here");
+            return false;
+        };
+        let Prepared {
+            full,
+            cut,
+            held,
+            started,
+            keys,
+            ..
+        } = prepared;
         if full {
             self.since_full = 0;
             self.last_full_cut = Some(cut);
@@ -227,15 +365,19 @@ impl Coordinator {
             .metrics
             .checkpoint_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.last_committed = checkpoint;
         tracing::debug!(
             checkpoint,
             keys,
             full,
-            aligned_us = aligned.as_micros() as u64,
             took_us = started.elapsed().as_micros() as u64,
             "checkpoint committed"
         );
         true
+    }
+
+    pub(crate) fn last_committed(&self) -> u64 {
+        self.last_committed
     }
 
     /// Hands one committed epoch's output to the sinks (an empty batch too, so each sink

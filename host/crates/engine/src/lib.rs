@@ -17,10 +17,12 @@ mod node;
 mod recovery;
 mod worker;
 
+pub use checkpoint::Alignment;
 pub use dead_letter::{DeadLetters, Entry as DeadLetterEntry, EntryWriter};
 pub use metrics::{NodeCounters, NodeTotals};
 pub use node::{
-    MetricsHandle, Node, NodeConfig, NotAccepted, Recovered, Resilience, SinkBatch, SinkQueue,
-    SourceHandle, SourceHandles,
+    Checkpoints, MetricsHandle, Node, NodeConfig, NotAccepted, Peers, Placement, Recovered,
+    RemoteInput, RemoteOwners, Resilience, SinkBatch, SinkQueue, SourceHandle, SourceHandles,
 };
+pub use wallaroo_component::Message;
 pub use wallaroo_wal::Lsn;

@@ -176,6 +176,15 @@ impl Metrics {
         time.observe(seconds);
     }
 
+    /// Messages into each segment so far, by the segment's first step (segments that have run).
+    pub(crate) fn step_counts(&self) -> Vec<(String, u64)> {
+        self.segments
+            .iter()
+            .zip(&self.step_names)
+            .filter_map(|(cell, name)| cell.get().map(|(count, _)| (name.clone(), count.get())))
+            .collect()
+    }
+
     pub(crate) fn step_error(&self, step: u32) {
         let step = self
             .step_names

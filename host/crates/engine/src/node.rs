@@ -13,7 +13,7 @@ use wallaroo_types::KeyGroups;
 use wallaroo_wal::{KeyState, Lsn, Wal, WalOptions};
 
 use crate::DeadLetters;
-use crate::checkpoint::Coordinator;
+use crate::checkpoint::{Alignment, Coordinator};
 use crate::log::Log;
 use crate::metrics::{Metrics, NodeCounters, NodeTotals};
 use crate::recovery::{Recovery, StateMap};
@@ -54,6 +54,45 @@ pub enum Resilience {
     ExactlyOnce,
 }
 
+/// Where routed messages for key groups owned by other nodes go (a cluster's transport).
+pub trait Peers: Send + Sync {
+    /// Hands a batch of routed messages for node `node` to the network. Must not block: a
+    /// worker calls it, and a worker blocked on the network could deadlock the cluster.
+    fn send(&self, node: usize, segment: u32, messages: Vec<Message>);
+    /// Too much is queued for the network: sources wait until it drains.
+    fn congested(&self) -> bool;
+}
+
+/// This node's place in a cluster: which node owns each key group.
+#[derive(Clone)]
+pub struct Placement {
+    /// This node's index in the cluster.
+    pub node: usize,
+    /// The node owning each key group.
+    pub table: Arc<Vec<u16>>,
+    pub peers: Arc<dyn Peers>,
+    /// Roll back to this checkpoint, the last the whole cluster committed, even if this node's
+    /// log has a later one.
+    pub recover_to: u64,
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placement")
+            .field("node", &self.node)
+            .field("key_groups", &self.table.len())
+            .field("recover_to", &self.recover_to)
+            .finish()
+    }
+}
+
+/// Who processes a key group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Worker(usize),
+    Node(usize),
+}
+
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub workers: usize,
@@ -72,6 +111,9 @@ pub struct NodeConfig {
     /// Output bytes a worker may hold for the next checkpoint (exactly-once) before it asks
     /// for that checkpoint early and stops taking source input until it is taken.
     pub held_output_limit: usize,
+    /// In a cluster: the key groups other nodes own, and checkpoints driven by the cluster's
+    /// coordinator (through [`Node::checkpoints`]) rather than by this node's own timer.
+    pub placement: Option<Placement>,
 }
 
 impl NodeConfig {
@@ -86,6 +128,7 @@ impl NodeConfig {
             resilience: Resilience::None,
             checkpoint_interval: Duration::from_secs(1),
             held_output_limit: 64 << 20,
+            placement: None,
         }
     }
 }
@@ -105,8 +148,8 @@ pub(crate) enum Work {
     Batch {
         segment: u32,
         messages: Vec<Message>,
-        /// Held until the batch is processed: how sources feel backpressure.
-        credit: Option<OwnedSemaphorePermit>,
+        /// Held until the batch is processed: how sources (and peers) feel backpressure.
+        credit: Option<Arc<OwnedSemaphorePermit>>,
         /// Source input (logged, and cut by barriers), rather than a routed batch.
         from_source: bool,
     },
@@ -141,7 +184,13 @@ pub(crate) struct Shared {
     /// A worker holds more output than it should: take the next checkpoint now.
     pub(crate) checkpoint_wanted: AtomicBool,
     stopping: AtomicBool,
+    /// Stop now, leaving queued work undone (a cluster rolling back to a checkpoint).
+    pub(crate) aborting: AtomicBool,
     next_worker: AtomicUsize,
+    /// Routed batches handed to other nodes, and received from them.
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) peers: Option<Arc<dyn Peers>>,
     pub(crate) counters: NodeCounters,
     pub(crate) metrics: Metrics,
     pub(crate) dead_letters: DeadLetters,
@@ -189,7 +238,57 @@ pub struct Node {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
     sinks: Vec<Option<SinkQueue>>,
-    coordinator: Option<(std::thread::JoinHandle<()>, flume::Sender<()>)>,
+    checkpointing: Checkpointing,
+}
+
+enum Checkpointing {
+    /// No log: no checkpoints.
+    Off,
+    /// This node's own timer takes checkpoints on a thread of its own.
+    Timer(std::thread::JoinHandle<()>, flume::Sender<()>),
+    /// A cluster's coordinator drives them through [`Checkpoints`].
+    Driven(Checkpoints),
+}
+
+/// A cluster coordinator's hold on one node's checkpoints. The calls block (on workers and on
+/// the disk); make them from a blocking thread.
+#[derive(Clone)]
+pub struct Checkpoints(Arc<std::sync::Mutex<Coordinator>>);
+
+impl Checkpoints {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Coordinator> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The number above every checkpoint this node's log has seen.
+    pub fn next_number(&self) -> u64 {
+        self.lock().next_number()
+    }
+
+    /// The last checkpoint committed here.
+    pub fn last_committed(&self) -> u64 {
+        self.lock().last_committed()
+    }
+
+    /// Puts checkpoint `checkpoint`'s barrier into every worker. False if the log has failed.
+    pub fn begin(&self, checkpoint: u64) -> bool {
+        self.lock().begin(checkpoint)
+    }
+
+    pub fn alignment(&self) -> Alignment {
+        self.lock().alignment()
+    }
+
+    /// Logs the aligned workers' state and held output with a commit record and waits for the
+    /// disk. False if the log has failed or the node is stopping.
+    pub fn prepare(&self) -> bool {
+        self.lock().prepare()
+    }
+
+    /// Every node prepared `checkpoint` and the coordinator logged it: release its output.
+    pub fn commit(&self, checkpoint: u64) -> bool {
+        self.lock().commit(checkpoint)
+    }
 }
 
 /// What a start found in the data directory, for the operator.
@@ -230,7 +329,8 @@ impl Node {
                 let dir = config.data_dir.join("wal");
                 let (wal, found) = Wal::open(&dir, WalOptions::default())
                     .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
-                let recovery = Recovery::from_log(found.records, spec.sinks.len());
+                let upto = config.placement.as_ref().map(|p| p.recover_to);
+                let recovery = Recovery::from_log(found.records, spec.sinks.len(), upto);
                 let streams = recovery.streams.clone();
                 (Some(Log::start(wal, streams)), recovery)
             }
@@ -260,16 +360,25 @@ impl Node {
             aligned: AtomicUsize::new(0),
             checkpoint_wanted: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
             next_worker: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            peers: config.placement.as_ref().map(|p| p.peers.clone()),
             metrics: Metrics::new(&spec.name, &step_names, &counters),
             counters,
             dead_letters: DeadLetters::new(&config.data_dir),
             log: log.clone(),
             resilience: config.resilience,
         });
-        let owners: Arc<Vec<usize>> = Arc::new(
-            (0..config.key_groups.count())
-                .map(|g| g as usize % config.workers)
+        let owners: Arc<Vec<Owner>> = Arc::new(
+            (0..config.key_groups.count() as usize)
+                .map(|g| match &config.placement {
+                    Some(p) if p.table.get(g).is_some_and(|&n| n as usize != p.node) => {
+                        Owner::Node(p.table[g] as usize)
+                    }
+                    _ => Owner::Worker(g % config.workers),
+                })
                 .collect(),
         );
         let mut recovered = Recovered {
@@ -281,8 +390,14 @@ impl Node {
         };
         let mut states: Vec<StateMap> = vec![HashMap::new(); config.workers];
         for ((step, key), value) in recovery.state {
-            let owner = owners[config.key_groups.of(&key).0 as usize];
-            states[owner].insert((step, key), value);
+            match owners[config.key_groups.of(&key).0 as usize] {
+                Owner::Worker(w) => {
+                    states[w].insert((step, key), value);
+                }
+                Owner::Node(n) => tracing::warn!(
+                    "the log holds state of a key node {n} owns; it is not restored here"
+                ),
+            }
         }
         let mut threads = Vec::new();
         for (id, ((instance, inbox), state)) in
@@ -329,10 +444,9 @@ impl Node {
                 },
             );
         }
-        let coordinator = match log {
+        let checkpointing = match log {
             Some(log) => {
-                let (stop_tx, stop_rx) = flume::bounded(1);
-                let coordinator = Coordinator::new(
+                let mut coordinator = Coordinator::new(
                     shared.clone(),
                     log,
                     &config,
@@ -342,13 +456,19 @@ impl Node {
                     recovery.unreleased,
                     recovery.released,
                 );
-                let thread = std::thread::Builder::new()
-                    .name("wallaroo-checkpoint".into())
-                    .spawn(move || coordinator.run(stop_rx))
-                    .context("spawning the checkpoint thread")?;
-                Some((thread, stop_tx))
+                coordinator.last_committed = recovery.checkpoint;
+                if config.placement.is_some() {
+                    Checkpointing::Driven(Checkpoints(Arc::new(std::sync::Mutex::new(coordinator))))
+                } else {
+                    let (stop_tx, stop_rx) = flume::bounded(1);
+                    let thread = std::thread::Builder::new()
+                        .name("wallaroo-checkpoint".into())
+                        .spawn(move || coordinator.run(stop_rx))
+                        .context("spawning the checkpoint thread")?;
+                    Checkpointing::Timer(thread, stop_tx)
+                }
             }
-            None => None,
+            None => Checkpointing::Off,
         };
         recovered.took = started.elapsed();
         let sinks = sink_rx
@@ -361,9 +481,52 @@ impl Node {
             shared,
             threads,
             sinks,
-            coordinator,
+            checkpointing,
         };
         Ok((node, recovered))
+    }
+
+    /// In a cluster with a log: the handle the cluster's coordinator takes checkpoints with.
+    pub fn checkpoints(&self) -> Option<Checkpoints> {
+        match &self.checkpointing {
+            Checkpointing::Driven(c) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    /// Where batches routed here by other nodes of a cluster go in.
+    pub fn remote_input(&self) -> RemoteInput {
+        RemoteInput(self.shared.clone())
+    }
+
+    /// Stops sources and asks no more of the workers than their current batch: queued work
+    /// is left undone and nothing is checkpointed. A cluster rolling back to its last committed
+    /// checkpoint stops its nodes so; what was left undone is replayed from the log.
+    pub async fn abort(self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.aborting.store(true, Ordering::SeqCst);
+        for credits in &self.shared.credits {
+            credits.close();
+        }
+        let shared = self.shared.clone();
+        let threads = self.threads;
+        let checkpointing = self.checkpointing;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Checkpointing::Timer(thread, stop) = checkpointing {
+                drop(stop);
+                let _ = thread.join();
+            }
+            for inbox in &shared.inboxes {
+                let _ = inbox.send(Work::Stop);
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            if let Some(log) = &shared.log {
+                log.stop();
+            }
+        })
+        .await;
     }
 
     pub fn spec(&self) -> &AppSpec {
@@ -420,11 +583,11 @@ impl Node {
         while self.shared.in_flight.load(Ordering::SeqCst) > 0 && !self.log_failed() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let coordinator = self.coordinator;
+        let checkpointing = self.checkpointing;
         let threads = self.threads;
         let shared = self.shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            if let Some((thread, stop)) = coordinator {
+            if let Checkpointing::Timer(thread, stop) = checkpointing {
                 let _ = stop.send(());
                 let _ = thread.join();
             }
@@ -458,6 +621,74 @@ impl MetricsHandle {
 
     pub fn totals(&self) -> NodeTotals {
         self.0.counters.totals()
+    }
+
+    /// Messages into each segment so far, by the segment's first step.
+    pub fn step_counts(&self) -> Vec<(String, u64)> {
+        self.0.metrics.step_counts()
+    }
+
+    /// Work items queued and not yet processed (zero with every source stopped: drained).
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Routed batches sent to other nodes and received from them.
+    pub fn routed_between_nodes(&self) -> (u64, u64) {
+        (
+            self.0.sent.load(Ordering::SeqCst),
+            self.0.received.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Takes batches other nodes routed to key groups this node owns.
+#[derive(Clone)]
+pub struct RemoteInput(Arc<Shared>);
+
+impl RemoteInput {
+    /// Queues a batch to the workers owning its keys. `credit` is held until every part of the
+    /// batch has been processed: how a peer feels this node's backpressure.
+    pub fn deliver(
+        &self,
+        segment: u32,
+        messages: Vec<Message>,
+        credit: Option<OwnedSemaphorePermit>,
+        owners: &RemoteOwners,
+    ) {
+        let credit = credit.map(Arc::new);
+        let mut per_worker: Vec<Vec<Message>> = vec![Vec::new(); self.0.inboxes.len()];
+        for m in messages {
+            per_worker[owners.worker(&m.key)].push(m);
+        }
+        for (worker, messages) in per_worker.into_iter().enumerate() {
+            if messages.is_empty() {
+                continue;
+            }
+            self.0.enqueue(
+                worker,
+                Work::Batch {
+                    segment,
+                    messages,
+                    credit: credit.clone(),
+                    from_source: false,
+                },
+            );
+        }
+        self.0.received.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Which local worker owns a key (the same rule [`Node::start`] applies).
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteOwners {
+    pub key_groups: KeyGroups,
+    pub workers: usize,
+}
+
+impl RemoteOwners {
+    fn worker(&self, key: &[u8]) -> usize {
+        self.key_groups.of(key).0 as usize % self.workers
     }
 }
 
@@ -508,6 +739,13 @@ impl SourceHandle {
         if self.shared.log.as_ref().is_some_and(|l| l.failed()) {
             return Err(NotAccepted::LogFailed);
         }
+        // The network to other nodes is behind: wait rather than queue more for it.
+        while self.shared.peers.as_ref().is_some_and(|p| p.congested()) {
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                return Err(NotAccepted::Stopping);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let credit = self.shared.credits[self.worker]
             .clone()
             .acquire_owned()
@@ -527,7 +765,7 @@ impl SourceHandle {
                 Work::Batch {
                     segment: self.segment,
                     messages,
-                    credit: Some(credit),
+                    credit: Some(Arc::new(credit)),
                     from_source: true,
                 },
             );

@@ -37,7 +37,13 @@ pub(crate) struct Recovery {
 }
 
 impl Recovery {
-    pub(crate) fn from_log(records: Vec<(Lsn, Record)>, sinks: usize) -> Recovery {
+    /// Reads a node's log. With `upto`, checkpoints above it count as not committed: a cluster
+    /// rolls every node back to the last checkpoint all of them committed.
+    pub(crate) fn from_log(
+        records: Vec<(Lsn, Record)>,
+        sinks: usize,
+        upto: Option<u64>,
+    ) -> Recovery {
         let mut committed = HashSet::new();
         let mut last: Option<(u64, Lsn, Vec<wallaroo_wal::StreamPosition>)> = None;
         let mut highest_seen = 0;
@@ -50,11 +56,14 @@ impl Recovery {
                     streams,
                     ..
                 } => {
+                    highest_seen = highest_seen.max(*checkpoint);
+                    if upto.is_some_and(|upto| *checkpoint > upto) {
+                        continue;
+                    }
                     committed.insert(*checkpoint);
                     if last.as_ref().is_none_or(|(c, ..)| checkpoint > c) {
                         last = Some((*checkpoint, *cut, streams.clone()));
                     }
-                    highest_seen = highest_seen.max(*checkpoint);
                 }
                 Record::State { checkpoint, .. } => highest_seen = highest_seen.max(*checkpoint),
                 Record::Output { epoch, .. } => highest_seen = highest_seen.max(*epoch),
@@ -186,7 +195,7 @@ mod tests {
                 payloads: vec![b"lost".to_vec()],
             },
         ];
-        let r = Recovery::from_log(numbered(log), 1);
+        let r = Recovery::from_log(numbered(log), 1, None);
         assert_eq!(r.checkpoint, 2);
         assert_eq!(r.highest_seen, 3);
         assert_eq!(r.state[&(1, b"a".to_vec())], vec![2]);
@@ -213,7 +222,7 @@ mod tests {
             out(3, "three"),
             commit(3, 6, 0),
         ];
-        let r = Recovery::from_log(numbered(log), 2);
+        let r = Recovery::from_log(numbered(log), 2, None);
         assert_eq!(r.released, 1);
         let epochs: Vec<_> = r.unreleased.keys().copied().collect();
         assert_eq!(epochs, vec![2, 3]);
@@ -223,9 +232,44 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_rolls_back_past_a_commit_only_this_node_made() {
+        let out = |epoch, p: &str| Record::Output {
+            epoch,
+            sink: 0,
+            payloads: vec![p.as_bytes().to_vec()],
+        };
+        let log = vec![
+            input(9, 0, &["a"]), // 1
+            state(1, "a", 1),    // 2
+            out(1, "a 1"),       // 3
+            commit(1, 2, 1),     // 4: committed by the whole cluster
+            input(9, 1, &["a"]), // 5
+            state(2, "a", 2),    // 6
+            out(2, "a 2"),       // 7
+            commit(2, 6, 2),     // 8: prepared here, never committed everywhere
+        ];
+        let r = Recovery::from_log(numbered(log), 1, Some(1));
+        assert_eq!(r.checkpoint, 1);
+        assert_eq!(r.highest_seen, 2, "new checkpoints are numbered above 2");
+        assert_eq!(r.state[&(1, b"a".to_vec())], vec![1]);
+        assert_eq!(
+            r.replayed_messages(),
+            1,
+            "the input after checkpoint 1 runs again"
+        );
+        assert_eq!(r.streams[&(0, 9)], 2);
+        let epochs: Vec<_> = r.unreleased.keys().copied().collect();
+        assert_eq!(
+            epochs,
+            vec![1],
+            "epoch 2's output is made again by the replay"
+        );
+    }
+
+    #[test]
     fn without_a_commit_everything_is_replayed() {
         let log = vec![input(0, 0, &["x"]), state(1, "x", 1), input(0, 0, &["y"])];
-        let r = Recovery::from_log(numbered(log), 0);
+        let r = Recovery::from_log(numbered(log), 0, None);
         assert_eq!(r.checkpoint, 0);
         assert!(r.state.is_empty());
         assert_eq!(r.replayed_messages(), 2);

@@ -20,7 +20,7 @@ use wallaroo_types::KeyGroups;
 use wallaroo_wal::KeyState;
 
 use crate::dead_letter::{Entry, display_key};
-use crate::node::{NodeConfig, Part, Resilience, Shared, SinkBatch, Work};
+use crate::node::{NodeConfig, Owner, Part, Resilience, Shared, SinkBatch, Work};
 use crate::recovery::StateMap;
 
 pub(crate) struct Worker {
@@ -32,7 +32,7 @@ pub(crate) struct Worker {
     has_state: bool,
     shared: Arc<Shared>,
     sinks: Vec<flume::Sender<SinkBatch>>,
-    owners: Arc<Vec<usize>>,
+    owners: Arc<Vec<Owner>>,
     groups: KeyGroups,
     /// The last state the guest reported for each (step, key) this worker owns.
     state: StateMap,
@@ -63,6 +63,8 @@ const COPY_AFTER_MESSAGES: usize = 8192;
 struct Outbox {
     /// Per worker: runs of messages for one segment, in output order.
     routed: Vec<Vec<(u32, Vec<Message>)>>,
+    /// The same per other node of a cluster.
+    remote: Vec<Vec<(u32, Vec<Message>)>>,
     emitted: Vec<Vec<Vec<u8>>>,
 }
 
@@ -76,7 +78,7 @@ impl Worker {
         spec: &AppSpec,
         shared: Arc<Shared>,
         sinks: Vec<flume::Sender<SinkBatch>>,
-        owners: Arc<Vec<usize>>,
+        owners: Arc<Vec<Owner>>,
         state: StateMap,
     ) -> anyhow::Result<Self> {
         let max_memory = runtime.limits().max_memory;
@@ -134,6 +136,9 @@ impl Worker {
 
     pub(crate) fn run(mut self, inbox: flume::Receiver<Work>) {
         loop {
+            if self.shared.aborting.load(Ordering::Relaxed) {
+                break;
+            }
             let work = match self.stash.pop_front() {
                 Some(work) if !self.paused() => work,
                 stashed => {
@@ -302,13 +307,21 @@ impl Worker {
     fn deliver(&mut self, outputs: Vec<Output>, inputs: &[Message]) {
         let mut out = Outbox {
             routed: vec![Vec::new(); self.shared.inboxes.len()],
+            remote: Vec::new(),
             emitted: vec![Vec::new(); self.sinks.len()],
         };
         for output in outputs {
             match output {
                 Output::Route(r) => {
-                    let owner = self.owners[self.groups.of(&r.key).0 as usize];
-                    let runs = &mut out.routed[owner];
+                    let runs = match self.owners[self.groups.of(&r.key).0 as usize] {
+                        Owner::Worker(w) => &mut out.routed[w],
+                        Owner::Node(n) => {
+                            if out.remote.len() <= n {
+                                out.remote.resize_with(n + 1, Vec::new);
+                            }
+                            &mut out.remote[n]
+                        }
+                    };
                     let message = Message {
                         key: r.key,
                         payload: r.payload,
@@ -343,6 +356,14 @@ impl Worker {
                         from_source: false,
                     },
                 );
+            }
+        }
+        if let Some(peers) = &self.shared.peers {
+            for (node, runs) in out.remote.into_iter().enumerate() {
+                for (segment, messages) in runs {
+                    self.shared.sent.fetch_add(1, Ordering::SeqCst);
+                    peers.send(node, segment, messages);
+                }
             }
         }
         for (sink, frames) in out.emitted.into_iter().enumerate() {
