@@ -1,5 +1,6 @@
 //! Fixtures for the end-to-end tests: the `wallaroo` binary, components built from Python apps
-//! (once per test run, cached by content), and child processes whose output is watched.
+//! (once per test run, cached by content), child processes whose output is watched, and several
+//! hosts on one machine for cluster tests ([`hosts`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -9,6 +10,8 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+pub mod hosts;
 
 /// The repository's root.
 pub fn root() -> PathBuf {
