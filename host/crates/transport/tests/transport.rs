@@ -532,12 +532,13 @@ fn init_certs_refuses_to_overwrite_and_keys_are_private() -> anyhow::Result<()> 
     }
     assert_eq!(mode(&files.key), 0o600);
     assert_eq!(mode(&files.ca_key), 0o600);
+    assert_eq!(mode(&certs), 0o700, "a new directory is private");
     let ca_before = std::fs::read(&files.ca)?;
 
     let err = init_certs(&certs, false).expect_err("must not overwrite");
     let text = format!("{err:#}");
     assert!(
-        text.contains("already exists") && text.contains("--force"),
+        text.contains("already exist") && text.contains("--force"),
         "{text}"
     );
     assert_eq!(std::fs::read(&files.ca)?, ca_before, "untouched");
