@@ -2,6 +2,7 @@
 //! calls a library crate.
 
 mod build;
+mod cert;
 mod receive;
 mod run;
 mod send;
@@ -30,6 +31,8 @@ enum Command {
     Send(send::Args),
     /// Listen where a TCP sink connects and write what arrives.
     Receive(receive::Args),
+    /// Manage the cluster's certificates (`wallaroo cert init`).
+    Cert(cert::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run::main(args),
         Command::Send(args) => send::main(args),
         Command::Receive(args) => receive::main(args),
+        Command::Cert(args) => cert::main(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -41,6 +42,8 @@ pub struct Endpoint {
     inner: quinn::Endpoint,
     /// Connections whose handshake completed, for [`Endpoint::accept`]; `None` on a client.
     incoming: Option<Arc<Mutex<mpsc::Receiver<Connection>>>>,
+    /// Set by [`Endpoint::close`]: connections still queued are not handed out.
+    closed: Arc<AtomicBool>,
     _accept_task: Option<Arc<AbortOnDrop>>,
 }
 
@@ -121,6 +124,7 @@ impl Endpoint {
         Ok(Endpoint {
             inner,
             incoming: Some(Arc::new(Mutex::new(rx))),
+            closed: Arc::default(),
             _accept_task: Some(Arc::new(AbortOnDrop(task))),
         })
     }
@@ -137,6 +141,7 @@ impl Endpoint {
         Ok(Endpoint {
             inner,
             incoming: None,
+            closed: Arc::default(),
             _accept_task: None,
         })
     }
@@ -152,11 +157,15 @@ impl Endpoint {
     /// certificate from another CA, no client certificate, another protocol) is logged with
     /// `tracing::warn!`, naming the peer and the reason, and skipped.
     ///
+    /// A connection the peer closed meanwhile is yielded all the same: the streams it sent
+    /// before closing can still be accepted and read to their end.
+    ///
     /// `None` once the endpoint is closed, and at once on an endpoint made with
     /// [`Endpoint::client`].
     pub async fn accept(&self) -> Option<Connection> {
         let incoming = self.incoming.as_ref()?;
-        incoming.lock().await.recv().await
+        let conn = incoming.lock().await.recv().await?;
+        (!self.closed.load(Ordering::Acquire)).then_some(conn)
     }
 
     /// Connects to the node at `addr`, which must present a certificate of the cluster's CA
@@ -224,6 +233,7 @@ impl Endpoint {
     /// Closes the endpoint and all its connections at once; [`Endpoint::accept`] returns
     /// `None` from now on.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.inner.close(VarInt::from_u32(0), b"endpoint closed");
     }
 

@@ -263,13 +263,26 @@ pub fn init_certs(dir: &Path, force: bool) -> anyhow::Result<CertFiles> {
             .collect();
         if !existing.is_empty() {
             bail!(
-                "{} already exists; a new CA would lock out every node that has the old one \
+                "{} already {}; a new CA would lock out every node that has the old one \
                  (use --force to replace it anyway)",
-                existing.join(", ")
+                existing.join(", "),
+                if existing.len() == 1 {
+                    "exists"
+                } else {
+                    "exist"
+                }
             );
         }
     }
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        // A new directory is private: it holds keys.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
 
     let ca_key = KeyPair::generate().context("cannot generate the CA key")?;
     let mut ca_params = CertificateParams::default();

@@ -513,6 +513,42 @@ async fn closing_a_connection_ends_accept_cleanly() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client that sends a request, finishes the stream and closes at once (a `stop`, say):
+/// the node still gets the connection and reads the request.
+#[tokio::test]
+async fn request_finished_then_closed_still_arrives() -> anyhow::Result<()> {
+    let (_dir, tls) = cluster();
+    let node = Endpoint::bind(localhost(), &tls)?;
+    let client = Endpoint::client(&tls)?;
+    let conn = client.connect(node.local_addr()?).await?;
+    let (mut tx, _rx) = conn.open::<Msg, Msg>().await?;
+    tx.send(&Msg::Hello {
+        name: "stop".into(),
+    })
+    .await?;
+    tx.finish().await?;
+    conn.close("bye");
+    client.wait_idle().await;
+
+    let server_conn = node
+        .accept()
+        .await
+        .expect("the connection, closed but readable");
+    let (_tx, mut rx) = server_conn
+        .accept::<Msg, Msg>()
+        .await?
+        .expect("the request stream");
+    assert_eq!(
+        rx.recv().await?,
+        Some(Msg::Hello {
+            name: "stop".into()
+        })
+    );
+    assert_eq!(rx.recv().await?, None);
+    assert!(server_conn.accept::<Msg, Msg>().await?.is_none());
+    Ok(())
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path)
@@ -532,12 +568,13 @@ fn init_certs_refuses_to_overwrite_and_keys_are_private() -> anyhow::Result<()> 
     }
     assert_eq!(mode(&files.key), 0o600);
     assert_eq!(mode(&files.ca_key), 0o600);
+    assert_eq!(mode(&certs), 0o700, "a new directory is private");
     let ca_before = std::fs::read(&files.ca)?;
 
     let err = init_certs(&certs, false).expect_err("must not overwrite");
     let text = format!("{err:#}");
     assert!(
-        text.contains("already exists") && text.contains("--force"),
+        text.contains("already exist") && text.contains("--force"),
         "{text}"
     );
     assert_eq!(std::fs::read(&files.ca)?, ca_before, "untouched");
