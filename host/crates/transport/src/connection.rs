@@ -43,6 +43,11 @@ impl Connection {
         Self { inner, side }
     }
 
+    /// The connection was closed or lost (a new one is needed).
+    pub fn is_closed(&self) -> bool {
+        self.inner.close_reason().is_some()
+    }
+
     /// The peer's address (IPv4 addresses as IPv4, even on a dual-stack socket).
     pub fn remote_address(&self) -> SocketAddr {
         canonical(self.inner.remote_address())
