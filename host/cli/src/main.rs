@@ -3,6 +3,7 @@
 
 mod build;
 mod cert;
+mod cluster;
 mod receive;
 mod run;
 mod send;
@@ -33,6 +34,14 @@ enum Command {
     Receive(receive::Args),
     /// Manage the cluster's certificates (`wallaroo cert init`).
     Cert(cert::Args),
+    /// Run a cluster node: it waits for `wallaroo deploy` and runs its share of the application.
+    Node(cluster::NodeArgs),
+    /// Ship a component to the nodes in a hosts file and start it across them.
+    Deploy(cluster::DeployArgs),
+    /// Show every node of a cluster: key groups, counts, backlog, last checkpoint.
+    Status(cluster::NodesArgs),
+    /// Stop a cluster's application after processing everything it accepted.
+    Stop(cluster::NodesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +60,10 @@ fn main() -> std::process::ExitCode {
         Command::Send(args) => send::main(args),
         Command::Receive(args) => receive::main(args),
         Command::Cert(args) => cert::main(args),
+        Command::Node(args) => cluster::node(args),
+        Command::Deploy(args) => cluster::deploy(args),
+        Command::Status(args) => cluster::status(args),
+        Command::Stop(args) => cluster::stop(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -312,11 +312,11 @@ fn parse_dir_grant(grant: &str) -> (PathBuf, String) {
 /// Copies the host options that stand after APP.wasm in a `run` command line to before it, so
 /// clap sees them; the application still receives the whole list after APP.wasm.
 pub fn hoist_host_flags(argv: Vec<String>) -> Vec<String> {
-    if argv.get(1).map(String::as_str) != Some("run") {
+    let Some(command @ ("run" | "deploy")) = argv.get(1).map(String::as_str) else {
         return argv;
-    }
+    };
     let cli = crate::Cli::command();
-    let Some(run) = cli.find_subcommand("run") else {
+    let Some(run) = cli.find_subcommand(command) else {
         return argv;
     };
     // Some(true): a host option taking a value; Some(false): a host switch.

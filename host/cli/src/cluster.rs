@@ -1,0 +1,127 @@
+//! `wallaroo node`, `wallaroo deploy`, `wallaroo status`, `wallaroo stop`: a cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use wallaroo_cluster::{DeployOptions, NodeOptions};
+
+/// Where `wallaroo cert init` puts a cluster's certificates unless told otherwise.
+const CERTS: &str = "wallaroo-certs";
+
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    /// Where the node listens for other nodes and clients (UDP, QUIC with mutual TLS).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: SocketAddr,
+    /// The node's data directory: shipped components, the deployment, its log.
+    #[arg(long, default_value = "wallaroo-data")]
+    data_dir: PathBuf,
+    /// The cluster's certificates (from `wallaroo cert init`).
+    #[arg(long, default_value = CERTS)]
+    certs: PathBuf,
+    /// The address this node's sources listen on [default: the host of --listen].
+    #[arg(long)]
+    source_host: Option<String>,
+    /// Added to every source port on this node (for several nodes on one address).
+    #[arg(long, default_value_t = 0)]
+    source_port_offset: u16,
+    /// Worker threads, unless the deployment says [default: CPU cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Where compiled native code is cached.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// hosts.txt: one node address (HOST:PORT) per line; the first coordinates.
+    #[arg(long, value_name = "HOSTS")]
+    nodes: PathBuf,
+    #[arg(long, default_value = CERTS)]
+    certs: PathBuf,
+    /// Worker threads per node [default: each node's cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// none, at-least-once or exactly-once (as for `wallaroo run`).
+    #[arg(long, default_value = "none", value_parser = ["none", "at-least-once", "exactly-once"])]
+    resilience: String,
+    /// Time between cluster-wide checkpoints, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval: u64,
+    /// plain or tagged (exactly-once receivers), as for `wallaroo run`.
+    #[arg(long, default_value = "plain", value_parser = ["plain", "tagged"])]
+    sink_framing: String,
+    #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS)]
+    key_groups: u32,
+    /// Memory each instance may use, in MiB.
+    #[arg(long, default_value_t = 512)]
+    max_memory: usize,
+    /// Time one call into the application may take, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    call_timeout: u64,
+    /// Most messages handed to the application in one call.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// The application component.
+    app: PathBuf,
+    /// Arguments for the application, as for `wallaroo run`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    app_args: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct NodesArgs {
+    /// hosts.txt: one node address (HOST:PORT) per line.
+    #[arg(long, value_name = "HOSTS")]
+    nodes: PathBuf,
+    #[arg(long, default_value = CERTS)]
+    certs: PathBuf,
+}
+
+pub fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let options = NodeOptions {
+        listen: args.listen,
+        source_host: args
+            .source_host
+            .unwrap_or_else(|| args.listen.ip().to_string()),
+        data_dir: args.data_dir,
+        certs: args.certs,
+        source_port_offset: args.source_port_offset,
+        workers: args.workers,
+        cache_dir: args.cache_dir,
+    };
+    crate::io_runtime()?.block_on(async move {
+        let mut signals = crate::Signals::catch()?;
+        wallaroo_cluster::run_node(options, async move { signals.next().await }).await
+    })
+}
+
+pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    if args.sink_framing == "tagged" && args.resilience != "exactly-once" {
+        anyhow::bail!("--sink-framing tagged needs --resilience exactly-once");
+    }
+    let options = DeployOptions {
+        app: args.app,
+        hosts: args.nodes,
+        certs: args.certs,
+        args: args.app_args,
+        workers: args.workers,
+        key_groups: args.key_groups,
+        resilience: args.resilience,
+        checkpoint_interval_ms: args.checkpoint_interval,
+        tagged: args.sink_framing == "tagged",
+        max_memory_mib: args.max_memory,
+        call_timeout_ms: args.call_timeout,
+        batch_size: args.batch_size,
+    };
+    crate::io_runtime()?.block_on(wallaroo_cluster::deploy(options))
+}
+
+pub fn status(args: NodesArgs) -> anyhow::Result<()> {
+    crate::io_runtime()?.block_on(wallaroo_cluster::status(&args.nodes, &args.certs))
+}
+
+pub fn stop(args: NodesArgs) -> anyhow::Result<()> {
+    crate::io_runtime()?.block_on(wallaroo_cluster::stop(&args.nodes, &args.certs))
+}

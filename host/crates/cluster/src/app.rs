@@ -1,0 +1,384 @@
+//! One generation of the application on one node: the engine with this node's key groups, its
+//! sources and sinks, and the streams carrying routed batches to the other nodes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_bytes::ByteBuf;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use wallaroo_component::{CompileCache, Limits, Runtime, Sandbox, SinkConfig, SourceConfig};
+use wallaroo_connectors::{SourceOptions, TcpSource, run_generator, run_tcp_sink};
+use wallaroo_engine::{
+    Checkpoints, Message, MetricsHandle, Node, NodeConfig, Peers, Placement, RemoteInput,
+    RemoteOwners, Resilience,
+};
+use wallaroo_types::KeyGroups;
+
+use crate::daemon::Context;
+use crate::manifest::Assignment;
+use crate::proto::{Msg, Totals};
+
+/// Batches queued for the network, over all peers, before this node's sources wait.
+const CONGESTED_AT: usize = 256;
+
+/// One routed batch: the segment it enters, and its messages.
+type RoutedBatch = (u32, Vec<Message>);
+
+/// Routed batches for other nodes, queued per node; a task per node writes them to its stream.
+pub(crate) struct NetPeers {
+    queues: Vec<Option<flume::Sender<RoutedBatch>>>,
+    queued: AtomicUsize,
+    pub(crate) messages: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
+impl Peers for NetPeers {
+    fn send(&self, node: usize, segment: u32, messages: Vec<Message>) {
+        let Some(Some(queue)) = self.queues.get(node) else {
+            tracing::error!(node, "routed a batch to a node that is not in the cluster");
+            return;
+        };
+        self.messages
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if queue.send((segment, messages)).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn congested(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) > CONGESTED_AT
+    }
+}
+
+/// Where batches from other nodes go in, for one generation.
+#[derive(Clone)]
+pub(crate) struct Inbound {
+    pub(crate) generation: u64,
+    pub(crate) input: RemoteInput,
+    pub(crate) owners: RemoteOwners,
+}
+
+pub(crate) struct AppRun {
+    pub(crate) app: String,
+    node: Option<Node>,
+    metrics: MetricsHandle,
+    checkpoints: Option<Checkpoints>,
+    peers: Arc<NetPeers>,
+    stop_sources: watch::Sender<bool>,
+    sources: JoinSet<()>,
+    sinks: JoinSet<anyhow::Result<()>>,
+    links: JoinSet<()>,
+    pub(crate) source_addrs: Vec<String>,
+    pub(crate) inbound: Inbound,
+    pub(crate) workers: usize,
+}
+
+impl AppRun {
+    /// Starts generation `generation` of the assigned application, rolled back to checkpoint
+    /// `recover_to`. `trouble` is notified when a link to another node breaks: this
+    /// generation can no longer be trusted and the cluster must roll back.
+    pub(crate) async fn start(
+        ctx: &Arc<Context>,
+        assignment: &Assignment,
+        generation: u64,
+        recover_to: u64,
+        trouble: Arc<Notify>,
+    ) -> anyhow::Result<AppRun> {
+        let m = &assignment.manifest;
+        let me = assignment.index as usize;
+        let wasm_path = ctx.data.component(&m.component);
+        let wasm = std::fs::read(&wasm_path)
+            .with_context(|| format!("cannot read {}", wasm_path.display()))?;
+        let cache = match &ctx.options.cache_dir {
+            Some(dir) => CompileCache::at(dir),
+            None => CompileCache::default_dir()
+                .map(CompileCache::at)
+                .unwrap_or_else(CompileCache::disabled),
+        };
+        let limits = Limits {
+            max_memory: m.max_memory_mib << 20,
+            call_timeout: Duration::from_millis(m.call_timeout_ms),
+        };
+        let workers = m.workers.or(ctx.options.workers).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let (runtime, _) = Runtime::new(&wasm, &cache, limits, Sandbox::default())
+            .context("loading the component")?;
+
+        let mut queues = Vec::new();
+        let mut receivers = Vec::new();
+        for n in 0..m.nodes.len() {
+            if n == me {
+                queues.push(None);
+                receivers.push(None);
+            } else {
+                let (tx, rx) = flume::unbounded();
+                queues.push(Some(tx));
+                receivers.push(Some(rx));
+            }
+        }
+        let peers = Arc::new(NetPeers {
+            queues,
+            queued: AtomicUsize::new(0),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        });
+        let key_groups = KeyGroups::new(m.key_groups);
+        let mut config = NodeConfig::new(ctx.data.app(), m.args.clone());
+        config.workers = workers;
+        config.key_groups = key_groups;
+        config.resilience = match m.resilience.as_str() {
+            "exactly-once" => Resilience::ExactlyOnce,
+            "at-least-once" => Resilience::AtLeastOnce,
+            _ => Resilience::None,
+        };
+        config.checkpoint_interval = Duration::from_millis(m.checkpoint_interval_ms.max(1));
+        config.placement = Some(Placement {
+            node: me,
+            table: Arc::new(m.table.clone()),
+            peers: peers.clone(),
+            recover_to,
+        });
+
+        let mut links = JoinSet::new();
+        for (n, rx) in receivers.into_iter().enumerate() {
+            let Some(rx) = rx else { continue };
+            links.spawn(feed_peer(
+                ctx.clone(),
+                m.nodes[n].clone(),
+                me as u16,
+                generation,
+                rx,
+                peers.clone(),
+                trouble.clone(),
+            ));
+        }
+
+        let (mut node, recovered) =
+            tokio::task::spawn_blocking(move || Node::start(&runtime, config))
+                .await
+                .context("starting the engine")??;
+        let spec = node.spec().clone();
+        if recovered.checkpoint > 0 || recovered.replayed_messages > 0 {
+            tracing::warn!(
+                "generation {generation}: recovered checkpoint {}: {} keys, {} messages \
+                 replayed, {} epochs of output released again, in {} ms",
+                recovered.checkpoint,
+                recovered.keys,
+                recovered.replayed_messages,
+                recovered.rereleased_epochs,
+                recovered.took.as_millis()
+            );
+        }
+
+        let (stop_sources, stop_rx) = watch::channel(false);
+        let mut sources = JoinSet::new();
+        let mut source_addrs = Vec::new();
+        let options = SourceOptions {
+            max_frame: 16 << 20,
+            batch_size: m.batch_size.max(1),
+        };
+        for (i, source) in spec.sources.iter().enumerate() {
+            let handles = node.source(i);
+            match &source.config {
+                SourceConfig::Tcp(tcp) => {
+                    let port: u16 = tcp.port.parse().with_context(|| {
+                        format!("source '{}' has port '{}'", source.name, tcp.port)
+                    })?;
+                    let port = port
+                        .checked_add(ctx.options.source_port_offset)
+                        .context("source port plus --source-port-offset is over 65535")?;
+                    let listener = TcpSource::bind(
+                        &source.name,
+                        &ctx.options.source_host,
+                        &port.to_string(),
+                        tcp.framing.into(),
+                        options.clone(),
+                    )
+                    .await?;
+                    let addr = listener.local_addr()?;
+                    source_addrs.push(format!("{} {addr}", source.name));
+                    sources.spawn(listener.run(move || handles.next(), stop_rx.clone()));
+                }
+                SourceConfig::Generator if me == 0 => {
+                    source_addrs.push(format!("{} (generator)", source.name));
+                    sources.spawn(run_generator(
+                        handles.next(),
+                        options.batch_size,
+                        stop_rx.clone(),
+                    ));
+                }
+                SourceConfig::Generator => {}
+            }
+        }
+        let mut sinks = JoinSet::new();
+        for (i, sink) in spec.sinks.iter().enumerate() {
+            let SinkConfig::Tcp(tcp) = &sink.config;
+            let identity = m
+                .tagged
+                .then(|| format!("{}/{}/node{me}", spec.name, sink.name));
+            sinks.spawn(run_tcp_sink(
+                sink.name.clone(),
+                format!("{}:{}", tcp.host, tcp.port),
+                node.take_sink(i),
+                identity,
+            ));
+        }
+        let inbound = Inbound {
+            generation,
+            input: node.remote_input(),
+            owners: RemoteOwners {
+                key_groups,
+                workers,
+            },
+        };
+        Ok(AppRun {
+            app: spec.name.clone(),
+            metrics: node.metrics(),
+            checkpoints: node.checkpoints(),
+            node: Some(node),
+            peers,
+            stop_sources,
+            sources,
+            sinks,
+            links,
+            source_addrs,
+            inbound,
+            workers,
+        })
+    }
+
+    pub(crate) fn checkpoints(&self) -> Option<Checkpoints> {
+        self.checkpoints.clone()
+    }
+
+    pub(crate) fn next_checkpoint(&self) -> u64 {
+        self.checkpoints.as_ref().map_or(1, |c| c.next_number())
+    }
+
+    pub(crate) fn peers(&self) -> Arc<NetPeers> {
+        self.peers.clone()
+    }
+
+    pub(crate) fn metrics(&self) -> &MetricsHandle {
+        &self.metrics
+    }
+
+    pub(crate) fn remote(&self) -> (u64, u64) {
+        (
+            self.peers.messages.load(Ordering::Relaxed),
+            self.peers.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Stops now: sources close, queued work is dropped (the log replays it), nothing more is
+    /// written.
+    pub(crate) async fn abort(mut self) {
+        let _ = self.stop_sources.send(true);
+        self.sources.abort_all();
+        if let Some(node) = self.node.take() {
+            node.abort().await;
+        }
+        self.sinks.abort_all();
+        self.links.abort_all();
+    }
+
+    /// Stops taking input; returns once every source has stopped.
+    pub(crate) async fn stop_sources(&mut self) {
+        let _ = self.stop_sources.send(true);
+        while self.sources.join_next().await.is_some() {}
+    }
+
+    /// Queued work here, and routed batches sent to and taken from other nodes.
+    pub(crate) fn drain_state(&self) -> (usize, u64, u64) {
+        let (sent, received) = self.metrics.routed_between_nodes();
+        (self.metrics.in_flight(), sent, received)
+    }
+
+    /// Everything is processed everywhere: stops the workers, flushes the sinks.
+    pub(crate) async fn shutdown(mut self) -> Totals {
+        let (remote_messages, remote_bytes) = self.remote();
+        let totals = match self.node.take() {
+            Some(node) => node.shutdown().await,
+            None => return Totals::default(),
+        };
+        while let Some(done) = self.sinks.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::error!("{e:#}");
+            }
+        }
+        // Drained everywhere: nothing is queued for the other nodes any more.
+        self.links.abort_all();
+        Totals {
+            received: totals.received,
+            emitted: totals.emitted,
+            dead_lettered: totals.dead_lettered,
+            remote_messages,
+            remote_bytes,
+        }
+    }
+}
+
+/// Writes this node's routed batches for node `addr` to a data stream, in order. If the link
+/// breaks, batches may be lost in it: `trouble` tells the node to have the cluster roll back.
+async fn feed_peer(
+    ctx: Arc<Context>,
+    addr: String,
+    from: u16,
+    generation: u64,
+    queue: flume::Receiver<RoutedBatch>,
+    peers: Arc<NetPeers>,
+    trouble: Arc<Notify>,
+) {
+    let mut warned = false;
+    let (conn, mut tx) = loop {
+        let opened = async {
+            let conn = ctx.connection(&addr).await?;
+            let (mut tx, _rx) = conn.open::<Msg, Msg>().await?;
+            tx.send(&Msg::Data { from, generation }).await?;
+            anyhow::Ok((conn, tx))
+        };
+        match opened.await {
+            Ok(link) => break link,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("cannot open a data stream to {addr}: {e:#}; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let mut last_bytes = conn.bytes_sent();
+    while let Ok((segment, messages)) = queue.recv_async().await {
+        let batch = Msg::Batch {
+            segment,
+            messages: messages
+                .into_iter()
+                .map(|m| (ByteBuf::from(m.key), ByteBuf::from(m.payload)))
+                .collect(),
+        };
+        let sent = tx.send(&batch).await;
+        peers.queued.fetch_sub(1, Ordering::SeqCst);
+        if let Err(e) = sent {
+            tracing::error!(
+                "the data stream to {addr} broke ({e:#}); the cluster rolls back to its last \
+                 checkpoint"
+            );
+            trouble.notify_one();
+            return;
+        }
+        let now = conn.bytes_sent();
+        peers
+            .bytes
+            .fetch_add(now.saturating_sub(last_bytes), Ordering::Relaxed);
+        last_bytes = now;
+    }
+    let _ = tx.finish().await;
+}

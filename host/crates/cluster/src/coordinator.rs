@@ -1,0 +1,396 @@
+//! The coordinator, on the first node of hosts.txt: it waits for every node to join, starts
+//! the application everywhere (rolled back to the last checkpoint the whole cluster
+//! committed), drives cluster-wide checkpoints, and when a node is lost or restarts, stops the
+//! application everywhere and starts it again from that checkpoint.
+//!
+//! A cluster-wide checkpoint N:
+//! 1. `Begin N` on every node: each cuts its log and puts a barrier in its workers.
+//! 2. `Align` until every node is aligned with nothing routed in flight, and the routed
+//!    batches sent between nodes equal those received, the same twice running (so none is on
+//!    the wire).
+//! 3. `Prepare` on every node: each logs its state and held output with its own commit record
+//!    and waits for its disk.
+//! 4. The coordinator writes N as committed (`cluster.json`, synced), then `Commit N`: nodes
+//!    release N's output. A node restarted before step 4 rolls back past its own commit of N.
+
+use std::time::Duration;
+
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+use crate::daemon::{Context, Stream, name_of};
+use crate::manifest::{ClusterRecord, Manifest};
+use crate::proto::{Msg, Totals};
+
+/// What reaches the coordinator: a node's control stream, or a client's stop.
+pub(crate) enum Joined {
+    Node {
+        index: u16,
+        deployment: String,
+        stream: Box<Stream>,
+    },
+    Stop(oneshot::Sender<Msg>),
+}
+
+/// A node's control stream failed: the node is lost.
+struct Lost(usize, String);
+
+pub(crate) struct Coordinator {
+    ctx: Arc<Context>,
+    manifest: Manifest,
+    record: ClusterRecord,
+    events: flume::Receiver<Joined>,
+    members: Vec<Option<Stream>>,
+    next_checkpoint: u64,
+    app_name: String,
+    /// Checkpoints are off after a node's log failed.
+    log_failed: bool,
+}
+
+impl Coordinator {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        manifest: Manifest,
+        record: ClusterRecord,
+        events: flume::Receiver<Joined>,
+    ) -> Self {
+        let members = (0..manifest.nodes.len()).map(|_| None).collect();
+        Self {
+            ctx,
+            manifest,
+            record,
+            events,
+            members,
+            next_checkpoint: 1,
+            app_name: String::new(),
+            log_failed: false,
+        }
+    }
+
+    fn checkpoints(&self) -> bool {
+        self.manifest.resilience != "none" && !self.log_failed
+    }
+
+    pub(crate) async fn run(mut self, mut deployed: Option<oneshot::Sender<anyhow::Result<Msg>>>) {
+        let interval = Duration::from_millis(self.manifest.checkpoint_interval_ms.max(1));
+        let mut running = false;
+        loop {
+            if !running {
+                match self.recover(deployed.is_some()).await {
+                    Ok(sources) => {
+                        running = true;
+                        if let Some(d) = deployed.take() {
+                            let app = self.app_name.clone();
+                            let _ = d.send(Ok(Msg::Deployed { app, sources }));
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(d) = deployed.take() {
+                            let _ = d.send(Err(e));
+                            // A deployment that never started: forget it here too.
+                            self.abandon().await;
+                            return;
+                        }
+                        tracing::warn!("cannot start the application: {e:#}; trying again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+            }
+            let tick = tokio::time::sleep(interval);
+            tokio::select! {
+                event = self.events.recv_async() => match event {
+                    Ok(Joined::Node { index, deployment, stream }) => {
+                        if self.admit(index, deployment, stream).await {
+                            eprintln!("node {index} joined again: rolling the cluster back to checkpoint {}", self.record.committed);
+                            running = false;
+                        }
+                    }
+                    Ok(Joined::Stop(reply)) => {
+                        let answer = self.stop().await;
+                        let _ = reply.send(answer);
+                        return;
+                    }
+                    Err(_) => return,
+                },
+                _ = tick, if self.checkpoints() => {
+                    if let Err(Lost(i, why)) = self.checkpoint().await {
+                        eprintln!("node {i} lost ({why}): rolling the cluster back to checkpoint {}", self.record.committed);
+                        self.members[i] = None;
+                        running = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a node's control stream; true if the node was thought to be running (it
+    /// restarted, so the cluster must roll back).
+    async fn admit(&mut self, index: u16, deployment: String, mut stream: Box<Stream>) -> bool {
+        let i = index as usize;
+        if deployment != self.manifest.deployment || i >= self.members.len() {
+            let _ = stream
+                .0
+                .send(&Msg::Refused(format!(
+                    "this cluster runs deployment {}, not {deployment} (node {index})",
+                    self.manifest.deployment
+                )))
+                .await;
+            return false;
+        }
+        self.members[i].replace(*stream).is_some() || self.members.iter().all(Option::is_some)
+    }
+
+    fn missing(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_none())
+            .map(|(i, _)| format!("node {i} ({})", self.manifest.nodes[i]))
+            .collect()
+    }
+
+    /// Stops the application everywhere, waits for every node, and starts the next
+    /// generation from the last committed checkpoint. Returns where sources listen.
+    async fn recover(&mut self, first_deploy: bool) -> anyhow::Result<Vec<String>> {
+        for i in 0..self.members.len() {
+            if self.members[i].is_some() && self.ask(i, &Msg::Halt).await.is_err() {
+                self.members[i] = None;
+            }
+        }
+        let waited = std::time::Instant::now();
+        let mut told = std::time::Instant::now();
+        while self.members.iter().any(Option::is_none) {
+            if first_deploy && waited.elapsed() > Duration::from_secs(60) {
+                anyhow::bail!("{} did not join within 60 s", self.missing().join(", "));
+            }
+            if told.elapsed() > Duration::from_secs(10) {
+                eprintln!("waiting for {} to join", self.missing().join(", "));
+                told = std::time::Instant::now();
+            }
+            match tokio::time::timeout(Duration::from_millis(500), self.events.recv_async()).await {
+                Ok(Ok(Joined::Node {
+                    index,
+                    deployment,
+                    stream,
+                })) => {
+                    self.admit(index, deployment, stream).await;
+                }
+                Ok(Ok(Joined::Stop(reply))) => {
+                    let _ = reply.send(Msg::Refused(format!(
+                        "the cluster is recovering and {} missing; start the missing nodes \
+                         (their data directories hold the deployment) and stop again",
+                        self.missing().join(", ")
+                    )));
+                }
+                Ok(Err(_)) => anyhow::bail!("the node is stopping"),
+                Err(_) => {}
+            }
+        }
+        self.record.generation += 1;
+        let record = self.record;
+        let data = self.ctx.data.clone();
+        tokio::task::spawn_blocking(move || data.write_cluster_record(&record)).await??;
+        let generation = self.record.generation;
+        let recover_to = self.record.committed;
+        let replies = self
+            .all(|_| Msg::Start {
+                generation,
+                recover_to,
+            })
+            .await;
+        let replies = match replies {
+            Ok(r) => r,
+            Err(Lost(i, why)) => {
+                self.members[i] = None;
+                anyhow::bail!("node {i} lost while starting: {why}");
+            }
+        };
+        let mut sources = Vec::new();
+        let mut next = self.record.committed + 1;
+        for (i, reply) in replies.into_iter().enumerate() {
+            match reply {
+                Msg::Started {
+                    app,
+                    next_checkpoint,
+                    sources: at,
+                } => {
+                    self.app_name = app;
+                    next = next.max(next_checkpoint);
+                    sources.extend(at.into_iter().map(|s| format!("node {i}: {s}")));
+                }
+                Msg::Refused(why) => anyhow::bail!("{why}"),
+                other => anyhow::bail!("node {i}: unexpected answer {}", name_of(&other)),
+            }
+        }
+        self.next_checkpoint = next;
+        if !first_deploy {
+            eprintln!(
+                "generation {generation} running from checkpoint {}",
+                self.record.committed
+            );
+        }
+        Ok(sources)
+    }
+
+    /// One cluster-wide checkpoint (see the module's documentation).
+    async fn checkpoint(&mut self) -> Result<(), Lost> {
+        let n = self.next_checkpoint;
+        self.next_checkpoint += 1;
+        for reply in self.all(|_| Msg::Begin { checkpoint: n }).await? {
+            if let Msg::Refused(why) = reply {
+                return self.checkpoints_off(&why);
+            }
+        }
+        let mut last = None;
+        loop {
+            let replies = self.all(|_| Msg::Align).await?;
+            let (mut aligned, mut sent, mut received) = (true, 0, 0);
+            for reply in replies {
+                match reply {
+                    Msg::Aligned(a) => {
+                        aligned &= a.aligned && a.routed_in_flight == 0;
+                        sent += a.sent;
+                        received += a.received;
+                    }
+                    other => return self.checkpoints_off(&name_of(&other)),
+                }
+            }
+            let now = (sent, received);
+            if aligned && sent == received && last == Some(now) {
+                break;
+            }
+            last = aligned.then_some(now);
+        }
+        for reply in self.all(|_| Msg::Prepare).await? {
+            if !matches!(reply, Msg::Prepared(true)) {
+                return self.checkpoints_off("a node could not log its checkpoint");
+            }
+        }
+        self.record.committed = n;
+        let record = self.record;
+        let data = self.ctx.data.clone();
+        match tokio::task::spawn_blocking(move || data.write_cluster_record(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return self.checkpoints_off(&format!("{e:#}")),
+            Err(e) => return self.checkpoints_off(&e.to_string()),
+        }
+        self.all(|_| Msg::Commit { checkpoint: n }).await?;
+        Ok(())
+    }
+
+    fn checkpoints_off(&mut self, why: &str) -> Result<(), Lost> {
+        tracing::error!(
+            "checkpoints stop: {why}; output held for them is not released until the node is \
+             fixed and restarted"
+        );
+        self.log_failed = true;
+        Ok(())
+    }
+
+    /// `wallaroo stop`: stop the sources, wait until everything accepted is processed
+    /// everywhere, take a last checkpoint, then stop the application on every node.
+    async fn stop(&mut self) -> Msg {
+        match self.drain_and_stop().await {
+            Ok(totals) => {
+                let mut text = Vec::new();
+                for (i, t) in totals.iter().enumerate() {
+                    text.push(format!(
+                        "node {i}: {} received, {} emitted, {} dead-lettered, {} messages to \
+                         other nodes in {} bytes",
+                        t.received, t.emitted, t.dead_lettered, t.remote_messages, t.remote_bytes
+                    ));
+                }
+                Msg::Deployed {
+                    app: self.app_name.clone(),
+                    sources: text,
+                }
+            }
+            Err(e) => Msg::Refused(format!("{e:#}")),
+        }
+    }
+
+    async fn drain_and_stop(&mut self) -> anyhow::Result<Vec<Totals>> {
+        let lost = |Lost(i, why): Lost| anyhow::anyhow!("node {i} lost while stopping: {why}");
+        self.all(|_| Msg::StopSources).await.map_err(lost)?;
+        let mut last = None;
+        loop {
+            let mut idle = true;
+            let (mut sent, mut received) = (0, 0);
+            for reply in self.all(|_| Msg::Drain).await.map_err(lost)? {
+                if let Msg::Drained {
+                    in_flight,
+                    sent: s,
+                    received: r,
+                } = reply
+                {
+                    idle &= in_flight == 0;
+                    sent += s;
+                    received += r;
+                }
+            }
+            let now = (sent, received);
+            if idle && sent == received && last == Some(now) {
+                break;
+            }
+            last = idle.then_some(now);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.checkpoints() {
+            self.checkpoint().await.map_err(lost)?;
+        }
+        let mut totals = Vec::new();
+        for reply in self.all(|_| Msg::Shutdown).await.map_err(lost)? {
+            match reply {
+                Msg::Stopped(t) => totals.push(t),
+                other => anyhow::bail!("unexpected answer {}", name_of(&other)),
+            }
+        }
+        Ok(totals)
+    }
+
+    /// A deployment that could not start: tell every node to forget it.
+    async fn abandon(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].is_some() {
+                let _ = self.ask(i, &Msg::Shutdown).await;
+            }
+        }
+    }
+
+    /// Sends `msg(i)` to every node, then collects every answer.
+    async fn all(&mut self, msg: impl Fn(usize) -> Msg) -> Result<Vec<Msg>, Lost> {
+        for i in 0..self.members.len() {
+            let m = msg(i);
+            let Some((tx, _)) = self.members[i].as_mut() else {
+                return Err(Lost(i, "not joined".into()));
+            };
+            tx.send(&m).await.map_err(|e| Lost(i, format!("{e:#}")))?;
+        }
+        let mut replies = Vec::with_capacity(self.members.len());
+        for i in 0..self.members.len() {
+            replies.push(self.answer(i).await?);
+        }
+        Ok(replies)
+    }
+
+    async fn ask(&mut self, i: usize, msg: &Msg) -> Result<Msg, Lost> {
+        let Some((tx, _)) = self.members[i].as_mut() else {
+            return Err(Lost(i, "not joined".into()));
+        };
+        tx.send(msg).await.map_err(|e| Lost(i, format!("{e:#}")))?;
+        self.answer(i).await
+    }
+
+    async fn answer(&mut self, i: usize) -> Result<Msg, Lost> {
+        let Some((_, rx)) = self.members[i].as_mut() else {
+            return Err(Lost(i, "not joined".into()));
+        };
+        match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
+            Ok(Ok(Some(m))) => Ok(m),
+            Ok(Ok(None)) => Err(Lost(i, "control stream closed".into())),
+            Ok(Err(e)) => Err(Lost(i, format!("{e:#}"))),
+            Err(_) => Err(Lost(i, "no answer in 120 s".into())),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! What a deployment is (the component, its arguments, the nodes, the key-group table), and
+//! how a node keeps it on disk so it rejoins its cluster after a restart.
+//!
+//! A node's data directory:
+//! - `components/<sha256>.wasm`: components shipped to it, by content;
+//! - `app/assignment.json`: the deployment and this node's index in it;
+//! - `app/cluster.json` (the coordinator only): the generation and the last checkpoint every
+//!   node committed;
+//! - `app/wal/`, `app/dead-letters/`: the application's log and dead letters;
+//! - `stopped/<time>-<deployment>/`: the `app/` of an application that was stopped.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// This deployment's id: the component's hash and the time of the deploy.
+    pub deployment: String,
+    /// SHA-256 of the component, hex.
+    pub component: String,
+    pub args: Vec<String>,
+    /// Node addresses as in hosts.txt; the first coordinates.
+    pub nodes: Vec<String>,
+    pub key_groups: u32,
+    /// The node owning each key group.
+    pub table: Vec<u16>,
+    /// Workers per node (None: as many as the node has cores).
+    pub workers: Option<usize>,
+    pub resilience: String,
+    pub checkpoint_interval_ms: u64,
+    /// Sinks tag frames with (epoch, sequence) for exactly-once receivers.
+    pub tagged: bool,
+    pub max_memory_mib: usize,
+    pub call_timeout_ms: u64,
+    pub batch_size: usize,
+}
+
+/// Key groups in contiguous runs, one per node: node i owns groups [i*K/n, (i+1)*K/n).
+pub fn assign_key_groups(key_groups: u32, nodes: usize) -> Vec<u16> {
+    let k = key_groups as usize;
+    (0..k).map(|g| (g * nodes / k) as u16).collect()
+}
+
+/// Reads hosts.txt: one `host:port` per line; blank lines and `#` comments are skipped.
+pub fn parse_hosts(text: &str, path: &Path) -> anyhow::Result<Vec<String>> {
+    let mut hosts = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((host, port)) = line.rsplit_once(':') else {
+            anyhow::bail!("{}:{}: '{line}' is not HOST:PORT", path.display(), n + 1);
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            anyhow::bail!(
+                "{}:{}: '{line}' is not HOST:PORT (port 1-65535)",
+                path.display(),
+                n + 1
+            );
+        }
+        if hosts.iter().any(|h| h == line) {
+            anyhow::bail!("{}:{}: {line} is listed twice", path.display(), n + 1);
+        }
+        hosts.push(line.to_string());
+    }
+    anyhow::ensure!(!hosts.is_empty(), "{} lists no node", path.display());
+    Ok(hosts)
+}
+
+pub fn read_hosts(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_hosts(&text, path)
+}
+
+pub fn component_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Where a node keeps what it was given.
+#[derive(Debug, Clone)]
+pub struct DataDir(pub PathBuf);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    pub manifest: Manifest,
+    pub index: u16,
+}
+
+/// The coordinator's durable record of the cluster.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub generation: u64,
+    /// The last checkpoint every node prepared and the coordinator committed.
+    pub committed: u64,
+}
+
+impl DataDir {
+    pub fn component(&self, hash: &str) -> PathBuf {
+        self.0.join("components").join(format!("{hash}.wasm"))
+    }
+
+    pub fn has_component(&self, hash: &str) -> bool {
+        self.component(hash).is_file()
+    }
+
+    /// Stores a component under its hash, after checking the hash.
+    pub fn put_component(&self, hash: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let actual = component_hash(bytes);
+        anyhow::ensure!(
+            actual == hash,
+            "the component's content hashes to {actual}, not {hash}"
+        );
+        write_atomically(&self.component(hash), bytes)
+    }
+
+    pub fn app(&self) -> PathBuf {
+        self.0.join("app")
+    }
+
+    pub fn assignment(&self) -> anyhow::Result<Option<Assignment>> {
+        read_json(&self.app().join("assignment.json"))
+    }
+
+    /// Takes a deployment: an earlier application's directory is kept under `stopped/`.
+    pub fn assign(&self, assignment: &Assignment) -> anyhow::Result<()> {
+        if self.app().exists() {
+            self.retire()?;
+        }
+        write_json(&self.app().join("assignment.json"), assignment)
+    }
+
+    /// Forgets the deployment, keeping its directory (log, dead letters) under `stopped/`.
+    pub fn retire(&self) -> anyhow::Result<()> {
+        let name = match self.assignment() {
+            Ok(Some(a)) => a.manifest.deployment,
+            _ => "unknown".into(),
+        };
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let to = self.0.join("stopped").join(format!("{secs}-{name}"));
+        std::fs::create_dir_all(self.0.join("stopped"))?;
+        std::fs::rename(self.app(), &to)
+            .with_context(|| format!("moving {} to {}", self.app().display(), to.display()))?;
+        Ok(())
+    }
+
+    pub fn cluster_record(&self) -> anyhow::Result<ClusterRecord> {
+        Ok(read_json(&self.app().join("cluster.json"))?.unwrap_or_default())
+    }
+
+    pub fn write_cluster_record(&self, record: &ClusterRecord) -> anyhow::Result<()> {
+        write_json(&self.app().join("cluster.json"), record)
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("{} is not readable", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    write_atomically(path, &serde_json::to_vec_pretty(value)?)
+}
+
+/// Writes a file so that a crash leaves either the old content or the new, durably.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_skip_comments_and_blank_lines_and_name_bad_lines() {
+        let path = Path::new("hosts.txt");
+        let hosts = parse_hosts("# cluster\n10.0.0.1:7100\n\n10.0.0.2:7100 # second\n", path);
+        assert_eq!(hosts.unwrap(), vec!["10.0.0.1:7100", "10.0.0.2:7100"]);
+        let err = parse_hosts("10.0.0.1:7100\nnode-b\n", path).unwrap_err();
+        assert_eq!(err.to_string(), "hosts.txt:2: 'node-b' is not HOST:PORT");
+        let err = parse_hosts("a:1\na:1\n", path).unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err}");
+        assert!(parse_hosts("# none\n", path).is_err());
+    }
+
+    #[test]
+    fn key_groups_split_evenly_in_runs() {
+        let table = assign_key_groups(1024, 3);
+        let counts: Vec<usize> = (0..3)
+            .map(|n| table.iter().filter(|&&o| o == n).count())
+            .collect();
+        assert_eq!(counts, vec![342, 341, 341]);
+        assert!(table.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(assign_key_groups(4, 1), vec![0; 4]);
+    }
+}

@@ -1,0 +1,150 @@
+//! What nodes, the coordinator and the command-line clients say to each other. Every stream
+//! carries [`Msg`] frames (see `wallaroo-transport` for the framing): a request, then its reply.
+//!
+//! Streams by their first frame:
+//! - a client's request (`HasComponent`, `PutComponent`, `Deploy`, `Status`, `Stop`) or the
+//!   coordinator's `Assign`: answered on the same stream;
+//! - `Join`: a node's control stream to the coordinator, which then sends commands on it and
+//!   the node answers each;
+//! - `Data`: routed batches from one node to another for one generation of the application.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use wallaroo_engine::Alignment;
+
+use crate::manifest::Manifest;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Msg {
+    // Client requests.
+    HasComponent {
+        hash: String,
+    },
+    PutComponent {
+        hash: String,
+        bytes: ByteBuf,
+    },
+    Deploy {
+        manifest: Manifest,
+    },
+    Status,
+    Stop,
+
+    // Coordinator to node: the application and this node's index in it.
+    Assign {
+        manifest: Manifest,
+        index: u16,
+    },
+
+    // Control stream, node to coordinator first, then commands and their answers.
+    Join {
+        index: u16,
+        deployment: String,
+    },
+    /// Start the application at `generation`, rolled back to checkpoint `recover_to`.
+    Start {
+        generation: u64,
+        recover_to: u64,
+    },
+    /// Stop the application without draining (a rollback follows).
+    Halt,
+    Begin {
+        checkpoint: u64,
+    },
+    /// Answer once every worker is at the barrier with nothing routed in flight here (or soon,
+    /// with how far it is).
+    Align,
+    Prepare,
+    Commit {
+        checkpoint: u64,
+    },
+    /// Stop taking input; answer with `Drained` once the sources have stopped.
+    StopSources,
+    /// How much is still queued here.
+    Drain,
+    /// Drained everywhere: stop the application, flush the sinks, forget the deployment.
+    Shutdown,
+
+    // Data stream, node to node.
+    Data {
+        from: u16,
+        generation: u64,
+    },
+    Batch {
+        segment: u32,
+        /// (key, payload) pairs.
+        messages: Vec<(ByteBuf, ByteBuf)>,
+    },
+
+    // Answers.
+    Ok,
+    Refused(String),
+    Have(bool),
+    Deployed {
+        app: String,
+        sources: Vec<String>,
+    },
+    Started {
+        app: String,
+        next_checkpoint: u64,
+        sources: Vec<String>,
+    },
+    Aligned(Alignment),
+    Prepared(bool),
+    Drained {
+        in_flight: usize,
+        sent: u64,
+        received: u64,
+    },
+    Stopped(Totals),
+    NodeStatus(Box<NodeStatus>),
+}
+
+/// One node's figures for `wallaroo status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub index: u16,
+    pub address: String,
+    /// The application and its state: "running", "recovering", "no application".
+    pub app: String,
+    pub state: String,
+    pub generation: u64,
+    pub key_groups: Vec<(u32, u32)>,
+    pub workers: usize,
+    pub received: u64,
+    pub emitted: u64,
+    pub dead_lettered: u64,
+    pub backlog: i64,
+    pub steps: Vec<(String, u64)>,
+    pub last_checkpoint: u64,
+    /// Routed messages sent to other nodes, and the bytes the network carried for them.
+    pub remote_messages: u64,
+    pub remote_bytes: u64,
+    pub sources: Vec<String>,
+}
+
+/// What a node did, reported when the application stops.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub received: u64,
+    pub emitted: u64,
+    pub dead_lettered: u64,
+    pub remote_messages: u64,
+    pub remote_bytes: u64,
+}
+
+/// Runs of key groups, e.g. [(0, 341), (1023, 1023)], for a status line.
+pub fn group_ranges(table: &[u16], node: u16) -> Vec<(u32, u32)> {
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for (g, &owner) in table.iter().enumerate() {
+        if owner != node {
+            continue;
+        }
+        let g = g as u32;
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == g => *end = g,
+            _ => ranges.push((g, g)),
+        }
+    }
+    ranges
+}
