@@ -4,6 +4,7 @@
 mod backpressure;
 mod bad_input;
 mod build;
+mod cluster;
 mod durability;
 mod examples;
 mod go;

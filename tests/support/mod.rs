@@ -253,9 +253,14 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(dir: &Path) -> Receiver {
+        Receiver::start_on(dir, "127.0.0.1".parse().unwrap())
+    }
+
+    /// A receiver listening on `ip` (for nodes in other network namespaces to reach).
+    pub fn start_on(dir: &Path, ip: std::net::IpAddr) -> Receiver {
         let output = dir.join("received.txt");
         let mut cmd = Command::new(wallaroo());
-        cmd.args(["receive", "--listen", "127.0.0.1:0", "--output"])
+        cmd.args(["receive", "--listen", &format!("{ip}:0"), "--output"])
             .arg(&output);
         let proc = Proc::spawn("receive", cmd);
         let addr = proc.listening_addr("listening on");

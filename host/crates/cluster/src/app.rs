@@ -308,6 +308,8 @@ impl AppRun {
             Some(node) => node.shutdown().await,
             None => return Totals::default(),
         };
+        // The checkpoint coordinator holds the sinks' queues open: let them close.
+        self.checkpoints = None;
         while let Some(done) = self.sinks.join_next().await {
             if let Ok(Err(e)) = done {
                 tracing::error!("{e:#}");
@@ -356,7 +358,19 @@ async fn feed_peer(
         }
     };
     let mut last_bytes = conn.bytes_sent();
-    while let Ok((segment, messages)) = queue.recv_async().await {
+    loop {
+        let next = tokio::select! {
+            next = queue.recv_async() => next,
+            why = conn.closed() => {
+                tracing::error!(
+                    "the connection to {addr} closed ({why}); the cluster rolls back to its \
+                     last checkpoint"
+                );
+                trouble.notify_one();
+                return;
+            }
+        };
+        let Ok((segment, messages)) = next else { break };
         let batch = Msg::Batch {
             segment,
             messages: messages

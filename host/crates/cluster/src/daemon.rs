@@ -531,6 +531,9 @@ async fn obey(
             if let Some(app) = run.take() {
                 stop_run(ctx, app).await;
             }
+            // A peer may have restarted since: its old connection would swallow data until
+            // it timed out. Each generation's data streams go over new connections.
+            ctx.connections.lock().await.clear();
             match AppRun::start(ctx, assignment, generation, recover_to, trouble.clone()).await {
                 Ok(app) => {
                     let started = Msg::Started {

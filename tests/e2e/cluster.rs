@@ -1,0 +1,369 @@
+//! A cluster of `wallaroo node` daemons, each on its own host (a network namespace with its
+//! own address, or loopback with distinct ports where namespaces cannot be made): word count
+//! deployed across three nodes, a node killed and restarted, certificates from another CA.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng};
+use wallaroo_tests::hosts::Hosts;
+use wallaroo_tests::*;
+
+const WORD_COUNT: &str = "componentize-py-examples/word_count/word_count.py";
+/// The port the application names for its source; each node's source listens on it (in
+/// namespaces) or on it plus the node's offset (on loopback).
+const APP_SOURCE_PORT: u16 = 1024;
+const NODE_PORT: u16 = 7100;
+
+/// `wallaroo cert init DIR`.
+fn cert_init(dir: &Path) {
+    let out = Command::new(wallaroo())
+        .args(["cert", "init"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Cluster {
+    hosts: Hosts,
+    dir: tempfile::TempDir,
+    certs: PathBuf,
+    hosts_file: PathBuf,
+    addrs: Vec<String>,
+    offsets: Vec<u16>,
+    nodes: Vec<Proc>,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let hosts = Hosts::new(n);
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        cert_init(&certs);
+        let addrs: Vec<String> = (0..n)
+            .map(|i| format!("{}:{}", hosts.addr(i), hosts.port(i, NODE_PORT)))
+            .collect();
+        let offsets = (0..n)
+            .map(|i| hosts.port(i, APP_SOURCE_PORT) - APP_SOURCE_PORT)
+            .collect();
+        let hosts_file = dir.path().join("hosts.txt");
+        std::fs::write(
+            &hosts_file,
+            format!("# test cluster\n{}\n", addrs.join("\n")),
+        )
+        .unwrap();
+        let mut cluster = Cluster {
+            hosts,
+            dir,
+            certs,
+            hosts_file,
+            addrs,
+            offsets,
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let node = cluster.start_node(i, &cluster.certs.clone());
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}"))
+    }
+
+    fn start_node(&self, i: usize, certs: &Path) -> Proc {
+        let mut cmd = self.hosts.command(i, wallaroo());
+        cmd.args(["node", "--listen", &self.addrs[i], "--data-dir"])
+            .arg(self.data_dir(i))
+            .arg("--certs")
+            .arg(certs)
+            .args(["--source-port-offset", &self.offsets[i].to_string()])
+            .env("WALLAROO_CACHE_DIR", scratch().join("cache"));
+        let node = Proc::spawn(&format!("node {i}"), cmd);
+        node.wait_line("node listening on", Duration::from_secs(30));
+        node
+    }
+
+    /// `wallaroo deploy` (or status, stop) against this cluster; returns its output.
+    fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(wallaroo())
+            .args(args)
+            .arg("--nodes")
+            .arg(&self.hosts_file)
+            .arg("--certs")
+            .arg(&self.certs)
+            .output()
+            .unwrap()
+    }
+
+    fn deploy(&self, wasm: &Path, receiver: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["deploy", "--workers", "1"];
+        args.extend(extra);
+        let wasm = wasm.to_string_lossy().into_owned();
+        args.push(&wasm);
+        let in_arg = format!("127.0.0.1:{APP_SOURCE_PORT}");
+        args.extend(["--in", &in_arg, "--out", receiver]);
+        let out = self.command(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "deploy failed:\n{}{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        // "source node 0: Split and Count 10.200.1.2:1024"
+        let mut sources = vec![String::new(); self.addrs.len()];
+        for line in stdout.lines().filter(|l| l.starts_with("source node ")) {
+            let i: usize = line["source node ".len()..]
+                .split(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            sources[i] = line.rsplit(' ').next().unwrap().to_string();
+        }
+        assert!(sources.iter().all(|s| !s.is_empty()), "{stdout}");
+        sources
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {}:\n{}", n.name, tail(&n.stderr(), 30)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Random lines of words w0..w299, and each word's total.
+fn make_input(path: &Path, lines: usize, rng: &mut StdRng) -> BTreeMap<String, u64> {
+    let mut totals = BTreeMap::new();
+    let mut text = String::new();
+    for _ in 0..lines {
+        let words: Vec<String> = (0..8)
+            .map(|_| format!("w{}", rng.random_range(0..300u32)))
+            .collect();
+        for w in &words {
+            *totals.entry(w.clone()).or_insert(0) += 1;
+        }
+        text.push_str(&words.join(" "));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+    totals
+}
+
+fn seeded(what: &str) -> StdRng {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("{what}: input from seed {seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+fn ack_sender(source: &str, input: &Path, stream_id: &str) -> Proc {
+    let mut cmd = Command::new(wallaroo());
+    cmd.args(["send", "--host", source, "--file"])
+        .arg(input)
+        .args(["--ack", "--stream-id", stream_id, "--batch-size", "100"]);
+    Proc::spawn(&format!("send {stream_id}"), cmd)
+}
+
+#[test]
+fn word_count_on_three_nodes_counts_exactly_as_one_node() {
+    let wasm = build_app(WORD_COUNT);
+    let cluster = Cluster::new(3);
+    let mut rng = seeded("three nodes");
+    let a = cluster.dir.path().join("a.txt");
+    let b = cluster.dir.path().join("b.txt");
+    let mut totals = make_input(&a, 3000, &mut rng);
+    for (w, n) in make_input(&b, 3000, &mut rng) {
+        *totals.entry(w).or_insert(0) += n;
+    }
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    let sources = cluster.deploy(&wasm, &receiver.addr, &[]);
+
+    // Input to sources on two different nodes at once.
+    let mut send_a = ack_sender(&sources[0], &a, "1");
+    let mut send_b = ack_sender(&sources[2], &b, "2");
+    for s in [&mut send_a, &mut send_b] {
+        assert_eq!(s.wait(Duration::from_secs(120)), Some(0), "{}", s.stderr());
+    }
+    let words: u64 = totals.values().sum();
+    let text = receiver.wait_lines(words as usize, Duration::from_secs(60));
+    assert_eq!(final_values(&text), totals, "{}", cluster.logs());
+
+    // The same input through one node.
+    let single = tempfile::tempdir().unwrap();
+    let one = Receiver::start(single.path());
+    let mut node = Node::start(&wasm, &one.addr, single.path(), &["--workers", "2"]);
+    send(&node.source, &a, &[]);
+    send(&node.source, &b, &[]);
+    let one_text = one.wait_lines(words as usize, Duration::from_secs(60));
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    assert_eq!(final_values(&one_text), final_values(&text));
+
+    let status = cluster.command(&["status"]);
+    let report = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.status.success(), "{report}");
+    for i in 0..3 {
+        assert!(
+            report.contains(&format!("node {i}  {}  running", cluster.addrs[i])),
+            "{report}"
+        );
+    }
+    assert!(report.contains("key groups 0-341 (342)"), "{report}");
+    assert!(report.contains("bytes on the wire"), "{report}");
+    eprintln!("{report}");
+
+    // A second deploy over the running application is refused, naming it.
+    let out = cluster.command(&["deploy", &wasm.to_string_lossy()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("already runs application 'Word Count Application'"),
+        "{err}"
+    );
+
+    let stop = cluster.command(&["stop"]);
+    let said = String::from_utf8_lossy(&stop.stdout);
+    assert!(
+        stop.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(said.contains("stopped 'Word Count Application'"), "{said}");
+    let status = cluster.command(&["status"]);
+    let report = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(report.matches("no application").count(), 3, "{report}");
+}
+
+#[test]
+fn a_killed_node_restarts_and_the_cluster_recovers_with_exactly_once_output() {
+    let wasm = build_app(WORD_COUNT);
+    let mut cluster = Cluster::new(3);
+    let mut rng = seeded("kill a node");
+    let a = cluster.dir.path().join("a.txt");
+    let b = cluster.dir.path().join("b.txt");
+    let mut totals = make_input(&a, 4000, &mut rng);
+    for (w, n) in make_input(&b, 4000, &mut rng) {
+        *totals.entry(w).or_insert(0) += n;
+    }
+    let words: u64 = totals.values().sum();
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    let sources = cluster.deploy(
+        &wasm,
+        &receiver.addr,
+        &[
+            "--resilience",
+            "exactly-once",
+            "--sink-framing",
+            "tagged",
+            "--checkpoint-interval",
+            "200",
+        ],
+    );
+    let mut send_a = ack_sender(&sources[1], &a, "1");
+    let mut send_b = ack_sender(&sources[2], &b, "2");
+    let point = rng.random_range(words / 5..words / 2);
+    wait_until(Duration::from_secs(120), || {
+        (receiver.text().lines().count() as u64 >= point).then_some(())
+    })
+    .unwrap_or_else(|| panic!("output stalled before {point} lines\n{}", cluster.logs()));
+    eprintln!("killing node 2 after {point} output lines");
+    cluster.nodes[2].signal(libc::SIGKILL);
+    cluster.nodes[2].wait(Duration::from_secs(10));
+    let certs = cluster.certs.clone();
+    cluster.nodes[2] = cluster.start_node(2, &certs);
+    cluster.nodes[2].wait_line("rejoining deployment", Duration::from_secs(10));
+
+    for s in [&mut send_a, &mut send_b] {
+        assert_eq!(
+            s.wait(Duration::from_secs(180)),
+            Some(0),
+            "{}\n{}",
+            s.stderr(),
+            cluster.logs()
+        );
+    }
+    let stop = cluster.command(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&stop.stdout),
+        String::from_utf8_lossy(&stop.stderr),
+        cluster.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let text = receiver.text();
+    // No gap, no repeat, nothing extra: as if no node had crashed.
+    assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
+    assert_eq!(text.lines().count() as u64, words);
+    assert!(
+        cluster.nodes[0]
+            .stderr()
+            .contains("rolling the cluster back"),
+        "{}",
+        cluster.logs()
+    );
+}
+
+#[test]
+fn a_certificate_from_another_ca_can_neither_deploy_nor_join() {
+    let wasm = build_app(WORD_COUNT);
+    let mut cluster = Cluster::new(2);
+    let other = cluster.dir.path().join("other-ca");
+    cert_init(&other);
+
+    // A client with the other CA's certificate.
+    let out = Command::new(wallaroo())
+        .args(["status", "--nodes"])
+        .arg(&cluster.hosts_file)
+        .arg("--certs")
+        .arg(&other)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    let out = Command::new(wallaroo())
+        .args(["deploy", "--nodes"])
+        .arg(&cluster.hosts_file)
+        .arg("--certs")
+        .arg(&other)
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+
+    // A node holding the other CA's certificate cannot be part of the cluster.
+    cluster.nodes[1].stop(Duration::from_secs(10));
+    cluster.nodes[1] = cluster.start_node(1, &other);
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    let out = cluster.command(&[
+        "deploy",
+        &wasm.to_string_lossy(),
+        "--in",
+        "127.0.0.1:1024",
+        "--out",
+        &receiver.addr,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("node 1"), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    eprintln!("refused as: {err}");
+}
