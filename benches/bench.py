@@ -641,7 +641,11 @@ def write_results(args, wc, pt, durable, recovered, bytewax, bytewax_missing, na
         missing.append("- plain native Go: `go build` in benches/native_go failed")
     lines += missing or ["- nothing: every run above finished."]
     lines.append("")
-    (ROOT / "benches/RESULTS.md").write_text("\n".join(lines))
+    # benches/cluster.py writes its own section after a marker line; keep it.
+    path = ROOT / "benches/RESULTS.md"
+    old = path.read_text() if path.exists() else ""
+    kept = old[old.index("<!-- cluster.py -->") :] if "<!-- cluster.py -->" in old else ""
+    path.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
     print("wrote benches/RESULTS.md")
 
 
