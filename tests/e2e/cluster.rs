@@ -2,7 +2,6 @@
 //! own address, or loopback with distinct ports where namespaces cannot be made): word count
 //! deployed across three nodes, a node killed and restarted, certificates from another CA.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -144,24 +143,6 @@ impl Cluster {
     }
 }
 
-/// Random lines of words w0..w299, and each word's total.
-fn make_input(path: &Path, lines: usize, rng: &mut StdRng) -> BTreeMap<String, u64> {
-    let mut totals = BTreeMap::new();
-    let mut text = String::new();
-    for _ in 0..lines {
-        let words: Vec<String> = (0..8)
-            .map(|_| format!("w{}", rng.random_range(0..300u32)))
-            .collect();
-        for w in &words {
-            *totals.entry(w.clone()).or_insert(0) += 1;
-        }
-        text.push_str(&words.join(" "));
-        text.push('\n');
-    }
-    std::fs::write(path, text).unwrap();
-    totals
-}
-
 fn seeded(what: &str) -> StdRng {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -171,14 +152,6 @@ fn seeded(what: &str) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
 
-fn ack_sender(source: &str, input: &Path, stream_id: &str) -> Proc {
-    let mut cmd = Command::new(wallaroo());
-    cmd.args(["send", "--host", source, "--file"])
-        .arg(input)
-        .args(["--ack", "--stream-id", stream_id, "--batch-size", "100"]);
-    Proc::spawn(&format!("send {stream_id}"), cmd)
-}
-
 #[test]
 fn word_count_on_three_nodes_counts_exactly_as_one_node() {
     let wasm = build_app(WORD_COUNT);
@@ -186,8 +159,8 @@ fn word_count_on_three_nodes_counts_exactly_as_one_node() {
     let mut rng = seeded("three nodes");
     let a = cluster.dir.path().join("a.txt");
     let b = cluster.dir.path().join("b.txt");
-    let mut totals = make_input(&a, 3000, &mut rng);
-    for (w, n) in make_input(&b, 3000, &mut rng) {
+    let mut totals = random_words(&a, 3000, 8, &mut rng);
+    for (w, n) in random_words(&b, 3000, 8, &mut rng) {
         *totals.entry(w).or_insert(0) += n;
     }
     let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
@@ -255,8 +228,8 @@ fn a_killed_node_restarts_and_the_cluster_recovers_with_exactly_once_output() {
     let mut rng = seeded("kill a node");
     let a = cluster.dir.path().join("a.txt");
     let b = cluster.dir.path().join("b.txt");
-    let mut totals = make_input(&a, 4000, &mut rng);
-    for (w, n) in make_input(&b, 4000, &mut rng) {
+    let mut totals = random_words(&a, 4000, 8, &mut rng);
+    for (w, n) in random_words(&b, 4000, 8, &mut rng) {
         *totals.entry(w).or_insert(0) += n;
     }
     let words: u64 = totals.values().sum();

@@ -21,33 +21,6 @@ const LINES: usize = 10_000;
 const WORDS_PER_LINE: usize = 8;
 const KILLS: usize = 5;
 
-/// A known text and each word's true total.
-fn make_input(path: &Path, rng: &mut StdRng) -> BTreeMap<String, u64> {
-    let mut totals = BTreeMap::new();
-    let mut text = String::new();
-    for _ in 0..LINES {
-        let words: Vec<String> = (0..WORDS_PER_LINE)
-            .map(|_| format!("w{}", rng.random_range(0..300u32)))
-            .collect();
-        for w in &words {
-            *totals.entry(w.clone()).or_insert(0) += 1;
-        }
-        text.push_str(&words.join(" "));
-        text.push('\n');
-    }
-    std::fs::write(path, text).unwrap();
-    totals
-}
-
-/// `wallaroo send --ack` of `input`, running until every line is acknowledged.
-fn ack_sender(source: &str, input: &Path, stream_id: &str) -> Proc {
-    let mut cmd = Command::new(wallaroo());
-    cmd.args(["send", "--host", source, "--file"])
-        .arg(input)
-        .args(["--ack", "--stream-id", stream_id, "--batch-size", "100"]);
-    Proc::spawn("send", cmd)
-}
-
 struct CrashRun {
     text: String,
     totals: BTreeMap<String, u64>,
@@ -65,7 +38,7 @@ fn crash_run(resilience: &str) -> CrashRun {
     let wasm = build_app(WORD_COUNT);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.txt");
-    let totals = make_input(&input, &mut rng);
+    let totals = random_words(&input, LINES, WORDS_PER_LINE, &mut rng);
     let receiver = Receiver::start(dir.path());
     let source = format!("127.0.0.1:{}", free_port());
     let mut args = vec![
@@ -263,7 +236,12 @@ fn a_full_disk_stops_input_instead_of_acknowledging_it_and_a_restart_loses_nothi
     let wasm = build_app(WORD_COUNT);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.txt");
-    let totals = make_input(&input, &mut StdRng::seed_from_u64(11));
+    let totals = random_words(
+        &input,
+        LINES,
+        WORDS_PER_LINE,
+        &mut StdRng::seed_from_u64(11),
+    );
     let receiver = Receiver::start(dir.path());
     let source = format!("127.0.0.1:{}", free_port());
     let args = [

@@ -486,3 +486,37 @@ fn collect_files(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// Writes `lines` lines of `per_line` random words (w0..w299) to `path`; returns each word's
+/// total.
+pub fn random_words(
+    path: &Path,
+    lines: usize,
+    per_line: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> BTreeMap<String, u64> {
+    use rand::RngExt as _;
+    let mut totals = BTreeMap::new();
+    let mut text = String::new();
+    for _ in 0..lines {
+        let words: Vec<String> = (0..per_line)
+            .map(|_| format!("w{}", rng.random_range(0..300u32)))
+            .collect();
+        for w in &words {
+            *totals.entry(w.clone()).or_insert(0) += 1;
+        }
+        text.push_str(&words.join(" "));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+    totals
+}
+
+/// `wallaroo send --ack` of `input` to `source`, running until every line is acknowledged.
+pub fn ack_sender(source: &str, input: &Path, stream_id: &str) -> Proc {
+    let mut cmd = Command::new(wallaroo());
+    cmd.args(["send", "--host", source, "--file"])
+        .arg(input)
+        .args(["--ack", "--stream-id", stream_id, "--batch-size", "100"]);
+    Proc::spawn(&format!("send {stream_id}"), cmd)
+}

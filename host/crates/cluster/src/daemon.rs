@@ -447,7 +447,7 @@ async fn take_data(
 /// the coordinator goes away, stops the application and joins again.
 async fn agent(ctx: Arc<Context>, assignment: Assignment) {
     let coordinator = assignment.manifest.nodes[0].clone();
-    let trouble = Arc::new(Notify::new());
+    let mut trouble = Arc::new(Notify::new());
     let mut run: Option<AppRun> = None;
     let mut warned = false;
     loop {
@@ -489,7 +489,7 @@ async fn agent(ctx: Arc<Context>, assignment: Assignment) {
                 break String::new();
             }
             let shutdown = matches!(command, Msg::Shutdown);
-            let reply = obey(&ctx, &assignment, &mut run, command, &trouble).await;
+            let reply = obey(&ctx, &assignment, &mut run, command, &mut trouble).await;
             if let Err(e) = tx.send(&reply).await {
                 break format!("{e:#}");
             }
@@ -520,7 +520,7 @@ async fn obey(
     assignment: &Assignment,
     run: &mut Option<AppRun>,
     command: Msg,
-    trouble: &Arc<Notify>,
+    trouble: &mut Arc<Notify>,
 ) -> Msg {
     let refused = |e: anyhow::Error| Msg::Refused(format!("{e:#}"));
     match command {
@@ -534,6 +534,8 @@ async fn obey(
             // A peer may have restarted since: its old connection would swallow data until
             // it timed out. Each generation's data streams go over new connections.
             ctx.connections.lock().await.clear();
+            // A link of an earlier generation that broke says nothing about this one.
+            *trouble = Arc::new(Notify::new());
             match AppRun::start(ctx, assignment, generation, recover_to, trouble.clone()).await {
                 Ok(app) => {
                     let started = Msg::Started {

@@ -508,25 +508,7 @@ impl Node {
         for credits in &self.shared.credits {
             credits.close();
         }
-        let shared = self.shared.clone();
-        let threads = self.threads;
-        let checkpointing = self.checkpointing;
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Checkpointing::Timer(thread, stop) = checkpointing {
-                drop(stop);
-                let _ = thread.join();
-            }
-            for inbox in &shared.inboxes {
-                let _ = inbox.send(Work::Stop);
-            }
-            for t in threads {
-                let _ = t.join();
-            }
-            if let Some(log) = &shared.log {
-                log.stop();
-            }
-        })
-        .await;
+        stop_threads(self.shared.clone(), self.threads, self.checkpointing).await;
     }
 
     pub fn spec(&self) -> &AppSpec {
@@ -583,30 +565,37 @@ impl Node {
         while self.shared.in_flight.load(Ordering::SeqCst) > 0 && !self.log_failed() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let checkpointing = self.checkpointing;
-        let threads = self.threads;
-        let shared = self.shared.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Checkpointing::Timer(thread, stop) = checkpointing {
-                let _ = stop.send(());
-                let _ = thread.join();
-            }
-            for inbox in &shared.inboxes {
-                let _ = inbox.send(Work::Stop);
-            }
-            for t in threads {
-                let _ = t.join();
-            }
-            if let Some(log) = &shared.log {
-                log.stop();
-            }
-        })
-        .await;
+        stop_threads(self.shared.clone(), self.threads, self.checkpointing).await;
         NodeTotals {
             log_failed: self.shared.log.as_ref().is_some_and(|l| l.failed()),
             ..self.shared.counters.totals()
         }
     }
+}
+
+/// Stops the checkpoint timer (which takes a last checkpoint), then the workers once they
+/// reach the end of their inboxes (or at once, when aborting), then the log.
+async fn stop_threads(
+    shared: Arc<Shared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    checkpointing: Checkpointing,
+) {
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Checkpointing::Timer(thread, stop) = checkpointing {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+        for inbox in &shared.inboxes {
+            let _ = inbox.send(Work::Stop);
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        if let Some(log) = &shared.log {
+            log.stop();
+        }
+    })
+    .await;
 }
 
 /// Reads a running node's figures (for an HTTP endpoint or a status line).
