@@ -108,10 +108,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         std::fs::read(&args.app).with_context(|| format!("cannot read {}", args.app.display()))?;
     let cache = match (&o.cache_dir, o.no_cache) {
         (_, true) => CompileCache::disabled(),
-        (Some(dir), false) => CompileCache::at(dir),
-        (None, false) => CompileCache::default_dir()
-            .map(CompileCache::at)
-            .unwrap_or_else(CompileCache::disabled),
+        (dir, false) => CompileCache::at_or_default(dir.as_deref()),
     };
     let limits = Limits {
         max_memory: o.max_memory << 20,

@@ -13,7 +13,7 @@ use wallaroo_component::{CompileCache, Limits, Runtime, Sandbox, SinkConfig, Sou
 use wallaroo_connectors::{SourceOptions, TcpSource, run_generator, run_tcp_sink};
 use wallaroo_engine::{
     Checkpoints, Message, MetricsHandle, Node, NodeConfig, Peers, Placement, RemoteInput,
-    RemoteOwners, Resilience,
+    Resilience,
 };
 use wallaroo_types::KeyGroups;
 
@@ -59,7 +59,6 @@ impl Peers for NetPeers {
 pub(crate) struct Inbound {
     pub(crate) generation: u64,
     pub(crate) input: RemoteInput,
-    pub(crate) owners: RemoteOwners,
 }
 
 pub(crate) struct AppRun {
@@ -93,12 +92,7 @@ impl AppRun {
         let wasm_path = ctx.data.component(&m.component);
         let wasm = std::fs::read(&wasm_path)
             .with_context(|| format!("cannot read {}", wasm_path.display()))?;
-        let cache = match &ctx.options.cache_dir {
-            Some(dir) => CompileCache::at(dir),
-            None => CompileCache::default_dir()
-                .map(CompileCache::at)
-                .unwrap_or_else(CompileCache::disabled),
-        };
+        let cache = CompileCache::at_or_default(ctx.options.cache_dir.as_deref());
         let limits = Limits {
             max_memory: m.max_memory_mib << 20,
             call_timeout: Duration::from_millis(m.call_timeout_ms),
@@ -233,10 +227,6 @@ impl AppRun {
         let inbound = Inbound {
             generation,
             input: node.remote_input(),
-            owners: RemoteOwners {
-                key_groups,
-                workers,
-            },
         };
         Ok(AppRun {
             app: spec.name.clone(),

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use serde_bytes::ByteBuf;
 use wallaroo_transport::{ClusterTls, Connection, Endpoint};
 
-use crate::daemon::{name_of, request, resolve};
+use crate::daemon::{request, resolve};
 use crate::manifest::{Manifest, component_hash, read_hosts};
 use crate::proto::Msg;
 
@@ -123,7 +123,7 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        other => anyhow::bail!("unexpected answer {}", name_of(&other)),
+        other => anyhow::bail!("unexpected answer {}", other.name()),
     }
 }
 
@@ -134,7 +134,7 @@ pub async fn status(hosts: &Path, certs: &Path) -> anyhow::Result<()> {
     for i in 0..client.nodes.len() {
         let s = match client.ask(i, &Msg::Status).await {
             Ok(Msg::NodeStatus(s)) => s,
-            Ok(other) => anyhow::bail!("unexpected answer {}", name_of(&other)),
+            Ok(other) => anyhow::bail!("unexpected answer {}", other.name()),
             Err(e) => {
                 println!("node {i}  {}  unreachable: {e:#}", client.nodes[i]);
                 unreachable += 1;
@@ -200,6 +200,6 @@ pub async fn stop(hosts: &Path, certs: &Path) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        other => anyhow::bail!("unexpected answer {}", name_of(&other)),
+        other => anyhow::bail!("unexpected answer {}", other.name()),
     }
 }

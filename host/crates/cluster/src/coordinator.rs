@@ -18,7 +18,7 @@ use std::time::Duration;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use crate::daemon::{Context, Stream, name_of};
+use crate::daemon::{Context, Stream};
 use crate::manifest::{ClusterRecord, Manifest};
 use crate::proto::{Msg, Totals};
 
@@ -220,7 +220,7 @@ impl Coordinator {
                     sources.extend(at.into_iter().map(|s| format!("node {i}: {s}")));
                 }
                 Msg::Refused(why) => anyhow::bail!("{why}"),
-                other => anyhow::bail!("node {i}: unexpected answer {}", name_of(&other)),
+                other => anyhow::bail!("node {i}: unexpected answer {}", other.name()),
             }
         }
         self.next_checkpoint = next;
@@ -253,7 +253,7 @@ impl Coordinator {
                         sent += a.sent;
                         received += a.received;
                     }
-                    other => return self.checkpoints_off(&name_of(&other)),
+                    other => return self.checkpoints_off(other.name()),
                 }
             }
             let now = (sent, received);
@@ -343,7 +343,7 @@ impl Coordinator {
         for reply in self.all(|_| Msg::Shutdown).await.map_err(lost)? {
             match reply {
                 Msg::Stopped(t) => totals.push(t),
-                other => anyhow::bail!("unexpected answer {}", name_of(&other)),
+                other => anyhow::bail!("unexpected answer {}", other.name()),
             }
         }
         Ok(totals)

@@ -290,16 +290,8 @@ async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
                 (None, _) => Msg::Refused("no application is deployed".into()),
             }
         }
-        other => Msg::Refused(format!("unexpected request {}", name_of(&other))),
+        other => Msg::Refused(format!("unexpected request {}", other.name())),
     }
-}
-
-pub(crate) fn name_of(m: &Msg) -> String {
-    let text = format!("{m:?}");
-    text.split(|c: char| !c.is_alphanumeric())
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// The coordinator's side of `wallaroo deploy`: assigns key groups, hands every node its
@@ -333,7 +325,7 @@ async fn deploy(
             match Box::pin(answer(ctx, assign)).await {
                 Msg::Ok => {}
                 Msg::Refused(why) => anyhow::bail!("{addr}: {why}"),
-                other => anyhow::bail!("{addr}: unexpected answer {}", name_of(&other)),
+                other => anyhow::bail!("{addr}: unexpected answer {}", other.name()),
             }
             continue;
         }
@@ -344,7 +336,7 @@ async fn deploy(
         match request(&conn, &assign).await? {
             Msg::Ok => {}
             Msg::Refused(why) => anyhow::bail!("node {i} ({addr}) refused: {why}"),
-            other => anyhow::bail!("node {i} ({addr}): unexpected answer {}", name_of(&other)),
+            other => anyhow::bail!("node {i} ({addr}): unexpected answer {}", other.name()),
         }
     }
     let assignment = ctx.assignment().context("assignment lost")?;
@@ -420,7 +412,7 @@ async fn take_data(
             return Ok(());
         };
         let Msg::Batch { segment, messages } = msg else {
-            anyhow::bail!("node {from} sent {} on a data stream", name_of(&msg));
+            anyhow::bail!("node {from} sent {} on a data stream", msg.name());
         };
         if current
             .borrow()
@@ -437,9 +429,7 @@ async fn take_data(
                 payload: payload.into_vec(),
             })
             .collect();
-        inbound
-            .input
-            .deliver(segment, messages, Some(credit), &inbound.owners);
+        inbound.input.deliver(segment, messages, Some(credit));
     }
 }
 
@@ -650,6 +640,6 @@ async fn on_run(app: &mut AppRun, command: Msg) -> Msg {
                 received,
             }
         }
-        other => Msg::Refused(format!("unexpected command {}", name_of(&other))),
+        other => Msg::Refused(format!("unexpected command {}", other.name())),
     }
 }

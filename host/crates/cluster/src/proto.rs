@@ -100,6 +100,42 @@ pub enum Msg {
     NodeStatus(Box<NodeStatus>),
 }
 
+impl Msg {
+    /// The message's kind, for errors (never its content: a component is megabytes).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::HasComponent { .. } => "HasComponent",
+            Msg::PutComponent { .. } => "PutComponent",
+            Msg::Deploy { .. } => "Deploy",
+            Msg::Status => "Status",
+            Msg::Stop => "Stop",
+            Msg::Assign { .. } => "Assign",
+            Msg::Join { .. } => "Join",
+            Msg::Start { .. } => "Start",
+            Msg::Halt => "Halt",
+            Msg::Begin { .. } => "Begin",
+            Msg::Align => "Align",
+            Msg::Prepare => "Prepare",
+            Msg::Commit { .. } => "Commit",
+            Msg::StopSources => "StopSources",
+            Msg::Drain => "Drain",
+            Msg::Shutdown => "Shutdown",
+            Msg::Data { .. } => "Data",
+            Msg::Batch { .. } => "Batch",
+            Msg::Ok => "Ok",
+            Msg::Refused(_) => "Refused",
+            Msg::Have(_) => "Have",
+            Msg::Deployed { .. } => "Deployed",
+            Msg::Started { .. } => "Started",
+            Msg::Aligned(_) => "Aligned",
+            Msg::Prepared(_) => "Prepared",
+            Msg::Drained { .. } => "Drained",
+            Msg::Stopped(_) => "Stopped",
+            Msg::NodeStatus(_) => "NodeStatus",
+        }
+    }
+}
+
 /// One node's figures for `wallaroo status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeStatus {

@@ -43,6 +43,16 @@ impl CompileCache {
         Self { dir: None }
     }
 
+    /// A cache in `dir` if given, else in [`CompileCache::default_dir`], else none.
+    pub fn at_or_default(dir: Option<&Path>) -> Self {
+        match dir {
+            Some(dir) => Self::at(dir),
+            None => Self::default_dir()
+                .map(Self::at)
+                .unwrap_or_else(Self::disabled),
+        }
+    }
+
     /// `$WALLAROO_CACHE_DIR`, else `$XDG_CACHE_HOME/wallaroo`, else `$HOME/.cache/wallaroo`.
     pub fn default_dir() -> Option<PathBuf> {
         if let Some(dir) = std::env::var_os("WALLAROO_CACHE_DIR") {

@@ -22,7 +22,7 @@ pub use dead_letter::{DeadLetters, Entry as DeadLetterEntry, EntryWriter};
 pub use metrics::{NodeCounters, NodeTotals};
 pub use node::{
     Checkpoints, MetricsHandle, Node, NodeConfig, NotAccepted, Peers, Placement, Recovered,
-    RemoteInput, RemoteOwners, Resilience, SinkBatch, SinkQueue, SourceHandle, SourceHandles,
+    RemoteInput, Resilience, SinkBatch, SinkQueue, SourceHandle, SourceHandles,
 };
 pub use wallaroo_component::Message;
 pub use wallaroo_wal::Lsn;

@@ -239,6 +239,8 @@ pub struct Node {
     threads: Vec<std::thread::JoinHandle<()>>,
     sinks: Vec<Option<SinkQueue>>,
     checkpointing: Checkpointing,
+    key_groups: KeyGroups,
+    owners: Arc<Vec<Owner>>,
 }
 
 enum Checkpointing {
@@ -482,6 +484,8 @@ impl Node {
             threads,
             sinks,
             checkpointing,
+            key_groups: config.key_groups,
+            owners,
         };
         Ok((node, recovered))
     }
@@ -496,7 +500,11 @@ impl Node {
 
     /// Where batches routed here by other nodes of a cluster go in.
     pub fn remote_input(&self) -> RemoteInput {
-        RemoteInput(self.shared.clone())
+        RemoteInput {
+            shared: self.shared.clone(),
+            key_groups: self.key_groups,
+            owners: self.owners.clone(),
+        }
     }
 
     /// Stops sources and asks no more of the workers than their current batch: queued work
@@ -633,7 +641,12 @@ impl MetricsHandle {
 
 /// Takes batches other nodes routed to key groups this node owns.
 #[derive(Clone)]
-pub struct RemoteInput(Arc<Shared>);
+pub struct RemoteInput {
+    shared: Arc<Shared>,
+    key_groups: KeyGroups,
+    /// The owner of each key group, as the workers route.
+    owners: Arc<Vec<Owner>>,
+}
 
 impl RemoteInput {
     /// Queues a batch to the workers owning its keys. `credit` is held until every part of the
@@ -643,18 +656,25 @@ impl RemoteInput {
         segment: u32,
         messages: Vec<Message>,
         credit: Option<OwnedSemaphorePermit>,
-        owners: &RemoteOwners,
     ) {
         let credit = credit.map(Arc::new);
-        let mut per_worker: Vec<Vec<Message>> = vec![Vec::new(); self.0.inboxes.len()];
+        let workers = self.shared.inboxes.len();
+        let mut per_worker: Vec<Vec<Message>> = vec![Vec::new(); workers];
         for m in messages {
-            per_worker[owners.worker(&m.key)].push(m);
+            let group = self.key_groups.of(&m.key).0 as usize;
+            let worker = match self.owners[group] {
+                Owner::Worker(w) => w,
+                // Another node's group (a peer with another table): processed here, on the
+                // worker that would own it.
+                Owner::Node(_) => group % workers,
+            };
+            per_worker[worker].push(m);
         }
         for (worker, messages) in per_worker.into_iter().enumerate() {
             if messages.is_empty() {
                 continue;
             }
-            self.0.enqueue(
+            self.shared.enqueue(
                 worker,
                 Work::Batch {
                     segment,
@@ -664,20 +684,7 @@ impl RemoteInput {
                 },
             );
         }
-        self.0.received.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Which local worker owns a key (the same rule [`Node::start`] applies).
-#[derive(Debug, Clone, Copy)]
-pub struct RemoteOwners {
-    pub key_groups: KeyGroups,
-    pub workers: usize,
-}
-
-impl RemoteOwners {
-    fn worker(&self, key: &[u8]) -> usize {
-        self.key_groups.of(key).0 as usize % self.workers
+        self.shared.received.fetch_add(1, Ordering::SeqCst);
     }
 }
 
