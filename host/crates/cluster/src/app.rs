@@ -90,9 +90,6 @@ impl AppRun {
         let m = &assignment.manifest;
         let me = assignment.index as usize;
         let wasm_path = ctx.data.component(&m.component);
-        let wasm = std::fs::read(&wasm_path)
-            .with_context(|| format!("cannot read {}", wasm_path.display()))?;
-        let cache = CompileCache::at_or_default(ctx.options.cache_dir.as_deref());
         let limits = Limits {
             max_memory: m.max_memory_mib << 20,
             call_timeout: Duration::from_millis(m.call_timeout_ms),
@@ -102,8 +99,16 @@ impl AppRun {
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
-        let (runtime, _) = Runtime::new(&wasm, &cache, limits, Sandbox::default())
-            .context("loading the component")?;
+        // Compiling a component takes seconds of CPU: off the async threads, which must keep
+        // answering the other nodes meanwhile.
+        let cache = CompileCache::at_or_default(ctx.options.cache_dir.as_deref());
+        let (runtime, _) = tokio::task::spawn_blocking(move || {
+            let wasm = std::fs::read(&wasm_path)
+                .with_context(|| format!("cannot read {}", wasm_path.display()))?;
+            Runtime::new(&wasm, &cache, limits, Sandbox::default()).context("loading the component")
+        })
+        .await
+        .context("loading the component")??;
 
         let mut queues = Vec::new();
         let mut receivers = Vec::new();

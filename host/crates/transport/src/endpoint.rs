@@ -18,7 +18,7 @@ use crate::tls::{ClusterTls, SERVER_NAME};
 /// A keep-alive is sent after this long without other traffic.
 const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// A connection with no packet from the peer for this long is dead.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Flow-control window of one stream.
 const STREAM_WINDOW: u32 = 8 << 20;
 /// Flow-control window of a whole connection (receive and send).

@@ -59,8 +59,9 @@ pub(crate) fn describe(e: &ConnectionError, side: Side) -> String {
         }
         ConnectionError::Reset => format!("{peer} reset the connection (did it restart?)"),
         ConnectionError::TimedOut => format!(
-            "no answer from {peer} for 5 s (is it running and listening on that UDP port, \
-             and does the network let UDP through?)"
+            "no answer from {peer} for {} s (is it running and listening on that UDP port, \
+             and does the network let UDP through?)",
+            crate::endpoint::IDLE_TIMEOUT.as_secs()
         ),
         ConnectionError::LocallyClosed => "closed by this side".to_string(),
         ConnectionError::VersionMismatch => format!("{peer} does not speak QUIC version 1"),
