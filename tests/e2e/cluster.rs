@@ -223,9 +223,33 @@ fn word_count_on_three_nodes_counts_exactly_as_one_node() {
 
 #[test]
 fn a_killed_node_restarts_and_the_cluster_recovers_with_exactly_once_output() {
+    kill_and_restart(2, Kill::WhileSending);
+}
+
+#[test]
+fn a_killed_coordinator_restarts_and_the_cluster_recovers_with_exactly_once_output() {
+    kill_and_restart(0, Kill::WhileSending);
+}
+
+#[test]
+fn a_stop_asked_while_a_node_is_down_waits_for_it_and_loses_nothing() {
+    kill_and_restart(2, Kill::BeforeStop);
+}
+
+enum Kill {
+    /// At a random point of the output, while the senders send.
+    WhileSending,
+    /// Once the senders are done, just before `wallaroo stop`; the node is restarted while
+    /// the stop waits.
+    BeforeStop,
+}
+
+/// Exactly-once word count on three nodes, with input into nodes 1 and 2, while node `victim`
+/// is killed with SIGKILL and restarted on its data directory.
+fn kill_and_restart(victim: usize, when: Kill) {
     let wasm = build_app(WORD_COUNT);
     let mut cluster = Cluster::new(3);
-    let mut rng = seeded("kill a node");
+    let mut rng = seeded(&format!("kill node {victim}"));
     let a = cluster.dir.path().join("a.txt");
     let b = cluster.dir.path().join("b.txt");
     let mut totals = random_words(&a, 4000, 8, &mut rng);
@@ -246,30 +270,64 @@ fn a_killed_node_restarts_and_the_cluster_recovers_with_exactly_once_output() {
             "200",
         ],
     );
-    let mut send_a = ack_sender(&sources[1], &a, "1");
-    let mut send_b = ack_sender(&sources[2], &b, "2");
-    let point = rng.random_range(words / 5..words / 2);
-    wait_until(Duration::from_secs(120), || {
-        (receiver.text().lines().count() as u64 >= point).then_some(())
-    })
-    .unwrap_or_else(|| panic!("output stalled before {point} lines\n{}", cluster.logs()));
-    eprintln!("killing node 2 after {point} output lines");
-    cluster.nodes[2].signal(libc::SIGKILL);
-    cluster.nodes[2].wait(Duration::from_secs(10));
+    let mut senders = [
+        ack_sender(&sources[1], &a, "1"),
+        ack_sender(&sources[2], &b, "2"),
+    ];
     let certs = cluster.certs.clone();
-    cluster.nodes[2] = cluster.start_node(2, &certs);
-    cluster.nodes[2].wait_line("rejoining deployment", Duration::from_secs(10));
-
-    for s in [&mut send_a, &mut send_b] {
-        assert_eq!(
-            s.wait(Duration::from_secs(180)),
-            Some(0),
-            "{}\n{}",
-            s.stderr(),
-            cluster.logs()
-        );
-    }
-    let stop = cluster.command(&["stop"]);
+    let wait_senders = |senders: &mut [Proc], cluster: &Cluster| {
+        for s in senders {
+            assert_eq!(
+                s.wait(Duration::from_secs(180)),
+                Some(0),
+                "{}\n{}",
+                s.stderr(),
+                cluster.logs()
+            );
+        }
+    };
+    let stop = match when {
+        Kill::WhileSending => {
+            let point = rng.random_range(words / 5..words / 2);
+            wait_until(Duration::from_secs(120), || {
+                (receiver.text().lines().count() as u64 >= point).then_some(())
+            })
+            .unwrap_or_else(|| panic!("output stalled before {point} lines\n{}", cluster.logs()));
+            eprintln!("killing node {victim} after {point} output lines");
+            cluster.nodes[victim].signal(libc::SIGKILL);
+            cluster.nodes[victim].wait(Duration::from_secs(10));
+            cluster.nodes[victim] = cluster.start_node(victim, &certs);
+            cluster.nodes[victim].wait_line("rejoining deployment", Duration::from_secs(10));
+            wait_senders(&mut senders, &cluster);
+            cluster.command(&["stop"])
+        }
+        Kill::BeforeStop => {
+            // Acknowledged means logged: all of it must come out, whatever happens next.
+            wait_senders(&mut senders, &cluster);
+            cluster.nodes[victim].signal(libc::SIGKILL);
+            cluster.nodes[victim].wait(Duration::from_secs(10));
+            let mut cmd = Command::new(wallaroo());
+            cmd.args(["stop", "--nodes"])
+                .arg(&cluster.hosts_file)
+                .arg("--certs")
+                .arg(&certs);
+            let (done, stopped) = std::sync::mpsc::channel();
+            std::thread::spawn(move || done.send(cmd.output().unwrap()));
+            std::thread::sleep(Duration::from_secs(1));
+            cluster.nodes[victim] = cluster.start_node(victim, &certs);
+            let stop = stopped
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("stop still waits after 120 s\n{}", cluster.logs()));
+            let waited = cluster.nodes[0].stderr();
+            assert!(
+                waited.contains("the stop follows once it runs again")
+                    || waited.contains("stopping once the cluster has recovered"),
+                "{}",
+                cluster.logs()
+            );
+            stop
+        }
+    };
     assert!(
         stop.status.success(),
         "{}{}\n{}",
@@ -282,10 +340,12 @@ fn a_killed_node_restarts_and_the_cluster_recovers_with_exactly_once_output() {
     // No gap, no repeat, nothing extra: as if no node had crashed.
     assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
     assert_eq!(text.lines().count() as u64, words);
+    // The coordinator (the restarted one, if it was the victim) started a later generation
+    // from a checkpoint.
     assert!(
         cluster.nodes[0]
             .stderr()
-            .contains("rolling the cluster back"),
+            .contains("running from checkpoint"),
         "{}",
         cluster.logs()
     );

@@ -22,6 +22,15 @@ use crate::daemon::{Context, Stream};
 use crate::manifest::{ClusterRecord, Manifest};
 use crate::proto::{Msg, Totals};
 
+/// How long a checkpoint may wait for alignment before the coordinator says what holds it up.
+const ALIGN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long a node may take to answer a command before it counts as lost.
+const ANSWER_PATIENCE: Duration = Duration::from_secs(120);
+
+/// How long `wallaroo stop` waits for nodes to rejoin a recovering cluster.
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
+
 /// What reaches the coordinator: a node's control stream, or a client's stop.
 pub(crate) enum Joined {
     Node {
@@ -40,11 +49,16 @@ pub(crate) struct Coordinator {
     manifest: Manifest,
     record: ClusterRecord,
     events: flume::Receiver<Joined>,
+    /// Events that arrived while waiting for a node's answer, to be handled first.
+    pending: std::collections::VecDeque<Joined>,
     members: Vec<Option<Stream>>,
     next_checkpoint: u64,
     app_name: String,
     /// Checkpoints are off after a node's log failed.
     log_failed: bool,
+    /// `wallaroo stop` asked while the cluster was recovering: carried out once it runs again.
+    stops: Vec<oneshot::Sender<Msg>>,
+    stop_asked: Option<std::time::Instant>,
 }
 
 impl Coordinator {
@@ -60,10 +74,13 @@ impl Coordinator {
             manifest,
             record,
             events,
+            pending: Default::default(),
             members,
             next_checkpoint: 1,
             app_name: String::new(),
             log_failed: false,
+            stops: Vec::new(),
+            stop_asked: None,
         }
     }
 
@@ -74,6 +91,13 @@ impl Coordinator {
     pub(crate) async fn run(mut self, mut deployed: Option<oneshot::Sender<anyhow::Result<Msg>>>) {
         let interval = Duration::from_millis(self.manifest.checkpoint_interval_ms.max(1));
         let mut running = false;
+        if deployed.is_none() {
+            eprintln!(
+                "coordinating deployment {} again: the cluster rolls back to checkpoint {} once \
+                 every node has joined",
+                self.manifest.deployment, self.record.committed
+            );
+        }
         loop {
             if !running {
                 match self.recover(deployed.is_some()).await {
@@ -82,6 +106,13 @@ impl Coordinator {
                         if let Some(d) = deployed.take() {
                             let app = self.app_name.clone();
                             let _ = d.send(Ok(Msg::Deployed { app, sources }));
+                        }
+                        if !self.stops.is_empty() {
+                            if self.stop().await {
+                                return;
+                            }
+                            running = false;
+                            continue;
                         }
                     }
                     Err(e) => {
@@ -99,7 +130,7 @@ impl Coordinator {
             }
             let tick = tokio::time::sleep(interval);
             tokio::select! {
-                event = self.events.recv_async() => match event {
+                event = self.next_event() => match event {
                     Ok(Joined::Node { index, deployment, stream }) => {
                         if self.admit(index, deployment, stream).await {
                             eprintln!("node {index} joined again: rolling the cluster back to checkpoint {}", self.record.committed);
@@ -107,9 +138,12 @@ impl Coordinator {
                         }
                     }
                     Ok(Joined::Stop(reply)) => {
-                        let answer = self.stop().await;
-                        let _ = reply.send(answer);
-                        return;
+                        self.stops.push(reply);
+                        self.stop_asked.get_or_insert_with(std::time::Instant::now);
+                        if self.stop().await {
+                            return;
+                        }
+                        running = false;
                     }
                     Err(_) => return,
                 },
@@ -153,9 +187,11 @@ impl Coordinator {
     /// Stops the application everywhere, waits for every node, and starts the next
     /// generation from the last committed checkpoint. Returns where sources listen.
     async fn recover(&mut self, first_deploy: bool) -> anyhow::Result<Vec<String>> {
-        for i in 0..self.members.len() {
-            if self.members[i].is_some() && self.ask(i, &Msg::Halt).await.is_err() {
-                self.members[i] = None;
+        if !first_deploy {
+            // Every generation runs on fresh control streams: closing the old ones stops the
+            // application on every node, and no answer to an earlier command is left unread.
+            for m in &mut self.members {
+                *m = None;
             }
         }
         let waited = std::time::Instant::now();
@@ -164,11 +200,26 @@ impl Coordinator {
             if first_deploy && waited.elapsed() > Duration::from_secs(60) {
                 anyhow::bail!("{} did not join within 60 s", self.missing().join(", "));
             }
+            if self
+                .stop_asked
+                .is_some_and(|at| at.elapsed() > STOP_PATIENCE)
+            {
+                let why = format!(
+                    "the cluster is recovering and {} did not join within {} s; start the \
+                     missing nodes (their data directories hold the deployment) and stop again",
+                    self.missing().join(", "),
+                    STOP_PATIENCE.as_secs()
+                );
+                for reply in self.stops.drain(..) {
+                    let _ = reply.send(Msg::Refused(why.clone()));
+                }
+                self.stop_asked = None;
+            }
             if told.elapsed() > Duration::from_secs(10) {
                 eprintln!("waiting for {} to join", self.missing().join(", "));
                 told = std::time::Instant::now();
             }
-            match tokio::time::timeout(Duration::from_millis(500), self.events.recv_async()).await {
+            match tokio::time::timeout(Duration::from_millis(500), self.next_event()).await {
                 Ok(Ok(Joined::Node {
                     index,
                     deployment,
@@ -177,11 +228,14 @@ impl Coordinator {
                     self.admit(index, deployment, stream).await;
                 }
                 Ok(Ok(Joined::Stop(reply))) => {
-                    let _ = reply.send(Msg::Refused(format!(
-                        "the cluster is recovering and {} missing; start the missing nodes \
-                         (their data directories hold the deployment) and stop again",
+                    // Nodes that lost the application rejoin within seconds: the stop
+                    // waits for them, and for the application to run again everywhere.
+                    eprintln!(
+                        "stop asked while {} rejoin: stopping once the cluster has recovered",
                         self.missing().join(", ")
-                    )));
+                    );
+                    self.stops.push(reply);
+                    self.stop_asked.get_or_insert_with(std::time::Instant::now);
                 }
                 Ok(Err(_)) => anyhow::bail!("the node is stopping"),
                 Err(_) => {}
@@ -243,12 +297,26 @@ impl Coordinator {
             }
         }
         let mut last = None;
+        let began = std::time::Instant::now();
+        let mut told = began;
         loop {
             let replies = self.all(|_| Msg::Align).await?;
             let (mut aligned, mut sent, mut received) = (true, 0, 0);
-            for reply in replies {
+            let mut behind = Vec::new();
+            for (i, reply) in replies.into_iter().enumerate() {
                 match reply {
                     Msg::Aligned(a) => {
+                        if !a.aligned || a.routed_in_flight > 0 {
+                            behind.push(format!(
+                                "node {i} ({} routed batches queued{})",
+                                a.routed_in_flight,
+                                if a.aligned {
+                                    ""
+                                } else {
+                                    ", workers not at the barrier"
+                                }
+                            ));
+                        }
                         aligned &= a.aligned && a.routed_in_flight == 0;
                         sent += a.sent;
                         received += a.received;
@@ -261,6 +329,22 @@ impl Coordinator {
                 break;
             }
             last = aligned.then_some(now);
+            // Alignment waits for the work queued before the barrier; say what it waits for
+            // when that takes long (a slow guest, a slow link).
+            if told.elapsed() > ALIGN_PATIENCE {
+                told = std::time::Instant::now();
+                if behind.is_empty() {
+                    behind.push(format!(
+                        "{} routed batches on the wire",
+                        sent.abs_diff(received)
+                    ));
+                }
+                tracing::warn!(
+                    "checkpoint {n} still aligning after {} s: waiting for {}",
+                    began.elapsed().as_secs(),
+                    behind.join(", ")
+                );
+            }
         }
         for reply in self.all(|_| Msg::Prepare).await? {
             if !matches!(reply, Msg::Prepared(true)) {
@@ -289,10 +373,21 @@ impl Coordinator {
     }
 
     /// `wallaroo stop`: stop the sources, wait until everything accepted is processed
-    /// everywhere, take a last checkpoint, then stop the application on every node.
-    async fn stop(&mut self) -> Msg {
-        match self.drain_and_stop().await {
-            Ok(totals) => {
+    /// everywhere, take a last checkpoint, then stop the application on every node, and answer
+    /// every stop asked. False if a node was lost before the application stopped anywhere:
+    /// the cluster then recovers, and the stop is tried again once it runs.
+    async fn stop(&mut self) -> bool {
+        let answer = match self.drain_and_stop().await {
+            Err(Lost(i, why)) => {
+                eprintln!(
+                    "node {i} lost while stopping ({why}): rolling the cluster back to \
+                     checkpoint {}; the stop follows once it runs again",
+                    self.record.committed
+                );
+                self.members[i] = None;
+                return false;
+            }
+            Ok(Ok(totals)) => {
                 let mut text = Vec::new();
                 for (i, t) in totals.iter().enumerate() {
                     text.push(format!(
@@ -306,18 +401,24 @@ impl Coordinator {
                     sources: text,
                 }
             }
-            Err(e) => Msg::Refused(format!("{e:#}")),
+            Ok(Err(e)) => Msg::Refused(format!("{e:#}")),
+        };
+        for reply in self.stops.drain(..) {
+            let _ = reply.send(answer.clone());
         }
+        true
     }
 
-    async fn drain_and_stop(&mut self) -> anyhow::Result<Vec<Totals>> {
-        let lost = |Lost(i, why): Lost| anyhow::anyhow!("node {i} lost while stopping: {why}");
-        self.all(|_| Msg::StopSources).await.map_err(lost)?;
+    /// The steps of a stop. Losing a node before the last step is `Err` (the cluster can
+    /// recover and stop again); failing in the last step, when some nodes may have stopped
+    /// already, is final.
+    async fn drain_and_stop(&mut self) -> Result<anyhow::Result<Vec<Totals>>, Lost> {
+        self.all(|_| Msg::StopSources).await?;
         let mut last = None;
         loop {
             let mut idle = true;
             let (mut sent, mut received) = (0, 0);
-            for reply in self.all(|_| Msg::Drain).await.map_err(lost)? {
+            for reply in self.all(|_| Msg::Drain).await? {
                 if let Msg::Drained {
                     in_flight,
                     sent: s,
@@ -337,16 +438,25 @@ impl Coordinator {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if self.checkpoints() {
-            self.checkpoint().await.map_err(lost)?;
+            self.checkpoint().await?;
         }
+        let replies = match self.all(|_| Msg::Shutdown).await {
+            Ok(replies) => replies,
+            Err(Lost(i, why)) => {
+                return Ok(Err(anyhow::anyhow!(
+                    "node {i} lost while stopping: {why}; restart it (its data directory holds \
+                     the deployment) and stop again"
+                )));
+            }
+        };
         let mut totals = Vec::new();
-        for reply in self.all(|_| Msg::Shutdown).await.map_err(lost)? {
+        for reply in replies {
             match reply {
                 Msg::Stopped(t) => totals.push(t),
-                other => anyhow::bail!("unexpected answer {}", other.name()),
+                other => return Ok(Err(anyhow::anyhow!("unexpected answer {}", other.name()))),
             }
         }
-        Ok(totals)
+        Ok(Ok(totals))
     }
 
     /// A deployment that could not start: tell every node to forget it.
@@ -382,15 +492,48 @@ impl Coordinator {
         self.answer(i).await
     }
 
+    /// Node `i`'s answer to the last command. A member that joins again meanwhile has
+    /// restarted: waiting for anyone's answer is then pointless, the cluster rolls back.
     async fn answer(&mut self, i: usize) -> Result<Msg, Lost> {
-        let Some((_, rx)) = self.members[i].as_mut() else {
-            return Err(Lost(i, "not joined".into()));
-        };
-        match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await {
-            Ok(Ok(Some(m))) => Ok(m),
-            Ok(Ok(None)) => Err(Lost(i, "control stream closed".into())),
-            Ok(Err(e)) => Err(Lost(i, format!("{e:#}"))),
-            Err(_) => Err(Lost(i, "no answer in 120 s".into())),
+        let deadline = tokio::time::Instant::now() + ANSWER_PATIENCE;
+        loop {
+            let Some((_, rx)) = self.members[i].as_mut() else {
+                return Err(Lost(i, "not joined".into()));
+            };
+            let event = tokio::select! {
+                answer = tokio::time::timeout_at(deadline, rx.recv()) => {
+                    return match answer {
+                        Ok(Ok(Some(m))) => Ok(m),
+                        Ok(Ok(None)) => Err(Lost(i, "control stream closed".into())),
+                        Ok(Err(e)) => Err(Lost(i, format!("{e:#}"))),
+                        Err(_) => Err(Lost(i, format!("no answer in {} s", ANSWER_PATIENCE.as_secs()))),
+                    };
+                }
+                event = self.events.recv_async() => event,
+            };
+            let Ok(event) = event else {
+                return Err(Lost(i, "the node is stopping".into()));
+            };
+            let restarted = match &event {
+                Joined::Node { index, .. } => self
+                    .members
+                    .get(*index as usize)
+                    .is_some_and(Option::is_some)
+                    .then_some(*index as usize),
+                Joined::Stop(_) => None,
+            };
+            self.pending.push_back(event);
+            if let Some(j) = restarted {
+                return Err(Lost(j, "it restarted and joined again".into()));
+            }
+        }
+    }
+
+    /// The next event: one put aside while waiting for an answer, or a new one.
+    async fn next_event(&mut self) -> Result<Joined, flume::RecvError> {
+        match self.pending.pop_front() {
+            Some(event) => Ok(event),
+            None => self.events.recv_async().await,
         }
     }
 }

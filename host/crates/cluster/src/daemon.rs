@@ -43,7 +43,8 @@ pub(crate) struct Context {
     pub(crate) options: NodeOptions,
     pub(crate) data: DataDir,
     endpoint: Endpoint,
-    connections: tokio::sync::Mutex<HashMap<String, Connection>>,
+    /// One slot per address, so that connecting to a node that is down holds up nothing else.
+    connections: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
     /// The application's current generation here, for data streams.
     inbound: watch::Sender<Option<Inbound>>,
     /// What `wallaroo status` reads.
@@ -67,15 +68,22 @@ struct View {
 impl Context {
     /// A connection to another node (or this one), reused while it lives.
     pub(crate) async fn connection(&self, addr: &str) -> anyhow::Result<Connection> {
-        let mut connections = self.connections.lock().await;
-        if let Some(c) = connections.get(addr)
+        let slot = self
+            .connections
+            .lock()
+            .unwrap()
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref()
             && !c.is_closed()
         {
             return Ok(c.clone());
         }
         let resolved = resolve(addr).await?;
         let conn = self.endpoint.connect(resolved).await?;
-        connections.insert(addr.to_string(), conn.clone());
+        *slot = Some(conn.clone());
         Ok(conn)
     }
 
@@ -523,7 +531,7 @@ async fn obey(
             }
             // A peer may have restarted since: its old connection would swallow data until
             // it timed out. Each generation's data streams go over new connections.
-            ctx.connections.lock().await.clear();
+            ctx.connections.lock().unwrap().clear();
             // A link of an earlier generation that broke says nothing about this one.
             *trouble = Arc::new(Notify::new());
             match AppRun::start(ctx, assignment, generation, recover_to, trouble.clone()).await {
@@ -548,12 +556,6 @@ async fn obey(
                 }
                 Err(e) => refused(e.context(format!("node {} cannot start", assignment.index))),
             }
-        }
-        Msg::Halt => {
-            if let Some(app) = run.take() {
-                stop_run(ctx, app).await;
-            }
-            Msg::Ok
         }
         Msg::Shutdown => {
             let totals = match run.take() {

@@ -14,7 +14,7 @@ use wallaroo_engine::Alignment;
 
 use crate::manifest::Manifest;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Msg {
     // Client requests.
     HasComponent {
@@ -46,8 +46,6 @@ pub enum Msg {
         generation: u64,
         recover_to: u64,
     },
-    /// Stop the application without draining (a rollback follows).
-    Halt,
     Begin {
         checkpoint: u64,
     },
@@ -112,7 +110,6 @@ impl Msg {
             Msg::Assign { .. } => "Assign",
             Msg::Join { .. } => "Join",
             Msg::Start { .. } => "Start",
-            Msg::Halt => "Halt",
             Msg::Begin { .. } => "Begin",
             Msg::Align => "Align",
             Msg::Prepare => "Prepare",
