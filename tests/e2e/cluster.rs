@@ -36,6 +36,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     certs: PathBuf,
     hosts_file: PathBuf,
+    /// Each node's own certificate, issued by the cluster's CA (`certs` is the client's).
+    node_certs: Vec<PathBuf>,
     addrs: Vec<String>,
     offsets: Vec<u16>,
     nodes: Vec<Proc>,
@@ -53,6 +55,25 @@ impl Cluster {
         let offsets = (0..n)
             .map(|i| hosts.port(i, APP_SOURCE_PORT) - APP_SOURCE_PORT)
             .collect();
+        let node_certs: Vec<PathBuf> = (0..n)
+            .map(|i| {
+                let out = dir.path().join(format!("certs-node{i}"));
+                let issued = Command::new(wallaroo())
+                    .args(["cert", "issue", &format!("node{i}"), "--ca"])
+                    .arg(&certs)
+                    .arg("--out")
+                    .arg(&out)
+                    .output()
+                    .unwrap();
+                assert!(
+                    issued.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&issued.stderr)
+                );
+                assert!(!out.join("ca.key").exists());
+                out
+            })
+            .collect();
         let hosts_file = dir.path().join("hosts.txt");
         std::fs::write(
             &hosts_file,
@@ -64,12 +85,13 @@ impl Cluster {
             dir,
             certs,
             hosts_file,
+            node_certs,
             addrs,
             offsets,
             nodes: Vec::new(),
         };
         for i in 0..n {
-            let node = cluster.start_node(i, &cluster.certs.clone());
+            let node = cluster.start_node(i, &cluster.node_certs[i].clone());
             cluster.nodes.push(node);
         }
         cluster
@@ -275,6 +297,7 @@ fn kill_and_restart(victim: usize, when: Kill) {
         ack_sender(&sources[2], &b, "2"),
     ];
     let certs = cluster.certs.clone();
+    let own = cluster.node_certs[victim].clone();
     let wait_senders = |senders: &mut [Proc], cluster: &Cluster| {
         for s in senders {
             assert_eq!(
@@ -296,7 +319,7 @@ fn kill_and_restart(victim: usize, when: Kill) {
             eprintln!("killing node {victim} after {point} output lines");
             cluster.nodes[victim].signal(libc::SIGKILL);
             cluster.nodes[victim].wait(Duration::from_secs(10));
-            cluster.nodes[victim] = cluster.start_node(victim, &certs);
+            cluster.nodes[victim] = cluster.start_node(victim, &own);
             cluster.nodes[victim].wait_line("rejoining deployment", Duration::from_secs(10));
             wait_senders(&mut senders, &cluster);
             cluster.command(&["stop"])
@@ -314,7 +337,7 @@ fn kill_and_restart(victim: usize, when: Kill) {
             let (done, stopped) = std::sync::mpsc::channel();
             std::thread::spawn(move || done.send(cmd.output().unwrap()));
             std::thread::sleep(Duration::from_secs(1));
-            cluster.nodes[victim] = cluster.start_node(victim, &certs);
+            cluster.nodes[victim] = cluster.start_node(victim, &own);
             let stop = stopped
                 .recv_timeout(Duration::from_secs(120))
                 .unwrap_or_else(|_| panic!("stop still waits after 120 s\n{}", cluster.logs()));

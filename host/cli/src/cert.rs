@@ -1,4 +1,5 @@
-//! `wallaroo cert init [DIR] [--force]`: the cluster's certificates.
+//! `wallaroo cert init [DIR] [--force]` and `wallaroo cert issue NAME`: the cluster's
+//! certificates.
 
 use std::path::PathBuf;
 
@@ -10,16 +11,35 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Make a new cluster CA and the node certificate signed by it.
+    /// Make a new cluster CA and a node certificate signed by it.
     ///
     /// Writes DIR/ca.pem, DIR/ca.key, DIR/node.pem and DIR/node.key. Nodes accept only peers
-    /// and clients that present a certificate of this CA, so the directory must be copied to
+    /// and clients that present a certificate of this CA. Give each node a certificate of its
+    /// own with `wallaroo cert issue`, or copy this directory (which holds the CA's key) to
     /// every node and to the machine that runs deploy/status/stop.
     Init {
         /// Directory to write the files to (created if missing).
         #[arg(default_value = "wallaroo-certs")]
         dir: PathBuf,
         /// Replace existing files; nodes that keep the old CA can no longer connect.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Give one node (or client) a certificate of its own, signed by the cluster CA.
+    ///
+    /// Writes OUT/ca.pem, OUT/node.pem and OUT/node.key, but not the CA's key: copy OUT to
+    /// that node and start it with `--certs OUT`. The CA's directory stays with whoever runs
+    /// `cert issue`.
+    Issue {
+        /// The name the certificate is issued to (its common name), e.g. the host's name.
+        name: String,
+        /// The directory made by `wallaroo cert init`, holding ca.key.
+        #[arg(long, default_value = "wallaroo-certs")]
+        ca: PathBuf,
+        /// Directory to write to; `wallaroo-certs-NAME` by default.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace the files of an earlier certificate in OUT.
         #[arg(long)]
         force: bool,
     },
@@ -47,6 +67,27 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Issue {
+            name,
+            ca,
+            out,
+            force,
+        } => {
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("wallaroo-certs-{name}")));
+            let files = wallaroo_transport::issue_cert(&ca, &out, &name, force)?;
+            println!(
+                "wrote a certificate for '{name}', signed by the CA in {}:",
+                ca.display()
+            );
+            println!("  {}  the cluster CA's certificate", files.ca.display());
+            println!("  {}  the certificate", files.cert.display());
+            println!("  {}  its key (secret)", files.key.display());
+            println!(
+                "copy {} to that machine and give it as --certs; it holds no CA key",
+                out.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -63,7 +104,9 @@ mod tests {
         let Command::Cert(args) = parse(&["wallaroo", "cert", "init"]).unwrap().command else {
             panic!("not cert");
         };
-        let super::Command::Init { dir, force } = args.command;
+        let super::Command::Init { dir, force } = args.command else {
+            panic!("not init");
+        };
         assert_eq!(dir, std::path::Path::new("wallaroo-certs"));
         assert!(!force);
     }
@@ -76,9 +119,36 @@ mod tests {
         else {
             panic!("not cert");
         };
-        let super::Command::Init { dir, force } = args.command;
+        let super::Command::Init { dir, force } = args.command else {
+            panic!("not init");
+        };
         assert_eq!(dir, std::path::Path::new("certs"));
         assert!(force);
+    }
+
+    #[test]
+    fn issue_takes_a_name_and_defaults_to_the_init_directory() {
+        let Command::Cert(args) = parse(&["wallaroo", "cert", "issue", "n1"]).unwrap().command
+        else {
+            panic!("not cert");
+        };
+        let super::Command::Issue {
+            name,
+            ca,
+            out,
+            force,
+        } = args.command
+        else {
+            panic!("not issue");
+        };
+        assert_eq!(name, "n1");
+        assert_eq!(ca, std::path::Path::new("wallaroo-certs"));
+        assert_eq!(out, None);
+        assert!(!force);
+        assert!(
+            parse(&["wallaroo", "cert", "issue"]).is_err(),
+            "a name is needed"
+        );
     }
 
     #[test]

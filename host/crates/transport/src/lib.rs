@@ -54,4 +54,4 @@ pub mod tls;
 pub use connection::Connection;
 pub use endpoint::Endpoint;
 pub use frame::{FrameReceiver, FrameSender, MAX_FRAME};
-pub use tls::{CertFiles, ClusterTls, init_certs};
+pub use tls::{CertFiles, ClusterTls, init_certs, issue_cert};

@@ -10,10 +10,13 @@
 //! | `node.pem` | the node certificate, signed by the CA                            | no     |
 //! | `node.key` | its private key                                                   | yes    |
 //!
-//! The same node certificate is used by every node and by the clients (deploy, status, stop):
-//! its only subject name is the DNS name [`SERVER_NAME`] and it carries both the `serverAuth`
-//! and `clientAuth` extended key usages. Whoever holds `node.key` is a member of the cluster;
-//! addresses are not part of the identity, so nodes can move without new certificates.
+//! `wallaroo cert issue NAME` ([`issue_cert`]) gives a node (or a client) a certificate of its
+//! own in a directory of its own, holding `ca.pem`, `node.pem` and `node.key` but not the CA's
+//! key; the node certificate of `init` may also be shared by every node and client. Every node
+//! certificate's only subject name is the DNS name [`SERVER_NAME`] (its common name is the
+//! name it was issued to) and it carries both the `serverAuth` and `clientAuth` extended key
+//! usages. Whoever holds a node key signed by the CA is a member of the cluster; addresses
+//! are not part of the identity, so nodes can move without new certificates.
 //!
 //! Both ends authenticate (mutual TLS, TLS 1.3 only, `ring` crypto):
 //! - a server requires a client certificate and verifies it against `ca.pem` alone
@@ -50,7 +53,7 @@ pub const NODE_CERT_FILE: &str = "node.pem";
 /// The node certificate's private key.
 pub const NODE_KEY_FILE: &str = "node.key";
 
-/// The files written by [`init_certs`].
+/// The files written by [`init_certs`] (and by [`issue_cert`], which writes no CA key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertFiles {
     /// The cluster CA's certificate (`ca.pem`).
@@ -127,10 +130,21 @@ impl ClusterTls {
         let ca_pem = read(ca_path)?;
         let cert_pem = read(cert_path)?;
         let key_pem = read(key_path)?;
+        let files = [ca_path, cert_path, key_path];
+        Self::from_pem(&ca_pem, &cert_pem, &key_pem, files, check_chain)
+    }
 
+    /// The configurations from the three files' contents; `files` names them in errors.
+    fn from_pem(
+        ca_pem: &[u8],
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        [ca_path, cert_path, key_path]: [&Path; 3],
+        check_chain: bool,
+    ) -> anyhow::Result<ClusterTls> {
         let mut roots = RootCertStore::empty();
         let mut n_roots = 0;
-        for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
             let cert = cert.map_err(|e| anyhow!("{} is not valid PEM: {e}", ca_path.display()))?;
             roots.add(cert).map_err(|e| {
                 anyhow!(
@@ -145,13 +159,13 @@ impl ClusterTls {
         }
         let roots = Arc::new(roots);
 
-        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow!("{} is not valid PEM: {e}", cert_path.display()))?;
         let Some((end_entity, intermediates)) = chain.split_first() else {
             bail!("{} holds no certificate", cert_path.display());
         };
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| anyhow!("{} holds no usable private key: {e}", key_path.display()))?;
 
         let provider = provider();
@@ -244,86 +258,25 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// Refuses to overwrite any of the four files unless `force`: a new CA cuts off every node
 /// that still has the old one.
 ///
-/// The node certificate is used by every node and by the deploy/status/stop client; its subject
-/// name is the DNS name [`SERVER_NAME`] and it is valid as both a TLS server and client
-/// certificate. Keys are ECDSA P-256; certificates do not expire in practice (year 4096), so
-/// a cluster is cut off by replacing its CA, not by a date.
+/// The node certificate's subject name is the DNS name [`SERVER_NAME`] and it is valid as
+/// both a TLS server and client certificate; [`issue_cert`] makes more, one per node. Keys
+/// are ECDSA P-256; certificates do not expire in practice (year 4096), so a cluster is cut
+/// off by replacing its CA, not by a date.
 pub fn init_certs(dir: &Path, force: bool) -> anyhow::Result<CertFiles> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-
     let files = CertFiles::in_dir(dir);
-    if !force {
-        let existing: Vec<String> = [&files.ca, &files.ca_key, &files.cert, &files.key]
-            .into_iter()
-            .filter(|p| p.exists())
-            .map(|p| p.display().to_string())
-            .collect();
-        if !existing.is_empty() {
-            bail!(
-                "{} already {}; a new CA would lock out every node that has the old one \
-                 (use --force to replace it anyway)",
-                existing.join(", "),
-                if existing.len() == 1 {
-                    "exists"
-                } else {
-                    "exist"
-                }
-            );
-        }
-    }
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        // A new directory is private: it holds keys.
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    refuse_to_overwrite(
+        &[&files.ca, &files.ca_key, &files.cert, &files.key],
+        force,
+        "a new CA would lock out every node that has the old one",
+    )?;
+    private_dir(dir)?;
 
-    let ca_key = KeyPair::generate().context("cannot generate the CA key")?;
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = rcgen::DistinguishedName::new();
-    // Every cluster's CA gets a name of its own, so that a certificate of another cluster is
-    // reported as from an unknown issuer rather than as a bad signature of this one.
-    let ca_id: String = ca_key.public_key_raw()[1..9]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("Wallaroo cluster CA {ca_id}"));
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params
+    let ca_key = rcgen::KeyPair::generate().context("cannot generate the CA key")?;
+    let ca_cert = ca_params(&ca_key)
         .self_signed(&ca_key)
         .context("cannot make the CA certificate")?;
-    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
-
-    let node_key = KeyPair::generate().context("cannot generate the node key")?;
-    let mut node_params = CertificateParams::new(vec![SERVER_NAME.to_string()])
-        .context("cannot make the node certificate")?;
-    node_params.distinguished_name = rcgen::DistinguishedName::new();
-    node_params
-        .distinguished_name
-        .push(DnType::CommonName, SERVER_NAME);
-    node_params.is_ca = IsCa::ExplicitNoCa;
-    node_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    node_params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    node_params.use_authority_key_identifier_extension = true;
-    let node_cert = node_params
-        .signed_by(&node_key, &issuer)
-        .context("cannot sign the node certificate")?;
+    let issuer = rcgen::Issuer::new(ca_params(&ca_key), &ca_key);
+    let (node_cert, node_key) = node_cert(&issuer, SERVER_NAME)?;
 
     // Keys first, so that a failure never leaves certificates without their keys.
     write_file(
@@ -336,6 +289,152 @@ pub fn init_certs(dir: &Path, force: bool) -> anyhow::Result<CertFiles> {
     write_file(&files.ca, ca_cert.pem().as_bytes(), false, force)?;
     write_file(&files.cert, node_cert.pem().as_bytes(), false, force)?;
     Ok(files)
+}
+
+/// Issues a certificate of its own to one member of the cluster, named `name`, signed by the
+/// CA in `ca_dir` (which must hold `ca.key`). Writes `out/ca.pem`, `out/node.pem` and
+/// `out/node.key`: all a node or client needs, and not the CA's key, so that a member cannot
+/// make certificates. Refuses to overwrite them unless `force`. Returns the files written
+/// (`ca_key` names the CA's key it was signed with).
+pub fn issue_cert(ca_dir: &Path, out: &Path, name: &str, force: bool) -> anyhow::Result<CertFiles> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bail!("'{name}' is not a certificate name: use 1 to 64 letters, digits, '-', '_' or '.'");
+    }
+    let ca = CertFiles::in_dir(ca_dir);
+    let ca_key_pem = String::from_utf8(read(&ca.ca_key)?)
+        .with_context(|| format!("{} is not a PEM file", ca.ca_key.display()))?;
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).map_err(|e| {
+        anyhow!(
+            "{} is not the key of a cluster CA: {e}",
+            ca.ca_key.display()
+        )
+    })?;
+    let ca_pem = read(&ca.ca)?;
+
+    let files = CertFiles {
+        ca_key: ca.ca_key.clone(),
+        ..CertFiles::in_dir(out)
+    };
+    refuse_to_overwrite(
+        &[&files.ca, &files.cert, &files.key],
+        force,
+        "a node using them would lose its identity",
+    )?;
+    // The CA's certificate parameters follow from its key as `init_certs` made them, so the
+    // issuer named in the new certificate is the CA's subject; before anything is written, the
+    // new certificate is checked to chain to `ca.pem`.
+    let issuer = rcgen::Issuer::new(ca_params(&ca_key), &ca_key);
+    let (cert, key) = node_cert(&issuer, name)?;
+    let (cert, key) = (cert.pem(), key.serialize_pem());
+    ClusterTls::from_pem(
+        &ca_pem,
+        cert.as_bytes(),
+        key.as_bytes(),
+        [&ca.ca, &files.cert, &files.key],
+        true,
+    )
+    .map_err(|e| {
+        anyhow!(
+            "{} and {} are not the certificate and key of one cluster CA ({e:#})",
+            ca.ca.display(),
+            ca.ca_key.display()
+        )
+    })?;
+    private_dir(out)?;
+    write_file(&files.key, key.as_bytes(), true, force)?;
+    write_file(&files.ca, &ca_pem, false, force)?;
+    write_file(&files.cert, cert.as_bytes(), false, force)?;
+    Ok(files)
+}
+
+fn refuse_to_overwrite(paths: &[&PathBuf], force: bool, why: &str) -> anyhow::Result<()> {
+    if force {
+        return Ok(());
+    }
+    let existing: Vec<String> = paths
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !existing.is_empty() {
+        bail!(
+            "{} already {}; {why} (use --force to replace anyway)",
+            existing.join(", "),
+            if existing.len() == 1 {
+                "exists"
+            } else {
+                "exist"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) if missing; a new directory is private: it holds keys.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// The cluster CA's certificate parameters, all derived from its key.
+fn ca_params(ca_key: &rcgen::KeyPair) -> rcgen::CertificateParams {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    // Every cluster's CA gets a name of its own, so that a certificate of another cluster is
+    // reported as from an unknown issuer rather than as a bad signature of this one.
+    let ca_id: String = ca_key.public_key_raw()[1..9]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("Wallaroo cluster CA {ca_id}"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+/// A node certificate named `name` (its subject's common name), for the DNS name
+/// [`SERVER_NAME`], valid as TLS server and client, with a new key.
+fn node_cert(
+    issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>,
+    name: &str,
+) -> anyhow::Result<(rcgen::Certificate, rcgen::KeyPair)> {
+    use rcgen::{
+        CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    };
+
+    let key = KeyPair::generate().context("cannot generate the node key")?;
+    let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])
+        .context("cannot make the node certificate")?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params
+        .signed_by(&key, issuer)
+        .context("cannot sign the node certificate")?;
+    Ok((cert, key))
 }
 
 /// Writes `contents` to `path`, mode 0600 if `secret` (also when the file existed before).

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use wallaroo_transport::tls::{CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
-use wallaroo_transport::{ClusterTls, Connection, Endpoint, MAX_FRAME, init_certs};
+use wallaroo_transport::tls::{CA_CERT_FILE, CA_KEY_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
+use wallaroo_transport::{ClusterTls, Connection, Endpoint, MAX_FRAME, init_certs, issue_cert};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Msg {
@@ -586,6 +586,92 @@ fn init_certs_refuses_to_overwrite_and_keys_are_private() -> anyhow::Result<()> 
     assert_ne!(std::fs::read(&files.ca)?, ca_before, "a new CA");
     assert_eq!(mode(&files.key), 0o600);
     ClusterTls::load(&certs)?;
+    Ok(())
+}
+
+/// Nodes with certificates of their own, issued by the cluster's CA, talk to each other and
+/// to a member holding the certificate of `init`; one issued by another CA is refused.
+#[tokio::test]
+async fn issued_certificates_are_members_and_hold_no_ca_key() -> anyhow::Result<()> {
+    let (dir, tls) = cluster();
+    let a = dir.path().join("node-a");
+    let files = issue_cert(dir.path(), &a, "node-a", false)?;
+    assert!(
+        !a.join(CA_KEY_FILE).exists(),
+        "a member cannot sign certificates"
+    );
+    assert!(files.cert.exists() && files.ca.exists());
+    assert_eq!(mode(&files.key), 0o600);
+    assert_eq!(mode(&a), 0o700);
+    let pem = std::fs::read_to_string(&files.cert)?;
+    assert_ne!(pem, std::fs::read_to_string(dir.path().join("node.pem"))?);
+    let b = dir.path().join("node-b");
+    issue_cert(dir.path(), &b, "node-b", false)?;
+
+    let node_a = Endpoint::bind(localhost(), &ClusterTls::load(&a)?)?;
+    let addr = node_a.local_addr()?;
+    tokio::spawn({
+        let node = node_a.clone();
+        async move {
+            while let Some(conn) = node.accept().await {
+                tokio::spawn(echo_server(conn));
+            }
+        }
+    });
+    for member in [ClusterTls::load(&b)?, tls] {
+        let conn = Endpoint::client(&member)?.connect(addr).await?;
+        exchange(&conn).await?;
+    }
+
+    let (other, _) = cluster();
+    let stranger = other.path().join("stranger");
+    issue_cert(other.path(), &stranger, "stranger", false)?;
+    let err = Endpoint::client(&ClusterTls::load(&stranger)?)?
+        .connect(addr)
+        .await
+        .expect_err("another CA's member must not connect");
+    assert!(
+        format!("{err:#}").contains("not signed by this cluster's CA"),
+        "{err:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn issue_cert_checks_its_name_its_ca_and_what_it_would_overwrite() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    init_certs(dir.path(), false)?;
+    let out = dir.path().join("n");
+    for bad in ["", "a b", "../x", &"x".repeat(65)] {
+        let err = issue_cert(dir.path(), &out, bad, false).expect_err(bad);
+        assert!(
+            format!("{err:#}").contains("is not a certificate name"),
+            "{err:#}"
+        );
+    }
+    assert!(!out.exists(), "nothing written for a bad name");
+
+    issue_cert(dir.path(), &out, "n", false)?;
+    let before = std::fs::read(out.join("node.pem"))?;
+    let err = issue_cert(dir.path(), &out, "n", false).expect_err("must not overwrite");
+    assert!(format!("{err:#}").contains("--force"), "{err:#}");
+    assert_eq!(std::fs::read(out.join("node.pem"))?, before);
+    issue_cert(dir.path(), &out, "n", true)?;
+    assert_ne!(std::fs::read(out.join("node.pem"))?, before);
+
+    // A directory without the CA's key (a member's) cannot issue.
+    let err = issue_cert(&out, &dir.path().join("m"), "m", false).expect_err("no ca.key");
+    assert!(format!("{err:#}").contains("ca.key"), "{err:#}");
+
+    // A CA key that does not belong to ca.pem.
+    let other = tempfile::tempdir()?;
+    init_certs(other.path(), false)?;
+    std::fs::copy(other.path().join(CA_KEY_FILE), dir.path().join(CA_KEY_FILE))?;
+    let err = issue_cert(dir.path(), &dir.path().join("k"), "k", false).expect_err("mixed CA");
+    assert!(
+        format!("{err:#}").contains("not the certificate and key of one cluster CA"),
+        "{err:#}"
+    );
     Ok(())
 }
 
