@@ -17,11 +17,11 @@ const WORD_COUNT: &str = "componentize-py-examples/word_count/word_count.py";
 const APP_SOURCE_PORT: u16 = 1024;
 const NODE_PORT: u16 = 7100;
 
-/// `wallaroo cert init DIR`.
-fn cert_init(dir: &Path) {
+/// `wallaroo cert ARGS...`, which must succeed.
+fn cert(args: &[&std::ffi::OsStr]) {
     let out = Command::new(wallaroo())
-        .args(["cert", "init"])
-        .arg(dir)
+        .arg("cert")
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -29,6 +29,11 @@ fn cert_init(dir: &Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `wallaroo cert init DIR`.
+fn cert_init(dir: &Path) {
+    cert(&["init".as_ref(), dir.as_ref()]);
 }
 
 struct Cluster {
@@ -58,18 +63,15 @@ impl Cluster {
         let node_certs: Vec<PathBuf> = (0..n)
             .map(|i| {
                 let out = dir.path().join(format!("certs-node{i}"));
-                let issued = Command::new(wallaroo())
-                    .args(["cert", "issue", &format!("node{i}"), "--ca"])
-                    .arg(&certs)
-                    .arg("--out")
-                    .arg(&out)
-                    .output()
-                    .unwrap();
-                assert!(
-                    issued.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&issued.stderr)
-                );
+                let name = format!("node{i}");
+                cert(&[
+                    "issue".as_ref(),
+                    name.as_ref(),
+                    "--ca".as_ref(),
+                    certs.as_ref(),
+                    "--out".as_ref(),
+                    out.as_ref(),
+                ]);
                 assert!(!out.join("ca.key").exists());
                 out
             })

@@ -82,6 +82,15 @@ async fn echo_server(conn: Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Echoes every stream of every connection `node` accepts, until it closes.
+fn echo_all(node: Endpoint) {
+    tokio::spawn(async move {
+        while let Some(conn) = node.accept().await {
+            tokio::spawn(echo_server(conn));
+        }
+    });
+}
+
 async fn exchange(conn: &Connection) -> anyhow::Result<()> {
     let (mut tx, mut rx) = conn.open::<Msg, Msg>().await?;
     tx.send(&Msg::Hello { name: "a".into() }).await?;
@@ -185,14 +194,7 @@ async fn cli_client_endpoint_connects_over_ipv4() -> anyhow::Result<()> {
     let (_dir, tls) = cluster();
     let node = Endpoint::bind(localhost(), &tls)?;
     let addr = node.local_addr()?;
-    tokio::spawn({
-        let node = node.clone();
-        async move {
-            while let Some(conn) = node.accept().await {
-                tokio::spawn(echo_server(conn));
-            }
-        }
-    });
+    echo_all(node.clone());
 
     let client = Endpoint::client(&tls)?;
     assert!(
@@ -610,14 +612,7 @@ async fn issued_certificates_are_members_and_hold_no_ca_key() -> anyhow::Result<
 
     let node_a = Endpoint::bind(localhost(), &ClusterTls::load(&a)?)?;
     let addr = node_a.local_addr()?;
-    tokio::spawn({
-        let node = node_a.clone();
-        async move {
-            while let Some(conn) = node.accept().await {
-                tokio::spawn(echo_server(conn));
-            }
-        }
-    });
+    echo_all(node_a.clone());
     for member in [ClusterTls::load(&b)?, tls] {
         let conn = Endpoint::client(&member)?.connect(addr).await?;
         exchange(&conn).await?;
