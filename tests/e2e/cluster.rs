@@ -365,6 +365,17 @@ fn kill_and_restart(victim: usize, when: Kill) {
     // No gap, no repeat, nothing extra: as if no node had crashed.
     assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
     assert_eq!(text.lines().count() as u64, words);
+    if victim == 0 {
+        // The restarted coordinator told the others at once, instead of their connections
+        // timing out.
+        assert!(
+            cluster.nodes[1..]
+                .iter()
+                .any(|n| n.stderr().contains("the coordinator restarted")),
+            "{}",
+            cluster.logs()
+        );
+    }
     // The coordinator (the restarted one, if it was the victim) started a later generation
     // from a checkpoint.
     assert!(

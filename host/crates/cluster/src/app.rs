@@ -63,6 +63,7 @@ pub(crate) struct Inbound {
 
 pub(crate) struct AppRun {
     pub(crate) app: String,
+    pub(crate) generation: u64,
     node: Option<Node>,
     metrics: MetricsHandle,
     checkpoints: Option<Checkpoints>,
@@ -235,6 +236,7 @@ impl AppRun {
         };
         Ok(AppRun {
             app: spec.name.clone(),
+            generation,
             metrics: node.metrics(),
             checkpoints: node.checkpoints(),
             node: Some(node),

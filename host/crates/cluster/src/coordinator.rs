@@ -97,6 +97,7 @@ impl Coordinator {
                  every node has joined",
                 self.manifest.deployment, self.record.committed
             );
+            self.announce_restart();
         }
         loop {
             if !running {
@@ -155,6 +156,32 @@ impl Coordinator {
                     }
                 }
             }
+        }
+    }
+
+    /// Tells every other node that this coordinator restarted, so that nodes still following
+    /// its previous life join again now rather than when their connection times out. A node
+    /// that cannot be reached will join when it can.
+    fn announce_restart(&self) {
+        let announce = Msg::Restarted {
+            deployment: self.manifest.deployment.clone(),
+            generation: self.record.generation,
+        };
+        for addr in self.manifest.nodes.iter().skip(1) {
+            let (ctx, addr, announce) = (self.ctx.clone(), addr.clone(), announce.clone());
+            tokio::spawn(async move {
+                let told = async {
+                    let conn = ctx.connection(&addr).await?;
+                    crate::daemon::request(&conn, &announce).await
+                };
+                if let Err(e) = tokio::time::timeout(Duration::from_secs(10), told)
+                    .await
+                    .map_err(anyhow::Error::from)
+                    .and_then(|r| r)
+                {
+                    tracing::debug!("cannot tell {addr} that the coordinator restarted: {e:#}");
+                }
+            });
         }
     }
 

@@ -52,6 +52,8 @@ pub(crate) struct Context {
     assignment: Mutex<Option<Assignment>>,
     /// The coordinator (on the first node) takes control streams from here.
     joins: Mutex<Option<flume::Sender<Joined>>>,
+    /// The last generation a restarted coordinator announced (see [`Msg::Restarted`]).
+    coordinator_restarted: watch::Sender<u64>,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,12 @@ impl Context {
         Ok(conn)
     }
 
+    /// Forgets the connection to `addr`: the next [`Context::connection`] makes a new one.
+    /// (Who holds the old one keeps it.)
+    fn forget_connection(&self, addr: &str) {
+        self.connections.lock().unwrap().remove(addr);
+    }
+
     pub(crate) fn assignment(&self) -> Option<Assignment> {
         self.assignment.lock().unwrap().clone()
     }
@@ -120,6 +128,7 @@ pub async fn run_node(
         view: Mutex::new(None),
         assignment: Mutex::new(assignment.clone()),
         joins: Mutex::new(None),
+        coordinator_restarted: watch::channel(0).0,
         options,
     });
     eprintln!(
@@ -273,6 +282,18 @@ async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
             *ctx.assignment.lock().unwrap() = Some(assignment.clone());
             if index != 0 {
                 start_roles(ctx, assignment, None);
+            }
+            Msg::Ok
+        }
+        Msg::Restarted {
+            deployment,
+            generation,
+        } => {
+            if ctx
+                .assignment()
+                .is_some_and(|a| a.manifest.deployment == deployment)
+            {
+                ctx.coordinator_restarted.send_replace(generation);
             }
             Msg::Ok
         }
@@ -448,6 +469,7 @@ async fn agent(ctx: Arc<Context>, assignment: Assignment) {
     let mut trouble = Arc::new(Notify::new());
     let mut run: Option<AppRun> = None;
     let mut warned = false;
+    let mut restarted = ctx.coordinator_restarted.subscribe();
     loop {
         let joined = async {
             let conn = ctx.connection(&coordinator).await?;
@@ -475,6 +497,15 @@ async fn agent(ctx: Arc<Context>, assignment: Assignment) {
             let command = tokio::select! {
                 c = rx.recv() => c,
                 _ = trouble.notified() => break "a data stream broke".to_string(),
+                Ok(()) = restarted.changed() => {
+                    let announced = *restarted.borrow_and_update();
+                    // Not running, or running what the coordinator's previous life started:
+                    // this control stream leads to a coordinator that is gone.
+                    if run.as_ref().is_none_or(|r| r.generation <= announced) {
+                        break "the coordinator restarted".to_string();
+                    }
+                    continue;
+                }
             };
             let command = match command {
                 Ok(Some(c)) => c,
@@ -496,6 +527,8 @@ async fn agent(ctx: Arc<Context>, assignment: Assignment) {
                 return;
             }
         };
+        // The connection may be to the coordinator's previous life, not yet timed out.
+        ctx.forget_connection(&coordinator);
         if let Some(app) = run.take() {
             tracing::warn!("{ended}: stopping the application until the cluster recovers");
             stop_run(&ctx, app).await;

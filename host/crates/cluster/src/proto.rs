@@ -30,6 +30,14 @@ pub enum Msg {
     Status,
     Stop,
 
+    /// A restarted coordinator to every node: a node running generation `generation` or an
+    /// earlier one follows the coordinator's previous life, and joins again at once (rather
+    /// than after its control connection times out).
+    Restarted {
+        deployment: String,
+        generation: u64,
+    },
+
     // Coordinator to node: the application and this node's index in it.
     Assign {
         manifest: Manifest,
@@ -107,6 +115,7 @@ impl Msg {
             Msg::Deploy { .. } => "Deploy",
             Msg::Status => "Status",
             Msg::Stop => "Stop",
+            Msg::Restarted { .. } => "Restarted",
             Msg::Assign { .. } => "Assign",
             Msg::Join { .. } => "Join",
             Msg::Start { .. } => "Start",
