@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use wallaroo_cluster::{DeployOptions, NodeOptions};
+use wallaroo_cluster::{DeployOptions, NodeOptions, Settings};
 
 /// Where `wallaroo cert init` puts a cluster's certificates unless told otherwise.
 const CERTS: &str = "wallaroo-certs";
@@ -106,14 +106,16 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         hosts: args.nodes,
         certs: args.certs,
         args: args.app_args,
-        workers: args.workers,
-        key_groups: args.key_groups,
-        resilience: args.resilience,
-        checkpoint_interval_ms: args.checkpoint_interval,
-        tagged: args.sink_framing == "tagged",
-        max_memory_mib: args.max_memory,
-        call_timeout_ms: args.call_timeout,
-        batch_size: args.batch_size,
+        settings: Settings {
+            workers: args.workers,
+            key_groups: args.key_groups,
+            resilience: args.resilience,
+            checkpoint_interval_ms: args.checkpoint_interval,
+            tagged: args.sink_framing == "tagged",
+            max_memory_mib: args.max_memory,
+            call_timeout_ms: args.call_timeout,
+            batch_size: args.batch_size,
+        },
     };
     crate::io_runtime()?.block_on(wallaroo_cluster::deploy(options))
 }

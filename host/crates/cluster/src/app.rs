@@ -92,14 +92,18 @@ impl AppRun {
         let me = assignment.index as usize;
         let wasm_path = ctx.data.component(&m.component);
         let limits = Limits {
-            max_memory: m.max_memory_mib << 20,
-            call_timeout: Duration::from_millis(m.call_timeout_ms),
+            max_memory: m.settings.max_memory_mib << 20,
+            call_timeout: Duration::from_millis(m.settings.call_timeout_ms),
         };
-        let workers = m.workers.or(ctx.options.workers).unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
+        let workers = m
+            .settings
+            .workers
+            .or(ctx.options.workers)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
         // Compiling a component takes seconds of CPU: off the async threads, which must keep
         // answering the other nodes meanwhile.
         let cache = CompileCache::at_or_default(ctx.options.cache_dir.as_deref());
@@ -129,16 +133,17 @@ impl AppRun {
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         });
-        let key_groups = KeyGroups::new(m.key_groups);
+        let key_groups = KeyGroups::new(m.settings.key_groups);
         let mut config = NodeConfig::new(ctx.data.app(), m.args.clone());
         config.workers = workers;
         config.key_groups = key_groups;
-        config.resilience = match m.resilience.as_str() {
+        config.resilience = match m.settings.resilience.as_str() {
             "exactly-once" => Resilience::ExactlyOnce,
             "at-least-once" => Resilience::AtLeastOnce,
             _ => Resilience::None,
         };
-        config.checkpoint_interval = Duration::from_millis(m.checkpoint_interval_ms.max(1));
+        config.checkpoint_interval =
+            Duration::from_millis(m.settings.checkpoint_interval_ms.max(1));
         config.placement = Some(Placement {
             node: me,
             table: Arc::new(m.table.clone()),
@@ -182,7 +187,7 @@ impl AppRun {
         let mut source_addrs = Vec::new();
         let options = SourceOptions {
             max_frame: 16 << 20,
-            batch_size: m.batch_size.max(1),
+            batch_size: m.settings.batch_size.max(1),
         };
         for (i, source) in spec.sources.iter().enumerate() {
             let handles = node.source(i);
@@ -221,6 +226,7 @@ impl AppRun {
         for (i, sink) in spec.sinks.iter().enumerate() {
             let SinkConfig::Tcp(tcp) = &sink.config;
             let identity = m
+                .settings
                 .tagged
                 .then(|| format!("{}/{}/node{me}", spec.name, sink.name));
             sinks.spawn(run_tcp_sink(

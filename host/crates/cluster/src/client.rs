@@ -7,7 +7,7 @@ use serde_bytes::ByteBuf;
 use wallaroo_transport::{ClusterTls, Connection, Endpoint};
 
 use crate::daemon::{request, resolve};
-use crate::manifest::{Manifest, component_hash, read_hosts};
+use crate::manifest::{Manifest, Settings, component_hash, read_hosts};
 use crate::proto::Msg;
 
 #[derive(Debug, Clone)]
@@ -16,14 +16,7 @@ pub struct DeployOptions {
     pub hosts: PathBuf,
     pub certs: PathBuf,
     pub args: Vec<String>,
-    pub workers: Option<usize>,
-    pub key_groups: u32,
-    pub resilience: String,
-    pub checkpoint_interval_ms: u64,
-    pub tagged: bool,
-    pub max_memory_mib: usize,
-    pub call_timeout_ms: u64,
-    pub batch_size: usize,
+    pub settings: Settings,
 }
 
 struct Client {
@@ -101,15 +94,11 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
         component: hash,
         args: options.args,
         nodes: client.nodes.clone(),
-        key_groups: options.key_groups.max(1),
         table: Vec::new(),
-        workers: options.workers,
-        resilience: options.resilience,
-        checkpoint_interval_ms: options.checkpoint_interval_ms,
-        tagged: options.tagged,
-        max_memory_mib: options.max_memory_mib,
-        call_timeout_ms: options.call_timeout_ms,
-        batch_size: options.batch_size,
+        settings: Settings {
+            key_groups: options.settings.key_groups.max(1),
+            ..options.settings
+        },
     };
     let deployment = manifest.deployment.clone();
     match client.ask(0, &Msg::Deploy { manifest }).await? {

@@ -85,11 +85,11 @@ impl Coordinator {
     }
 
     fn checkpoints(&self) -> bool {
-        self.manifest.resilience != "none" && !self.log_failed
+        self.manifest.settings.resilience != "none" && !self.log_failed
     }
 
     pub(crate) async fn run(mut self, mut deployed: Option<oneshot::Sender<anyhow::Result<Msg>>>) {
-        let interval = Duration::from_millis(self.manifest.checkpoint_interval_ms.max(1));
+        let interval = Duration::from_millis(self.manifest.settings.checkpoint_interval_ms.max(1));
         let mut running = false;
         if deployed.is_none() {
             eprintln!(

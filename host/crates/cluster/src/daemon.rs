@@ -344,7 +344,8 @@ async fn deploy(
             current.manifest.deployment
         );
     }
-    manifest.table = crate::manifest::assign_key_groups(manifest.key_groups, manifest.nodes.len());
+    manifest.table =
+        crate::manifest::assign_key_groups(manifest.settings.key_groups, manifest.nodes.len());
     for (i, addr) in manifest.nodes.iter().enumerate() {
         let assign = Msg::Assign {
             manifest: manifest.clone(),

@@ -15,4 +15,4 @@ pub mod proto;
 
 pub use client::{DeployOptions, deploy, status, stop};
 pub use daemon::{NodeOptions, run_node};
-pub use manifest::{Manifest, read_hosts};
+pub use manifest::{Manifest, Settings, read_hosts};

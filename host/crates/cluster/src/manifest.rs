@@ -25,9 +25,15 @@ pub struct Manifest {
     pub args: Vec<String>,
     /// Node addresses as in hosts.txt; the first coordinates.
     pub nodes: Vec<String>,
-    pub key_groups: u32,
     /// The node owning each key group.
     pub table: Vec<u16>,
+    pub settings: Settings,
+}
+
+/// How every node runs the application: the host options `wallaroo deploy` takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub key_groups: u32,
     /// Workers per node (None: as many as the node has cores).
     pub workers: Option<usize>,
     pub resilience: String,
