@@ -203,18 +203,19 @@ impl ClusterTls {
                 })?;
         }
 
+        let unusable = |e: rustls::Error| {
+            anyhow!(
+                "{} and {} do not make a usable certificate and key: {e}",
+                cert_path.display(),
+                key_path.display()
+            )
+        };
         let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .context("the ring provider does not offer TLS 1.3")?
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| {
-                anyhow!(
-                    "{} and {} do not make a usable certificate and key: {e}",
-                    cert_path.display(),
-                    key_path.display()
-                )
-            })?;
+            .map_err(unusable)?;
         server.alpn_protocols = vec![ALPN.to_vec()];
 
         let mut client = ClientConfig::builder_with_provider(provider)
@@ -222,13 +223,7 @@ impl ClusterTls {
             .context("the ring provider does not offer TLS 1.3")?
             .with_webpki_verifier(server_verifier)
             .with_client_auth_cert(chain, key)
-            .map_err(|e| {
-                anyhow!(
-                    "{} and {} do not make a usable certificate and key: {e}",
-                    cert_path.display(),
-                    key_path.display()
-                )
-            })?;
+            .map_err(unusable)?;
         client.alpn_protocols = vec![ALPN.to_vec()];
 
         Ok(ClusterTls {
