@@ -24,8 +24,8 @@ use crate::proto::{Msg, Totals};
 /// Batches queued for the network, over all peers, before this node's sources wait.
 const CONGESTED_AT: usize = 256;
 
-/// One routed batch: the segment it enters, and its messages.
-type RoutedBatch = (u32, Vec<Message>);
+/// One routed batch: the segment it enters, the sending worker's epoch, and its messages.
+type RoutedBatch = (u32, u64, Vec<Message>);
 
 /// Routed batches for other nodes, queued per node; a task per node writes them to its stream.
 pub(crate) struct NetPeers {
@@ -36,7 +36,7 @@ pub(crate) struct NetPeers {
 }
 
 impl Peers for NetPeers {
-    fn send(&self, node: usize, segment: u32, messages: Vec<Message>) {
+    fn send(&self, node: usize, segment: u32, epoch: u64, messages: Vec<Message>) {
         let Some(Some(queue)) = self.queues.get(node) else {
             tracing::error!(node, "routed a batch to a node that is not in the cluster");
             return;
@@ -44,7 +44,7 @@ impl Peers for NetPeers {
         self.messages
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
         self.queued.fetch_add(1, Ordering::SeqCst);
-        if queue.send((segment, messages)).is_err() {
+        if queue.send((segment, epoch, messages)).is_err() {
             self.queued.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -373,9 +373,12 @@ async fn feed_peer(
                 return;
             }
         };
-        let Ok((segment, messages)) = next else { break };
+        let Ok((segment, epoch, messages)) = next else {
+            break;
+        };
         let batch = Msg::Batch {
             segment,
+            epoch,
             messages: messages
                 .into_iter()
                 .map(|m| (ByteBuf::from(m.key), ByteBuf::from(m.payload)))

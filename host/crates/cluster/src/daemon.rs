@@ -441,7 +441,12 @@ async fn take_data(
         let Some(msg) = rx.recv().await? else {
             return Ok(());
         };
-        let Msg::Batch { segment, messages } = msg else {
+        let Msg::Batch {
+            segment,
+            epoch,
+            messages,
+        } = msg
+        else {
             anyhow::bail!("node {from} sent {} on a data stream", msg.name());
         };
         if current
@@ -459,7 +464,9 @@ async fn take_data(
                 payload: payload.into_vec(),
             })
             .collect();
-        inbound.input.deliver(segment, messages, Some(credit));
+        inbound
+            .input
+            .deliver(segment, epoch, messages, Some(credit));
     }
 }
 

@@ -78,6 +78,8 @@ pub enum Msg {
     },
     Batch {
         segment: u32,
+        /// Snapshots the sending worker had taken (see `RemoteInput::deliver`).
+        epoch: u64,
         /// (key, payload) pairs.
         messages: Vec<(ByteBuf, ByteBuf)>,
     },

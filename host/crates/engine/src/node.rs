@@ -56,9 +56,10 @@ pub enum Resilience {
 
 /// Where routed messages for key groups owned by other nodes go (a cluster's transport).
 pub trait Peers: Send + Sync {
-    /// Hands a batch of routed messages for node `node` to the network. Must not block: a
-    /// worker calls it, and a worker blocked on the network could deadlock the cluster.
-    fn send(&self, node: usize, segment: u32, messages: Vec<Message>);
+    /// Hands a batch of routed messages for node `node` to the network, with the epoch of the
+    /// worker that made it (see [`RemoteInput::deliver`]). Must not block: a worker calls it,
+    /// and a worker blocked on the network could deadlock the cluster.
+    fn send(&self, node: usize, segment: u32, epoch: u64, messages: Vec<Message>);
     /// Too much is queued for the network: sources wait until it drains.
     fn congested(&self) -> bool;
 }
@@ -152,6 +153,10 @@ pub(crate) enum Work {
         credit: Option<Arc<OwnedSemaphorePermit>>,
         /// Source input (logged, and cut by barriers), rather than a routed batch.
         from_source: bool,
+        /// For a routed batch, how many snapshots the worker that made it had taken. A worker
+        /// that has taken fewer takes its own snapshot first: the batch comes from input after
+        /// the cut.
+        epoch: u64,
     },
     /// A checkpoint's barrier: source input after it belongs to the next epoch.
     Barrier,
@@ -443,6 +448,7 @@ impl Node {
                         .collect(),
                     credit: None,
                     from_source: true,
+                    epoch: 0,
                 },
             );
         }
@@ -649,11 +655,13 @@ pub struct RemoteInput {
 }
 
 impl RemoteInput {
-    /// Queues a batch to the workers owning its keys. `credit` is held until every part of the
-    /// batch has been processed: how a peer feels this node's backpressure.
+    /// Queues a batch to the workers owning its keys. `epoch` is the sending worker's (from
+    /// [`Peers::send`]). `credit` is held until every part of the batch has been processed: how
+    /// a peer feels this node's backpressure.
     pub fn deliver(
         &self,
         segment: u32,
+        epoch: u64,
         messages: Vec<Message>,
         credit: Option<OwnedSemaphorePermit>,
     ) {
@@ -681,6 +689,7 @@ impl RemoteInput {
                     messages,
                     credit: credit.clone(),
                     from_source: false,
+                    epoch,
                 },
             );
         }
@@ -763,6 +772,7 @@ impl SourceHandle {
                     messages,
                     credit: Some(Arc::new(credit)),
                     from_source: true,
+                    epoch: 0,
                 },
             );
         };

@@ -49,6 +49,11 @@ pub(crate) struct Worker {
     /// At a checkpoint's barrier: source input waits in `stash` until the snapshot.
     at_barrier: bool,
     stash: VecDeque<Work>,
+    /// Snapshots taken. Every worker of a node (or cluster) takes every checkpoint's, so a
+    /// routed batch made with a higher count comes from a worker that has already taken the
+    /// snapshot this one is about to take: it waits in `ahead` until then.
+    epoch: u64,
+    ahead: VecDeque<Work>,
     /// Past this much linear memory the instance is swapped for a fresh one between batches.
     recycle_at: usize,
     max_memory: usize,
@@ -111,6 +116,8 @@ impl Worker {
             held_limit: config.held_output_limit,
             at_barrier: false,
             stash: VecDeque::new(),
+            epoch: 0,
+            ahead: VecDeque::new(),
             recycle_at: 0,
             max_memory,
         };
@@ -157,17 +164,11 @@ impl Worker {
                     from_source: true, ..
                 } if self.paused() => self.stash.push_back(work),
                 Work::Batch {
-                    segment,
-                    messages,
-                    credit,
-                    from_source,
-                } => {
-                    let n = messages.len();
-                    self.process(segment, messages);
-                    drop(credit);
-                    self.recycle_if_grown();
-                    self.shared.done(from_source, n);
-                }
+                    from_source: false,
+                    epoch,
+                    ..
+                } if epoch > self.epoch => self.ahead.push_back(work),
+                Work::Batch { .. } => self.take_batch(work),
                 Work::Barrier => {
                     self.at_barrier = true;
                     self.shared.aligned.fetch_add(1, Ordering::SeqCst);
@@ -175,9 +176,32 @@ impl Worker {
                 Work::Snapshot { full, reply } => {
                     let _ = reply.send(self.take_part(full));
                     self.at_barrier = false;
+                    self.epoch += 1;
+                    // Made after other workers' snapshots, before anything that came later.
+                    while let Some(work) = self.ahead.pop_front() {
+                        self.take_batch(work);
+                    }
                 }
             }
         }
+    }
+
+    fn take_batch(&mut self, work: Work) {
+        let Work::Batch {
+            segment,
+            messages,
+            credit,
+            from_source,
+            ..
+        } = work
+        else {
+            return;
+        };
+        let n = messages.len();
+        self.process(segment, messages);
+        drop(credit);
+        self.recycle_if_grown();
+        self.shared.done(from_source, n);
     }
 
     /// This worker's share of a checkpoint: the state of keys changed since the last one (or of
@@ -354,6 +378,7 @@ impl Worker {
                         messages,
                         credit: None,
                         from_source: false,
+                        epoch: self.epoch,
                     },
                 );
             }
@@ -362,7 +387,7 @@ impl Worker {
             for (node, runs) in out.remote.into_iter().enumerate() {
                 for (segment, messages) in runs {
                     self.shared.sent.fetch_add(1, Ordering::SeqCst);
-                    peers.send(node, segment, messages);
+                    peers.send(node, segment, self.epoch, messages);
                 }
             }
         }
