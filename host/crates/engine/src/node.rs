@@ -338,6 +338,15 @@ impl Node {
                     .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
                 let upto = config.placement.as_ref().map(|p| p.recover_to);
                 let recovery = Recovery::from_log(found.records, spec.sinks.len(), upto);
+                let mut wal = wal;
+                if let (Some(to), true) = (upto, recovery.rolls_back) {
+                    // Checkpoints this node committed above `to` are void from here on, also
+                    // for a later recovery to a checkpoint above them. Logged before anything
+                    // new, so durable before any later commit.
+                    wal.append(&wallaroo_wal::Record::Rollback { to })
+                        .and_then(|_| wal.sync())
+                        .with_context(|| format!("writing to the log in {}", dir.display()))?;
+                }
                 let streams = recovery.streams.clone();
                 (Some(Log::start(wal, streams)), recovery)
             }

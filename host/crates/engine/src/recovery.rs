@@ -34,6 +34,9 @@ pub(crate) struct Recovery {
     /// Output of committed epochs after the last released one: epoch -> sink -> (lsn, payloads).
     pub(crate) unreleased: Unreleased,
     pub(crate) released: u64,
+    /// The log holds a commit above `upto` that was not voided: this node rolls back past
+    /// it, and must log a [`Record::Rollback`] before it commits anything again.
+    pub(crate) rolls_back: bool,
 }
 
 impl Recovery {
@@ -44,8 +47,9 @@ impl Recovery {
         sinks: usize,
         upto: Option<u64>,
     ) -> Recovery {
-        let mut committed = HashSet::new();
-        let mut last: Option<(u64, Lsn, Vec<wallaroo_wal::StreamPosition>)> = None;
+        // Commits in log order; a rollback voids the ones above its checkpoint made before it
+        // (new checkpoints after it are numbered above everything it voided).
+        let mut commits: BTreeMap<u64, (Lsn, Vec<wallaroo_wal::StreamPosition>)> = BTreeMap::new();
         let mut highest_seen = 0;
         let mut released = 0;
         for (_, record) in &records {
@@ -57,13 +61,10 @@ impl Recovery {
                     ..
                 } => {
                     highest_seen = highest_seen.max(*checkpoint);
-                    if upto.is_some_and(|upto| *checkpoint > upto) {
-                        continue;
-                    }
-                    committed.insert(*checkpoint);
-                    if last.as_ref().is_none_or(|(c, ..)| checkpoint > c) {
-                        last = Some((*checkpoint, *cut, streams.clone()));
-                    }
+                    commits.insert(*checkpoint, (*cut, streams.clone()));
+                }
+                Record::Rollback { to } => {
+                    commits.split_off(&(to + 1));
                 }
                 Record::State { checkpoint, .. } => highest_seen = highest_seen.max(*checkpoint),
                 Record::Output { epoch, .. } => highest_seen = highest_seen.max(*epoch),
@@ -71,11 +72,20 @@ impl Recovery {
                 Record::Input { .. } => {}
             }
         }
+        let rolls_back = upto.is_some_and(|upto| commits.range(upto + 1..).next().is_some());
+        if let Some(upto) = upto {
+            commits.split_off(&(upto + 1));
+        }
+        let committed: HashSet<u64> = commits.keys().copied().collect();
+        let last = commits
+            .pop_last()
+            .map(|(checkpoint, (cut, streams))| (checkpoint, cut, streams));
         let (checkpoint, cut, streams) = last.unwrap_or((0, 1, Vec::new()));
         let mut recovery = Recovery {
             checkpoint,
             highest_seen,
             released,
+            rolls_back,
             streams: streams
                 .iter()
                 .map(|s| ((s.source, s.stream), s.next_seq))
@@ -264,6 +274,44 @@ mod tests {
             vec![1],
             "epoch 2's output is made again by the replay"
         );
+    }
+
+    /// A node rolled back past its own commit of 2, logged the rollback, and committed 3 with
+    /// the cluster: at the next recovery, checkpoint 2's state must not come back.
+    #[test]
+    fn a_checkpoint_voided_by_a_rollback_stays_void_after_later_commits() {
+        let log = vec![
+            input(9, 0, &["a"]), // 1
+            state(1, "a", 1),    // 2
+            commit(1, 2, 1),     // 3: the cluster's
+            input(9, 1, &["b"]), // 4
+            state(2, "a", 7),    // 5: prepared here only
+            state(2, "b", 7),    // 6
+            commit(2, 5, 2),     // 7
+            Record::Rollback { to: 1 },
+            state(3, "c", 1), // 9: checkpoint 3, after the replay of 4
+            commit(3, 9, 2),  // 10: the cluster's
+        ];
+        let before = Recovery::from_log(numbered(log[..7].to_vec()), 0, Some(1));
+        assert!(before.rolls_back, "a commit above 1 is not yet voided");
+        let r = Recovery::from_log(numbered(log.clone()), 0, Some(3));
+        assert_eq!(r.checkpoint, 3);
+        assert!(!r.rolls_back);
+        assert_eq!(
+            r.state[&(1, b"a".to_vec())],
+            vec![1],
+            "not checkpoint 2's 7"
+        );
+        assert!(
+            !r.state.contains_key(&(1, b"b".to_vec())),
+            "checkpoint 2 is void"
+        );
+        assert_eq!(r.highest_seen, 3);
+        // Without the rollback record, checkpoint 2 would count again.
+        let mut unmarked = log;
+        unmarked.remove(7);
+        let wrong = Recovery::from_log(numbered(unmarked), 0, Some(3));
+        assert_eq!(wrong.state[&(1, b"a".to_vec())], vec![7]);
     }
 
     #[test]

@@ -26,8 +26,10 @@ use segment::{HEADER_LEN, Segment};
 /// The position of a record in the log, from 1.
 pub type Lsn = u64;
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads (format 2 added the rollback record).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -38,8 +40,9 @@ pub enum WalError {
         source: std::io::Error,
     },
     #[error(
-        "{path} was written by log format {found}; this build reads format {FORMAT_VERSION}: \
-         use a new data directory, or the version that wrote this one"
+        "{path} was written by log format {found}; this build reads formats \
+         {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}: use a new data directory, or the version \
+         that wrote this one"
     )]
     IncompatibleVersion { path: PathBuf, found: u32 },
     #[error("{path} is not a Wallaroo log segment (bad header)")]
@@ -139,6 +142,17 @@ impl Wal {
             fs::remove_file(&later).map_err(io(&later))?;
         }
         let active = match segments.pop() {
+            // A segment of an older format is not appended to (a build of that format would
+            // take this build's records for corruption): new records go to a new segment.
+            Some((first, path)) if segment::version(&path)? < FORMAT_VERSION => {
+                if first == next_lsn {
+                    // It holds no record: it becomes a segment of this format.
+                    fs::remove_file(&path).map_err(io(&path))?;
+                } else {
+                    segments.push((first, path));
+                }
+                Active::create(&dir, next_lsn)?
+            }
             Some((first, path)) => Active::reopen(first, path)?,
             None => Active::create(&dir, next_lsn)?,
         };

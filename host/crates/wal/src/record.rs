@@ -38,6 +38,9 @@ pub enum Record {
     },
     /// Every sink has written out the output of every epoch up to `epoch`.
     Released { epoch: u64 },
+    /// This node's cluster rolled back to checkpoint `to`: the checkpoints above it committed
+    /// earlier in this log (by this node alone, before the cluster committed them) are void.
+    Rollback { to: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +63,7 @@ const STATE: u8 = 2;
 const COMMIT: u8 = 3;
 const OUTPUT: u8 = 4;
 const RELEASED: u8 = 5;
+const ROLLBACK: u8 = 6;
 
 impl Record {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -122,6 +126,10 @@ impl Record {
                 out.push(RELEASED);
                 put_u64(out, *epoch);
             }
+            Record::Rollback { to } => {
+                out.push(ROLLBACK);
+                put_u64(out, *to);
+            }
         }
     }
 
@@ -171,6 +179,7 @@ impl Record {
             RELEASED => Record::Released {
                 epoch: take_u64(r)?,
             },
+            ROLLBACK => Record::Rollback { to: take_u64(r)? },
             _ => return None,
         };
         rest.is_empty().then_some(record)

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{FORMAT_VERSION, Lsn, Record, WalError, io};
+use crate::{FORMAT_VERSION, Lsn, OLDEST_READABLE_VERSION, Record, WalError, io};
 
 const MAGIC: &[u8; 8] = b"WALLAROO";
 pub(crate) const HEADER_LEN: u64 = 12;
@@ -53,6 +53,17 @@ pub(crate) struct Segment {
     pub(crate) bad_at: Option<u64>,
 }
 
+/// The format version in a segment's header (which [`Segment::scan`] has checked).
+pub(crate) fn version(path: &Path) -> Result<u32, WalError> {
+    let mut header = [0u8; HEADER_LEN as usize];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map_err(io(path))?;
+    Ok(u32::from_le_bytes(
+        header[8..12].try_into().expect("4 bytes"),
+    ))
+}
+
 impl Segment {
     pub(crate) fn scan(path: &Path, first_lsn: Lsn) -> Result<Segment, WalError> {
         let mut data = Vec::new();
@@ -72,7 +83,7 @@ impl Segment {
             });
         }
         let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(WalError::IncompatibleVersion {
                 path: path.to_path_buf(),
                 found: version,

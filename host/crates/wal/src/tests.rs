@@ -166,6 +166,32 @@ fn empty_and_missing_directories_start_an_empty_log() {
 }
 
 #[test]
+fn a_rollback_record_survives_a_reopen_and_format_1_segments_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = log_of_samples(dir.path());
+    // Format 1 had every record kind but the rollback: its segments read as they are.
+    let mut data = std::fs::read(&segment).unwrap();
+    data[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&segment, data).unwrap();
+    let (mut wal, recovered) = open(dir.path());
+    assert_eq!(recovered.records.len(), samples().len());
+    wal.append(&Record::Rollback { to: 2 }).unwrap();
+    wal.sync().unwrap();
+    // Not into the format-1 segment, which a build of that format must still read whole.
+    let segments = wal.segments();
+    assert_eq!(segments.len(), 2, "{segments:?}");
+    assert_eq!(segment::version(&segments[0]).unwrap(), 1);
+    assert_eq!(segment::version(&segments[1]).unwrap(), FORMAT_VERSION);
+    drop(wal);
+    let (_, recovered) = open(dir.path());
+    assert_eq!(recovered.records.len(), samples().len() + 1);
+    assert_eq!(
+        recovered.records.last().unwrap().1,
+        Record::Rollback { to: 2 }
+    );
+}
+
+#[test]
 fn a_log_of_another_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut data = b"WALLAROO".to_vec();
