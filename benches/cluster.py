@@ -8,7 +8,9 @@ counting output lines, and the throughput from the first byte sent to the last l
 - three nodes: `wallaroo node` x3 on 127.0.0.1 (distinct ports), one worker each, deployed
   with `wallaroo deploy`; input goes to node 0, so about two thirds of the words cross to
   another node. Bytes on the wire per routed message come from `wallaroo status`;
-each with `--resilience none` and `exactly-once`. The section it writes replaces the one in
+each with `--resilience none` and `exactly-once`. The six configurations run in turn, for
+`--rounds` rounds (3 by default), and each reports its median rate and the range: on a shared
+machine one run of a few seconds varies by a third. The section it writes replaces the one in
 benches/RESULTS.md after the `<!-- cluster.py -->` line (bench.py keeps it).
 """
 
@@ -17,6 +19,7 @@ import datetime
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import tempfile
 import time
@@ -110,6 +113,7 @@ class Start:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     load_before = time.time(), __import__("os").getloadavg()
     subprocess.run(
@@ -124,16 +128,31 @@ def main():
         check=True,
         capture_output=True,
     )
-    rows = []
-    for mode in ("none", "exactly-once"):
-        extra = ["--resilience", mode]
-        if mode == "exactly-once":
-            extra += ["--sink-framing", "tagged"]
-        for name in ("1 node, 1 worker", "1 node, 3 workers", "3 nodes, 1 worker each"):
+    configs = [
+        (mode, name)
+        for mode in ("none", "exactly-once")
+        for name in ("1 node, 1 worker", "1 node, 3 workers", "3 nodes, 1 worker each")
+    ]
+    runs = {config: [] for config in configs}
+    for round_ in range(1, args.rounds + 1):
+        for mode, name in configs:
+            extra = ["--resilience", mode]
+            if mode == "exactly-once":
+                extra += ["--sink-framing", "tagged"]
             system = Start(name, wasm, work, extra)
             report = measure(system.start, input_path, args.lines, 10, work)
-            rows.append((mode, name, report["rate"], report["rss"], system.wire()))
-            print(f"{mode:13} {name:24} {report['rate']:>9,.0f} lines/s", flush=True)
+            runs[(mode, name)].append((report["rate"], report["rss"], system.wire()))
+            print(
+                f"round {round_}: {mode:13} {name:24} {report['rate']:>9,.0f} lines/s",
+                flush=True,
+            )
+    rows = []
+    for (mode, name), results in runs.items():
+        rates = sorted(rate for rate, _, _ in results)
+        rss = [r for _, r, _ in results if r is not None]
+        rows.append(
+            (mode, name, statistics.median(rates), rates, max(rss, default=None), results[-1][2])
+        )
     write(args, rows, load_before)
 
 
@@ -145,7 +164,8 @@ def write(args, rows, load_before):
         MARKER,
         "## Cluster: word count on 1 node vs 3 nodes",
         "",
-        "Written by `python3 benches/cluster.py` from one run.",
+        f"Written by `python3 benches/cluster.py`: {args.rounds} rounds of the six runs in turn;"
+        " the median rate of each, with the lowest and highest.",
         "",
         f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
         f"- commit: {commit}",
@@ -154,17 +174,18 @@ def write(args, rows, load_before):
         f"- input: {args.lines:,} lines of 10 words into one source (node 0's for the cluster);"
         " all nodes on this one machine over loopback, release build",
         "",
-        "| resilience | system | lines/s | vs 1 node, 1 worker | peak RSS, all processes |",
-        "|---|---|---:|---:|---:|",
+        "| resilience | system | lines/s (median) | lowest – highest | vs 1 node, 1 worker |"
+        " peak RSS, all processes |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    base = {mode: rate for mode, name, rate, _, _ in rows if name == "1 node, 1 worker"}
-    for mode, name, rate, rss, _ in rows:
+    base = {mode: rate for mode, name, rate, *_ in rows if name == "1 node, 1 worker"}
+    for mode, name, rate, rates, rss, _ in rows:
         lines.append(
-            f"| {mode} | {name} | {rate:,.0f} | {rate / base[mode]:.2f}x | "
-            f"{rss if rss is not None else '?'} MiB |"
+            f"| {mode} | {name} | {rate:,.0f} | {rates[0]:,.0f} – {rates[-1]:,.0f} | "
+            f"{rate / base[mode]:.2f}x | {rss if rss is not None else '?'} MiB |"
         )
     lines += ["", "Bytes on the wire between nodes (QUIC with TLS, UDP payload bytes):", ""]
-    for mode, _, _, _, wire in rows:
+    for mode, *_, wire in rows:
         if wire and wire[0]:
             lines.append(
                 f"- {mode}: {wire[0]:,} messages routed to other nodes in {wire[1]:,} bytes: "
