@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
-use quinn::{ReadExactError, RecvStream, SendStream, VarInt};
+use quinn::{RecvStream, SendStream, VarInt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -45,6 +45,12 @@ pub struct FrameReceiver<R> {
     stream: RecvStream,
     peer: SocketAddr,
     side: Side,
+    /// The frame being read: its header, then (once the header is whole) its body. Kept here
+    /// so that a `recv` dropped halfway (in a `select!`) loses nothing: the next one goes on.
+    header: [u8; HEADER],
+    body: Option<Vec<u8>>,
+    filled: usize,
+    /// A body buffer kept for the next frame.
     buf: Vec<u8>,
     /// Set once the framing is lost (a bad length, a frame cut short): every later call fails.
     broken: Option<String>,
@@ -156,6 +162,9 @@ impl<R> FrameReceiver<R> {
             stream,
             peer,
             side,
+            header: [0; HEADER],
+            body: None,
+            filled: 0,
             buf: Vec::new(),
             broken: None,
             _message: PhantomData,
@@ -178,57 +187,64 @@ impl<R: DeserializeOwned> FrameReceiver<R> {
     /// A frame longer than [`MAX_FRAME`], a stream that ends inside a frame, or a lost
     /// connection is an error after which the stream is unusable. A frame that does not decode
     /// as `R` is an error too, but the stream stays usable (the next frame can be read).
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no data, and the next call
+    /// goes on with the same frame.
     pub async fn recv(&mut self) -> anyhow::Result<Option<R>> {
         if let Some(what) = &self.broken {
             bail!("{what}");
         }
         let peer = self.peer;
-        let mut header = [0u8; HEADER];
-        match self.stream.read_exact(&mut header).await {
-            Ok(()) => {}
-            Err(ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(ReadExactError::FinishedEarly(n)) => {
-                return Err(self.break_stream(format!(
-                    "{peer} ended the stream inside a frame header ({n} of {HEADER} bytes)"
-                )));
+        loop {
+            let (target, what) = match self.body.as_mut() {
+                None => (&mut self.header[..], "frame header"),
+                Some(body) => (&mut body[..], "frame"),
+            };
+            let total = target.len();
+            if self.filled < total {
+                // `read` is cancel-safe: what it returns is kept in `self` before any await.
+                match self.stream.read(&mut target[self.filled..]).await {
+                    Ok(Some(n)) => self.filled += n,
+                    Ok(None) if self.filled == 0 && self.body.is_none() => return Ok(None),
+                    Ok(None) => {
+                        let filled = self.filled;
+                        return Err(self.break_stream(format!(
+                            "{peer} ended the stream inside a {what} ({filled} of {total} bytes)"
+                        )));
+                    }
+                    Err(e) => {
+                        let why = describe_read(&e, self.side);
+                        return Err(self.break_stream(format!("cannot receive from {peer}: {why}")));
+                    }
+                }
+                continue;
             }
-            Err(ReadExactError::ReadError(e)) => {
-                let why = describe_read(&e, self.side);
-                return Err(self.break_stream(format!("cannot receive from {peer}: {why}")));
+            self.filled = 0;
+            let Some(body) = self.body.take() else {
+                let len = u32::from_be_bytes(self.header) as usize;
+                if len > MAX_FRAME {
+                    return Err(self.break_stream(format!(
+                        "{peer} sent a frame of {len} bytes, over the limit of {MAX_FRAME} \
+                         (is it a wallaroo node of the same version?)"
+                    )));
+                }
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.clear();
+                buf.resize(len, 0);
+                self.body = Some(buf);
+                continue;
+            };
+            let decoded = rmp_serde::from_slice(&body).map_err(|e| {
+                anyhow!(
+                    "a frame of {} bytes from {peer} does not decode as {}: {e}",
+                    body.len(),
+                    std::any::type_name::<R>()
+                )
+            });
+            if body.capacity() <= KEEP_BUFFER {
+                self.buf = body;
             }
+            return decoded.map(Some);
         }
-        let len = u32::from_be_bytes(header) as usize;
-        if len > MAX_FRAME {
-            return Err(self.break_stream(format!(
-                "{peer} sent a frame of {len} bytes, over the limit of {MAX_FRAME} \
-                 (is it a wallaroo node of the same version?)"
-            )));
-        }
-
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        buf.resize(len, 0);
-        match self.stream.read_exact(&mut buf).await {
-            Ok(()) => {}
-            Err(ReadExactError::FinishedEarly(n)) => {
-                return Err(self.break_stream(format!(
-                    "{peer} ended the stream inside a frame ({n} of {len} bytes)"
-                )));
-            }
-            Err(ReadExactError::ReadError(e)) => {
-                let why = describe_read(&e, self.side);
-                return Err(self.break_stream(format!("cannot receive from {peer}: {why}")));
-            }
-        }
-        let decoded = rmp_serde::from_slice(&buf).map_err(|e| {
-            anyhow!(
-                "a frame of {len} bytes from {peer} does not decode as {}: {e}",
-                std::any::type_name::<R>()
-            )
-        });
-        if buf.capacity() <= KEEP_BUFFER {
-            self.buf = buf;
-        }
-        decoded.map(Some)
     }
 }

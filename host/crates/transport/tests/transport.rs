@@ -444,6 +444,37 @@ async fn oversized_frame_is_an_error_not_a_panic() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `recv` dropped in the middle of a frame (as in a `select!` whose other branch fired)
+/// loses nothing: the next `recv` returns that frame whole, then the next.
+#[tokio::test]
+async fn a_receive_dropped_halfway_through_a_frame_loses_nothing() -> anyhow::Result<()> {
+    let (_dir, tls) = cluster();
+    let (_node, _client, mut tx, server) = raw_pair(&tls).await?;
+    let first = Msg::Hello {
+        name: "x".repeat(300),
+    };
+    let body = rmp_serde::to_vec(&first)?;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend(&body);
+    tx.send_raw(&frame[..2]).await?;
+    let mut rx = server.await??;
+    let wait = Duration::from_millis(100);
+    assert!(
+        tokio::time::timeout(wait, rx.recv()).await.is_err(),
+        "half a header"
+    );
+    tx.send_raw(&frame[2..100]).await?;
+    assert!(
+        tokio::time::timeout(wait, rx.recv()).await.is_err(),
+        "part of a body"
+    );
+    tx.send_raw(&frame[100..]).await?;
+    tx.send(&Msg::Ack { seq: 1, bytes: 2 }).await?;
+    assert_eq!(rx.recv().await?, Some(first));
+    assert_eq!(rx.recv().await?, Some(Msg::Ack { seq: 1, bytes: 2 }));
+    Ok(())
+}
+
 #[tokio::test]
 async fn undecodable_frame_is_an_error_and_the_next_frame_still_reads() -> anyhow::Result<()> {
     let (_dir, tls) = cluster();
