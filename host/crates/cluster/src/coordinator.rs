@@ -187,19 +187,30 @@ impl Coordinator {
 
     /// Takes a node's control stream; true if the node was thought to be running (it
     /// restarted, so the cluster must roll back).
-    async fn admit(&mut self, index: u16, deployment: String, mut stream: Box<Stream>) -> bool {
-        let i = index as usize;
-        if deployment != self.manifest.deployment || i >= self.members.len() {
-            let _ = stream
-                .0
-                .send(&Msg::Refused(format!(
-                    "this cluster runs deployment {}, not {deployment} (node {index})",
-                    self.manifest.deployment
-                )))
-                .await;
+    async fn admit(&mut self, index: u16, deployment: String, stream: Box<Stream>) -> bool {
+        if !self.belongs(index, &deployment) {
+            self.refuse(index, &deployment, stream).await;
             return false;
         }
-        self.members[i].replace(*stream).is_some() || self.members.iter().all(Option::is_some)
+        self.members[index as usize].replace(*stream).is_some()
+            || self.members.iter().all(Option::is_some)
+    }
+
+    /// A join from node `index` of `deployment` is one of this deployment's nodes.
+    fn belongs(&self, index: u16, deployment: &str) -> bool {
+        deployment == self.manifest.deployment && (index as usize) < self.members.len()
+    }
+
+    /// Tells a node of another deployment (one a failed stop left behind) that this is not
+    /// its cluster.
+    async fn refuse(&self, index: u16, deployment: &str, mut stream: Box<Stream>) {
+        let _ = stream
+            .0
+            .send(&Msg::Refused(format!(
+                "this cluster runs deployment {}, not {deployment} (node {index})",
+                self.manifest.deployment
+            )))
+            .await;
     }
 
     fn missing(&self) -> Vec<String> {
@@ -214,6 +225,10 @@ impl Coordinator {
     /// Stops the application everywhere, waits for every node, and starts the next
     /// generation from the last committed checkpoint. Returns where sources listen.
     async fn recover(&mut self, first_deploy: bool) -> anyhow::Result<Vec<String>> {
+        if !self.stops.is_empty() {
+            // A stop waits for the nodes to rejoin from now, however long it waited before.
+            self.stop_asked = Some(std::time::Instant::now());
+        }
         if !first_deploy {
             // Every generation runs on fresh control streams: closing the old ones stops the
             // application on every node, and no answer to an earlier command is left unread.
@@ -430,6 +445,14 @@ impl Coordinator {
             }
             Ok(Err(e)) => Msg::Refused(format!("{e:#}")),
         };
+        // Stops asked while this one ran were put aside: they get the same answer.
+        let events = std::mem::take(&mut self.pending);
+        for event in events {
+            match event {
+                Joined::Stop(reply) => self.stops.push(reply),
+                other => self.pending.push_back(other),
+            }
+        }
         for reply in self.stops.drain(..) {
             let _ = reply.send(answer.clone());
         }
@@ -540,6 +563,17 @@ impl Coordinator {
             };
             let Ok(event) = event else {
                 return Err(Lost(i, "the node is stopping".into()));
+            };
+            let event = match event {
+                Joined::Node {
+                    index,
+                    deployment,
+                    stream,
+                } if !self.belongs(index, &deployment) => {
+                    self.refuse(index, &deployment, stream).await;
+                    continue;
+                }
+                event => event,
             };
             let restarted = match &event {
                 Joined::Node { index, .. } => self

@@ -479,6 +479,8 @@ async fn agent(ctx: Arc<Context>, assignment: Assignment) {
     let mut warned = false;
     let mut restarted = ctx.coordinator_restarted.subscribe();
     loop {
+        // A restart announced before this join is one this join already follows.
+        restarted.borrow_and_update();
         let joined = async {
             let conn = ctx.connection(&coordinator).await?;
             let (mut tx, rx) = conn.open::<Msg, Msg>().await?;
