@@ -104,7 +104,19 @@ impl Cluster {
     }
 
     fn start_node(&self, i: usize, certs: &Path) -> Proc {
-        let mut cmd = self.hosts.command(i, wallaroo());
+        self.start_node_in(i, certs, &[])
+    }
+
+    /// Starts node `i` under `wrapper` (a command that ends by running its arguments).
+    fn start_node_in(&self, i: usize, certs: &Path, wrapper: &[&str]) -> Proc {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = self.hosts.command(i, program);
+                cmd.args(args).arg(wallaroo());
+                cmd
+            }
+            None => self.hosts.command(i, wallaroo()),
+        };
         cmd.args(["node", "--listen", &self.addrs[i], "--data-dir"])
             .arg(self.data_dir(i))
             .arg("--certs")
@@ -385,6 +397,79 @@ fn kill_and_restart(victim: usize, when: Kill) {
         "{}",
         cluster.logs()
     );
+}
+
+/// Node 2's disk fills up (a file size limit stands in for it) while input goes to nodes 1
+/// and 2: the cluster keeps rolling back rather than lose anything, and once node 2 runs with
+/// room again everything comes out exactly once.
+#[test]
+fn a_full_disk_on_one_node_holds_the_cluster_back_and_loses_nothing() {
+    let wasm = build_app(WORD_COUNT);
+    let mut cluster = Cluster::new(3);
+    let mut rng = seeded("full disk");
+    let a = cluster.dir.path().join("a.txt");
+    let b = cluster.dir.path().join("b.txt");
+    let mut totals = random_words(&a, 2000, 8, &mut rng);
+    for (w, n) in random_words(&b, 2000, 8, &mut rng) {
+        *totals.entry(w).or_insert(0) += n;
+    }
+    let words: u64 = totals.values().sum();
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    let sources = cluster.deploy(
+        &wasm,
+        &receiver.addr,
+        &[
+            "--resilience",
+            "exactly-once",
+            "--sink-framing",
+            "tagged",
+            "--checkpoint-interval",
+            "200",
+        ],
+    );
+    // Node 2 again (it has the component now), with no room for its log to grow. SIGXFSZ is
+    // ignored, so a write past the limit fails as on a full disk.
+    let own = cluster.node_certs[2].clone();
+    cluster.nodes[2].signal(libc::SIGKILL);
+    cluster.nodes[2].wait(Duration::from_secs(10));
+    let full_disk = ["sh", "-c", "trap '' XFSZ; ulimit -f 1; exec \"$@\"", "sh"];
+    cluster.nodes[2] = cluster.start_node_in(2, &own, &full_disk);
+    let mut send_a = ack_sender(&sources[1], &a, "1");
+    let mut send_b = ack_sender(&sources[2], &b, "2");
+    cluster.nodes[2].wait_line("cannot write the write-ahead log", Duration::from_secs(60));
+    cluster.nodes[0].wait_line("it cannot begin checkpoint", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !send_b.has_exited(),
+        "node 2 acknowledged what it could not store: {}",
+        send_b.stderr()
+    );
+
+    // Room again.
+    cluster.nodes[2].signal(libc::SIGKILL);
+    cluster.nodes[2].wait(Duration::from_secs(10));
+    cluster.nodes[2] = cluster.start_node(2, &own);
+    for s in [&mut send_a, &mut send_b] {
+        assert_eq!(
+            s.wait(Duration::from_secs(180)),
+            Some(0),
+            "{}\n{}",
+            s.stderr(),
+            cluster.logs()
+        );
+    }
+    let stop = cluster.command(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&stop.stdout),
+        String::from_utf8_lossy(&stop.stderr),
+        cluster.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let text = receiver.text();
+    assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
+    assert_eq!(text.lines().count() as u64, words);
 }
 
 #[test]

@@ -54,8 +54,9 @@ pub(crate) struct Coordinator {
     members: Vec<Option<Stream>>,
     next_checkpoint: u64,
     app_name: String,
-    /// Checkpoints are off after a node's log failed.
-    log_failed: bool,
+    /// Rollbacks since the last committed checkpoint: recovery waits longer after each (a
+    /// node whose disk is full would otherwise have the cluster roll back in a tight loop).
+    rollbacks_in_a_row: u32,
     /// `wallaroo stop` asked while the cluster was recovering: carried out once it runs again.
     stops: Vec<oneshot::Sender<Msg>>,
     stop_asked: Option<std::time::Instant>,
@@ -78,19 +79,20 @@ impl Coordinator {
             members,
             next_checkpoint: 1,
             app_name: String::new(),
-            log_failed: false,
+            rollbacks_in_a_row: 0,
             stops: Vec::new(),
             stop_asked: None,
         }
     }
 
     fn checkpoints(&self) -> bool {
-        self.manifest.settings.resilience != "none" && !self.log_failed
+        self.manifest.settings.resilience != "none"
     }
 
     pub(crate) async fn run(mut self, mut deployed: Option<oneshot::Sender<anyhow::Result<Msg>>>) {
         let interval = Duration::from_millis(self.manifest.settings.checkpoint_interval_ms.max(1));
         let mut running = false;
+        let mut started = std::time::Instant::now();
         if deployed.is_none() {
             eprintln!(
                 "coordinating deployment {} again: the cluster rolls back to checkpoint {} once \
@@ -101,9 +103,24 @@ impl Coordinator {
         }
         loop {
             if !running {
+                if deployed.is_none() {
+                    if started.elapsed() > Duration::from_secs(30) {
+                        // The last generation ran a while: this is a new failure.
+                        self.rollbacks_in_a_row = 0;
+                    }
+                    let k = self.rollbacks_in_a_row.min(6);
+                    self.rollbacks_in_a_row += 1;
+                    if k > 0 {
+                        tokio::time::sleep(
+                            Duration::from_millis(100 << k).min(Duration::from_secs(5)),
+                        )
+                        .await;
+                    }
+                }
                 match self.recover(deployed.is_some()).await {
                     Ok(sources) => {
                         running = true;
+                        started = std::time::Instant::now();
                         if let Some(d) = deployed.take() {
                             let app = self.app_name.clone();
                             let _ = d.send(Ok(Msg::Deployed { app, sources }));
@@ -124,7 +141,16 @@ impl Coordinator {
                             return;
                         }
                         tracing::warn!("cannot start the application: {e:#}; trying again");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if self
+                            .stop_asked
+                            .is_some_and(|at| at.elapsed() > STOP_PATIENCE)
+                        {
+                            let why = format!("the application cannot start again: {e:#}");
+                            for reply in self.stops.drain(..) {
+                                let _ = reply.send(Msg::Refused(why.clone()));
+                            }
+                            self.stop_asked = None;
+                        }
                         continue;
                     }
                 }
@@ -333,9 +359,16 @@ impl Coordinator {
     async fn checkpoint(&mut self) -> Result<(), Lost> {
         let n = self.next_checkpoint;
         self.next_checkpoint += 1;
-        for reply in self.all(|_| Msg::Begin { checkpoint: n }).await? {
+        // A node that cannot take part (its log failed: a full disk) holds the cluster back
+        // like a lost node: the cluster rolls back and tries again, and loses nothing.
+        for (i, reply) in self
+            .all(|_| Msg::Begin { checkpoint: n })
+            .await?
+            .into_iter()
+            .enumerate()
+        {
             if let Msg::Refused(why) = reply {
-                return self.checkpoints_off(&why);
+                return Err(Lost(i, format!("it cannot begin checkpoint {n}: {why}")));
             }
         }
         let mut last = None;
@@ -363,7 +396,9 @@ impl Coordinator {
                         sent += a.sent;
                         received += a.received;
                     }
-                    other => return self.checkpoints_off(other.name()),
+                    other => {
+                        return Err(Lost(i, format!("it answered Align with {}", other.name())));
+                    }
                 }
             }
             let now = (sent, received);
@@ -388,29 +423,24 @@ impl Coordinator {
                 );
             }
         }
-        for reply in self.all(|_| Msg::Prepare).await? {
+        for (i, reply) in self.all(|_| Msg::Prepare).await?.into_iter().enumerate() {
             if !matches!(reply, Msg::Prepared(true)) {
-                return self.checkpoints_off("a node could not log its checkpoint");
+                return Err(Lost(i, format!("it could not log checkpoint {n}")));
             }
         }
-        self.record.committed = n;
-        let record = self.record;
+        let mut record = self.record;
+        record.committed = n;
         let data = self.ctx.data.clone();
-        match tokio::task::spawn_blocking(move || data.write_cluster_record(&record)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return self.checkpoints_off(&format!("{e:#}")),
-            Err(e) => return self.checkpoints_off(&e.to_string()),
+        let written = tokio::task::spawn_blocking(move || data.write_cluster_record(&record))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        if let Err(e) = written {
+            return Err(Lost(0, format!("cannot record checkpoint {n}: {e:#}")));
         }
+        self.record = record;
         self.all(|_| Msg::Commit { checkpoint: n }).await?;
-        Ok(())
-    }
-
-    fn checkpoints_off(&mut self, why: &str) -> Result<(), Lost> {
-        tracing::error!(
-            "checkpoints stop: {why}; output held for them is not released until the node is \
-             fixed and restarted"
-        );
-        self.log_failed = true;
+        self.rollbacks_in_a_row = 0;
         Ok(())
     }
 
