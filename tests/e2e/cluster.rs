@@ -272,6 +272,87 @@ fn a_stop_asked_while_a_node_is_down_waits_for_it_and_loses_nothing() {
     kill_and_restart(2, Kill::BeforeStop);
 }
 
+/// Exactly-once word count deployed on a cluster, with two acknowledged senders' input (of
+/// `lines` lines each) for the sources of nodes 1 and 2.
+struct Workload {
+    a: PathBuf,
+    b: PathBuf,
+    totals: std::collections::BTreeMap<String, u64>,
+    words: u64,
+    receiver: Receiver,
+    sources: Vec<String>,
+}
+
+impl Workload {
+    fn deploy(cluster: &Cluster, lines: usize, rng: &mut StdRng) -> Workload {
+        let wasm = build_app(WORD_COUNT);
+        let a = cluster.dir.path().join("a.txt");
+        let b = cluster.dir.path().join("b.txt");
+        let mut totals = random_words(&a, lines, 8, rng);
+        for (w, n) in random_words(&b, lines, 8, rng) {
+            *totals.entry(w).or_insert(0) += n;
+        }
+        let words = totals.values().sum();
+        let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+        let sources = cluster.deploy(
+            &wasm,
+            &receiver.addr,
+            &[
+                "--resilience",
+                "exactly-once",
+                "--sink-framing",
+                "tagged",
+                "--checkpoint-interval",
+                "200",
+            ],
+        );
+        Workload {
+            a,
+            b,
+            totals,
+            words,
+            receiver,
+            sources,
+        }
+    }
+
+    fn senders(&self) -> [Proc; 2] {
+        [
+            ack_sender(&self.sources[1], &self.a, "1"),
+            ack_sender(&self.sources[2], &self.b, "2"),
+        ]
+    }
+
+    /// Waits for the senders to finish: everything they sent was logged.
+    fn wait(senders: &mut [Proc], cluster: &Cluster) {
+        for s in senders {
+            assert_eq!(
+                s.wait(Duration::from_secs(180)),
+                Some(0),
+                "{}\n{}",
+                s.stderr(),
+                cluster.logs()
+            );
+        }
+    }
+
+    /// `stop` succeeded, and every word's counts run 1, 2, 3... up to its total, with nothing
+    /// missing, repeated or extra: as if nothing had gone wrong.
+    fn check(&self, stop: std::process::Output, cluster: &Cluster) {
+        assert!(
+            stop.status.success(),
+            "{}{}\n{}",
+            String::from_utf8_lossy(&stop.stdout),
+            String::from_utf8_lossy(&stop.stderr),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let text = self.receiver.text();
+        assert_eq!(running_counts(&text), self.totals, "{}", cluster.logs());
+        assert_eq!(text.lines().count() as u64, self.words);
+    }
+}
+
 enum Kill {
     /// At a random point of the output, while the senders send.
     WhileSending,
@@ -283,46 +364,13 @@ enum Kill {
 /// Exactly-once word count on three nodes, with input into nodes 1 and 2, while node `victim`
 /// is killed with SIGKILL and restarted on its data directory.
 fn kill_and_restart(victim: usize, when: Kill) {
-    let wasm = build_app(WORD_COUNT);
     let mut cluster = Cluster::new(3);
     let mut rng = seeded(&format!("kill node {victim}"));
-    let a = cluster.dir.path().join("a.txt");
-    let b = cluster.dir.path().join("b.txt");
-    let mut totals = random_words(&a, 4000, 8, &mut rng);
-    for (w, n) in random_words(&b, 4000, 8, &mut rng) {
-        *totals.entry(w).or_insert(0) += n;
-    }
-    let words: u64 = totals.values().sum();
-    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
-    let sources = cluster.deploy(
-        &wasm,
-        &receiver.addr,
-        &[
-            "--resilience",
-            "exactly-once",
-            "--sink-framing",
-            "tagged",
-            "--checkpoint-interval",
-            "200",
-        ],
-    );
-    let mut senders = [
-        ack_sender(&sources[1], &a, "1"),
-        ack_sender(&sources[2], &b, "2"),
-    ];
+    let work = Workload::deploy(&cluster, 4000, &mut rng);
+    let (words, receiver) = (work.words, &work.receiver);
+    let mut senders = work.senders();
     let certs = cluster.certs.clone();
     let own = cluster.node_certs[victim].clone();
-    let wait_senders = |senders: &mut [Proc], cluster: &Cluster| {
-        for s in senders {
-            assert_eq!(
-                s.wait(Duration::from_secs(180)),
-                Some(0),
-                "{}\n{}",
-                s.stderr(),
-                cluster.logs()
-            );
-        }
-    };
     let stop = match when {
         Kill::WhileSending => {
             let point = rng.random_range(words / 5..words / 2);
@@ -335,12 +383,12 @@ fn kill_and_restart(victim: usize, when: Kill) {
             cluster.nodes[victim].wait(Duration::from_secs(10));
             cluster.nodes[victim] = cluster.start_node(victim, &own);
             cluster.nodes[victim].wait_line("rejoining deployment", Duration::from_secs(10));
-            wait_senders(&mut senders, &cluster);
+            Workload::wait(&mut senders, &cluster);
             cluster.command(&["stop"])
         }
         Kill::BeforeStop => {
             // Acknowledged means logged: all of it must come out, whatever happens next.
-            wait_senders(&mut senders, &cluster);
+            Workload::wait(&mut senders, &cluster);
             cluster.nodes[victim].signal(libc::SIGKILL);
             cluster.nodes[victim].wait(Duration::from_secs(10));
             let mut cmd = Command::new(wallaroo());
@@ -365,18 +413,7 @@ fn kill_and_restart(victim: usize, when: Kill) {
             stop
         }
     };
-    assert!(
-        stop.status.success(),
-        "{}{}\n{}",
-        String::from_utf8_lossy(&stop.stdout),
-        String::from_utf8_lossy(&stop.stderr),
-        cluster.logs()
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let text = receiver.text();
-    // No gap, no repeat, nothing extra: as if no node had crashed.
-    assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
-    assert_eq!(text.lines().count() as u64, words);
+    work.check(stop, &cluster);
     if victim == 0 {
         // The restarted coordinator told the others at once, instead of their connections
         // timing out.
@@ -404,29 +441,8 @@ fn kill_and_restart(victim: usize, when: Kill) {
 /// room again everything comes out exactly once.
 #[test]
 fn a_full_disk_on_one_node_holds_the_cluster_back_and_loses_nothing() {
-    let wasm = build_app(WORD_COUNT);
     let mut cluster = Cluster::new(3);
-    let mut rng = seeded("full disk");
-    let a = cluster.dir.path().join("a.txt");
-    let b = cluster.dir.path().join("b.txt");
-    let mut totals = random_words(&a, 2000, 8, &mut rng);
-    for (w, n) in random_words(&b, 2000, 8, &mut rng) {
-        *totals.entry(w).or_insert(0) += n;
-    }
-    let words: u64 = totals.values().sum();
-    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
-    let sources = cluster.deploy(
-        &wasm,
-        &receiver.addr,
-        &[
-            "--resilience",
-            "exactly-once",
-            "--sink-framing",
-            "tagged",
-            "--checkpoint-interval",
-            "200",
-        ],
-    );
+    let work = Workload::deploy(&cluster, 2000, &mut seeded("full disk"));
     // Node 2 again (it has the component now), with no room for its log to grow. SIGXFSZ is
     // ignored, so a write past the limit fails as on a full disk.
     let own = cluster.node_certs[2].clone();
@@ -434,42 +450,22 @@ fn a_full_disk_on_one_node_holds_the_cluster_back_and_loses_nothing() {
     cluster.nodes[2].wait(Duration::from_secs(10));
     let full_disk = ["sh", "-c", "trap '' XFSZ; ulimit -f 1; exec \"$@\"", "sh"];
     cluster.nodes[2] = cluster.start_node_in(2, &own, &full_disk);
-    let mut send_a = ack_sender(&sources[1], &a, "1");
-    let mut send_b = ack_sender(&sources[2], &b, "2");
+    let mut senders = work.senders();
     cluster.nodes[2].wait_line("cannot write the write-ahead log", Duration::from_secs(60));
     cluster.nodes[0].wait_line("it cannot begin checkpoint", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
     assert!(
-        !send_b.has_exited(),
+        !senders[1].has_exited(),
         "node 2 acknowledged what it could not store: {}",
-        send_b.stderr()
+        senders[1].stderr()
     );
 
     // Room again.
     cluster.nodes[2].signal(libc::SIGKILL);
     cluster.nodes[2].wait(Duration::from_secs(10));
     cluster.nodes[2] = cluster.start_node(2, &own);
-    for s in [&mut send_a, &mut send_b] {
-        assert_eq!(
-            s.wait(Duration::from_secs(180)),
-            Some(0),
-            "{}\n{}",
-            s.stderr(),
-            cluster.logs()
-        );
-    }
-    let stop = cluster.command(&["stop"]);
-    assert!(
-        stop.status.success(),
-        "{}{}\n{}",
-        String::from_utf8_lossy(&stop.stdout),
-        String::from_utf8_lossy(&stop.stderr),
-        cluster.logs()
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let text = receiver.text();
-    assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
-    assert_eq!(text.lines().count() as u64, words);
+    Workload::wait(&mut senders, &cluster);
+    work.check(cluster.command(&["stop"]), &cluster);
 }
 
 #[test]
