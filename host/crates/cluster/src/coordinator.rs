@@ -141,15 +141,9 @@ impl Coordinator {
                             return;
                         }
                         tracing::warn!("cannot start the application: {e:#}; trying again");
-                        if self
-                            .stop_asked
-                            .is_some_and(|at| at.elapsed() > STOP_PATIENCE)
-                        {
+                        if self.stop_waited_too_long() {
                             let why = format!("the application cannot start again: {e:#}");
-                            for reply in self.stops.drain(..) {
-                                let _ = reply.send(Msg::Refused(why.clone()));
-                            }
-                            self.stop_asked = None;
+                            self.answer_stops(Msg::Refused(why));
                         }
                         continue;
                     }
@@ -268,20 +262,14 @@ impl Coordinator {
             if first_deploy && waited.elapsed() > Duration::from_secs(60) {
                 anyhow::bail!("{} did not join within 60 s", self.missing().join(", "));
             }
-            if self
-                .stop_asked
-                .is_some_and(|at| at.elapsed() > STOP_PATIENCE)
-            {
+            if self.stop_waited_too_long() {
                 let why = format!(
                     "the cluster is recovering and {} did not join within {} s; start the \
                      missing nodes (their data directories hold the deployment) and stop again",
                     self.missing().join(", "),
                     STOP_PATIENCE.as_secs()
                 );
-                for reply in self.stops.drain(..) {
-                    let _ = reply.send(Msg::Refused(why.clone()));
-                }
-                self.stop_asked = None;
+                self.answer_stops(Msg::Refused(why));
             }
             if told.elapsed() > Duration::from_secs(10) {
                 eprintln!("waiting for {} to join", self.missing().join(", "));
@@ -483,10 +471,22 @@ impl Coordinator {
                 other => self.pending.push_back(other),
             }
         }
+        self.answer_stops(answer);
+        true
+    }
+
+    /// A stop asked during recovery has waited longer than [`STOP_PATIENCE`].
+    fn stop_waited_too_long(&self) -> bool {
+        self.stop_asked
+            .is_some_and(|at| at.elapsed() > STOP_PATIENCE)
+    }
+
+    /// Answers every stop asked so far.
+    fn answer_stops(&mut self, answer: Msg) {
         for reply in self.stops.drain(..) {
             let _ = reply.send(answer.clone());
         }
-        true
+        self.stop_asked = None;
     }
 
     /// The steps of a stop. Losing a node before the last step is `Err` (the cluster can
