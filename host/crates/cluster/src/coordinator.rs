@@ -159,8 +159,7 @@ impl Coordinator {
                         }
                     }
                     Ok(Joined::Stop(reply)) => {
-                        self.stops.push(reply);
-                        self.stop_asked.get_or_insert_with(std::time::Instant::now);
+                        self.take_stop(reply);
                         if self.stop().await {
                             return;
                         }
@@ -290,8 +289,7 @@ impl Coordinator {
                         "stop asked while {} rejoin: stopping once the cluster has recovered",
                         self.missing().join(", ")
                     );
-                    self.stops.push(reply);
-                    self.stop_asked.get_or_insert_with(std::time::Instant::now);
+                    self.take_stop(reply);
                 }
                 Ok(Err(_)) => anyhow::bail!("the node is stopping"),
                 Err(_) => {}
@@ -473,6 +471,12 @@ impl Coordinator {
         }
         self.answer_stops(answer);
         true
+    }
+
+    /// Keeps a stop's reply until the stop is carried out (or refused).
+    fn take_stop(&mut self, reply: oneshot::Sender<Msg>) {
+        self.stops.push(reply);
+        self.stop_asked.get_or_insert_with(std::time::Instant::now);
     }
 
     /// A stop asked during recovery has waited longer than [`STOP_PATIENCE`].

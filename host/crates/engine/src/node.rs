@@ -334,11 +334,10 @@ impl Node {
             Resilience::None => (None, Recovery::default()),
             _ => {
                 let dir = config.data_dir.join("wal");
-                let (wal, found) = Wal::open(&dir, WalOptions::default())
+                let (mut wal, found) = Wal::open(&dir, WalOptions::default())
                     .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
                 let upto = config.placement.as_ref().map(|p| p.recover_to);
                 let recovery = Recovery::from_log(found.records, spec.sinks.len(), upto);
-                let mut wal = wal;
                 if let (Some(to), true) = (upto, recovery.rolls_back) {
                     // Checkpoints this node committed above `to` are void from here on, also
                     // for a later recovery to a checkpoint above them. Logged before anything
