@@ -20,7 +20,12 @@ ARGS = ["--in", "127.0.0.1:7010", "--out", "127.0.0.1:7002"]
 
 
 def lines(path):
-    return path.read_bytes().rstrip(b"\n").split(b"\n")
+    """The messages `wallaroo send` makes of a text file: one per line, empty lines skipped."""
+    return [
+        line.removesuffix(b"\r")
+        for line in path.read_bytes().split(b"\n")
+        if line.removesuffix(b"\r")
+    ]
 
 
 def frames(path):

@@ -10,9 +10,12 @@ pub struct Args {
     /// The source's address.
     #[arg(long)]
     host: String,
-    /// Each line is one message (without its line ending).
+    /// Each line is one message (without its line ending); empty lines are skipped.
     #[arg(long)]
     file: PathBuf,
+    /// Send empty lines too, as empty messages.
+    #[arg(long, conflicts_with = "binary")]
+    keep_blank_lines: bool,
     /// The file already holds frames: a 4-byte big-endian length, then the payload.
     #[arg(long)]
     binary: bool,
@@ -50,6 +53,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         host: args.host,
         file: args.file,
         binary: args.binary,
+        keep_blank_lines: args.keep_blank_lines,
         batch_size: args.batch_size,
         interval: args.interval.map(Duration::from_nanos),
         messages: args.messages,

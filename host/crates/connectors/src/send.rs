@@ -18,6 +18,9 @@ pub struct SendOptions {
     pub file: PathBuf,
     /// The file already holds frames (4-byte big-endian length, payload) rather than lines.
     pub binary: bool,
+    /// Send empty lines as empty messages; by default they are skipped, as Wallaroo's sender
+    /// did (so a text with paragraph breaks gives no empty words).
+    pub keep_blank_lines: bool,
     /// Messages per write.
     pub batch_size: usize,
     /// Pause between writes.
@@ -46,10 +49,19 @@ pub async fn send(options: &SendOptions) -> anyhow::Result<u64> {
     let messages = if options.binary {
         split_frames(&data).with_context(|| format!("in {}", options.file.display()))?
     } else {
-        split_lines(&data)
+        split_lines(&data, options.keep_blank_lines)
     };
     if messages.is_empty() {
-        bail!("{} holds no messages", options.file.display());
+        let blank = !options.binary && !options.keep_blank_lines && !data.is_empty();
+        bail!(
+            "{} holds no messages{}",
+            options.file.display(),
+            if blank {
+                " (only empty lines, which are skipped; --keep-blank-lines sends them)"
+            } else {
+                ""
+            }
+        );
     }
     if let Some(stream) = options.ack {
         return send_acked(options, &messages, stream).await;
@@ -211,14 +223,16 @@ async fn acked_connection(
     result
 }
 
-/// Each line is a message, without its line ending. A final line ending adds no empty message.
-fn split_lines(data: &[u8]) -> Vec<&[u8]> {
+/// Each line is a message, without its line ending. A final line ending adds no empty message;
+/// empty lines are skipped unless `keep_blank` (a line of spaces is not empty: it is sent).
+fn split_lines(data: &[u8], keep_blank: bool) -> Vec<&[u8]> {
     let data = data.strip_suffix(b"\n").unwrap_or(data);
     if data.is_empty() {
         return Vec::new();
     }
     data.split(|&b| b == b'\n')
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| keep_blank || !line.is_empty())
         .collect()
 }
 
@@ -250,11 +264,21 @@ mod tests {
     #[test]
     fn lines_without_their_endings() {
         assert_eq!(
-            split_lines(b"a\r\nbb\n\nc\n"),
+            split_lines(b"a\r\nbb\n\nc\n", true),
             vec![&b"a"[..], b"bb", b"", b"c"]
         );
-        assert_eq!(split_lines(b"no newline"), vec![&b"no newline"[..]]);
-        assert!(split_lines(b"").is_empty());
+        assert_eq!(split_lines(b"no newline", true), vec![&b"no newline"[..]]);
+        assert!(split_lines(b"", true).is_empty());
+    }
+
+    #[test]
+    fn blank_lines_are_skipped_unless_kept() {
+        assert_eq!(
+            split_lines(b"\na\n\r\n\n \nb\n\n", false),
+            vec![&b"a"[..], b" ", b"b"]
+        );
+        assert!(split_lines(b"\n\n\r\n", false).is_empty());
+        assert_eq!(split_lines(b"\n\n", true), vec![&b""[..], b""]);
     }
 
     #[test]
