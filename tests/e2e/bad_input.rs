@@ -1,6 +1,9 @@
 //! Bad input costs only itself: user exceptions, undecodable and oversized frames, a runaway
 //! guest and a memory bomb are each logged, dead-lettered, and the stream goes on with every
 //! other message processed exactly once.
+use std::io::Write as _;
+use std::time::Duration;
+
 use wallaroo_tests::*;
 
 #[test]
@@ -86,4 +89,238 @@ fn every_kind_of_bad_message_is_dead_lettered_and_the_rest_is_counted_once() {
         log.contains("error in step 'split': ValueError: asked to raise"),
         "{log}"
     );
+}
+
+const WORD_COUNT: &str = "componentize-py-examples/word_count/word_count.py";
+
+/// `payload` in the default framing (4-byte big-endian length).
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// `n` frames of `apple banana`, as one buffer.
+fn apples(n: usize) -> Vec<u8> {
+    (0..n).flat_map(|_| frame(b"apple banana")).collect()
+}
+
+/// Writes `bytes` to the source on one connection and closes it.
+fn write_and_close(source: &str, bytes: &[u8]) {
+    let mut conn = std::net::TcpStream::connect(source).unwrap();
+    conn.write_all(bytes).unwrap();
+}
+
+/// Bytes in `dir` and below.
+fn disk_use(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => disk_use(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits for `apple` and `banana` to be counted `n` times each, and checks nothing else was.
+fn expect_apples(receiver: &Receiver, n: u64) {
+    let text = receiver.wait_lines(2 * n as usize, Duration::from_secs(120));
+    let counts = running_counts(&text);
+    assert_eq!(counts.len(), 2, "{text}");
+    assert_eq!((counts["apple"], counts["banana"]), (n, n), "{text}");
+}
+
+#[test]
+fn an_oversized_frame_keeps_a_bounded_prefix_and_the_frames_after_it_are_counted() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let mut node = Node::start(&wasm, &receiver.addr, dir.path(), &["--workers", "2"]);
+    // A 50 MB frame between valid ones, on one connection, written as it goes.
+    const HUGE: usize = 50_000_000;
+    let mut conn = std::net::TcpStream::connect(&node.source).unwrap();
+    conn.write_all(&apples(10)).unwrap();
+    conn.write_all(&(HUGE as u32).to_be_bytes()).unwrap();
+    let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let mut left = HUGE;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        conn.write_all(&chunk[..n]).unwrap();
+        left -= n;
+    }
+    conn.write_all(&apples(100)).unwrap();
+    drop(conn);
+    expect_apples(&receiver, 110);
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    let summary = node.proc.wait_line("stopped:", Duration::from_secs(1));
+    assert!(
+        summary.contains("stopped: 110 messages received") && summary.contains(" 1 dead-lettered"),
+        "{summary}"
+    );
+
+    let dead = node.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0]["message_len"], HUGE as u64);
+    assert_eq!(dead[0]["len"], 64 << 10);
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("frame 11 from") && error.contains("50000000 bytes"),
+        "{error}"
+    );
+    let bin = std::fs::read(node.data_dir.join("dead-letter.bin")).unwrap();
+    assert_eq!(bin, chunk[..64 << 10]);
+    let used = disk_use(&node.data_dir);
+    assert!(used <= 1 << 20, "the data directory holds {used} bytes");
+    assert!(
+        !node.proc.stderr().contains("inside frame"),
+        "{}",
+        node.proc.stderr()
+    );
+}
+
+#[test]
+fn dead_letters_rotate_within_their_cap() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let max = 40_000u64;
+    let mut node = Node::start(
+        &wasm,
+        &receiver.addr,
+        dir.path(),
+        &[
+            "--workers",
+            "1",
+            "--max-frame-size",
+            "100",
+            "--dead-letter-max-bytes",
+            &max.to_string(),
+        ],
+    );
+    // 30 oversized frames of 3000 bytes, each followed by a valid one: 90 KB of dead letters
+    // offered to a cap of 40 KB.
+    let mut input = Vec::new();
+    for i in 0..30u8 {
+        input.extend(frame(&[i; 3000]));
+        input.extend(apples(1));
+    }
+    write_and_close(&node.source, &input);
+    expect_apples(&receiver, 30);
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    let summary = node.proc.wait_line("stopped:", Duration::from_secs(1));
+    assert!(summary.contains(" 30 dead-lettered"), "{summary}");
+
+    let used = disk_use(&node.data_dir);
+    assert!(used <= max, "dead letters take {used} bytes, over {max}");
+    let previous = node.data_dir.join("dead-letter.1.log");
+    assert!(previous.exists(), "no rotation");
+    // The newest entries are the ones kept, each with its own bytes.
+    let dead = node.dead_letters();
+    let last = dead.last().unwrap();
+    assert!(
+        last["error"].as_str().unwrap().starts_with("frame 59 from"),
+        "{last}"
+    );
+    let bin = std::fs::read(node.data_dir.join("dead-letter.bin")).unwrap();
+    let off = last["offset"].as_u64().unwrap() as usize;
+    assert_eq!(bin[off..off + 3000], [29u8; 3000]);
+}
+
+#[test]
+fn a_dead_letter_that_cannot_be_written_is_logged_once_and_the_stream_goes_on() {
+    let wasm = build_app(WORD_COUNT);
+    // A full disk (/dev/full fails every write with ENOSPC), and a directory where the file
+    // should be.
+    for (case, reason) in [
+        ("full", "No space left on device"),
+        ("directory", "Is a directory"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let bin = data.join("dead-letter.bin");
+        match case {
+            "full" => std::os::unix::fs::symlink("/dev/full", &bin).unwrap(),
+            _ => std::fs::create_dir(&bin).unwrap(),
+        }
+        let receiver = Receiver::start(dir.path());
+        let mut node = Node::start(
+            &wasm,
+            &receiver.addr,
+            dir.path(),
+            &["--workers", "2", "--max-frame-size", "100"],
+        );
+        let mut input = Vec::new();
+        for _ in 0..20 {
+            input.extend(frame(&[b'x'; 500]));
+            input.extend(apples(5));
+        }
+        write_and_close(&node.source, &input);
+        expect_apples(&receiver, 100);
+        assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0), "{case}");
+        let stderr = node.proc.stderr();
+        let failures: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.contains("cannot keep a dead letter"))
+            .collect();
+        assert_eq!(failures.len(), 1, "{case}: {stderr}");
+        assert!(failures[0].contains(reason), "{case}: {}", failures[0]);
+        assert!(
+            failures[0].contains(&bin.display().to_string()),
+            "{case}: {}",
+            failures[0]
+        );
+        assert!(
+            stderr.contains("20 dead letters could not be written"),
+            "{case}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_close_between_frames_is_quiet_and_one_inside_a_frame_says_what_was_lost() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let mut node = Node::start(&wasm, &receiver.addr, dir.path(), &["--workers", "1"]);
+    write_and_close(&node.source, &apples(3));
+    let file = dir.path().join("input.txt");
+    std::fs::write(&file, "apple banana\napple banana\n").unwrap();
+    send(&node.source, &file, &[]);
+    expect_apples(&receiver, 5);
+    assert!(
+        !node.proc.stderr().contains("WARN"),
+        "{}",
+        node.proc.stderr()
+    );
+
+    // A payload cut short, a header cut short, and an oversized frame cut short while its
+    // rest is being dropped.
+    let mut torn = apples(1);
+    torn.extend_from_slice(&100u32.to_be_bytes());
+    torn.extend_from_slice(&[b'a'; 30]);
+    write_and_close(&node.source, &torn);
+    node.proc.wait_line(
+        "inside frame 2: 34 of its 104 bytes came, the other 70 are lost",
+        Duration::from_secs(30),
+    );
+    write_and_close(&node.source, &[0, 0]);
+    node.proc.wait_line(
+        "inside the header of frame 1: 2 of its 4 header bytes came",
+        Duration::from_secs(30),
+    );
+    let mut huge = u32::MAX.to_be_bytes().to_vec();
+    huge.extend(vec![0u8; 100_000]);
+    write_and_close(&node.source, &huge);
+    node.proc.wait_line(
+        "inside frame 1: 100004 of its 4294967299 bytes came",
+        Duration::from_secs(30),
+    );
+    expect_apples(&receiver, 6);
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
 }

@@ -62,9 +62,14 @@ struct Options {
     /// stopped and replaced.
     #[arg(long, default_value_t = 10_000)]
     call_timeout: u64,
-    /// Largest frame a source accepts, in bytes; larger frames go to the dead letters.
+    /// Largest frame a source accepts, in bytes; of a larger frame the first 64 KiB go to the
+    /// dead letters and the rest is dropped.
     #[arg(long, default_value_t = 16 << 20)]
     max_frame_size: u64,
+    /// Disk the dead letters may take, in bytes, all files together; past half of it the
+    /// files rotate and the oldest entries go.
+    #[arg(long, default_value_t = wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES)]
+    dead_letter_max_bytes: u64,
     /// Most messages handed to the application in one call.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
@@ -131,6 +136,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     });
     let mut config = NodeConfig::new(&o.data_dir, args.app_args.clone());
     config.workers = workers;
+    config.dead_letter_max_bytes = o.dead_letter_max_bytes;
     config.key_groups = KeyGroups::new(o.key_groups.max(1));
     config.resilience = match o.resilience {
         ResilienceArg::None => Resilience::None,
@@ -287,6 +293,12 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let dead = totals.dead_lettered;
         if dead > 0 {
             eprintln!("dead letters: {}", dead_letters.display());
+        }
+        if totals.dead_letters_unwritten > 0 {
+            eprintln!(
+                "{} dead letters could not be written (see the error above)",
+                totals.dead_letters_unwritten
+            );
         }
         if totals.log_failed {
             anyhow::bail!(

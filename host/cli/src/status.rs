@@ -138,6 +138,7 @@ mod tests {
             received,
             emitted,
             dead_lettered: 0,
+            dead_letters_unwritten: 0,
             instances_replaced: 0,
             instances_recycled: 0,
             backlog,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::collections::VecDeque;
 
 use anyhow::Context as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -16,9 +16,14 @@ use wallaroo_types::Framing;
 
 use crate::protocol::{RESUME_AT_LAST_ACK, parse_ack_hello};
 
+/// The most of an oversized frame's payload kept in the dead letters; the rest of the frame is
+/// read and dropped, so one bad header costs bounded disk however long it claims the frame is.
+pub const OVERSIZED_PREFIX: usize = 64 << 10;
+
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
-    /// Frames larger than this are written to the dead letters instead of being processed.
+    /// Frames larger than this go to the dead letters (their first [`OVERSIZED_PREFIX`] bytes)
+    /// instead of being processed.
     pub max_frame: u64,
     /// Most frames handed to a worker at once. Fewer go when the socket has no more data ready,
     /// so a quiet stream is not held back waiting for a full batch.
@@ -113,7 +118,21 @@ enum Frame {
     Payload(Vec<u8>),
     /// Too large: already written to the dead letters.
     Skipped,
-    End,
+}
+
+/// How a connection's stream of frames ended.
+enum Ended {
+    /// Between two frames: nothing is lost. With the error, when it was not a clean close.
+    Between(Option<std::io::Error>),
+    /// Inside the connection's `frame`-th frame (counting from 1): `got` of its bytes (header
+    /// included) came, of `whole` (None while its header is incomplete). With the error, when
+    /// it was not a close.
+    Inside {
+        frame: u64,
+        got: u64,
+        whole: Option<u64>,
+        error: Option<std::io::Error>,
+    },
 }
 
 /// An acknowledged stream: where the next frame stands in it, and the task writing acks.
@@ -133,20 +152,22 @@ impl Connection {
         let mut write = Some(write);
         let mut acked: Option<Acked> = None;
         let mut first = true;
+        let mut frames = 0u64;
         let mut batch = Vec::new();
         loop {
             let frame = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
-                frame = self.read_frame(&mut reader) => frame,
+                frame = self.read_frame(&mut reader, frames + 1) => frame,
             };
             let frame = match frame {
                 Ok(frame) => frame,
-                Err(e) => {
-                    tracing::warn!(source = %self.source, peer = %self.peer, "connection lost: {e}");
+                Err(ended) => {
+                    self.log_end(ended);
                     break;
                 }
             };
+            frames += 1;
             if std::mem::take(&mut first)
                 && let Frame::Payload(p) = &frame
                 && let Some(stream) = parse_ack_hello(p)
@@ -163,23 +184,15 @@ impl Connection {
                 }
                 continue;
             }
-            let (end, reader_empty) = match frame {
-                Frame::Payload(p) => {
-                    batch.push(p);
-                    (false, reader.buffer().is_empty())
-                }
-                Frame::Skipped => (false, reader.buffer().is_empty()),
-                Frame::End => (true, true),
-            };
-            let full = reader_empty || batch.len() >= self.options.batch_size;
+            if let Frame::Payload(p) = frame {
+                batch.push(p);
+            }
+            let full = reader.buffer().is_empty() || batch.len() >= self.options.batch_size;
             if !batch.is_empty() && full {
                 let sent = self.send(std::mem::take(&mut batch), &mut acked).await;
                 if self.refused(sent, &mut stop).await {
                     return;
                 }
-            }
-            if end {
-                break;
             }
         }
         if !batch.is_empty() {
@@ -249,65 +262,151 @@ impl Connection {
         Ok(())
     }
 
+    /// Reads the connection's `frame`-th frame.
     async fn read_frame<R: AsyncRead + Unpin + Send + 'static>(
         &self,
         reader: &mut BufReader<R>,
-    ) -> std::io::Result<Frame> {
-        let mut header = vec![0u8; self.framing.header_length as usize];
-        // A clean end of stream falls between frames; anything else is a torn frame.
-        let first = reader.read(&mut header).await?;
-        if first == 0 {
-            return Ok(Frame::End);
+        frame: u64,
+    ) -> Result<Frame, Ended> {
+        let header_len = self.framing.header_length as u64;
+        let mut header = vec![0u8; header_len as usize];
+        match fill(reader, &mut header).await {
+            Ok(()) => {}
+            Err((0, error)) => return Err(Ended::Between(error)),
+            Err((got, error)) => {
+                return Err(Ended::Inside {
+                    frame,
+                    got,
+                    whole: None,
+                    error,
+                });
+            }
         }
-        reader.read_exact(&mut header[first..]).await?;
         let len = self.framing.payload_length(&header);
+        let lost = |got: u64, error| Ended::Inside {
+            frame,
+            got: header_len + got,
+            whole: Some(header_len + len),
+            error,
+        };
         if len > self.options.max_frame {
-            self.dead_letter_oversized(reader, len).await?;
-            return Ok(Frame::Skipped);
+            return self
+                .dead_letter_oversized(reader, frame, len)
+                .await
+                .map_err(|(got, error)| lost(got, error));
         }
         let mut payload = vec![0u8; len as usize];
-        reader.read_exact(&mut payload).await?;
+        fill(reader, &mut payload)
+            .await
+            .map_err(|(got, error)| lost(got, error))?;
         Ok(Frame::Payload(payload))
     }
 
-    /// Streams an oversized frame's payload into the dead letters without holding it in memory.
+    /// Keeps the first [`OVERSIZED_PREFIX`] bytes of an oversized frame's payload in the dead
+    /// letters, with its true length, and reads the rest without keeping it. On a lost
+    /// connection, says how many payload bytes came.
     async fn dead_letter_oversized<R: AsyncRead + Unpin + Send + 'static>(
         &self,
         reader: &mut BufReader<R>,
+        frame: u64,
         len: u64,
-    ) -> std::io::Result<()> {
-        let error = format!(
-            "frame of {len} bytes from {} exceeds the maximum frame size of {} bytes \
-             (--max-frame-size)",
-            self.peer, self.options.max_frame
-        );
-        tracing::warn!("error in source '{}': {error}", self.source);
-        let mut chunk = vec![0u8; 64 * 1024];
-        let mut left = len;
-        // Read in bounded chunks; a connection that dies mid-frame leaves an entry holding the
-        // bytes that came.
-        let mut writer = self.handle.dead_letters().open_entry()?;
-        while left > 0 {
-            let want = chunk.len().min(left as usize);
-            let got = reader.read(&mut chunk[..want]).await?;
-            if got == 0 {
-                break;
-            }
-            writer.append(&chunk[..got])?;
-            left -= got as u64;
+    ) -> Result<Frame, (u64, Option<std::io::Error>)> {
+        let mut prefix = vec![0u8; len.min(OVERSIZED_PREFIX as u64) as usize];
+        let read = fill(reader, &mut prefix).await;
+        if let Err((got, _)) = &read {
+            prefix.truncate(*got as usize);
         }
+        let mut error = format!(
+            "frame {frame} from {}: {len} bytes exceeds the maximum frame size of {} bytes \
+             (--max-frame-size)",
+            self.peer, self.options.max_frame,
+        );
+        if (prefix.len() as u64) < len {
+            error += &format!(
+                "; its first {} bytes are kept, the other {} dropped",
+                prefix.len(),
+                len - prefix.len() as u64
+            );
+        }
+        tracing::warn!("error in source '{}': {error}", self.source);
         let entry = Entry {
             at: &self.source,
             key: None,
             error: &error,
         };
-        writer.finish(&entry).map_err(std::io::Error::other)?;
+        self.handle
+            .dead_letters()
+            .write_prefix(&entry, &prefix, len);
         self.handle.counters().dead_lettered.inc();
-        if left > 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        read?;
+        let mut skipped = prefix.len() as u64;
+        while skipped < len {
+            let buffered = match reader.fill_buf().await {
+                Ok([]) => return Err((skipped, None)),
+                Ok(buffered) => buffered.len() as u64,
+                Err(e) => return Err((skipped, Some(e))),
+            };
+            let n = buffered.min(len - skipped);
+            reader.consume(n as usize);
+            skipped += n;
         }
-        Ok(())
+        Ok(Frame::Skipped)
     }
+
+    /// A close between frames is how a sender says it is done; one inside a frame loses that
+    /// frame, and says how much of it.
+    fn log_end(&self, ended: Ended) {
+        let (source, peer) = (&self.source, &self.peer);
+        match ended {
+            Ended::Between(None) => tracing::debug!(%source, %peer, "connection closed"),
+            Ended::Between(Some(e)) => {
+                tracing::info!(%source, %peer, "connection ended between frames: {e}")
+            }
+            Ended::Inside {
+                frame,
+                got,
+                whole,
+                error,
+            } => {
+                let how = match error {
+                    Some(e) => format!("lost ({e})"),
+                    None => "closed by the sender".to_string(),
+                };
+                let header = self.framing.header_length;
+                match whole {
+                    Some(whole) => tracing::warn!(
+                        %source, %peer,
+                        "connection {how} inside frame {frame}: {got} of its {whole} bytes came, \
+                         the other {} are lost",
+                        whole - got
+                    ),
+                    None => tracing::warn!(
+                        %source, %peer,
+                        "connection {how} inside the header of frame {frame}: {got} of its \
+                         {header} header bytes came; the frame is lost"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Reads until `buf` is full. Short of that, returns how many bytes came and the error, if
+/// the stream did not simply end.
+async fn fill<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Result<(), (u64, Option<std::io::Error>)> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]).await {
+            Ok(0) => return Err((got as u64, None)),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((got as u64, Some(e))),
+        }
+    }
+    Ok(())
 }
 
 /// Feeds a generator source: asks its segment for `batch` messages at a time until `stop`.

@@ -1,29 +1,54 @@
-//! Messages the application could not process, kept for the operator.
+//! Messages the application could not process, kept for the operator, on a bounded budget of
+//! disk.
 //!
 //! Two files in the node's data directory: `dead-letter.log` has one JSON object per message
 //! (time, source or step, key, error, and where its bytes are), `dead-letter.bin` holds the
 //! message bytes themselves, back to back, at the offset and length the log line gives. The
 //! bytes are the input of the failed segment: a source frame's payload, or the serialised value
 //! a keyed step received.
+//!
+//! The files together never pass the node's `max_bytes`: once the pair would pass half of it,
+//! it is renamed to `dead-letter.1.log` / `dead-letter.1.bin` (replacing the pair there) and a
+//! new pair is started, so the newest entries are kept and the oldest go first. A message's
+//! bytes are kept whole when they fit in half of the budget, else only their first bytes; each
+//! line says how many bytes were kept (`len`) and how long the message was (`message_len`).
+//!
+//! Dead letters are for inspection; they never hold the stream back. A write that fails (a full
+//! disk, a file made unwritable) is logged once with the system's reason, and the messages that
+//! cannot be kept meanwhile are counted (`dead_letters_unwritten`) until writing works again.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
+
+/// The default budget of disk for a node's dead letters, both generations together.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
 pub struct DeadLetters {
     dir: PathBuf,
-    files: Mutex<Option<Files>>,
+    max_bytes: u64,
+    state: Mutex<State>,
+    unwritten: Counter,
+}
+
+#[derive(Default)]
+struct State {
+    files: Option<Files>,
+    /// Messages not kept since writing last failed (None while writing works).
+    failing: Option<u64>,
 }
 
 struct Files {
     log: File,
     bin: File,
+    /// Length of `bin`: where the next message's bytes go.
     offset: u64,
+    log_len: u64,
 }
 
 /// Where a dead message came from and why it died.
@@ -42,15 +67,30 @@ struct Line<'a> {
     #[serde(flatten)]
     entry: &'a Entry<'a>,
     offset: u64,
+    /// Bytes kept in the bin file.
     len: u64,
+    /// The whole message's length; more than `len` when only its first bytes are kept.
+    message_len: u64,
+}
+
+/// Why a dead letter could not be kept: the file and the system's reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {source}", path.display())]
+struct WriteError {
+    what: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
 }
 
 impl DeadLetters {
-    /// Dead letters for a node whose data directory is `dir`; files are created on first use.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
+    /// Dead letters for a node whose data directory is `dir`, at most `max_bytes` on disk;
+    /// files are created on first use. `unwritten` counts the messages that could not be kept.
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64, unwritten: Counter) -> Self {
         Self {
             dir: dir.into(),
-            files: Mutex::new(None),
+            max_bytes,
+            state: Mutex::default(),
+            unwritten,
         }
     }
 
@@ -66,94 +106,142 @@ impl DeadLetters {
         &self.dir
     }
 
-    pub fn write(&self, entry: &Entry<'_>, payload: &[u8]) -> anyhow::Result<()> {
-        self.write_from(entry, payload.len() as u64, &mut &payload[..])
+    /// Keeps a whole message (or its first bytes, if it does not fit in half the budget).
+    pub fn write(&self, entry: &Entry<'_>, payload: &[u8]) {
+        self.write_prefix(entry, payload, payload.len() as u64);
     }
 
-    /// Writes a message whose `len` bytes are read from `payload` (a frame too large to hold in
-    /// memory is streamed from its socket this way).
-    pub fn write_from(
-        &self,
-        entry: &Entry<'_>,
-        len: u64,
-        payload: &mut dyn Read,
-    ) -> anyhow::Result<()> {
-        let mut guard = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(self.open()?);
+    /// Keeps the first bytes `prefix` of a message `message_len` bytes long (a frame too large
+    /// to read whole is kept this way).
+    pub fn write_prefix(&self, entry: &Entry<'_>, prefix: &[u8], message_len: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match self.store(&mut state, entry, prefix, message_len) {
+            Ok(()) => {
+                if let Some(lost) = state.failing.take() {
+                    tracing::warn!(
+                        "dead letters are written again in {}; {lost} messages since the \
+                         failure were counted but not kept",
+                        self.dir.display()
+                    );
+                }
+            }
+            Err(e) => {
+                // Reopened on the next message, so its offset follows what reached the disk.
+                state.files = None;
+                self.unwritten.inc();
+                match &mut state.failing {
+                    Some(lost) => *lost += 1,
+                    None => {
+                        tracing::error!(
+                            "cannot keep a dead letter: {e}; the stream goes on, and failed \
+                             messages are counted but not kept until the dead letters can be \
+                             written (free space in, or fix, {})",
+                            self.dir.display()
+                        );
+                        state.failing = Some(1);
+                    }
+                }
+            }
         }
-        let files = guard.as_mut().expect("opened above");
-        let copied = std::io::copy(&mut payload.take(len), &mut files.bin)
-            .with_context(|| format!("writing {}", self.bin_path().display()))?;
-        let line = Line {
-            time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or_default(),
-            entry,
-            offset: files.offset,
-            len: copied,
+    }
+
+    fn store(
+        &self,
+        state: &mut State,
+        entry: &Entry<'_>,
+        bytes: &[u8],
+        message_len: u64,
+    ) -> Result<(), WriteError> {
+        let half = self.max_bytes / 2;
+        if state.files.is_none() {
+            state.files = Some(self.open()?);
+        }
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let line = |offset: u64, len: usize| {
+            let mut text = serde_json::to_vec(&Line {
+                time_ms,
+                entry,
+                offset,
+                len: len as u64,
+                message_len,
+            })
+            .expect("a line of strings and numbers serialises");
+            text.push(b'\n');
+            text
         };
-        files.offset += copied;
-        let mut text = serde_json::to_vec(&line)?;
-        text.push(b'\n');
+        let files = state.files.as_mut().expect("opened above");
+        let mut kept = bytes.len();
+        let mut text = line(files.offset, kept);
+        if (kept + text.len()) as u64 > half {
+            kept = (half as usize).saturating_sub(text.len()).min(kept);
+            text = line(files.offset, kept);
+        }
+        let size = files.offset + files.log_len;
+        if size > 0 && size + (kept + text.len()) as u64 > half {
+            state.files = None;
+            self.rotate()?;
+            state.files = Some(self.open()?);
+            text = line(0, kept);
+        }
+        let files = state.files.as_mut().expect("opened above");
+        files
+            .bin
+            .write_all(&bytes[..kept])
+            .map_err(|source| self.error("writing", self.bin_path(), source))?;
+        files.offset += kept as u64;
         files
             .log
             .write_all(&text)
-            .with_context(|| format!("writing {}", self.log_path().display()))?;
+            .map_err(|source| self.error("writing", self.log_path(), source))?;
+        files.log_len += text.len() as u64;
         Ok(())
     }
 
-    /// Starts an entry whose bytes arrive in pieces (a frame too large to hold in memory, read
-    /// from its socket in chunks). The pieces go to a private temporary file, so concurrent
-    /// entries never interleave; [`EntryWriter::finish`] moves them into the dead letters.
-    pub fn open_entry(&self) -> std::io::Result<EntryWriter<'_>> {
-        std::fs::create_dir_all(&self.dir)?;
-        Ok(EntryWriter {
-            dead_letters: self,
-            file: tempfile::tempfile_in(&self.dir)?,
-            len: 0,
-        })
+    /// The current pair becomes the previous one.
+    fn rotate(&self) -> Result<(), WriteError> {
+        for (from, to) in [
+            (self.log_path(), self.dir.join("dead-letter.1.log")),
+            (self.bin_path(), self.dir.join("dead-letter.1.bin")),
+        ] {
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(self.error("rotating", from, source)),
+            }
+        }
+        Ok(())
     }
 
-    fn open(&self) -> anyhow::Result<Files> {
+    fn open(&self) -> Result<Files, WriteError> {
         std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating data directory {}", self.dir.display()))?;
+            .map_err(|source| self.error("creating", self.dir.clone(), source))?;
         let open = |p: PathBuf| {
-            OpenOptions::new()
+            let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&p)
-                .with_context(|| format!("opening {}", p.display()))
+                .map_err(|source| self.error("opening", p.clone(), source))?;
+            let len = file
+                .metadata()
+                .map_err(|source| self.error("reading the size of", p, source))?
+                .len();
+            Ok((file, len))
         };
-        let bin = open(self.bin_path())?;
-        let offset = bin.metadata()?.len();
+        let (bin, offset) = open(self.bin_path())?;
+        let (log, log_len) = open(self.log_path())?;
         Ok(Files {
-            log: open(self.log_path())?,
+            log,
             bin,
             offset,
+            log_len,
         })
     }
-}
 
-pub struct EntryWriter<'a> {
-    dead_letters: &'a DeadLetters,
-    file: File,
-    len: u64,
-}
-
-impl EntryWriter<'_> {
-    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(bytes)?;
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
-
-    pub fn finish(mut self, entry: &Entry<'_>) -> anyhow::Result<()> {
-        use std::io::Seek;
-        self.file.rewind()?;
-        self.dead_letters
-            .write_from(entry, self.len, &mut self.file)
+    fn error(&self, what: &'static str, path: PathBuf, source: std::io::Error) -> WriteError {
+        WriteError { what, path, source }
     }
 }
 
@@ -172,30 +260,127 @@ pub(crate) fn display_key(key: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn entries_point_at_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let dl = DeadLetters::new(dir.path().join("data"));
-        let e = |error| Entry {
+    fn entry(error: &str) -> Entry<'_> {
+        Entry {
             at: "count word",
             key: Some("w".into()),
             error,
-        };
-        dl.write(&e("first"), b"abc").unwrap();
-        dl.write(&e("second"), b"defgh").unwrap();
-        let log = std::fs::read_to_string(dl.log_path()).unwrap();
-        let lines: Vec<serde_json::Value> = log
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let bin = std::fs::read(dl.bin_path()).unwrap();
+            .collect()
+    }
+
+    /// The bytes a line points at, in the bin file beside its log.
+    fn bytes_of(bin: &Path, line: &serde_json::Value) -> Vec<u8> {
+        let bin = std::fs::read(bin).unwrap();
+        let (off, len) = (
+            line["offset"].as_u64().unwrap() as usize,
+            line["len"].as_u64().unwrap() as usize,
+        );
+        bin[off..off + len].to_vec()
+    }
+
+    fn size(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn entries_point_at_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::new(dir.path().join("data"), 1 << 20, Counter::default());
+        dl.write(&entry("first"), b"abc");
+        dl.write(&entry("second"), b"defgh");
+        let lines = lines(&dl.log_path());
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["error"], "second");
         assert_eq!(lines[1]["at"], "count word");
-        let (off, len) = (
-            lines[1]["offset"].as_u64().unwrap(),
-            lines[1]["len"].as_u64().unwrap(),
-        );
-        assert_eq!(&bin[off as usize..(off + len) as usize], b"defgh");
+        assert_eq!(lines[1]["message_len"], 5);
+        assert_eq!(bytes_of(&dl.bin_path(), &lines[1]), b"defgh");
+    }
+
+    #[test]
+    fn a_prefix_names_the_whole_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::new(dir.path(), 1 << 20, Counter::default());
+        dl.write_prefix(&entry("too long"), b"head", 4 << 30);
+        let line = &lines(&dl.log_path())[0];
+        assert_eq!(line["len"], 4);
+        assert_eq!(line["message_len"], 4u64 << 30);
+        assert_eq!(bytes_of(&dl.bin_path(), line), b"head");
+    }
+
+    #[test]
+    fn the_files_rotate_and_never_pass_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 10_000;
+        let dl = DeadLetters::new(dir.path(), max, Counter::default());
+        for i in 0..200u32 {
+            dl.write(&entry(&format!("message {i}")), &[i as u8; 300]);
+            assert!(
+                size(dir.path()) <= max,
+                "{} bytes after {i}",
+                size(dir.path())
+            );
+        }
+        // The newest entries are kept, each pointing at its own bytes in its own generation.
+        let current = lines(&dl.log_path());
+        let previous = lines(&dir.path().join("dead-letter.1.log"));
+        assert!(!previous.is_empty());
+        assert_eq!(current.last().unwrap()["error"], "message 199");
+        let first_current = current[0]["error"].as_str().unwrap().to_string();
+        let last_previous = previous.last().unwrap()["error"].as_str().unwrap();
+        let n = |s: &str| s.strip_prefix("message ").unwrap().parse::<u32>().unwrap();
+        assert_eq!(n(last_previous) + 1, n(&first_current));
+        for (log, bin) in [
+            (&current, dl.bin_path()),
+            (&previous, dir.path().join("dead-letter.1.bin")),
+        ] {
+            for line in log {
+                let i = n(line["error"].as_str().unwrap());
+                assert_eq!(bytes_of(&bin, line), vec![i as u8; 300]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_larger_than_half_the_budget_keeps_its_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let dl = DeadLetters::new(dir.path(), 4096, Counter::default());
+        dl.write(&entry("big"), &[7u8; 10_000]);
+        dl.write(&entry("big again"), &[8u8; 10_000]);
+        assert!(size(dir.path()) <= 4096);
+        let line = &lines(&dl.log_path())[0];
+        assert_eq!(line["message_len"], 10_000);
+        let kept = bytes_of(&dl.bin_path(), line);
+        assert!(!kept.is_empty() && kept.len() < 2048, "{}", kept.len());
+        assert!(kept.iter().all(|&b| b == 8));
+    }
+
+    #[test]
+    fn a_failing_write_is_counted_and_writing_resumes_when_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let unwritten = Counter::default();
+        let dl = DeadLetters::new(dir.path(), 1 << 20, unwritten.clone());
+        // A directory where the bin file belongs fails every open, even for root.
+        std::fs::create_dir(dl.bin_path()).unwrap();
+        dl.write(&entry("lost"), b"x");
+        dl.write(&entry("lost too"), b"y");
+        assert_eq!(unwritten.get(), 2);
+        assert!(lines(&dl.log_path()).is_empty());
+        std::fs::remove_dir(dl.bin_path()).unwrap();
+        dl.write(&entry("kept"), b"z");
+        assert_eq!(unwritten.get(), 2);
+        let lines = lines(&dl.log_path());
+        assert_eq!(lines.len(), 1);
+        assert_eq!(bytes_of(&dl.bin_path(), &lines[0]), b"z");
     }
 }

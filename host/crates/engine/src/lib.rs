@@ -18,7 +18,9 @@ mod recovery;
 mod worker;
 
 pub use checkpoint::Alignment;
-pub use dead_letter::{DeadLetters, Entry as DeadLetterEntry, EntryWriter};
+pub use dead_letter::{
+    DEFAULT_MAX_BYTES as DEFAULT_DEAD_LETTER_MAX_BYTES, DeadLetters, Entry as DeadLetterEntry,
+};
 pub use metrics::{NodeCounters, NodeTotals};
 pub use node::{
     Checkpoints, MetricsHandle, Node, NodeConfig, NotAccepted, Peers, Placement, Recovered,

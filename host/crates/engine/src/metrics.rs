@@ -21,6 +21,8 @@ pub struct NodeCounters {
     pub emitted: Counter,
     /// Messages sent to the dead letters.
     pub dead_lettered: Counter,
+    /// Dead letters that could not be written (a full disk): counted, not kept.
+    pub dead_letters_unwritten: Counter,
     /// Guest instances replaced after a trap or a timeout.
     pub instances_replaced: Counter,
     /// Guest instances swapped for fresh ones because their memory had grown.
@@ -36,6 +38,7 @@ pub struct NodeTotals {
     pub received: u64,
     pub emitted: u64,
     pub dead_lettered: u64,
+    pub dead_letters_unwritten: u64,
     pub instances_replaced: u64,
     pub instances_recycled: u64,
     pub backlog: i64,
@@ -50,6 +53,7 @@ impl NodeCounters {
             received: self.received.get(),
             emitted: self.emitted.get(),
             dead_lettered: self.dead_lettered.get(),
+            dead_letters_unwritten: self.dead_letters_unwritten.get(),
             instances_replaced: self.instances_replaced.get(),
             instances_recycled: self.instances_recycled.get(),
             backlog: self.backlog.get(),
@@ -94,6 +98,11 @@ impl Metrics {
             "dead_letters",
             "Messages sent to the dead letters",
             c.dead_lettered.clone(),
+        );
+        registry.register(
+            "dead_letters_unwritten",
+            "Dead letters that could not be written (counted, not kept)",
+            c.dead_letters_unwritten.clone(),
         );
         registry.register(
             "instances_replaced",

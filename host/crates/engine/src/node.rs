@@ -100,6 +100,8 @@ pub struct NodeConfig {
     pub key_groups: KeyGroups,
     /// Where dead letters (and later the write-ahead log) live.
     pub data_dir: PathBuf,
+    /// Disk the dead-letter files may take, all together (see [`DeadLetters`]).
+    pub dead_letter_max_bytes: u64,
     /// The arguments the guest's `application_setup(args)` receives.
     pub args: Vec<String>,
     /// Source batches that may wait for or be in a worker at once, per worker.
@@ -123,6 +125,7 @@ impl NodeConfig {
             workers: 1,
             key_groups: KeyGroups::default(),
             data_dir: data_dir.into(),
+            dead_letter_max_bytes: crate::DEFAULT_DEAD_LETTER_MAX_BYTES,
             args,
             source_credits: 4,
             sink_queue: 16,
@@ -381,8 +384,12 @@ impl Node {
             received: AtomicU64::new(0),
             peers: config.placement.as_ref().map(|p| p.peers.clone()),
             metrics: Metrics::new(&spec.name, &step_names, &counters),
+            dead_letters: DeadLetters::new(
+                &config.data_dir,
+                config.dead_letter_max_bytes,
+                counters.dead_letters_unwritten.clone(),
+            ),
             counters,
-            dead_letters: DeadLetters::new(&config.data_dir),
             log: log.clone(),
             resilience: config.resilience,
         });

@@ -508,9 +508,7 @@ impl Worker {
             key,
             error,
         };
-        if let Err(e) = self.shared.dead_letters.write(&entry, payload) {
-            tracing::error!("cannot write a dead letter: {e:#}");
-        }
+        self.shared.dead_letters.write(&entry, payload);
     }
 
     fn step_name(&self, step: u32) -> &str {
