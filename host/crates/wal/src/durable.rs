@@ -9,10 +9,11 @@
 //! the last few seconds before a power loss is told from a torn tail only by what follows it
 //! (see [`crate::Wal::open`]), not by the mark.
 //!
-//! Layout: two 20-byte slots, at offsets 0 and 512 (separate sectors), each
+//! Layout: two 20-byte slots, at offsets 0 and 32, each
 //! `MAGIC | lsn: u64 LE | crc32 of the 16 bytes before: u32 LE`. Writes go to the slots in
-//! turn, in place, so a write torn by a crash spoils at most one slot; reading takes the
-//! highest LSN among the intact slots.
+//! turn, in place, so a write torn by a crash spoils at most the slot it was writing; reading
+//! takes the highest LSN among the intact slots. The file stays at 52 bytes: once it exists,
+//! updating it needs no room on the disk.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt as _;
@@ -23,7 +24,7 @@ use crate::{Lsn, WalError, io};
 const FILE_NAME: &str = "durable";
 const MAGIC: &[u8; 8] = b"WALDURBL";
 const SLOT_LEN: usize = 20;
-const SLOTS: [u64; 2] = [0, 512];
+const SLOTS: [u64; 2] = [0, 32];
 
 pub(crate) fn path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)

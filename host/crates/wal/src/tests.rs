@@ -507,3 +507,27 @@ fn a_list_count_larger_than_its_record_is_corruption_not_an_allocation() {
     body[13..17].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(Record::decode(&body), None);
 }
+
+#[test]
+fn a_torn_write_of_the_durable_mark_leaves_the_other_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path());
+    for epoch in 0..3 {
+        wal.append(&Record::Released { epoch }).unwrap();
+        wal.sync().unwrap();
+    }
+    drop(wal);
+    let path = durable::path(dir.path());
+    let mut data = std::fs::read(&path).unwrap();
+    assert_eq!(durable::read(dir.path()).unwrap(), 3);
+    // Syncs 1 and 3 went to the first slot, 2 to the second: spoil the first.
+    data[10] ^= 1;
+    std::fs::write(&path, &data).unwrap();
+    assert_eq!(durable::read(dir.path()).unwrap(), 2, "a lower bound");
+    data[42] ^= 1;
+    std::fs::write(&path, &data).unwrap();
+    assert_eq!(durable::read(dir.path()).unwrap(), 0, "no bound at all");
+    // Without a bound the log still opens (it was not corrupt) and gets its mark again.
+    assert_eq!(open(dir.path()).1.records.len(), 3);
+    assert_eq!(durable::read(dir.path()).unwrap(), 3);
+}
