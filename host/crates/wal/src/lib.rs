@@ -92,7 +92,8 @@ impl Default for WalOptions {
 pub struct Recovered {
     /// Every intact record, with its LSN, in order.
     pub records: Vec<(Lsn, Record)>,
-    /// Bytes cut off a torn or corrupt tail (0 when the log was clean).
+    /// Bytes cut off a torn tail, or dropped with a discarded corruption (0 when the log was
+    /// clean).
     pub truncated_bytes: u64,
     /// The corruption [`WalOptions::discard_corrupt`] made opening drop, and what it dropped.
     pub discarded: Option<Corruption>,
@@ -158,23 +159,7 @@ impl Wal {
         let mut keep = segments.len();
         if let Some((i, offset, data, why)) = bad {
             let path = segments[i].1.clone();
-            let mut lost = Lost::default();
-            let mut budget = segment::RESYNC_BUDGET;
-            segment::survey(&data, offset as usize, &mut budget, &mut lost);
-            let in_segment = lost.records;
-            lost.bytes = data.len().saturating_sub(offset as usize) as u64;
-            for (_, later) in &segments[i + 1..] {
-                let data = fs::read(later).map_err(io(later))?;
-                let from = if segment::readable_header(&data) {
-                    HEADER_LEN as usize
-                } else {
-                    0
-                };
-                lost.unreadable_bytes += from as u64;
-                segment::survey(&data, from, &mut budget, &mut lost);
-                lost.bytes += data.len() as u64;
-                lost.later_segments += 1;
-            }
+            let (lost, in_segment) = lost_from(&data, offset, &segments[i + 1..])?;
             let why = why.or_else(|| {
                 if i + 1 < segments.len() {
                     Some(Why::NotNewestSegment)
@@ -246,11 +231,19 @@ impl Wal {
             tracing::warn!("{}", corruption.dropped());
             recovered.discarded = Some(corruption);
         }
-        for (_, later) in segments.drain(keep..) {
-            let len = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
-            tracing::warn!(file = %later.display(), "removing a log segment after a discarded corrupt record");
-            recovered.truncated_bytes += len;
-            fs::remove_file(&later).map_err(io(&later))?;
+        if keep < segments.len() {
+            for (_, later) in segments.drain(keep..) {
+                let len = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
+                tracing::warn!(
+                    file = %later.display(),
+                    "removing a log segment after a discarded corrupt record"
+                );
+                recovered.truncated_bytes += len;
+                fs::remove_file(&later).map_err(io(&later))?;
+            }
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&dir))?;
         }
         let active = match segments.pop() {
             // A segment of an older format is not appended to (a build of that format would
@@ -364,6 +357,29 @@ impl Wal {
         self.closed.push((old.first_lsn, old.path));
         Ok(())
     }
+}
+
+/// What lies from `offset` in the segment `data` (a bad spot) to the end of the log, the
+/// segments `later` included; and how many intact records follow in the same segment.
+fn lost_from(data: &[u8], offset: u64, later: &[(Lsn, PathBuf)]) -> Result<(Lost, u64), WalError> {
+    let mut lost = Lost::default();
+    let mut budget = segment::RESYNC_BUDGET;
+    segment::survey(data, offset as usize, &mut budget, &mut lost);
+    let in_segment = lost.records;
+    lost.bytes = data.len().saturating_sub(offset as usize) as u64;
+    for (_, path) in later {
+        let data = fs::read(path).map_err(io(path))?;
+        let from = if segment::readable_header(&data) {
+            HEADER_LEN as usize
+        } else {
+            0
+        };
+        lost.unreadable_bytes += from as u64;
+        segment::survey(&data, from, &mut budget, &mut lost);
+        lost.bytes += data.len() as u64;
+        lost.later_segments += 1;
+    }
+    Ok((lost, in_segment))
 }
 
 /// Records written to the file and not yet known to be on disk.
