@@ -300,3 +300,151 @@ fn a_full_disk_stops_input_instead_of_acknowledging_it_and_a_restart_loses_nothi
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(running_counts(&receiver.text()), totals);
 }
+
+/// Every file under `dir` with its bytes.
+fn tree(dir: &Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(tree(&path));
+        } else {
+            let data = std::fs::read(&path).unwrap();
+            files.insert(path, data);
+        }
+    }
+    files
+}
+
+/// The offsets at which a log segment's records start (after its 12-byte header).
+fn record_offsets(segment: &[u8]) -> Vec<usize> {
+    let mut offsets = Vec::new();
+    let mut at = 12;
+    while at + 8 <= segment.len() {
+        offsets.push(at);
+        let len = u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+        at += 8 + len;
+    }
+    assert_eq!(at, segment.len(), "a clean segment ends with a record");
+    offsets
+}
+
+#[test]
+fn a_flipped_byte_in_a_committed_segment_is_refused_until_the_loss_is_accepted() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    random_words(
+        &input,
+        2_000,
+        WORDS_PER_LINE,
+        &mut StdRng::seed_from_u64(12),
+    );
+    let receiver = Receiver::start(dir.path());
+    let source = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--resilience",
+        "exactly-once",
+        "--sink-framing",
+        "tagged",
+        "--checkpoint-interval",
+        "200",
+    ];
+    let mut node = Node::start_at(&wasm, &source, &receiver.addr, dir.path(), &args);
+    let mut sender = ack_sender(&source, &input, "5");
+    assert_eq!(
+        sender.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        sender.stderr()
+    );
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+
+    // One byte in the middle of the newest segment's input, which every acknowledgement has
+    // synced.
+    let wal = node.data_dir.join("wal");
+    let segment = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .max()
+        .expect("a log segment");
+    let mut data = std::fs::read(&segment).unwrap();
+    let offsets = record_offsets(&data);
+    // Input records (kind 1) hold the sender's batches.
+    let inputs: Vec<usize> = (0..offsets.len())
+        .filter(|&i| data[offsets[i] + 8] == 1)
+        .collect();
+    assert!(inputs.len() > 4, "{} input records", inputs.len());
+    let bad = inputs[inputs.len() / 2];
+    let end = offsets.get(bad + 1).copied().unwrap_or(data.len());
+    data[(offsets[bad] + end) / 2] ^= 0x40;
+    std::fs::write(&segment, &data).unwrap();
+    let records_after = offsets.len() - bad - 1;
+    let bytes_after = data.len() - offsets[bad];
+
+    let before = tree(&node.data_dir);
+    // As `run_expecting_refusal`, but a node that starts anyway fails the test instead of
+    // running on.
+    let mut cmd = Command::new(wallaroo());
+    cmd.arg("run")
+        .arg(&wasm)
+        .args(["--in", &source, "--out", &receiver.addr, "--data-dir"])
+        .arg(&node.data_dir)
+        .arg("--cache-dir")
+        .arg(scratch().join("cache"))
+        .args(args);
+    let mut refused = Proc::spawn("run on a corrupt log", cmd);
+    let code = refused.wait(Duration::from_secs(120));
+    let stderr = refused.stderr();
+    eprintln!("the refused start said:\n{stderr}");
+    assert_eq!(code, Some(1), "{stderr}");
+    let inputs_after = inputs.len() - inputs.len() / 2 - 1;
+    for part in [
+        format!("{} offset {}", segment.display(), offsets[bad]),
+        format!("{records_after} intact records in {bytes_after} bytes"),
+        format!("{inputs_after} input records"),
+        "acknowledged: source 0 stream".to_string(),
+        "--discard-corrupt-log".to_string(),
+    ] {
+        assert!(stderr.contains(&part), "{part:?} not in:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        tree(&node.data_dir),
+        before,
+        "the refused start touched the data"
+    );
+
+    // Accepting the loss: the node starts, and says exactly what it dropped.
+    let mut with_flag = args.to_vec();
+    with_flag.push("--discard-corrupt-log");
+    let mut node = Node::start_at(&wasm, &source, &receiver.addr, dir.path(), &with_flag);
+    let said = node
+        .proc
+        .wait_line("discarded the write-ahead log", Duration::from_secs(120));
+    eprintln!("the start with --discard-corrupt-log said:\n{said}");
+    for part in [
+        format!("{} offset {}", segment.display(), offsets[bad]),
+        format!("{records_after} intact records in {bytes_after} bytes"),
+        format!("{inputs_after} input records"),
+    ] {
+        assert!(said.contains(&part), "{part:?} not in:\n{said}");
+    }
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        offsets[bad] as u64,
+        "cut at the bad record"
+    );
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+}

@@ -31,6 +31,10 @@ pub struct NodeArgs {
     /// Where compiled native code is cached.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Start the application even if this node's write-ahead log is corrupt, dropping it from
+    /// the bad record on (as for `wallaroo run`).
+    #[arg(long)]
+    discard_corrupt_log: bool,
 }
 
 #[derive(clap::Args)]
@@ -90,6 +94,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         source_port_offset: args.source_port_offset,
         workers: args.workers,
         cache_dir: args.cache_dir,
+        discard_corrupt_log: args.discard_corrupt_log,
     };
     crate::io_runtime()?.block_on(async move {
         let mut signals = crate::Signals::catch()?;

@@ -44,6 +44,11 @@ struct Options {
     /// Time between checkpoints, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     checkpoint_interval: u64,
+    /// Start even if the write-ahead log is corrupt (not merely torn at its end by a crash):
+    /// drop it from the bad record on, and say what was dropped. Without it such a log stops
+    /// the start and is left as it is.
+    #[arg(long)]
+    discard_corrupt_log: bool,
     /// How sinks frame output: plain (the encoder's bytes as they are) or tagged (each frame
     /// with its (epoch, sequence), so `wallaroo receive` drops repeats: exactly-once output).
     #[arg(long, value_enum, default_value_t = SinkFraming::Plain)]
@@ -144,7 +149,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         ResilienceArg::ExactlyOnce => Resilience::ExactlyOnce,
     };
     config.checkpoint_interval = Duration::from_millis(o.checkpoint_interval.max(1));
+    config.discard_corrupt_log = o.discard_corrupt_log;
     let (mut node, recovered) = Node::start(&runtime, config)?;
+    if let Some(c) = &recovered.discarded {
+        eprintln!("{}", c.dropped());
+    }
     let spec = node.spec().clone();
     eprintln!(
         "{}: {} worker{}, code {} in {} ms",

@@ -144,6 +144,7 @@ impl AppRun {
         };
         config.checkpoint_interval =
             Duration::from_millis(m.settings.checkpoint_interval_ms.max(1));
+        config.discard_corrupt_log = ctx.options.discard_corrupt_log;
         config.placement = Some(Placement {
             node: me,
             table: Arc::new(m.table.clone()),
@@ -170,6 +171,9 @@ impl AppRun {
                 .await
                 .context("starting the engine")??;
         let spec = node.spec().clone();
+        if let Some(c) = &recovered.discarded {
+            eprintln!("generation {generation}: {}", c.dropped());
+        }
         if recovered.checkpoint > 0 || recovered.replayed_messages > 0 {
             tracing::warn!(
                 "generation {generation}: recovered checkpoint {}: {} keys, {} messages \

@@ -35,6 +35,8 @@ pub struct NodeOptions {
     /// Workers unless the deployment says.
     pub workers: Option<usize>,
     pub cache_dir: Option<PathBuf>,
+    /// Start even if the node's write-ahead log is corrupt, dropping it from the bad record on.
+    pub discard_corrupt_log: bool,
 }
 
 pub(crate) type Stream = (FrameSender<Msg>, FrameReceiver<Msg>);
@@ -597,7 +599,12 @@ async fn obey(
                     *run = Some(app);
                     started
                 }
-                Err(e) => refused(e.context(format!("node {} cannot start", assignment.index))),
+                Err(e) => {
+                    let e = e.context(format!("node {} cannot start", assignment.index));
+                    // Said here too: what stops the start (a corrupt log) is this node's to fix.
+                    tracing::error!("{e:#}");
+                    refused(e)
+                }
             }
         }
         Msg::Shutdown => {

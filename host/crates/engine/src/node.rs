@@ -117,6 +117,10 @@ pub struct NodeConfig {
     /// In a cluster: the key groups other nodes own, and checkpoints driven by the cluster's
     /// coordinator (through [`Node::checkpoints`]) rather than by this node's own timer.
     pub placement: Option<Placement>,
+    /// Start even if the write-ahead log is corrupt (not merely torn at its end), dropping it
+    /// from the bad record on; [`Recovered::discarded`] says what was dropped. Off, such a log
+    /// makes [`Node::start`] fail and stays as it is.
+    pub discard_corrupt_log: bool,
 }
 
 impl NodeConfig {
@@ -133,6 +137,7 @@ impl NodeConfig {
             checkpoint_interval: Duration::from_secs(1),
             held_output_limit: 64 << 20,
             placement: None,
+            discard_corrupt_log: false,
         }
     }
 }
@@ -311,6 +316,8 @@ pub struct Recovered {
     /// Committed output written out again (a tagged receiver drops what it already has).
     pub rereleased_epochs: usize,
     pub took: Duration,
+    /// What a corrupt log lost when `discard_corrupt_log` let the node start anyway.
+    pub discarded: Option<wallaroo_wal::Corruption>,
 }
 
 impl Node {
@@ -333,12 +340,18 @@ impl Node {
         let spec = spec.expect("at least one worker");
         validate(&spec)?;
 
+        let mut discarded = None;
         let (log, recovery) = match config.resilience {
             Resilience::None => (None, Recovery::default()),
             _ => {
                 let dir = config.data_dir.join("wal");
-                let (mut wal, found) = Wal::open(&dir, WalOptions::default())
+                let options = WalOptions {
+                    discard_corrupt: config.discard_corrupt_log,
+                    ..WalOptions::default()
+                };
+                let (mut wal, found) = Wal::open(&dir, options)
                     .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
+                discarded = found.discarded;
                 let upto = config.placement.as_ref().map(|p| p.recover_to);
                 let recovery = Recovery::from_log(found.records, spec.sinks.len(), upto);
                 if let (Some(to), true) = (upto, recovery.rolls_back) {
@@ -409,6 +422,7 @@ impl Node {
             replayed_messages: recovery.replayed_messages(),
             rereleased_epochs: recovery.unreleased.len(),
             took: Duration::ZERO,
+            discarded,
         };
         let mut states: Vec<StateMap> = vec![HashMap::new(); config.workers];
         for ((step, key), value) in recovery.state {

@@ -8,18 +8,29 @@
 //! (the LSN), starting at 1.
 //!
 //! Appends are buffered and made durable together: [`Wal::append`] as many records as there are,
-//! then one [`Wal::sync`] (one `fdatasync`) makes all of them durable — group commit.
-//! Opening scans every segment; the first torn or corrupt record ends the log: the file is
-//! truncated there (with a warning naming file and offset) and any later segment is removed,
-//! since nothing after a hole can be trusted to be in order.
+//! then one [`Wal::sync`] (one `fdatasync`) makes all of them durable — group commit. After
+//! each sync the log notes the durable LSN in a small file beside the segments (`durable`, see
+//! the `durable` module).
+//!
+//! Opening scans every segment. A crash can tear only the end of the newest segment, after the
+//! last sync: a bad record there, with no intact record after it, is cut off with a warning
+//! naming file and offset. A bad record anywhere else (intact records follow it, a later
+//! segment exists, or the log had reported it durable) is corruption of data that may have
+//! been acknowledged: opening fails with [`WalError::Corrupt`], which says where and what lies
+//! after, and leaves every file as it is, unless [`WalOptions::discard_corrupt`] says to drop
+//! the log from there on (the file truncated there, later segments removed).
 
+mod corruption;
+mod durable;
 mod record;
 mod segment;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+pub use corruption::{Corruption, Lost, StreamRange, Why};
 pub use record::{KeyState, Record, StreamPosition};
 use segment::{HEADER_LEN, Segment};
 
@@ -47,6 +58,8 @@ pub enum WalError {
     IncompatibleVersion { path: PathBuf, found: u32 },
     #[error("{path} is not a Wallaroo log segment (bad header)")]
     NotALog { path: PathBuf },
+    #[error("{0}")]
+    Corrupt(Box<Corruption>),
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -60,12 +73,16 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
 pub struct WalOptions {
     /// A segment is closed and a new one started once it holds this many bytes.
     pub segment_bytes: u64,
+    /// Open a corrupt log anyway, dropping everything from the bad record on (see
+    /// [`Wal::open`]); off, opening a corrupt log fails and leaves it as it is.
+    pub discard_corrupt: bool,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
         Self {
             segment_bytes: 64 << 20,
+            discard_corrupt: false,
         }
     }
 }
@@ -75,8 +92,11 @@ impl Default for WalOptions {
 pub struct Recovered {
     /// Every intact record, with its LSN, in order.
     pub records: Vec<(Lsn, Record)>,
-    /// Bytes cut off a torn or corrupt tail (0 when the log was clean).
+    /// Bytes cut off a torn tail, or dropped with a discarded corruption (0 when the log was
+    /// clean).
     pub truncated_bytes: u64,
+    /// The corruption [`WalOptions::discard_corrupt`] made opening drop, and what it dropped.
+    pub discarded: Option<Corruption>,
 }
 
 pub struct Wal {
@@ -86,6 +106,7 @@ pub struct Wal {
     closed: Vec<(Lsn, PathBuf)>,
     active: Active,
     next_lsn: Lsn,
+    mark: Arc<Mutex<durable::DurableMark>>,
 }
 
 struct Active {
@@ -97,6 +118,13 @@ struct Active {
 
 impl Wal {
     /// Opens (creating if needed) the log in `dir` and returns what it holds.
+    ///
+    /// A bad record at the end of the newest segment, after the last position the log reported
+    /// durable and with no intact record after it, is a write a crash tore: it is cut off with
+    /// a warning. Any other bad spot is corruption of records that were (or may have been)
+    /// acknowledged: opening fails with [`WalError::Corrupt`] and changes nothing on disk,
+    /// unless [`WalOptions::discard_corrupt`] says to drop the log from there on, which
+    /// [`Recovered::discarded`] then reports.
     pub fn open(
         dir: impl Into<PathBuf>,
         options: WalOptions,
@@ -104,42 +132,118 @@ impl Wal {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut segments = segment::list(&dir)?;
+        let durable = durable::read(&dir)?;
         let mut recovered = Recovered::default();
-        let mut next_lsn = 1;
-        let mut keep = segments.len();
+        let mut next_lsn = segments.first().map_or(1, |(first, _)| *first);
+        let mut bad = None;
         for (i, (first, path)) in segments.iter().enumerate() {
+            if *first != next_lsn {
+                // Only reachable for i > 0: the previous segment ends short of this one.
+                let (_, prev) = &segments[i - 1];
+                let offset = fs::metadata(prev).map_err(io(prev))?.len();
+                let why = Why::Gap {
+                    next: path.clone(),
+                    first: *first,
+                };
+                bad = Some((i - 1, offset, Vec::new(), Some(why)));
+                break;
+            }
             let scan = Segment::scan(path, *first)?;
             next_lsn = first + scan.records.len() as u64;
             recovered.records.extend(scan.records);
-            if let Some(bad_at) = scan.bad_at {
-                let len = fs::metadata(path).map_err(io(path))?.len();
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = bad_at,
-                    "torn or corrupt record in the write-ahead log; truncating it there"
-                );
-                recovered.truncated_bytes += len - bad_at;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io(path))?;
-                if bad_at < HEADER_LEN {
-                    // Not even the header made it: start the segment over.
-                    f.set_len(0).map_err(io(path))?;
-                    segment::write_header(&mut f).map_err(io(path))?;
-                } else {
-                    f.set_len(bad_at).map_err(io(path))?;
-                }
-                f.sync_all().map_err(io(path))?;
-                keep = i + 1;
+            if let Some(at) = scan.bad_at {
+                bad = Some((i, at, scan.data, None));
                 break;
             }
         }
-        for (_, later) in segments.drain(keep..) {
-            let len = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
-            tracing::warn!(file = %later.display(), "removing a log segment written after a corrupt record");
-            recovered.truncated_bytes += len;
-            fs::remove_file(&later).map_err(io(&later))?;
+        let mut keep = segments.len();
+        if let Some((i, offset, data, why)) = bad {
+            let path = segments[i].1.clone();
+            let (lost, in_segment) = lost_from(&data, offset, &segments[i + 1..])?;
+            let why = why.or_else(|| {
+                if i + 1 < segments.len() {
+                    Some(Why::NotNewestSegment)
+                } else if next_lsn <= durable {
+                    Some(Why::BeforeDurable { durable })
+                } else if in_segment > 0 || lost.unchecked_bytes > 0 {
+                    Some(Why::RecordsAfter)
+                } else {
+                    None
+                }
+            });
+            match why {
+                None => tracing::warn!(
+                    file = %path.display(),
+                    offset,
+                    bytes = lost.bytes,
+                    "torn record at the end of the write-ahead log (a write a crash cut short, \
+                     never reported durable); cutting it off"
+                ),
+                Some(why) => {
+                    let corruption = Corruption {
+                        path: path.clone(),
+                        offset,
+                        lsn: next_lsn,
+                        why,
+                        lost,
+                    };
+                    if !options.discard_corrupt {
+                        return Err(WalError::Corrupt(Box::new(corruption)));
+                    }
+                    tracing::warn!("{}", corruption.dropped());
+                    // Down first, durably: a crash before the cut below must not leave a mark
+                    // above what the log will hold.
+                    durable::DurableMark::reset(&dir, next_lsn - 1)?;
+                    recovered.discarded = Some(corruption);
+                }
+            }
+            recovered.truncated_bytes += data.len().saturating_sub(offset as usize) as u64;
+            if (offset as usize) < data.len() || offset < HEADER_LEN {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
+                if offset < HEADER_LEN {
+                    // Not even the header made it: start the segment over.
+                    f.set_len(0).map_err(io(&path))?;
+                    segment::write_header(&mut f).map_err(io(&path))?;
+                } else {
+                    f.set_len(offset).map_err(io(&path))?;
+                }
+                f.sync_all().map_err(io(&path))?;
+            }
+            keep = i + 1;
+        } else if next_lsn - 1 < durable {
+            let (path, offset) = match segments.last() {
+                Some((_, path)) => (path.clone(), fs::metadata(path).map_err(io(path))?.len()),
+                None => (dir.clone(), 0),
+            };
+            let corruption = Corruption {
+                path,
+                offset,
+                lsn: next_lsn,
+                why: Why::Missing { durable },
+                lost: Lost::default(),
+            };
+            if !options.discard_corrupt {
+                return Err(WalError::Corrupt(Box::new(corruption)));
+            }
+            tracing::warn!("{}", corruption.dropped());
+            recovered.discarded = Some(corruption);
+        }
+        if keep < segments.len() {
+            for (_, later) in segments.drain(keep..) {
+                let len = fs::metadata(&later).map(|m| m.len()).unwrap_or(0);
+                tracing::warn!(
+                    file = %later.display(),
+                    "removing a log segment after a discarded corrupt record"
+                );
+                recovered.truncated_bytes += len;
+                fs::remove_file(&later).map_err(io(&later))?;
+            }
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&dir))?;
         }
         let active = match segments.pop() {
             // A segment of an older format is not appended to (a build of that format would
@@ -156,12 +260,18 @@ impl Wal {
             Some((first, path)) => Active::reopen(first, path)?,
             None => Active::create(&dir, next_lsn)?,
         };
+        // What was read is on disk from here on (a crash of the process leaves written records
+        // in the page cache, not yet synced): the mark may say so.
+        active.out.get_ref().sync_data().map_err(io(&active.path))?;
+        // Past the checks above, the log holds at least what the mark said.
+        let mark = durable::DurableMark::reset(&dir, next_lsn - 1)?;
         let wal = Wal {
             dir,
             options,
             closed: segments,
             active,
             next_lsn,
+            mark: Arc::new(Mutex::new(mark)),
         };
         Ok((wal, recovered))
     }
@@ -192,7 +302,8 @@ impl Wal {
     pub fn sync(&mut self) -> Result<(), WalError> {
         let path = &self.active.path;
         self.active.out.flush().map_err(io(path))?;
-        self.active.out.get_ref().sync_data().map_err(io(path))
+        self.active.out.get_ref().sync_data().map_err(io(path))?;
+        advance(&self.mark, self.next_lsn - 1)
     }
 
     /// Writes every buffered record to the file and returns what makes them durable. Call
@@ -204,6 +315,7 @@ impl Wal {
             file: self.active.out.get_ref().try_clone().map_err(io(path))?,
             path: path.clone(),
             through: self.next_lsn - 1,
+            mark: self.mark.clone(),
         })
     }
 
@@ -247,19 +359,48 @@ impl Wal {
     }
 }
 
+/// What lies from `offset` in the segment `data` (a bad spot) to the end of the log, the
+/// segments `later` included; and how many intact records follow in the same segment.
+fn lost_from(data: &[u8], offset: u64, later: &[(Lsn, PathBuf)]) -> Result<(Lost, u64), WalError> {
+    let mut lost = Lost::default();
+    let mut budget = segment::RESYNC_BUDGET;
+    segment::survey(data, offset as usize, &mut budget, &mut lost);
+    let in_segment = lost.records;
+    lost.bytes = data.len().saturating_sub(offset as usize) as u64;
+    for (_, path) in later {
+        let data = fs::read(path).map_err(io(path))?;
+        let from = if segment::readable_header(&data) {
+            HEADER_LEN as usize
+        } else {
+            0
+        };
+        lost.unreadable_bytes += from as u64;
+        segment::survey(&data, from, &mut budget, &mut lost);
+        lost.bytes += data.len() as u64;
+        lost.later_segments += 1;
+    }
+    Ok((lost, in_segment))
+}
+
 /// Records written to the file and not yet known to be on disk.
 pub struct PendingSync {
     file: File,
     path: PathBuf,
     through: Lsn,
+    mark: Arc<Mutex<durable::DurableMark>>,
 }
 
 impl PendingSync {
     /// Waits until the disk has every record up to the returned LSN.
     pub fn sync(self) -> Result<Lsn, WalError> {
         self.file.sync_data().map_err(io(&self.path))?;
+        advance(&self.mark, self.through)?;
         Ok(self.through)
     }
+}
+
+fn advance(mark: &Mutex<durable::DurableMark>, lsn: Lsn) -> Result<(), WalError> {
+    mark.lock().unwrap_or_else(|p| p.into_inner()).advance(lsn)
 }
 
 impl Active {

@@ -133,6 +133,11 @@ impl Record {
         }
     }
 
+    /// Whether `byte` is the first byte of some record's body.
+    pub(crate) fn known_kind(byte: u8) -> bool {
+        (INPUT..=ROLLBACK).contains(&byte)
+    }
+
     /// None when the body is not a well-formed record (its checksum matched, so this means a
     /// record kind from a newer build or a bug, and is treated like corruption).
     pub(crate) fn decode(body: &[u8]) -> Option<Record> {

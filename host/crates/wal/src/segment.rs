@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{FORMAT_VERSION, Lsn, OLDEST_READABLE_VERSION, Record, WalError, io};
+use crate::{FORMAT_VERSION, Lost, Lsn, OLDEST_READABLE_VERSION, Record, WalError, io};
 
 const MAGIC: &[u8; 8] = b"WALLAROO";
 pub(crate) const HEADER_LEN: u64 = 12;
@@ -51,6 +51,8 @@ pub(crate) struct Segment {
     pub(crate) records: Vec<(Lsn, Record)>,
     /// The offset of the first torn or corrupt record, if any.
     pub(crate) bad_at: Option<u64>,
+    /// The whole file, for a look at what lies after `bad_at`.
+    pub(crate) data: Vec<u8>,
 }
 
 /// The format version in a segment's header (which [`Segment::scan`] has checked).
@@ -75,6 +77,7 @@ impl Segment {
             return Ok(Segment {
                 records: Vec::new(),
                 bad_at: Some(0),
+                data,
             });
         }
         if &data[..8] != MAGIC {
@@ -101,6 +104,7 @@ impl Segment {
                     return Ok(Segment {
                         records,
                         bad_at: Some(at as u64),
+                        data,
                     });
                 }
             }
@@ -108,8 +112,87 @@ impl Segment {
         Ok(Segment {
             records,
             bad_at: None,
+            data,
         })
     }
+}
+
+/// Whether `data` starts like a segment this build can read (magic and version).
+pub(crate) fn readable_header(data: &[u8]) -> bool {
+    data.len() >= HEADER_LEN as usize
+        && &data[..8] == MAGIC
+        && (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&u32::from_le_bytes(
+            data[8..12].try_into().expect("4 bytes"),
+        ))
+}
+
+/// How many body bytes [`survey`] may checksum while it looks for intact records after a bad
+/// one, in all (about 0.1 s). Most offsets are dismissed without a checksum (their length is 0
+/// or runs past the file, or their first body byte is no record kind), so a torn tail (at most
+/// one group commit, zeros where pages never reached the disk) is searched whole, and so are a
+/// few MiB of random bytes; past the budget the rest counts as unchecked, and unchecked bytes
+/// are never taken for a torn tail.
+pub(crate) const RESYNC_BUDGET: u64 = 1 << 30;
+
+/// What lies in `data[from..]`, which starts with a bad record (or is a whole segment whose
+/// header is bad): the intact records found by scanning on past every bad spot for the next
+/// offset holding a record whose length, checksum and body check.
+pub(crate) fn survey(data: &[u8], from: usize, budget: &mut u64, lost: &mut Lost) {
+    let mut at = from;
+    while at < data.len() {
+        if let Some((record, used)) = read_record(&data[at..]) {
+            lost.count(&record);
+            at += used;
+            continue;
+        }
+        match resync(data, at, budget) {
+            Resync::Found(next) => {
+                lost.unreadable_bytes += (next - at) as u64;
+                at = next;
+            }
+            Resync::None => {
+                lost.unreadable_bytes += (data.len() - at) as u64;
+                return;
+            }
+            Resync::OverBudget => {
+                lost.unreadable_bytes += (data.len() - at) as u64;
+                lost.unchecked_bytes += (data.len() - at) as u64;
+                return;
+            }
+        }
+    }
+}
+
+enum Resync {
+    Found(usize),
+    None,
+    OverBudget,
+}
+
+/// The first offset after the bad record at `bad` that holds an intact record.
+fn resync(data: &[u8], bad: usize, budget: &mut u64) -> Resync {
+    // A flipped body byte leaves the length intact: the next record starts where it says.
+    if let Some(len) = data.get(bad..bad + 4) {
+        let next = bad + 8 + u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if next < data.len() && read_record(&data[next..]).is_some() {
+            return Resync::Found(next);
+        }
+    }
+    for at in bad + 1..data.len().saturating_sub(8) {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
+        let end = at + 8 + len as usize;
+        if len == 0 || len > MAX_BODY || end > data.len() || !Record::known_kind(data[at + 8]) {
+            continue;
+        }
+        if *budget < u64::from(len) {
+            return Resync::OverBudget;
+        }
+        *budget -= u64::from(len);
+        if read_record(&data[at..]).is_some() {
+            return Resync::Found(at);
+        }
+    }
+    Resync::None
 }
 
 fn read_record(data: &[u8]) -> Option<(Record, usize)> {

@@ -70,79 +70,322 @@ fn every_record_kind_survives_a_reopen() {
     assert_eq!(wal.next_lsn(), 6);
 }
 
+/// Appends `samples()`, syncs them, then appends `unsynced` records that are written to the
+/// file but never synced (what a crash of the process leaves), and closes the log.
+fn log_with_unsynced_tail(dir: &Path, unsynced: u64) -> PathBuf {
+    let (mut wal, _) = open(dir);
+    for r in samples() {
+        wal.append(&r).unwrap();
+    }
+    wal.sync().unwrap();
+    for epoch in 0..unsynced {
+        wal.append(&Record::Released { epoch: 100 + epoch })
+            .unwrap();
+    }
+    drop(wal.flush().unwrap());
+    wal.segments().pop().unwrap()
+}
+
+/// Every file in `dir` with its bytes.
+fn files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            (path, data)
+        })
+        .collect()
+}
+
+fn corruption(dir: &Path, options: WalOptions) -> Corruption {
+    match Wal::open(dir, options) {
+        Err(WalError::Corrupt(c)) => *c,
+        Err(e) => panic!("not a corruption error: {e}"),
+        Ok((_, recovered)) => panic!("opened a corrupt log ({} records)", recovered.records.len()),
+    }
+}
+
+fn flip(path: &Path, offset: u64) {
+    let mut data = std::fs::read(path).unwrap();
+    data[offset as usize] ^= 0x10;
+    std::fs::write(path, data).unwrap();
+}
+
+/// The offset of record `n` (from 0) of `samples()` in its segment.
+fn sample_offset(n: usize) -> u64 {
+    HEADER_LEN
+        + samples()[..n]
+            .iter()
+            .map(|r| {
+                let mut body = Vec::new();
+                r.encode(&mut body);
+                8 + body.len() as u64
+            })
+            .sum::<u64>()
+}
+
+/// A log of input from one acknowledged stream, checkpointed every few batches: 40 records,
+/// in segments of about 200 bytes.
+fn acknowledged_log(dir: &Path) -> (Vec<Record>, Vec<PathBuf>) {
+    let options = WalOptions {
+        segment_bytes: 200,
+        ..WalOptions::default()
+    };
+    let (mut wal, _) = Wal::open(dir, options).unwrap();
+    let mut records = Vec::new();
+    let mut seq = 0;
+    for i in 0..40u64 {
+        let record = if i % 4 == 3 {
+            Record::Commit {
+                checkpoint: i / 4 + 1,
+                cut: i,
+                full: false,
+                streams: vec![StreamPosition {
+                    source: 0,
+                    stream: 0xabc,
+                    next_seq: seq,
+                }],
+            }
+        } else {
+            let frames = vec![format!("word{i}").into_bytes(); 2];
+            seq += 2;
+            Record::Input {
+                source: 0,
+                stream: 0xabc,
+                seq: seq - 2,
+                frames,
+            }
+        };
+        wal.append(&record).unwrap();
+        wal.sync().unwrap();
+        records.push(record);
+    }
+    (records, wal.segments())
+}
+
 #[test]
-fn a_torn_tail_is_cut_and_appending_goes_on_after_it() {
+fn a_torn_tail_after_the_last_sync_is_cut_and_appending_goes_on_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let segment = log_of_samples(dir.path());
-    // A crash in the middle of writing the last record.
+    let segment = log_with_unsynced_tail(dir.path(), 2);
+    // A crash in the middle of writing the last record, which was never synced.
     let len = std::fs::metadata(&segment).unwrap().len();
     let f = OpenOptions::new().write(true).open(&segment).unwrap();
     f.set_len(len - 3).unwrap();
     drop(f);
 
     let (mut wal, recovered) = open(dir.path());
-    assert_eq!(recovered.records.len(), 4);
+    assert_eq!(recovered.records.len(), samples().len() + 1);
     assert!(recovered.truncated_bytes > 0);
+    assert!(recovered.discarded.is_none());
     wal.append(&Record::Released { epoch: 9 }).unwrap();
     wal.sync().unwrap();
     drop(wal);
     let (_, recovered) = open(dir.path());
     assert_eq!(
         recovered.records.last().unwrap(),
-        &(5, Record::Released { epoch: 9 })
+        &(7, Record::Released { epoch: 9 })
     );
 }
 
 #[test]
-fn a_flipped_bit_ends_the_log_at_that_record() {
+fn a_torn_tail_of_zeros_or_garbage_after_the_last_sync_is_cut() {
+    let seed: u64 = std::env::var("WALLAROO_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0001);
+    println!("WALLAROO_TEST_SEED={seed}");
+    let mut state = seed | 1;
+    let mut next = move || {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u8
+    };
+    for tail in [vec![0u8; 8192], (0..65536).map(|_| next()).collect()] {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = log_with_unsynced_tail(dir.path(), 1);
+        // Pages of a write that reached the disk out of order: the unsynced record's bytes
+        // are lost, what follows is zeros or whatever the disk held.
+        let mut data = std::fs::read(&segment).unwrap();
+        data.truncate(sample_offset(samples().len()) as usize + 3);
+        data.extend_from_slice(&tail);
+        std::fs::write(&segment, &data).unwrap();
+        let (_, recovered) = open(dir.path());
+        assert_eq!(recovered.records.len(), samples().len());
+        assert!(recovered.discarded.is_none());
+        assert_eq!(
+            std::fs::metadata(&segment).unwrap().len(),
+            sample_offset(samples().len())
+        );
+    }
+}
+
+#[test]
+fn a_flipped_byte_with_intact_records_after_it_is_refused_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
     let segment = log_of_samples(dir.path());
-    let mut data = std::fs::read(&segment).unwrap();
-    let mut body = Vec::new();
-    samples()[0].encode(&mut body);
-    let first = 8 + body.len();
     // Inside the second record's body.
-    let offset = HEADER_LEN as usize + first + 8 + 5;
-    data[offset] ^= 0x10;
-    std::fs::write(&segment, &data).unwrap();
+    flip(&segment, sample_offset(1) + 8 + 5);
+    // Without the durable mark (as a log written before it existed), only the intact records
+    // after the bad one tell it from a torn tail.
+    std::fs::remove_file(durable::path(dir.path())).unwrap();
+    let before = files(dir.path());
 
-    let (_, recovered) = open(dir.path());
-    assert_eq!(recovered.records.len(), 1);
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(c.path, segment);
+    assert_eq!(c.offset, sample_offset(1));
+    assert_eq!(c.lsn, 2);
+    assert_eq!(c.why, Why::RecordsAfter);
+    assert_eq!(c.lost.records, 3, "commit, output, released");
+    assert_eq!(c.lost.checkpoints, vec![3]);
+    assert_eq!(c.lost.inputs, 0);
     assert_eq!(
-        std::fs::metadata(&segment).unwrap().len(),
-        HEADER_LEN + first as u64,
-        "truncated at the corrupt record"
+        c.lost.bytes,
+        std::fs::metadata(&segment).unwrap().len() - sample_offset(1)
     );
+    assert_eq!(c.lost.unreadable_bytes, sample_offset(2) - sample_offset(1));
+    let message = WalError::Corrupt(Box::new(c)).to_string();
+    for part in [
+        &segment.display().to_string(),
+        &format!("offset {}", sample_offset(1)),
+        "3 intact records",
+        "checkpoint 3",
+        "--discard-corrupt-log",
+        "backup",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message}");
+    }
+    assert_eq!(files(dir.path()), before, "opening changed the log");
 }
 
 #[test]
-fn segments_after_a_corrupt_one_are_removed() {
+fn corruption_of_records_once_reported_durable_is_refused_even_at_the_very_end() {
     let dir = tempfile::tempdir().unwrap();
-    let options = WalOptions { segment_bytes: 64 };
-    let (mut wal, _) = Wal::open(dir.path(), options.clone()).unwrap();
-    for i in 0..20 {
-        wal.append(&Record::Released { epoch: i }).unwrap();
-    }
-    wal.sync().unwrap();
-    let segments = wal.segments();
-    assert!(segments.len() > 3, "{segments:?}");
-    drop(wal);
-    let f = OpenOptions::new().write(true).open(&segments[1]).unwrap();
-    f.set_len(HEADER_LEN + 5).unwrap();
+    let segment = log_of_samples(dir.path());
+    // The last record was synced: losing its end is no torn write.
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&segment).unwrap();
+    f.set_len(len - 3).unwrap();
     drop(f);
-    let (wal, recovered) = Wal::open(dir.path(), options).unwrap();
-    assert_eq!(wal.segments().len(), 2);
-    let checkpoints: Vec<u64> = recovered
-        .records
+    let before = files(dir.path());
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(c.why, Why::BeforeDurable { durable: 5 });
+    assert_eq!((c.lsn, c.offset), (5, sample_offset(4)));
+    assert_eq!(c.lost.records, 0);
+    assert_eq!(files(dir.path()), before);
+
+    // Cut at a record boundary, the log ends cleanly but short of what it had made durable.
+    let f = OpenOptions::new().write(true).open(&segment).unwrap();
+    f.set_len(sample_offset(4)).unwrap();
+    drop(f);
+    let before = files(dir.path());
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(c.why, Why::Missing { durable: 5 });
+    assert_eq!(files(dir.path()), before);
+}
+
+#[test]
+fn corruption_in_a_segment_before_the_newest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, segments) = acknowledged_log(dir.path());
+    assert!(segments.len() > 3, "{segments:?}");
+    std::fs::remove_file(durable::path(dir.path())).unwrap();
+    // The very end of the second segment: nothing after it in that file.
+    let len = std::fs::metadata(&segments[1]).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&segments[1]).unwrap();
+    f.set_len(len - 1).unwrap();
+    drop(f);
+    let before = files(dir.path());
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(c.why, Why::NotNewestSegment);
+    assert_eq!(c.path, segments[1]);
+    assert_eq!(c.lost.later_segments, segments.len() - 2);
+    assert_eq!(c.lost.records, records.len() as u64 - c.lsn);
+    assert_eq!(files(dir.path()), before);
+
+    // A segment missing between two others.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, segments) = acknowledged_log(dir.path());
+    std::fs::remove_file(&segments[1]).unwrap();
+    let before = files(dir.path());
+    let c = corruption(dir.path(), WalOptions::default());
+    assert!(
+        matches!(&c.why, Why::Gap { next, .. } if *next == segments[2]),
+        "{c}"
+    );
+    assert_eq!(c.path, segments[0]);
+    assert_eq!(files(dir.path()), before);
+}
+
+#[test]
+fn discarding_a_corrupt_log_drops_from_the_bad_record_on_and_reports_exactly_that() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, segments) = acknowledged_log(dir.path());
+    // Inside the second record of the third segment.
+    let first_lsn: Lsn = segments[2]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut body = Vec::new();
+    records[first_lsn as usize - 1].encode(&mut body);
+    let bad_offset = HEADER_LEN + 8 + body.len() as u64;
+    flip(&segments[2], bad_offset + 8 + 1);
+    let bytes_after: u64 = segments[2..]
         .iter()
-        .map(|(_, r)| match r {
-            Record::Released { epoch } => *epoch,
-            _ => unreachable!(),
-        })
-        .collect();
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum::<u64>()
+        - bad_offset;
+
+    let discard = WalOptions {
+        discard_corrupt: true,
+        ..WalOptions::default()
+    };
+    let (mut wal, recovered) = Wal::open(dir.path(), discard).unwrap();
+    let bad_lsn = first_lsn + 1;
+    let c = recovered.discarded.expect("reports what it dropped");
     assert_eq!(
-        checkpoints,
-        (0..checkpoints.len() as u64).collect::<Vec<_>>()
+        (c.path.clone(), c.offset, c.lsn),
+        (segments[2].clone(), bad_offset, bad_lsn)
+    );
+    assert_eq!(c.why, Why::NotNewestSegment);
+    // What it dropped, computed from what was written: every record after the bad one.
+    let mut expected = Lost::default();
+    for r in &records[bad_lsn as usize..] {
+        expected.count(r);
+    }
+    let mut bad_body = Vec::new();
+    records[bad_lsn as usize - 1].encode(&mut bad_body);
+    expected.bytes = bytes_after;
+    expected.unreadable_bytes =
+        8 + bad_body.len() as u64 + HEADER_LEN * (segments.len() - 3) as u64;
+    expected.later_segments = segments.len() - 3;
+    assert_eq!(c.lost, expected);
+    assert!(!c.lost.checkpoints.is_empty() && !c.lost.streams.is_empty());
+    assert!(
+        c.dropped().contains("stream 0xabc frames"),
+        "{}",
+        c.dropped()
+    );
+    assert_eq!(recovered.records.len() as u64, bad_lsn - 1);
+    assert_eq!(recovered.truncated_bytes, bytes_after);
+
+    // The file ends at the bad record, later segments are gone, and the log goes on from there.
+    assert_eq!(std::fs::metadata(&segments[2]).unwrap().len(), bad_offset);
+    assert!(segments[3..].iter().all(|p| !p.exists()));
+    assert_eq!(wal.next_lsn(), bad_lsn);
+    wal.append(&Record::Released { epoch: 7 }).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, recovered) = open(dir.path());
+    assert!(recovered.discarded.is_none());
+    assert_eq!(
+        recovered.records.last().unwrap(),
+        &(bad_lsn, Record::Released { epoch: 7 })
     );
 }
 
@@ -192,6 +435,19 @@ fn a_rollback_record_survives_a_reopen_and_format_1_segments_still_read() {
 }
 
 #[test]
+fn a_log_written_before_the_durable_mark_opens_and_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    log_of_samples(dir.path());
+    std::fs::remove_file(durable::path(dir.path())).unwrap();
+    let (mut wal, recovered) = open(dir.path());
+    assert_eq!(recovered.records.len(), samples().len());
+    assert_eq!(durable::read(dir.path()).unwrap(), 5);
+    wal.append(&Record::Released { epoch: 1 }).unwrap();
+    wal.sync().unwrap();
+    assert_eq!(durable::read(dir.path()).unwrap(), 6);
+}
+
+#[test]
 fn a_log_of_another_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut data = b"WALLAROO".to_vec();
@@ -205,7 +461,11 @@ fn a_log_of_another_format_version_is_refused() {
 #[test]
 fn compaction_removes_only_segments_wholly_before_the_lsn() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 64 }).unwrap();
+    let options = WalOptions {
+        segment_bytes: 64,
+        ..WalOptions::default()
+    };
+    let (mut wal, _) = Wal::open(dir.path(), options.clone()).unwrap();
     for i in 0..30 {
         wal.append(&Record::Released { epoch: i }).unwrap();
     }
@@ -215,7 +475,7 @@ fn compaction_removes_only_segments_wholly_before_the_lsn() {
     assert!(removed > 0);
     assert_eq!(wal.segments().len(), before - removed);
     drop(wal);
-    let (_, recovered) = Wal::open(dir.path(), WalOptions { segment_bytes: 64 }).unwrap();
+    let (_, recovered) = Wal::open(dir.path(), options).unwrap();
     let first = recovered.records.first().unwrap().0;
     assert!(first <= 12, "record 12 must survive, first kept is {first}");
     assert_eq!(recovered.records.last().unwrap().0, 30);
@@ -246,4 +506,28 @@ fn a_list_count_larger_than_its_record_is_corruption_not_an_allocation() {
     // The payload count sits after kind (1), epoch (8) and sink (4).
     body[13..17].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(Record::decode(&body), None);
+}
+
+#[test]
+fn a_torn_write_of_the_durable_mark_leaves_the_other_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path());
+    for epoch in 0..3 {
+        wal.append(&Record::Released { epoch }).unwrap();
+        wal.sync().unwrap();
+    }
+    drop(wal);
+    let path = durable::path(dir.path());
+    let mut data = std::fs::read(&path).unwrap();
+    assert_eq!(durable::read(dir.path()).unwrap(), 3);
+    // Syncs 1 and 3 went to the first slot, 2 to the second: spoil the first.
+    data[10] ^= 1;
+    std::fs::write(&path, &data).unwrap();
+    assert_eq!(durable::read(dir.path()).unwrap(), 2, "a lower bound");
+    data[42] ^= 1;
+    std::fs::write(&path, &data).unwrap();
+    assert_eq!(durable::read(dir.path()).unwrap(), 0, "no bound at all");
+    // Without a bound the log still opens (it was not corrupt) and gets its mark again.
+    assert_eq!(open(dir.path()).1.records.len(), 3);
+    assert_eq!(durable::read(dir.path()).unwrap(), 3);
 }

@@ -1,0 +1,216 @@
+//! What opening found when a log holds a bad record that is not a torn tail: where it is,
+//! why it cannot be a torn write, and what dropping the log from there on would lose.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::{Lsn, Record};
+
+/// A bad spot in the log that a crash cannot explain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The segment file holding the bad spot.
+    pub path: PathBuf,
+    /// Its offset in that file.
+    pub offset: u64,
+    /// The LSN the first record lost has (or had).
+    pub lsn: Lsn,
+    pub why: Why,
+    /// Everything from the bad spot to the end of the log.
+    pub lost: Lost,
+}
+
+/// Why a bad spot is corruption and not a torn write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// Intact records follow it in its segment: a crash tears only the end of the log.
+    RecordsAfter,
+    /// It is in a segment before the newest, which was complete and synced before the next
+    /// segment began.
+    NotNewestSegment,
+    /// The log had reported records through `durable` durable, and the bad record is one of
+    /// them.
+    BeforeDurable { durable: Lsn },
+    /// Records are missing: the next segment, `next`, starts at LSN `first`, after a gap.
+    Gap { next: PathBuf, first: Lsn },
+    /// The log ends cleanly, but before records it had reported durable (through `durable`).
+    Missing { durable: Lsn },
+}
+
+/// What lies from a bad spot to the end of the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// Intact records found after the bad spot.
+    pub records: u64,
+    /// Bytes from the bad spot to the end of the log (its segment's rest and later segments).
+    pub bytes: u64,
+    /// Of those bytes, the ones in no intact record (the bad record itself and any other).
+    pub unreadable_bytes: u64,
+    /// Of the unreadable bytes, the ones not searched for intact records (a search bound).
+    pub unchecked_bytes: u64,
+    /// Segment files after the one with the bad spot.
+    pub later_segments: usize,
+    /// The checkpoints whose commit records are among the records.
+    pub checkpoints: Vec<u64>,
+    /// Input records (source batches) among the records, and the frames they hold.
+    pub inputs: u64,
+    pub frames: u64,
+    /// The acknowledged streams' frames among them.
+    pub streams: Vec<StreamRange>,
+}
+
+/// Frames `from_seq..to_seq` of one acknowledged client stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRange {
+    pub source: u32,
+    pub stream: u64,
+    pub from_seq: u64,
+    pub to_seq: u64,
+}
+
+impl Lost {
+    pub(crate) fn count(&mut self, record: &Record) {
+        self.records += 1;
+        match record {
+            Record::Commit { checkpoint, .. } => self.checkpoints.push(*checkpoint),
+            Record::Input {
+                source,
+                stream,
+                seq,
+                frames,
+            } => {
+                self.inputs += 1;
+                self.frames += frames.len() as u64;
+                if *stream != 0 {
+                    let end = seq + frames.len() as u64;
+                    match self
+                        .streams
+                        .iter_mut()
+                        .find(|r| r.source == *source && r.stream == *stream)
+                    {
+                        Some(r) => {
+                            r.from_seq = r.from_seq.min(*seq);
+                            r.to_seq = r.to_seq.max(end);
+                        }
+                        None => self.streams.push(StreamRange {
+                            source: *source,
+                            stream: *stream,
+                            from_seq: *seq,
+                            to_seq: end,
+                        }),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether dropping this loses anything a reader of the log could use.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} intact records in {} bytes ({} bytes unreadable",
+            self.records, self.bytes, self.unreadable_bytes
+        )?;
+        if self.unchecked_bytes > 0 {
+            write!(
+                f,
+                ", {} of them not searched for intact records",
+                self.unchecked_bytes
+            )?;
+        }
+        write!(f, "; {} later segment files", self.later_segments)?;
+        match self.checkpoints.as_slice() {
+            [] => write!(f, "; no checkpoint")?,
+            [one] => write!(f, "; checkpoint {one}")?,
+            many => {
+                let list: Vec<String> = many.iter().map(u64::to_string).collect();
+                write!(f, "; checkpoints {}", list.join(", "))?;
+            }
+        }
+        write!(
+            f,
+            "; {} input records holding {} frames",
+            self.inputs, self.frames
+        )?;
+        let mut streams: BTreeMap<(u32, u64), (u64, u64)> = BTreeMap::new();
+        for r in &self.streams {
+            streams.insert((r.source, r.stream), (r.from_seq, r.to_seq));
+        }
+        if streams.is_empty() {
+            write!(f, ", none from an acknowledged stream)")
+        } else {
+            let list: Vec<String> = streams
+                .iter()
+                .map(|((source, stream), (from, to))| {
+                    format!("source {source} stream {stream:#x} frames {from}..{to}")
+                })
+                .collect();
+            write!(f, ", acknowledged: {})", list.join(", "))
+        }
+    }
+}
+
+impl Corruption {
+    /// One line for the operator after `--discard-corrupt-log` dropped it.
+    pub fn dropped(&self) -> String {
+        format!(
+            "discarded the write-ahead log from {} offset {} (record {}) on: {}; {}",
+            self.path.display(),
+            self.offset,
+            self.lsn,
+            self.why,
+            self.lost
+        )
+    }
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::RecordsAfter => write!(f, "intact records follow it, so it is no torn write"),
+            Why::NotNewestSegment => write!(
+                f,
+                "it is in a segment before the newest, which was complete and synced before the \
+                 next one began"
+            ),
+            Why::BeforeDurable { durable } => write!(
+                f,
+                "the log had reported records up to {durable} durable, this one among them"
+            ),
+            Why::Gap { next, first } => write!(
+                f,
+                "the segments do not join: the next one, {}, starts at record {first}",
+                next.display()
+            ),
+            Why::Missing { durable } => write!(
+                f,
+                "the log ends there, but it had reported records up to {durable} durable"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the write-ahead log is corrupt at {} offset {} (record {}): {}. From there to the \
+             end of the log lie {}. Nothing was changed on disk. Restore the data directory from \
+             a backup, or restart with --discard-corrupt-log to drop all of that and recover from \
+             the last checkpoint before it",
+            self.path.display(),
+            self.offset,
+            self.lsn,
+            self.why,
+            self.lost
+        )
+    }
+}
