@@ -695,3 +695,18 @@ def test_word_partitions_of_the_wallaroo_examples_are_accepted():
     runtime = TwinRuntime(decorated_setup(count, keys=keys))
     runtime.describe(ARGS)
     assert len(runtime.take([(3, key.encode()) for key in keys])) == 27
+
+
+class TotalBuilder:
+    def name(self):
+        return "total builder"
+
+    def build(self):
+        return Total()
+
+
+@pytest.mark.parametrize("state", [Total, TotalBuilder(), TotalBuilder, lambda: Total()])
+def test_a_state_is_made_by_a_class_a_builder_instance_or_class_or_a_function(state):
+    host = SimulatedHost(decorated_setup(count, state=state))
+    host.send([frame("a a")])
+    assert host.output() == b"a=1\na=2\n"

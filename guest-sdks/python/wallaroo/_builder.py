@@ -365,9 +365,17 @@ def _output_of(fn, label, data, state):
 
 def as_state_builder(obj, role):
     """What makes a new state: a class (0.4/0.5), an object with ``build()`` (0.1-0.3), or a
-    function of no arguments."""
+    function of no arguments. A class whose only methods are ``build()`` (and ``name()``) is
+    a state builder given as a class, not a state class."""
     if inspect.isclass(obj):
-        return obj
+        methods = {
+            name
+            for name, member in vars(obj).items()
+            if inspect.isfunction(member) and not name.startswith("_")
+        }
+        if "build" not in methods or not methods <= {"build", "name"}:
+            return obj
+        obj = instance_of(obj, role)
     build = getattr(obj, "build", None)
     if callable(build):
         _check_method_arity(obj, "build", build, 0, role)
