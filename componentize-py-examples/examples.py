@@ -37,15 +37,29 @@ def frames(path):
     return out
 
 
-# example -> (its module, its source, its sample input as frame payloads)
+def word_count_sample(directory):
+    return lines(directory.parent / "word_count" / "sample.txt")
+
+
+def votes_sample(directory):
+    return frames(directory.parent / "alphabet" / "votes.msg")
+
+
+# example -> (its module, its source, its sample input as frame payloads). The word counts in
+# the styles of Wallaroo's three API generations share word_count's sample, and the alphabets
+# share alphabet's votes; each style must give the same output.
 EXAMPLES = {
-    "word_count": ("word_count", "Split and Count", lambda d: lines(d / "sample.txt")),
-    "alphabet": ("alphabet", "alphabet", lambda d: frames(d / "votes.msg")),
+    "word_count": ("word_count", "Split and Count", word_count_sample),
+    "word_count_classes": ("word_count_classes", "Split and Count", word_count_sample),
+    "word_count_decorators": ("word_count_decorators", "Split and Count", word_count_sample),
+    "alphabet": ("alphabet", "alphabet", votes_sample),
+    "alphabet_partitioned": ("alphabet_partitioned", "alphabet", votes_sample),
+    "alphabet_one_state": ("alphabet_one_state", "alphabet", votes_sample),
 }
 
 
-def final_values(example):
-    """The last `KEY => N` line per key of the example's output, as sorted text."""
+def output(example):
+    """Everything the example's sink receives from its sample, on one runtime."""
     module_name, source, sample = EXAMPLES[example]
     directory = HERE / example
     sys.path.insert(0, str(directory))
@@ -56,8 +70,13 @@ def final_values(example):
     run = LocalRun(module, ARGS)
     run.feed(source, sample(directory))
     assert not run.failures, run.failures
+    return run.output()
+
+
+def final_values(example):
+    """The last `KEY => N` line per key of the example's output, as sorted text."""
     last = {}
-    for line in run.output().decode().splitlines():
+    for line in output(example).decode().splitlines():
         key, _, n = line.rpartition(" => ")
         last[key] = int(n)
     return "".join(f"{k} => {last[k]}\n" for k in sorted(last))

@@ -58,3 +58,14 @@ fn a_missing_application_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn python_2_syntax_is_named_as_such() {
+    let (ok, err) = build("tests/apps/python2/python2.py", None);
+    assert!(!ok);
+    assert!(err.contains("python2.py\", line 5"), "{err}");
+    assert!(
+        err.contains("This is Python 2 syntax: port it to Python 3"),
+        "{err}"
+    );
+}

@@ -258,6 +258,48 @@ fn word_count_on_three_nodes_counts_exactly_as_one_node() {
 }
 
 #[test]
+fn the_word_counts_of_every_api_generation_give_the_same_output_on_three_nodes() {
+    let cluster = Cluster::new(3);
+    let sample = root().join("componentize-py-examples/word_count/sample.txt");
+    let want = expected("componentize-py-examples/word_count/expected.txt");
+    let lines = want.values().sum::<u64>() as usize;
+    let mut outputs = Vec::new();
+    for app in crate::examples::WORD_COUNT_STYLES {
+        let wasm = build_app(app);
+        let out = tempfile::tempdir().unwrap();
+        let receiver = Receiver::start_on(out.path(), cluster.hosts.outside());
+        let sources = cluster.deploy(&wasm, &receiver.addr, &[]);
+        // Lines into two nodes, so words cross between nodes both ways.
+        send(&sources[0], &sample, &["--batch-size", "3"]);
+        send(&sources[1], &sample, &["--batch-size", "3"]);
+        let text = receiver.wait_lines(2 * lines, Duration::from_secs(60));
+        let stop = cluster.command(&["stop"]);
+        assert!(
+            stop.status.success(),
+            "{app}: {}{}",
+            String::from_utf8_lossy(&stop.stderr),
+            cluster.logs()
+        );
+        let doubled: std::collections::BTreeMap<String, u64> =
+            want.iter().map(|(w, n)| (w.clone(), 2 * n)).collect();
+        assert_eq!(running_counts(&text), doubled, "{app}: {}", cluster.logs());
+        outputs.push(crate::examples::sorted_lines(&text));
+    }
+    assert_eq!(
+        outputs[1],
+        outputs[0],
+        "{}",
+        crate::examples::WORD_COUNT_STYLES[1]
+    );
+    assert_eq!(
+        outputs[2],
+        outputs[0],
+        "{}",
+        crate::examples::WORD_COUNT_STYLES[2]
+    );
+}
+
+#[test]
 fn a_killed_node_restarts_and_the_cluster_recovers_with_exactly_once_output() {
     kill_and_restart(2, Kill::WhileSending);
 }

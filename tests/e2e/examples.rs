@@ -6,6 +6,13 @@ use wallaroo_tests::*;
 
 const WORD_COUNT: &str = "componentize-py-examples/word_count/word_count.py";
 const ALPHABET: &str = "componentize-py-examples/alphabet/alphabet.py";
+/// The same word count in the styles of Wallaroo's three Python API generations: 0.6, 0.1-0.3
+/// classes with `ApplicationBuilder`, 0.4/0.5 decorators with `ApplicationBuilder`.
+pub const WORD_COUNT_STYLES: [&str; 3] = [
+    WORD_COUNT,
+    "componentize-py-examples/word_count_classes/word_count_classes.py",
+    "componentize-py-examples/word_count_decorators/word_count_decorators.py",
+];
 
 fn word_count_lines() -> usize {
     expected("componentize-py-examples/word_count/expected.txt")
@@ -13,8 +20,10 @@ fn word_count_lines() -> usize {
         .sum::<u64>() as usize
 }
 
-fn run_word_count(workers: &str) {
-    let wasm = build_app(WORD_COUNT);
+/// Runs `app`, a word count, on one node with `workers` over the word count sample; checks
+/// every word's counts and returns the output.
+fn run_word_count(app: &str, workers: &str) -> String {
+    let wasm = build_app(app);
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path());
     let mut node = Node::start(&wasm, &receiver.addr, dir.path(), &["--workers", workers]);
@@ -27,25 +36,27 @@ fn run_word_count(workers: &str) {
     assert_eq!(
         node.proc.stop(Duration::from_secs(30)),
         Some(0),
-        "{}",
+        "{app}: {}",
         node.proc.stderr()
     );
     // Every word's counts run 1, 2, 3... in order (no loss, no repeat, order per key kept) and
     // end at the expected totals.
     assert_eq!(
         running_counts(&text),
-        expected("componentize-py-examples/word_count/expected.txt")
+        expected("componentize-py-examples/word_count/expected.txt"),
+        "{app}"
     );
+    text
 }
 
 #[test]
 fn word_count_gives_the_expected_counts() {
-    run_word_count("1");
+    run_word_count(WORD_COUNT, "1");
 }
 
 #[test]
 fn word_count_with_several_workers_keeps_each_words_order() {
-    run_word_count("3");
+    run_word_count(WORD_COUNT, "3");
 }
 
 #[test]
@@ -62,6 +73,46 @@ fn alphabet_gives_the_expected_totals() {
         final_values(&text),
         expected("componentize-py-examples/alphabet/expected.txt")
     );
+}
+
+/// Output lines in order of their bytes: workers interleave their keys' lines differently from
+/// run to run, each key's own lines keep their order.
+pub fn sorted_lines(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+#[test]
+fn the_word_counts_of_every_api_generation_give_the_same_output() {
+    let outputs: Vec<String> = WORD_COUNT_STYLES
+        .iter()
+        .map(|app| sorted_lines(&run_word_count(app, "2")))
+        .collect();
+    assert_eq!(outputs[1], outputs[0], "{}", WORD_COUNT_STYLES[1]);
+    assert_eq!(outputs[2], outputs[0], "{}", WORD_COUNT_STYLES[2]);
+}
+
+#[test]
+fn the_builders_partitioned_and_single_states_give_the_alphabets_totals() {
+    let votes = root().join("componentize-py-examples/alphabet/votes.msg");
+    for app in [
+        "componentize-py-examples/alphabet_partitioned/alphabet_partitioned.py",
+        "componentize-py-examples/alphabet_one_state/alphabet_one_state.py",
+    ] {
+        let wasm = build_app(app);
+        let dir = tempfile::tempdir().unwrap();
+        let receiver = Receiver::start(dir.path());
+        let mut node = Node::start(&wasm, &receiver.addr, dir.path(), &["--workers", "2"]);
+        send(&node.source, &votes, &["--binary", "--batch-size", "50"]);
+        let text = receiver.wait_lines(2000, Duration::from_secs(60));
+        assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0), "{app}");
+        assert_eq!(
+            final_values(&text),
+            expected("componentize-py-examples/alphabet/expected.txt"),
+            "{app}"
+        );
+    }
 }
 
 #[test]

@@ -65,7 +65,10 @@ def test_one_parameter_steps_check_their_arity(decorate, kind):
     decorate(defaults_beyond)
     with pytest.raises(WallarooParameterError) as raised:
         decorate(two_parameters)
-    assert str(raised.value) == f"{kind} 'two_parameters' must take 1 parameter, it takes 2"
+    line = two_parameters.__code__.co_firstlineno
+    assert str(raised.value) == (
+        f"{kind} 'two_parameters' (test_api.py:{line}): must take 1 parameter, it takes 2"
+    )
 
 
 @pytest.mark.parametrize(
@@ -79,7 +82,10 @@ def test_state_steps_take_data_and_state(decorate, kind):
     decorate(two_parameters)
     with pytest.raises(WallarooParameterError) as raised:
         decorate(one_parameter)
-    assert str(raised.value) == f"{kind} 'one_parameter' must take 2 parameters, it takes 1"
+    line = one_parameter.__code__.co_firstlineno
+    assert str(raised.value) == (
+        f"{kind} 'one_parameter' (test_api.py:{line}): must take 2 parameters, it takes 1"
+    )
 
 
 def test_decorating_a_non_callable_fails():
@@ -96,7 +102,7 @@ def test_a_bare_named_decorator_is_reported():
 
 def test_state_must_be_callable():
     with pytest.raises(WallarooParameterError, match="state must be a class"):
-        wallaroo.state_computation("s", state=None)(two_parameters)
+        wallaroo.state_computation("s", state=42)(two_parameters)
 
 
 def test_decorated_steps_keep_their_function_and_name():

@@ -529,18 +529,33 @@ def encode_as_str(value):
     return str(value)
 
 
-def test_an_encoder_returning_str_fails_naming_the_encoder_and_the_type():
+@wallaroo.encoder
+def encode_as_int(value):
+    return len(value)
+
+
+def _encoder_app(encoder):
     def setup(args):
         source = wallaroo.source("in", wallaroo.TCPSourceConfig("h", "1", decode_utf8))
-        sink = wallaroo.TCPSinkConfig("h", "2", encode_as_str)
-        return wallaroo.build_application("bad encoder", source.to_sink(sink))
+        sink = wallaroo.TCPSinkConfig("h", "2", encoder)
+        return wallaroo.build_application("encoder", source.to_sink(sink))
 
-    runtime = TwinRuntime(app_module(setup))
+    return app_module(setup)
+
+
+def test_an_encoder_returning_str_writes_it_as_utf8():
+    runtime = TwinRuntime(_encoder_app(encode_as_str))
+    runtime.describe(ARGS)
+    assert runtime.process(0, [(b"", "é".encode())]) == [("emit", 0, "é".encode())]
+
+
+def test_an_encoder_returning_neither_bytes_nor_str_fails_naming_the_encoder_and_the_type():
+    runtime = TwinRuntime(_encoder_app(encode_as_int))
     runtime.describe(ARGS)
     [(_tag, index, step, key, error)] = runtime.process(0, [(b"", b"x")])
     assert (index, step, key) == (0, 1, None)
-    assert error.startswith("TypeError: encoder 'encode_as_str' returned str, expected bytes")
-    assert re.search(r"\(test_runtime\.py:\d+ in encode_as_str\)$", error)
+    assert error.startswith("TypeError: encoder 'encode_as_int' returned int, expected bytes")
+    assert re.search(r"\(test_runtime\.py:\d+ in encode_as_int\)$", error)
 
 
 @wallaroo.state_computation(name="count or nothing", state=WordTotal)

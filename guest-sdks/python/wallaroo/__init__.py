@@ -1,10 +1,13 @@
-"""The Wallaroo 0.6 Python API, for applications that Wallaroo-RS runs as WebAssembly components.
+"""The Wallaroo Python API, for applications that Wallaroo-RS runs as WebAssembly components.
 
-An application module defines ``application_setup(args)``: it builds a pipeline with
-``source(...)``, ``.to(...)``, ``.key_by(...)``, ``.merge(...)`` and ``.to_sink(...)``, and
-returns ``build_application(name, pipeline)``. The steps are plain functions marked with the
-decorators below. The names and signatures match Wallaroo 0.6, so applications written for it
-run unchanged; the engine side lives in ``wallaroo._runtime``.
+An application module defines ``application_setup(args)``. In Wallaroo 0.6's API it builds a
+pipeline with ``source(...)``, ``.to(...)``, ``.key_by(...)``, ``.merge(...)`` and
+``.to_sink(...)``, and returns ``build_application(name, pipeline)``; the steps are plain
+functions marked with the decorators below. Applications written for Wallaroo 0.1-0.5 use
+``ApplicationBuilder`` instead (``wallaroo._builder``), with decorated functions or with objects
+that have ``name()``/``compute()``-style methods; the builder turns them into the same pipeline.
+The names and signatures match Wallaroo's, so applications written for it run unchanged; the
+engine side lives in ``wallaroo._runtime``.
 """
 
 import argparse
@@ -13,7 +16,17 @@ import inspect
 import pickle
 
 __all__ = [
+    "ApplicationBuilder",
+    "Computation",
+    "ComputationMulti",
+    "Decoder",
+    "Encoder",
     "GenSourceConfig",
+    "KeyExtractor",
+    "OctetDecoder",
+    "OctetEncoder",
+    "StateComputation",
+    "StateComputationMulti",
     "TCPSinkConfig",
     "TCPSourceConfig",
     "WallarooParameterError",
@@ -29,6 +42,7 @@ __all__ = [
     "milliseconds",
     "minutes",
     "nanoseconds",
+    "partition",
     "seconds",
     "serialize",
     "source",
@@ -82,6 +96,11 @@ def hours(n):
 
 # ------------------------------------------------------------------------------------------------
 # Decorated functions
+#
+# The classes below are what the decorators make, and what the pipeline and the runtime work
+# with. Applications written for Wallaroo 0.6 may also subclass them (``class Split(
+# wallaroo.ComputationMulti)`` with ``name()`` and ``compute_multi(data)``); such an instance is
+# turned into the plain object when it is put into a pipeline (``wallaroo._builder``).
 
 
 class UserFunction:
@@ -109,52 +128,108 @@ class UserFunction:
         return self.__qualname__
 
     def __repr__(self):
-        return f"<wallaroo {self.kind} {self.name!r}>"
+        name = getattr(self, "name", None)
+        if not isinstance(name, str):  # an application's subclass, with its own name()
+            return object.__repr__(self)
+        return f"<wallaroo {self.kind} {name!r}>"
 
 
 class Computation(UserFunction):
-    """A stateless step: ``fn(data)`` returns the output, a list of outputs (multi) or None."""
+    """A stateless step: ``fn(data)`` returns the output, a list of outputs (multi) or None.
 
-    def __init__(self, fn, name, multi):
+    Subclass it (or ``ComputationMulti``) with ``name()`` and ``compute(data)`` (or
+    ``compute_multi(data)``) to write a step as a class, as Wallaroo 0.6 allowed."""
+
+    def __init__(self, fn=None, name=None, multi=False):
+        if fn is None:  # an application's subclass: its methods are read when it is used
+            return
         super().__init__("computation_multi" if multi else "computation", fn, name, 1)
         self.multi = multi
 
 
-class StateComputation(UserFunction):
-    """A stateful step: ``fn(data, state)``, with one ``state_class()`` per key."""
+class ComputationMulti(Computation):
+    """The base class of a class-based step whose ``compute_multi(data)`` returns a list."""
 
-    def __init__(self, fn, name, state_class, multi):
+
+class StateComputation(UserFunction):
+    """A stateful step: ``fn(data, state)``, with one ``state_class()`` per key.
+
+    Made by ``@state_computation(name, state)`` (0.6: ``fn`` returns the output) or by
+    ``@state_computation(name)`` without ``state`` (0.4/0.5: ``fn`` returns ``(output,
+    state_changed)`` and the state comes from ``ApplicationBuilder``); ``returns_changed`` says
+    which. ``initial_keys`` are the keys whose state exists before their first message (an
+    ``ApplicationBuilder`` partition's declared keys)."""
+
+    def __init__(self, fn=None, name=None, state_class=None, multi=False, returns_changed=False):
+        if fn is None:  # an application's subclass
+            return
         kind = "state_computation_multi" if multi else "state_computation"
         super().__init__(kind, fn, name, 2)
-        if not callable(state_class):
+        if state_class is not None and not callable(state_class):
             raise WallarooParameterError(
                 f"{kind} {name!r}: state must be a class, got {type(state_class).__name__}"
             )
         self.state_class = state_class
         self.multi = multi
+        self.returns_changed = returns_changed
+        self.initial_keys = ()
+
+
+class StateComputationMulti(StateComputation):
+    """The base class of a class-based state step whose ``compute_multi(data, state)`` returns
+    a list."""
 
 
 class KeyExtractor(UserFunction):
-    """Returns the routing key (str, bytes or int) of a message."""
+    """Returns the routing key (str, bytes or int) of a message. A subclass defines
+    ``extract_key(data)``."""
 
-    def __init__(self, fn):
+    def __init__(self, fn=None):
+        if fn is None:  # an application's subclass
+            return
         super().__init__("key_extractor", fn, _function_name(fn), 1)
 
 
-class Decoder(UserFunction):
-    """Turns a frame's payload into a message; ``length_fmt`` describes the frame header."""
+class Partition(UserFunction):
+    """A partition function (Wallaroo 0.1-0.5): returns the partition key of a message, for
+    ``ApplicationBuilder.to_state_partition``. A subclass defines ``partition(data)``."""
 
-    def __init__(self, fn, header_length, length_fmt):
+    def __init__(self, fn=None):
+        if fn is None:  # an application's subclass
+            return
+        super().__init__("partition", fn, _function_name(fn), 1)
+
+
+class Decoder(UserFunction):
+    """Turns a frame's payload into a message; ``length_fmt`` describes the frame header.
+
+    A subclass defines ``header_length()``, ``payload_length(header_bytes)`` and
+    ``decode(payload_bytes)``, as Wallaroo's class-based decoders did."""
+
+    def __init__(self, fn=None, header_length=None, length_fmt=None):
+        if fn is None:  # an application's subclass
+            return
         super().__init__("decoder", fn, _function_name(fn), 1)
         self.header_length = header_length
         self.length_fmt = length_fmt
 
 
 class Encoder(UserFunction):
-    """Turns a message into the bytes a sink writes."""
+    """Turns a message into the bytes a sink writes (a str is written as UTF-8). A subclass
+    defines ``encode(data)``."""
 
-    def __init__(self, fn):
+    def __init__(self, fn=None):
+        if fn is None:  # an application's subclass
+            return
         super().__init__("encoder", fn, _function_name(fn), 1)
+
+
+class OctetDecoder(Decoder):
+    """Wallaroo 0.6's name for the base class of length-framed decoders."""
+
+
+class OctetEncoder(Encoder):
+    """Wallaroo 0.6's name for the base class of encoders of bytes."""
 
 
 def computation(name):
@@ -169,21 +244,31 @@ def computation_multi(name):
     return lambda fn: Computation(fn, name, multi=True)
 
 
-def state_computation(name, state):
-    """Marks ``fn(data, state)`` as a stateful step; ``state`` is the class of per-key state."""
+def state_computation(name, state=None):
+    """Marks ``fn(data, state)`` as a stateful step.
+
+    With ``state`` (Wallaroo 0.6), the class of per-key state; ``fn`` returns the output.
+    Without (Wallaroo 0.4/0.5), ``ApplicationBuilder.to_stateful`` or ``to_state_partition``
+    gives the state, and ``fn`` returns ``(output, state_changed)``."""
     _check_name("state_computation", name)
-    return lambda fn: StateComputation(fn, name, state, multi=False)
+    return lambda fn: StateComputation(fn, name, state, False, returns_changed=state is None)
 
 
-def state_computation_multi(name, state):
-    """Like ``state_computation``, but ``fn`` returns a list of outputs."""
+def state_computation_multi(name, state=None):
+    """Like ``state_computation``, but the output is a list of outputs."""
     _check_name("state_computation_multi", name)
-    return lambda fn: StateComputation(fn, name, state, multi=True)
+    return lambda fn: StateComputation(fn, name, state, True, returns_changed=state is None)
 
 
 def key_extractor(fn):
     """Marks ``fn(data)`` as the function ``key_by`` partitions messages with."""
     return KeyExtractor(fn)
+
+
+def partition(fn):
+    """Marks ``fn(data)`` as a partition function for ``ApplicationBuilder.to_state_partition``
+    (Wallaroo 0.4/0.5)."""
+    return Partition(fn)
 
 
 def decoder(header_length, length_fmt):
@@ -197,7 +282,7 @@ def decoder(header_length, length_fmt):
 
 
 def encoder(fn):
-    """Marks ``fn(data)`` as a TCP sink's encoder; it must return bytes."""
+    """Marks ``fn(data)`` as a TCP sink's encoder; it returns bytes (or a str, sent as UTF-8)."""
     return Encoder(fn)
 
 
@@ -212,6 +297,14 @@ def _function_name(fn):
     return getattr(fn, "__name__", type(fn).__name__)
 
 
+def _required_parameters(signature):
+    return sum(
+        1
+        for p in signature.parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
+
+
 def _check_arity(kind, fn, arity):
     if not callable(fn):
         raise WallarooParameterError(f"{kind} must decorate a function, not {type(fn).__name__}")
@@ -222,15 +315,11 @@ def _check_arity(kind, fn, arity):
     try:
         signature.bind(*range(arity))
     except TypeError:
-        required = sum(
-            1
-            for p in signature.parameters.values()
-            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        )
         plural = "" if arity == 1 else "s"
+        where = _builder.where(fn)
         raise WallarooParameterError(
-            f"{kind} {_function_name(fn)!r} must take {arity} parameter{plural}, "
-            f"it takes {required}"
+            f"{kind} {_function_name(fn)!r}{where}: must take {arity} parameter{plural}, "
+            f"it takes {_required_parameters(signature)}"
         ) from None
 
 
@@ -261,14 +350,15 @@ class TCPSourceConfig:
 
     Accepts Wallaroo 0.6's ``TCPSourceConfig(host, port, decoder, parallelism=10)`` and the
     later ``TCPSourceConfig(name, host, port, decoder, **options)``; the third positional
-    argument being a decoder tells them apart. Parallelism and the later options are the host's
-    business and are ignored here.
+    argument being a port (a str or int) tells them apart. Parallelism and the later options
+    are the host's business and are ignored here. The decoder is a function decorated with
+    ``@decoder(...)`` or a class-based decoder (``header_length()``, ``payload_length(bs)``,
+    ``decode(bs)``), given as an instance or as a class.
     """
 
     def __init__(self, *args, **kwargs):
         if len(args) >= 3:
-            # A port is never callable: an undecorated function here is a 0.6-style mistake.
-            named = not isinstance(args[2], Decoder) and not callable(args[2])
+            named = isinstance(args[2], (str, int))
         else:
             named = "name" in kwargs
         form = _TCP_SOURCE_NAMED if named else _TCP_SOURCE_06
@@ -279,38 +369,45 @@ class TCPSourceConfig:
         self.name = bound.get("name")
         self.host = bound["host"]
         self.port = bound["port"]
-        self.decoder = bound["decoder"]
-        if not isinstance(self.decoder, Decoder):
-            raise WallarooParameterError(
-                "TCPSourceConfig needs a function decorated with @decoder(...), "
-                f"got {self.decoder!r}"
-            )
+        self.decoder = _builder.as_decoder(bound["decoder"], "TCPSourceConfig")
 
 
 class GenSourceConfig:
     """A source inside the guest: ``initial_value()`` and then ``apply(previous)`` produce the
-    messages, until either returns None."""
+    messages, until either returns None.
 
-    def __init__(self, gen_instance):
+    Accepts Wallaroo 0.6's ``GenSourceConfig(generator)`` and the later ``GenSourceConfig(name,
+    generator)``; the generator is an instance or a class."""
+
+    def __init__(self, *args):
+        if len(args) == 2 and isinstance(args[0], str):
+            self.name, gen_instance = args
+        elif len(args) == 1:
+            self.name, gen_instance = None, args[0]
+        else:
+            raise WallarooParameterError(
+                "GenSourceConfig takes (generator) or (name, generator), "
+                f"got {len(args)} argument{'' if len(args) == 1 else 's'}"
+            )
+        if inspect.isclass(gen_instance):
+            gen_instance = _builder.instance_of(gen_instance, "GenSourceConfig")
         for method in ("initial_value", "apply"):
             if not callable(getattr(gen_instance, method, None)):
                 raise WallarooParameterError(
-                    f"GenSourceConfig: {type(gen_instance).__name__} has no {method}() method"
+                    f"GenSourceConfig: {_builder.describe(gen_instance)}"
+                    f"{_builder.where(gen_instance)} has no {method}() method"
                 )
         self.generator = gen_instance
 
 
 class TCPSinkConfig:
-    """A sink the host connects to over TCP and writes the encoder's bytes to."""
+    """A sink the host connects to over TCP and writes the encoder's bytes to. The encoder is
+    a function decorated with ``@encoder`` or a class-based encoder (``encode(data)``)."""
 
     def __init__(self, host, port, encoder):
-        if not isinstance(encoder, Encoder):
-            raise WallarooParameterError(
-                f"TCPSinkConfig needs a function decorated with @encoder, got {encoder!r}"
-            )
         self.host = host
         self.port = port
-        self.encoder = encoder
+        self.encoder = _builder.as_encoder(encoder, "TCPSinkConfig")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -346,21 +443,23 @@ class Pipeline:
         self._closed = closed
 
     def to(self, step):
-        """Appends a ``@computation``/``@state_computation`` (or ``_multi``) step."""
-        if not isinstance(step, (Computation, StateComputation)):
-            raise WallarooParameterError(
-                "to() takes a function decorated with @computation, @computation_multi, "
-                f"@state_computation or @state_computation_multi, got {step!r}"
-            )
-        return self._then(step, "to")
+        """Appends a ``@computation``/``@state_computation`` (or ``_multi``) step, or an
+        instance of a subclass of ``Computation``/``StateComputation`` (or ``_Multi``)."""
+        return self._then(_builder.as_pipeline_step(step), "to")
 
     def key_by(self, extractor):
         """Partitions the flow by the key ``extractor`` returns; keyed state follows the key."""
-        if not isinstance(extractor, KeyExtractor):
-            raise WallarooParameterError(
-                f"key_by() takes a function decorated with @key_extractor, got {extractor!r}"
-            )
-        return self._then(extractor, "key_by")
+        return self._then(_builder.as_key_extractor(extractor), "key_by")
+
+    def collect(self):
+        """Sends every message to one place: the steps after it see the whole flow (one
+        state for a state computation), as Wallaroo 0.6's ``collect()`` did."""
+        return self._then(_COLLECT, "collect")
+
+    def clone(self):
+        """The same pipeline. Kept for Wallaroo 0.6 applications; pipelines never change once
+        made, so a clone and its original can be extended independently anyway."""
+        return self
 
     def merge(self, other):
         """Joins ``other``'s flow into this one: later stages receive both."""
@@ -397,6 +496,14 @@ class Pipeline:
             raise WallarooParameterError(
                 f"{method}(): the pipeline already ends with to_sink/to_sinks"
             )
+
+
+def _collect_key(data):
+    return b""
+
+
+_COLLECT = KeyExtractor(_collect_key)
+_COLLECT.name = "collect"
 
 
 def source(name, config):
@@ -469,3 +576,9 @@ def tcp_parse_output_addrs(args):
         entry if len(entry) == 2 else entry[1:]
         for entry in _addresses(args, "-o", "--out", "the output addresses")
     ]
+
+
+# The ApplicationBuilder (Wallaroo 0.1-0.5) and the conversion of class-based user objects; it
+# uses the classes above, so it is imported last.
+from wallaroo import _builder  # noqa: E402
+from wallaroo._builder import ApplicationBuilder  # noqa: E402

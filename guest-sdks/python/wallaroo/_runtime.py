@@ -515,8 +515,10 @@ def _key_by(step_id, extractor, successors, flat):
 def _encoded(data, label):
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
+    if isinstance(data, str):  # Wallaroo's Python 2 encoders returned str
+        return data.encode()
     raise TypeError(
-        f"{label} returned {type(data).__name__}, expected bytes, bytearray or memoryview"
+        f"{label} returned {type(data).__name__}, expected bytes, bytearray, memoryview or str"
     )
 
 
@@ -651,7 +653,9 @@ def _build(steps, flat):
             nxt = _downstream(step.successors, runners)
             runners[step_id] = _stateless(step_id, step.stage, nxt)
         elif step.kind == "stateful":
-            states, changed = stores[step_id] = ({}, {})
+            # Keys declared to an ApplicationBuilder partition have their state from the start.
+            initial = {key: step.stage.state_class() for key in step.stage.initial_keys}
+            states, changed = stores[step_id] = (initial, {})
             nxt = _downstream(step.successors, runners)
             runners[step_id], routed[step_id] = _stateful(
                 step_id, step.stage, nxt, states, changed, route

@@ -92,7 +92,8 @@ pub fn build_python(build: &PythonBuild) -> Result<BuildReport, BuildError> {
     };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(BuildError::Application(python_error(&stderr, &search)));
+        let error = python_error(&stderr, &search);
+        return Err(BuildError::Application(with_python2_hint(error)));
     }
     let bytes = std::fs::metadata(&build.output)
         .with_context(|| format!("componentize-py wrote no {}", build.output.display()))?
@@ -144,6 +145,27 @@ fn python_error(stderr: &str, search: &[PathBuf]) -> String {
     lines.join("\n")
 }
 
+/// Python 3's own messages for syntax that only Python 2 accepted.
+const PYTHON2_SYNTAX: [&str; 4] = [
+    "Missing parentheses in call to 'print'",
+    "Missing parentheses in call to 'exec'",
+    "multiple exception types must be parenthesized",
+    "leading zeros in decimal integer literals are not permitted",
+];
+
+/// `error`, with a last line saying so when it is Python 2 syntax: applications written for
+/// Wallaroo's Python 2 run here on Python 3 once such lines are ported.
+fn with_python2_hint(error: String) -> String {
+    if !error.contains("SyntaxError") || !PYTHON2_SYNTAX.iter().any(|s| error.contains(s)) {
+        return error;
+    }
+    format!(
+        "{error}\nThis is Python 2 syntax: port it to Python 3 (print(x), except E as e, \
+         0o777); applications run on Python 3, and nothing else in a Wallaroo application \
+         needs to change"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +196,19 @@ mod tests {
         assert!(!shown.contains("_wallaroo_entry"), "{shown}");
         assert!(!shown.contains("frozen"), "{shown}");
         assert!(!shown.contains("Caused by"), "{shown}");
+    }
+
+    #[test]
+    fn python2_syntax_is_named_as_such() {
+        let print = "  File \"/app/wc.py\", line 9\n    print x\n    ^^^^^^^\n\
+            SyntaxError: Missing parentheses in call to 'print'. Did you mean print(...)?";
+        let shown = with_python2_hint(print.to_string());
+        assert!(shown.starts_with(print), "{shown}");
+        assert!(
+            shown.ends_with("needs to change") && shown.contains("port it to Python 3"),
+            "{shown}"
+        );
+        let other = "SyntaxError: invalid syntax".to_string();
+        assert_eq!(with_python2_hint(other.clone()), other);
     }
 }
