@@ -55,6 +55,10 @@ pub enum GuestError {
 pub enum TrapKind {
     Timeout,
     Trap,
+    /// The store refused to grow the guest's memory past its cap during the call. Whatever the
+    /// guest answered (a trap, an error, a `MemoryError` reported as a failed message), the
+    /// fault is the instance's: it is full, and the call must be retried in a fresh one.
+    OutOfMemory,
 }
 
 impl std::fmt::Display for TrapKind {
@@ -62,6 +66,7 @@ impl std::fmt::Display for TrapKind {
         f.write_str(match self {
             TrapKind::Timeout => "guest call exceeded its time limit",
             TrapKind::Trap => "guest trapped",
+            TrapKind::OutOfMemory => "guest ran out of memory at its cap",
         })
     }
 }
@@ -69,6 +74,16 @@ impl std::fmt::Display for TrapKind {
 impl GuestError {
     pub fn is_trap(&self) -> bool {
         matches!(self, GuestError::Trap { .. })
+    }
+
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(
+            self,
+            GuestError::Trap {
+                kind: TrapKind::OutOfMemory,
+                ..
+            }
+        )
     }
 
     fn from_wasmtime(e: wasmtime::Error) -> Self {
@@ -90,10 +105,11 @@ pub(crate) struct HostState {
 }
 
 /// The store's limits, remembering how large the guest's memories have grown (a linear memory
-/// never shrinks, so this is also what the instance holds).
+/// never shrinks, so this is also what the instance holds) and whether a growth was refused.
 struct MemoryWatch {
     limits: StoreLimits,
     bytes: usize,
+    refused: bool,
 }
 
 impl ResourceLimiter for MemoryWatch {
@@ -106,6 +122,8 @@ impl ResourceLimiter for MemoryWatch {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if allowed {
             self.bytes += desired - current;
+        } else {
+            self.refused = true;
         }
         Ok(allowed)
     }
@@ -201,6 +219,7 @@ impl Runtime {
                     .trap_on_grow_failure(false)
                     .build(),
                 bytes: 0,
+                refused: false,
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -217,6 +236,8 @@ impl Runtime {
             store,
             app,
             deadline_ticks: deadline_ticks as u64,
+            max_memory: self.limits.max_memory,
+            processed: 0,
         })
     }
 }
@@ -249,19 +270,58 @@ pub struct Instance {
     store: Store<HostState>,
     app: App,
     deadline_ticks: u64,
+    max_memory: usize,
+    /// `process` calls made on this instance.
+    processed: u64,
 }
 
 impl Instance {
+    /// Runs one call into the guest. A call during which the store refused to grow the guest's
+    /// memory fails with [`TrapKind::OutOfMemory`] whatever the guest answered: a guest that
+    /// could not allocate reports it as it can (Python raises `MemoryError`, which may end up
+    /// as a failed message, an error, or a trap), and none of those is the input's fault.
     fn call<R>(
         &mut self,
         f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, GuestError> {
+        self.call_explained(f, |_| "the guest answered nonetheless".to_string())
+    }
+
+    /// [`Instance::call`], with `explain` saying what an answer that came back despite a
+    /// refused growth held.
+    fn call_explained<R>(
+        &mut self,
+        f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+        explain: impl FnOnce(&R) -> String,
+    ) -> Result<R, GuestError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        match f(&self.app, &mut self.store) {
+        self.store.data_mut().limits.refused = false;
+        let result = f(&self.app, &mut self.store);
+        if self.store.data().limits.refused {
+            let answer = match result {
+                Ok(Ok(r)) => explain(&r),
+                Ok(Err(refusal)) => refusal,
+                Err(e) => GuestError::from_wasmtime(e).to_string(),
+            };
+            return Err(GuestError::Trap {
+                kind: TrapKind::OutOfMemory,
+                detail: format!(
+                    "{} MiB reached ({answer})",
+                    self.max_memory.div_ceil(1 << 20)
+                ),
+            });
+        }
+        match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(refusal)) => Err(GuestError::Refused(refusal)),
             Err(e) => Err(GuestError::from_wasmtime(e)),
         }
+    }
+
+    /// True until the first `process` call: nothing but setup and restored state is in its
+    /// memory.
+    pub fn is_fresh(&self) -> bool {
+        self.processed == 0
     }
 
     /// Bytes of linear memory the instance holds.
@@ -279,10 +339,22 @@ impl Instance {
 
     pub fn process(&mut self, segment: u32, batch: &[Message]) -> Result<Vec<Output>, GuestError> {
         let batch = wire::encode_batch(batch).map_err(refused)?;
-        let outputs = self.call(|app, store| {
-            app.wallaroo_app_guest()
-                .call_process(store, segment, &batch)
-        })?;
+        self.processed += 1;
+        let outputs = self.call_explained(
+            |app, store| {
+                app.wallaroo_app_guest()
+                    .call_process(store, segment, &batch)
+            },
+            |outputs| {
+                let failure = wire::decode_outputs(outputs).ok().and_then(|outputs| {
+                    outputs.into_iter().find_map(|o| match o {
+                        Output::Failed(f) => Some(f.error),
+                        _ => None,
+                    })
+                });
+                failure.unwrap_or_else(|| "the guest answered nonetheless".to_string())
+            },
+        )?;
         wire::decode_outputs(&outputs).map_err(refused)
     }
 
