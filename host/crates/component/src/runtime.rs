@@ -243,7 +243,7 @@ impl Runtime {
 }
 
 /// The version of the `wallaroo:app` package in `wit/` that this host implements.
-const CONTRACT_VERSION: &str = "0.2.0";
+const CONTRACT_VERSION: &str = "0.3.0";
 
 /// Refuses, with what to do about it, a component built against another version of the
 /// `wallaroo:app` contract (an older SDK): linking would only say an export is missing.
@@ -358,21 +358,55 @@ impl Instance {
         wire::decode_outputs(&outputs).map_err(refused)
     }
 
+    /// The state of every key changed since the last snapshot, read [`STATE_CHUNK`] entries
+    /// per call.
     pub fn snapshot_changed(&mut self) -> Result<Vec<StateEntry>, GuestError> {
-        let entries =
-            self.call(|app, store| app.wallaroo_app_guest().call_snapshot_changed(store))?;
-        wire::decode_entries(&entries).map_err(refused)
+        drain(STATE_CHUNK, |max| {
+            let entries =
+                self.call(|app, store| app.wallaroo_app_guest().call_snapshot_changed(store, max))?;
+            wire::decode_entries(&entries).map_err(refused)
+        })
     }
 
+    /// Puts the given keys' state into the instance, [`STATE_CHUNK`] entries per call.
     pub fn restore(&mut self, entries: &[StateEntry]) -> Result<(), GuestError> {
-        let entries = wire::encode_entries(entries).map_err(refused)?;
-        self.call(|app, store| app.wallaroo_app_guest().call_restore(store, &entries))
+        for chunk in entries.chunks(STATE_CHUNK as usize) {
+            let chunk = wire::encode_entries(chunk).map_err(refused)?;
+            self.call(|app, store| app.wallaroo_app_guest().call_restore(store, &chunk))?;
+        }
+        Ok(())
     }
 
+    /// Takes the given keys' state out of the instance, [`STATE_CHUNK`] keys per call.
     pub fn take(&mut self, keys: &[StateKey]) -> Result<Vec<StateEntry>, GuestError> {
-        let keys = wire::encode_keys(keys).map_err(refused)?;
-        let entries = self.call(|app, store| app.wallaroo_app_guest().call_take(store, &keys))?;
-        wire::decode_entries(&entries).map_err(refused)
+        let mut taken = Vec::new();
+        for chunk in keys.chunks(STATE_CHUNK as usize) {
+            let chunk = wire::encode_keys(chunk).map_err(refused)?;
+            let entries =
+                self.call(|app, store| app.wallaroo_app_guest().call_take(store, &chunk))?;
+            taken.extend(wire::decode_entries(&entries).map_err(refused)?);
+        }
+        Ok(taken)
+    }
+}
+
+/// Most state entries (or keys) one call moves: a Python guest pickles about 200,000 small
+/// states a second, so a call stays in the tens of milliseconds however many keys it holds.
+pub const STATE_CHUNK: u32 = 4096;
+
+/// Calls `next(max)` until it returns fewer than `max` entries, and returns them all in order.
+fn drain<E>(
+    max: u32,
+    mut next: impl FnMut(u32) -> Result<Vec<StateEntry>, E>,
+) -> Result<Vec<StateEntry>, E> {
+    let mut all = Vec::new();
+    loop {
+        let chunk = next(max)?;
+        let done = chunk.len() < max as usize;
+        all.extend(chunk);
+        if done {
+            return Ok(all);
+        }
     }
 }
 
@@ -420,23 +454,73 @@ mod tests {
         );
     }
 
+    fn entries(from: usize, n: usize) -> Vec<super::StateEntry> {
+        (from..from + n)
+            .map(|i| super::StateEntry {
+                step: 1,
+                key: i.to_string().into_bytes(),
+                value: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn draining_asks_again_until_a_call_returns_fewer_than_asked() {
+        // A guest holding 10 changed keys, handing out at most `max` per call.
+        let mut left = 10;
+        let mut calls = Vec::new();
+        let all = super::drain(4, |max| {
+            calls.push(max);
+            let n = left.min(max as usize);
+            let chunk = entries(10 - left, n);
+            left -= n;
+            Ok::<_, ()>(chunk)
+        })
+        .unwrap();
+        assert_eq!(calls, [4, 4, 4]);
+        assert_eq!(all, entries(0, 10));
+    }
+
+    #[test]
+    fn draining_a_multiple_of_the_chunk_ends_with_an_empty_call() {
+        let mut chunks = vec![entries(4, 0), entries(4, 4), entries(0, 4)];
+        let all = super::drain(4, |_| Ok::<_, ()>(chunks.pop().unwrap())).unwrap();
+        assert_eq!(all, entries(0, 8));
+        assert!(chunks.is_empty());
+    }
+
+    #[test]
+    fn draining_stops_at_the_first_error() {
+        let mut calls = 0;
+        let r = super::drain(4, |_| {
+            calls += 1;
+            if calls == 2 {
+                Err("broken")
+            } else {
+                Ok(entries(0, 4))
+            }
+        });
+        assert_eq!(r, Err("broken"));
+        assert_eq!(calls, 2);
+    }
+
     #[test]
     fn a_component_built_for_another_contract_version_is_refused_naming_both() {
         let old = r#"(component
             (instance $guest)
-            (export "wallaroo:app/guest@0.1.0" (instance $guest)))"#;
+            (export "wallaroo:app/guest@0.2.0" (instance $guest)))"#;
         let Err(e) = super::Runtime::new(
             old.as_bytes(),
             &crate::CompileCache::disabled(),
             super::Limits::default(),
             crate::Sandbox::default(),
         ) else {
-            panic!("a 0.1.0 component was accepted");
+            panic!("a 0.2.0 component was accepted");
         };
         assert_eq!(
             e.to_string(),
             format!(
-                "the component was built for wallaroo:app@0.1.0, this host runs \
+                "the component was built for wallaroo:app@0.2.0, this host runs \
                  wallaroo:app@{}: build it again with this version's `wallaroo build`",
                 super::CONTRACT_VERSION
             )
