@@ -618,3 +618,47 @@ fn restore(instance: &mut Instance, state: &StateMap) -> Result<(), GuestError> 
         .collect();
     instance.restore(&entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload_len: usize) -> Message {
+        Message {
+            key: vec![],
+            payload: vec![b'x'; payload_len],
+        }
+    }
+
+    fn sizes(runs: &[Vec<Message>]) -> Vec<Vec<usize>> {
+        runs.iter()
+            .map(|run| run.iter().map(|m| m.payload.len()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_within_the_bound_is_one_call() {
+        let runs = chunks(vec![message(10), message(20)], 100);
+        assert_eq!(sizes(&runs), [vec![10, 20]]);
+    }
+
+    #[test]
+    fn a_batch_is_cut_in_order_at_the_bound_counting_each_message_table_entry() {
+        // Each message counts its 8 bytes in the batch's table of lengths too.
+        let batch = vec![message(42), message(42), message(42), message(10)];
+        assert_eq!(sizes(&chunks(batch, 100)), [vec![42, 42], vec![42, 10]]);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_bound_goes_alone() {
+        let batch = vec![message(10), message(500), message(10)];
+        assert_eq!(sizes(&chunks(batch, 100)), [vec![10], vec![500], vec![10]]);
+    }
+
+    #[test]
+    fn a_call_takes_a_share_of_the_cap_and_never_less_than_the_minimum() {
+        assert_eq!(call_bytes(64 << 20), 256 << 10);
+        assert_eq!(call_bytes(512 << 20), 2 << 20);
+        assert_eq!(call_bytes(1 << 20), MIN_CALL_BYTES);
+    }
+}
