@@ -17,7 +17,14 @@ fn a_frame_of_a_million_distinct_words_is_counted_without_losing_an_instance() {
     let wasm = build_app("componentize-py-examples/word_count/word_count.py");
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path());
-    let mut node = Node::start(&wasm, &receiver.addr, dir.path(), &["--workers", "2"]);
+    // A call limit well above what any one call here needs (the frame itself, about a second),
+    // and well below what copying a million keys out of the guest in one call takes.
+    let mut node = Node::start(
+        &wasm,
+        &receiver.addr,
+        dir.path(),
+        &["--workers", "2", "--call-timeout", "5000"],
+    );
 
     let big = dir.path().join("big.txt");
     let words: Vec<String> = (0..keys).map(|i| format!("k{i}")).collect();
