@@ -519,14 +519,18 @@ func panicText(p any) string {
 	}
 }
 
-// SnapshotChanged returns the state of every key changed since the previous call, and forgets
-// the change marks once every state is encoded.
-func (r *Runtime) SnapshotChanged() ([]StateEntry, error) {
+// SnapshotChanged returns the state of at most max keys changed since their last snapshot, and
+// forgets the change marks of those returned once every one of them is encoded. Fewer than max
+// entries means no changed key is left.
+func (r *Runtime) SnapshotChanged(max int) ([]StateEntry, error) {
 	if r.stores == nil {
 		return nil, errors.New("state requested before describe")
 	}
 	var entries []StateEntry
-	for _, sl := range r.changed {
+	n := 0
+	for n < len(r.changed) && len(entries) < max {
+		sl := r.changed[n]
+		n++
 		if !sl.live || !sl.changed {
 			continue
 		}
@@ -536,10 +540,14 @@ func (r *Runtime) SnapshotChanged() ([]StateEntry, error) {
 		}
 		entries = append(entries, StateEntry{Step: sl.step, Key: []byte(sl.key), Value: value})
 	}
-	for _, sl := range r.changed {
+	for _, sl := range r.changed[:n] {
 		sl.changed = false
 	}
-	r.changed = nil
+	if n == len(r.changed) {
+		r.changed = nil
+	} else {
+		r.changed = r.changed[n:]
+	}
 	return entries, nil
 }
 

@@ -201,11 +201,11 @@ func TestSnapshotRestoreAndTakeCarryState(t *testing.T) {
 		return got
 	}
 	route("a", "a", "b")
-	snap, err := rt.SnapshotChanged()
+	snap, err := rt.SnapshotChanged(4096)
 	if err != nil || len(snap) != 2 || string(snap[0].Key) != "a" || snap[0].Step != 3 {
 		t.Fatalf("%v %+v", err, snap)
 	}
-	if again, _ := rt.SnapshotChanged(); len(again) != 0 {
+	if again, _ := rt.SnapshotChanged(4096); len(again) != 0 {
 		t.Fatalf("marks kept: %+v", again)
 	}
 	taken, err := rt.Take([]wallaroo.StateKey{{Step: 3, Key: []byte("a")}, {Step: 3, Key: []byte("zz")}})
@@ -228,6 +228,45 @@ func TestSnapshotRestoreAndTakeCarryState(t *testing.T) {
 	}
 	if err := other.Restore([]wallaroo.StateEntry{{Step: 1, Key: []byte("a")}}); err == nil {
 		t.Fatal("restored into a stateless step")
+	}
+}
+
+func TestABoundedSnapshotReturnsAtMostThatManyAndKeepsTheOtherMarks(t *testing.T) {
+	rt := wallaroo.NewRuntime(wordCount(noFailure))
+	if _, err := rt.Describe(nil); err != nil {
+		t.Fatal(err)
+	}
+	count := func(words ...string) {
+		var batch []wallaroo.Message
+		for _, w := range words {
+			out, _ := rt.Process(0, []wallaroo.Message{{Payload: []byte(w)}})
+			batch = append(batch, wallaroo.Message{Key: []byte(out[0].Key), Payload: out[0].Payload})
+		}
+		if _, err := rt.Process(3, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := func(entries []wallaroo.StateEntry) string {
+		var ks []string
+		for _, e := range entries {
+			ks = append(ks, string(e.Key))
+		}
+		return strings.Join(ks, " ")
+	}
+	count("a", "b", "c", "d", "e")
+	first, err := rt.SnapshotChanged(2)
+	if err != nil || keys(first) != "a b" {
+		t.Fatalf("%v %q", err, keys(first))
+	}
+	count("a") // marked again after its snapshot: comes again, after the others
+	if second, _ := rt.SnapshotChanged(2); keys(second) != "c d" {
+		t.Fatalf("%q", keys(second))
+	}
+	if last, _ := rt.SnapshotChanged(2); keys(last) != "e a" {
+		t.Fatalf("%q", keys(last))
+	}
+	if none, _ := rt.SnapshotChanged(2); len(none) != 0 {
+		t.Fatalf("%q", keys(none))
 	}
 }
 

@@ -12,3 +12,4 @@ mod latency;
 mod metrics;
 mod sandbox;
 mod send;
+mod state;

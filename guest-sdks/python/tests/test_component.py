@@ -80,7 +80,7 @@ def test_process_and_state_speak_flat_buffers(bindings):
     assert failure[4].startswith("UnicodeDecodeError: ")
     out = guest.process(3, encode_batch([(b"hi", route[3])]))
     assert decode_outputs(out) == [("emit", 0, b"hi => 1\n")]
-    snapshot = guest.snapshot_changed()
+    snapshot = guest.snapshot_changed(4096)
     assert type(snapshot) is bytes
     [(step, key, value)] = decode_entries(snapshot)
     assert (step, key, pickle.loads(value).count) == (3, b"hi", 1)
@@ -89,7 +89,7 @@ def test_process_and_state_speak_flat_buffers(bindings):
     assert type(taken) is bytes
     taken = decode_entries(taken)
     assert [(step, key) for step, key, _value in taken] == [(3, b"yo")]
-    assert list(decode_entries(guest.snapshot_changed())) == []
+    assert list(decode_entries(guest.snapshot_changed(4096))) == []
 
 
 def test_errors_become_err_instead_of_trapping(bindings):

@@ -63,8 +63,11 @@ class TwinRuntime:
         assert _wire.decode_outputs(flat) == out
         return out
 
-    def snapshot_changed(self):
-        entries, flat = self._both(self.tuples.snapshot_changed, self.flat.snapshot_changed)
+    def snapshot_changed(self, max_entries=None):
+        entries, flat = self._both(
+            lambda: self.tuples.snapshot_changed(max_entries),
+            lambda: self.flat.snapshot_changed(max_entries),
+        )
         assert list(_wire.decode_entries(bytes(_wire.encode_entries(flat)))) == entries
         return entries
 
@@ -721,6 +724,31 @@ def test_snapshot_reports_changed_states_once():
     assert host.runtime.snapshot_changed() == []
     host.send([b"b"])
     assert [key for _, key, _ in host.runtime.snapshot_changed()] == [b"b"]
+
+
+def test_a_bounded_snapshot_returns_at_most_that_many_and_keeps_the_other_marks():
+    host = SimulatedHost(WORD_COUNT)
+    host.send([b"a b c d e"])
+    runtime = host.runtime
+    first = runtime.snapshot_changed(2)
+    assert [key for _, key, _ in first] == [b"a", b"b"]
+    host.send([b"a"])  # marked again after its snapshot: comes again, after the others
+    second = runtime.snapshot_changed(2)
+    assert [key for _, key, _ in second] == [b"c", b"d"]
+    last = runtime.snapshot_changed(2)
+    assert [(key, pickle.loads(value).count) for _, key, value in last] == [(b"e", 1), (b"a", 2)]
+    assert runtime.snapshot_changed(2) == []
+
+
+def test_a_bounded_snapshot_spans_stateful_steps():
+    runtime = Runtime(types.SimpleNamespace(application_setup=lambda args: None))
+    runtime._stores = {
+        1: ({b"x": 1, b"y": 2}, {b"x": None, b"y": None}),
+        4: ({b"z": 3}, {b"z": None}),
+    }
+    assert [(step, key) for step, key, _ in runtime.snapshot_changed(2)] == [(1, b"x"), (1, b"y")]
+    assert [(step, key) for step, key, _ in runtime.snapshot_changed(2)] == [(4, b"z")]
+    assert runtime.snapshot_changed(2) == []
 
 
 def test_state_survives_into_a_fresh_runtime():

@@ -105,8 +105,8 @@ class Guest(exports.Guest):
         return _runtime.process(segment, _wire.messages(batch))
 
     @_answering_errors
-    def snapshot_changed(self):
-        return bytes(_wire.encode_entries(_runtime.snapshot_changed()))
+    def snapshot_changed(self, max_entries):
+        return bytes(_wire.encode_entries(_runtime.snapshot_changed(max_entries)))
 
     @_answering_errors
     def restore(self, entries):

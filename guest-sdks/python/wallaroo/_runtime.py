@@ -13,6 +13,7 @@ adapts it to the WIT exports.
 import os
 import pickle
 from dataclasses import dataclass
+from itertools import islice
 from typing import NamedTuple
 
 from wallaroo import (
@@ -747,15 +748,28 @@ class Runtime:
         run_batch(batch, out, _failed_tuple)
         return out
 
-    def snapshot_changed(self):
-        """``[(step, key, pickled state)]`` for the states touched since the previous call;
-        forgets the marks once every state is pickled."""
+    def snapshot_changed(self, max_entries=None):
+        """``[(step, key, pickled state)]`` for at most ``max_entries`` (default: all) of the
+        states touched since their last snapshot; forgets the marks of those returned once
+        every one of them is pickled. Fewer than ``max_entries`` means none is left."""
         entries = []
+        taken = []  # (changed, keys) whose marks go once every state is pickled
+        left = max_entries
         for step_id, (states, changed) in self._described_stores().items():
-            for key in changed:
+            if left is not None and left <= 0:
+                break
+            keys = list(changed if left is None else islice(changed, left))
+            for key in keys:
                 entries.append((step_id, key, self._pickle_state(step_id, key, states[key])))
-        for _states, changed in self._stores.values():
-            changed.clear()
+            taken.append((changed, keys))
+            if left is not None:
+                left -= len(keys)
+        for changed, keys in taken:
+            if len(keys) == len(changed):
+                changed.clear()
+            else:
+                for key in keys:
+                    del changed[key]
         return entries
 
     def restore(self, entries):

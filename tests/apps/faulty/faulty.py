@@ -1,6 +1,8 @@
 """A word count whose input can make it misbehave in every way a user's code can:
-`raise` raises in a stateless step, `loop` never returns, `bomb` allocates without bound, a word
-`boom` raises in the state step (with a key), and undecodable bytes fail the decoder."""
+`raise` raises in a stateless step, `loop` never returns, `bomb` allocates without bound, `hoard`
+keeps 16 MiB for good (as a leaking library would, so an instance fills up over several messages
+that are each harmless), a word `boom` raises in the state step (with a key), and undecodable bytes
+fail the decoder."""
 
 import wallaroo
 
@@ -23,8 +25,14 @@ def decode(data):
     return data.decode("utf-8")
 
 
+_hoard = []
+
+
 @wallaroo.computation_multi(name="split")
 def split(line):
+    if line == "hoard":
+        _hoard.append(bytearray(16 << 20))
+        return []
     if line == "raise":
         raise ValueError("asked to raise")
     if line == "loop":

@@ -55,6 +55,10 @@ pub enum GuestError {
 pub enum TrapKind {
     Timeout,
     Trap,
+    /// The store refused to grow the guest's memory past its cap during the call. Whatever the
+    /// guest answered (a trap, an error, a `MemoryError` reported as a failed message), the
+    /// fault is the instance's: it is full, and the call must be retried in a fresh one.
+    OutOfMemory,
 }
 
 impl std::fmt::Display for TrapKind {
@@ -62,6 +66,7 @@ impl std::fmt::Display for TrapKind {
         f.write_str(match self {
             TrapKind::Timeout => "guest call exceeded its time limit",
             TrapKind::Trap => "guest trapped",
+            TrapKind::OutOfMemory => "guest ran out of memory at its cap",
         })
     }
 }
@@ -69,6 +74,16 @@ impl std::fmt::Display for TrapKind {
 impl GuestError {
     pub fn is_trap(&self) -> bool {
         matches!(self, GuestError::Trap { .. })
+    }
+
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(
+            self,
+            GuestError::Trap {
+                kind: TrapKind::OutOfMemory,
+                ..
+            }
+        )
     }
 
     fn from_wasmtime(e: wasmtime::Error) -> Self {
@@ -90,10 +105,11 @@ pub(crate) struct HostState {
 }
 
 /// The store's limits, remembering how large the guest's memories have grown (a linear memory
-/// never shrinks, so this is also what the instance holds).
+/// never shrinks, so this is also what the instance holds) and whether a growth was refused.
 struct MemoryWatch {
     limits: StoreLimits,
     bytes: usize,
+    refused: bool,
 }
 
 impl ResourceLimiter for MemoryWatch {
@@ -106,6 +122,8 @@ impl ResourceLimiter for MemoryWatch {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         if allowed {
             self.bytes += desired - current;
+        } else {
+            self.refused = true;
         }
         Ok(allowed)
     }
@@ -201,6 +219,7 @@ impl Runtime {
                     .trap_on_grow_failure(false)
                     .build(),
                 bytes: 0,
+                refused: false,
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -217,12 +236,14 @@ impl Runtime {
             store,
             app,
             deadline_ticks: deadline_ticks as u64,
+            max_memory: self.limits.max_memory,
+            processed: 0,
         })
     }
 }
 
 /// The version of the `wallaroo:app` package in `wit/` that this host implements.
-const CONTRACT_VERSION: &str = "0.2.0";
+const CONTRACT_VERSION: &str = "0.3.0";
 
 /// Refuses, with what to do about it, a component built against another version of the
 /// `wallaroo:app` contract (an older SDK): linking would only say an export is missing.
@@ -249,19 +270,58 @@ pub struct Instance {
     store: Store<HostState>,
     app: App,
     deadline_ticks: u64,
+    max_memory: usize,
+    /// `process` calls made on this instance.
+    processed: u64,
 }
 
 impl Instance {
+    /// Runs one call into the guest. A call during which the store refused to grow the guest's
+    /// memory fails with [`TrapKind::OutOfMemory`] whatever the guest answered: a guest that
+    /// could not allocate reports it as it can (Python raises `MemoryError`, which may end up
+    /// as a failed message, an error, or a trap), and none of those is the input's fault.
     fn call<R>(
         &mut self,
         f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, GuestError> {
+        self.call_explained(f, |_| "the guest answered nonetheless".to_string())
+    }
+
+    /// [`Instance::call`], with `explain` saying what an answer that came back despite a
+    /// refused growth held.
+    fn call_explained<R>(
+        &mut self,
+        f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+        explain: impl FnOnce(&R) -> String,
+    ) -> Result<R, GuestError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        match f(&self.app, &mut self.store) {
+        self.store.data_mut().limits.refused = false;
+        let result = f(&self.app, &mut self.store);
+        if self.store.data().limits.refused {
+            let answer = match result {
+                Ok(Ok(r)) => explain(&r),
+                Ok(Err(refusal)) => refusal,
+                Err(e) => GuestError::from_wasmtime(e).to_string(),
+            };
+            return Err(GuestError::Trap {
+                kind: TrapKind::OutOfMemory,
+                detail: format!(
+                    "{} MiB reached ({answer})",
+                    self.max_memory.div_ceil(1 << 20)
+                ),
+            });
+        }
+        match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(refusal)) => Err(GuestError::Refused(refusal)),
             Err(e) => Err(GuestError::from_wasmtime(e)),
         }
+    }
+
+    /// True until the first `process` call: nothing but setup and restored state is in its
+    /// memory.
+    pub fn is_fresh(&self) -> bool {
+        self.processed == 0
     }
 
     /// Bytes of linear memory the instance holds.
@@ -279,28 +339,74 @@ impl Instance {
 
     pub fn process(&mut self, segment: u32, batch: &[Message]) -> Result<Vec<Output>, GuestError> {
         let batch = wire::encode_batch(batch).map_err(refused)?;
-        let outputs = self.call(|app, store| {
-            app.wallaroo_app_guest()
-                .call_process(store, segment, &batch)
-        })?;
+        self.processed += 1;
+        let outputs = self.call_explained(
+            |app, store| {
+                app.wallaroo_app_guest()
+                    .call_process(store, segment, &batch)
+            },
+            |outputs| {
+                let failure = wire::decode_outputs(outputs).ok().and_then(|outputs| {
+                    outputs.into_iter().find_map(|o| match o {
+                        Output::Failed(f) => Some(f.error),
+                        _ => None,
+                    })
+                });
+                failure.unwrap_or_else(|| "the guest answered nonetheless".to_string())
+            },
+        )?;
         wire::decode_outputs(&outputs).map_err(refused)
     }
 
+    /// The state of every key changed since the last snapshot, read [`STATE_CHUNK`] entries
+    /// per call.
     pub fn snapshot_changed(&mut self) -> Result<Vec<StateEntry>, GuestError> {
-        let entries =
-            self.call(|app, store| app.wallaroo_app_guest().call_snapshot_changed(store))?;
-        wire::decode_entries(&entries).map_err(refused)
+        drain(STATE_CHUNK, |max| {
+            let entries =
+                self.call(|app, store| app.wallaroo_app_guest().call_snapshot_changed(store, max))?;
+            wire::decode_entries(&entries).map_err(refused)
+        })
     }
 
+    /// Puts the given keys' state into the instance, [`STATE_CHUNK`] entries per call.
     pub fn restore(&mut self, entries: &[StateEntry]) -> Result<(), GuestError> {
-        let entries = wire::encode_entries(entries).map_err(refused)?;
-        self.call(|app, store| app.wallaroo_app_guest().call_restore(store, &entries))
+        for chunk in entries.chunks(STATE_CHUNK as usize) {
+            let chunk = wire::encode_entries(chunk).map_err(refused)?;
+            self.call(|app, store| app.wallaroo_app_guest().call_restore(store, &chunk))?;
+        }
+        Ok(())
     }
 
+    /// Takes the given keys' state out of the instance, [`STATE_CHUNK`] keys per call.
     pub fn take(&mut self, keys: &[StateKey]) -> Result<Vec<StateEntry>, GuestError> {
-        let keys = wire::encode_keys(keys).map_err(refused)?;
-        let entries = self.call(|app, store| app.wallaroo_app_guest().call_take(store, &keys))?;
-        wire::decode_entries(&entries).map_err(refused)
+        let mut taken = Vec::new();
+        for chunk in keys.chunks(STATE_CHUNK as usize) {
+            let chunk = wire::encode_keys(chunk).map_err(refused)?;
+            let entries =
+                self.call(|app, store| app.wallaroo_app_guest().call_take(store, &chunk))?;
+            taken.extend(wire::decode_entries(&entries).map_err(refused)?);
+        }
+        Ok(taken)
+    }
+}
+
+/// Most state entries (or keys) one call moves: a Python guest pickles about 200,000 small
+/// states a second, so a call stays in the tens of milliseconds however many keys it holds.
+pub const STATE_CHUNK: u32 = 4096;
+
+/// Calls `next(max)` until it returns fewer than `max` entries, and returns them all in order.
+fn drain<E>(
+    max: u32,
+    mut next: impl FnMut(u32) -> Result<Vec<StateEntry>, E>,
+) -> Result<Vec<StateEntry>, E> {
+    let mut all = Vec::new();
+    loop {
+        let chunk = next(max)?;
+        let done = chunk.len() < max as usize;
+        all.extend(chunk);
+        if done {
+            return Ok(all);
+        }
     }
 }
 
@@ -348,23 +454,73 @@ mod tests {
         );
     }
 
+    fn entries(from: usize, n: usize) -> Vec<super::StateEntry> {
+        (from..from + n)
+            .map(|i| super::StateEntry {
+                step: 1,
+                key: i.to_string().into_bytes(),
+                value: vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn draining_asks_again_until_a_call_returns_fewer_than_asked() {
+        // A guest holding 10 changed keys, handing out at most `max` per call.
+        let mut left = 10;
+        let mut calls = Vec::new();
+        let all = super::drain(4, |max| {
+            calls.push(max);
+            let n = left.min(max as usize);
+            let chunk = entries(10 - left, n);
+            left -= n;
+            Ok::<_, ()>(chunk)
+        })
+        .unwrap();
+        assert_eq!(calls, [4, 4, 4]);
+        assert_eq!(all, entries(0, 10));
+    }
+
+    #[test]
+    fn draining_a_multiple_of_the_chunk_ends_with_an_empty_call() {
+        let mut chunks = vec![entries(4, 0), entries(4, 4), entries(0, 4)];
+        let all = super::drain(4, |_| Ok::<_, ()>(chunks.pop().unwrap())).unwrap();
+        assert_eq!(all, entries(0, 8));
+        assert!(chunks.is_empty());
+    }
+
+    #[test]
+    fn draining_stops_at_the_first_error() {
+        let mut calls = 0;
+        let r = super::drain(4, |_| {
+            calls += 1;
+            if calls == 2 {
+                Err("broken")
+            } else {
+                Ok(entries(0, 4))
+            }
+        });
+        assert_eq!(r, Err("broken"));
+        assert_eq!(calls, 2);
+    }
+
     #[test]
     fn a_component_built_for_another_contract_version_is_refused_naming_both() {
         let old = r#"(component
             (instance $guest)
-            (export "wallaroo:app/guest@0.1.0" (instance $guest)))"#;
+            (export "wallaroo:app/guest@0.2.0" (instance $guest)))"#;
         let Err(e) = super::Runtime::new(
             old.as_bytes(),
             &crate::CompileCache::disabled(),
             super::Limits::default(),
             crate::Sandbox::default(),
         ) else {
-            panic!("a 0.1.0 component was accepted");
+            panic!("a 0.2.0 component was accepted");
         };
         assert_eq!(
             e.to_string(),
             format!(
-                "the component was built for wallaroo:app@0.1.0, this host runs \
+                "the component was built for wallaroo:app@0.2.0, this host runs \
                  wallaroo:app@{}: build it again with this version's `wallaroo build`",
                 super::CONTRACT_VERSION
             )

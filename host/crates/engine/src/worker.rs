@@ -57,12 +57,50 @@ pub(crate) struct Worker {
     /// Past this much linear memory the instance is swapped for a fresh one between batches.
     recycle_at: usize,
     max_memory: usize,
+    /// Most input bytes in one `process` call (a single larger message goes alone).
+    call_bytes: usize,
 }
 
 /// How stale the worker's copy of its keys' state may get before it is refreshed.
 const COPY_EVERY: Duration = Duration::from_millis(50);
 /// Most messages kept for replay before the copy is refreshed regardless of time.
 const COPY_AFTER_MESSAGES: usize = 8192;
+
+/// One `process` call takes at most this share of the memory cap in input bytes, and at
+/// least [`MIN_CALL_BYTES`]. A Python guest on 64 KiB frames of words needs about 14 times a
+/// call's input while the call runs and keeps about 3.5 times it (the outputs buffer, which
+/// componentize-py never frees); 1/256 of the cap keeps one call to a few percent of it.
+const CALL_SHARE_OF_MEMORY: usize = 256;
+const MIN_CALL_BYTES: usize = 64 << 10;
+
+fn call_bytes(max_memory: usize) -> usize {
+    (max_memory / CALL_SHARE_OF_MEMORY).max(MIN_CALL_BYTES)
+}
+
+/// `messages` cut, in order, into runs of at most `max_bytes` of keys and payloads each (a
+/// message larger than that makes a run of its own).
+fn chunks(messages: Vec<Message>, max_bytes: usize) -> Vec<Vec<Message>> {
+    let size = |m: &Message| m.key.len() + m.payload.len() + 8;
+    if messages.iter().map(size).sum::<usize>() <= max_bytes {
+        return vec![messages];
+    }
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    let mut bytes = 0;
+    for m in messages {
+        let n = size(&m);
+        if !run.is_empty() && bytes + n > max_bytes {
+            runs.push(std::mem::take(&mut run));
+            bytes = 0;
+        }
+        bytes += n;
+        run.push(m);
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
 
 /// Outputs of one batch, grouped by where they go.
 struct Outbox {
@@ -120,6 +158,7 @@ impl Worker {
             ahead: VecDeque::new(),
             recycle_at: 0,
             max_memory,
+            call_bytes: call_bytes(max_memory),
         };
         Ok(worker.with_recycle_mark())
     }
@@ -200,7 +239,6 @@ impl Worker {
         let n = messages.len();
         self.process(segment, messages);
         drop(credit);
-        self.recycle_if_grown();
         self.shared.done(from_source, n);
     }
 
@@ -240,7 +278,19 @@ impl Worker {
         }
     }
 
+    /// Runs a batch in calls of at most [`Worker::call_bytes`] of input each. What a call costs
+    /// the guest's memory grows with its input (a Python guest holds several times the batch
+    /// in objects while it runs, and keeps the buffer it returns), so one call may not need
+    /// more than the instance has left; the instance is recycled before a call when it has
+    /// grown past its mark.
     fn process(&mut self, segment: u32, messages: Vec<Message>) {
+        for chunk in chunks(messages, self.call_bytes) {
+            self.recycle_if_grown();
+            self.process_call(segment, chunk);
+        }
+    }
+
+    fn process_call(&mut self, segment: u32, messages: Vec<Message>) {
         let started = Instant::now();
         let result = self.instance.process(segment, &messages);
         self.shared
@@ -288,6 +338,11 @@ impl Worker {
     fn recover_instance(&mut self) {
         self.replace_instance();
         for (segment, messages) in std::mem::take(&mut self.unsaved) {
+            if self.instance.memory_bytes() > self.recycle_at {
+                // The copy taken here holds what the batches replayed so far did.
+                self.save_state();
+                self.recycle_instance();
+            }
             if let Err(e) = self.instance.process(segment, &messages)
                 && e.is_trap()
             {
@@ -307,16 +362,40 @@ impl Worker {
         self.save_state();
     }
 
+    /// Runs each message of a failed batch alone. A message that runs the instance out of
+    /// memory is the instance's fault unless it does so alone in a fresh instance: it gets one
+    /// more try in a fresh one before it is dead-lettered.
     fn retry_one_by_one(&mut self, segment: u32, messages: &[Message]) {
         for m in messages {
             let one = std::slice::from_ref(m);
-            match self.instance.process(segment, one) {
+            let fresh = self.instance.is_fresh();
+            let mut result = self.instance.process(segment, one);
+            if let Err(e) = &result
+                && e.is_out_of_memory()
+                && !fresh
+            {
+                tracing::debug!(
+                    worker = self.id,
+                    "{e}; retrying the message in a fresh instance"
+                );
+                self.recycle_instance();
+                result = self.instance.process(segment, one);
+            }
+            match result {
                 Ok(outputs) => {
                     self.deliver(outputs, one);
                     self.save_state();
                 }
                 Err(GuestError::Refused(error)) => {
                     self.dead_letter(segment, &m.key, &error, &m.payload)
+                }
+                Err(trap) if trap.is_out_of_memory() => {
+                    let error = format!(
+                        "{trap}, with this message alone in a fresh instance (raise \
+                         --max-memory if it needs more)"
+                    );
+                    self.dead_letter(segment, &m.key, &error, &m.payload);
+                    self.replace_instance();
                 }
                 Err(trap) => {
                     self.dead_letter(segment, &m.key, &trap.to_string(), &m.payload);
@@ -459,8 +538,14 @@ impl Worker {
             keys = self.state.len(),
             "recycling the guest instance"
         );
-        self.shared.counters.instances_recycled.inc();
         self.save_state();
+        self.recycle_instance();
+    }
+
+    /// A fresh instance in place of one that is alive but has used up its memory, holding the
+    /// state last copied.
+    fn recycle_instance(&mut self) {
+        self.shared.counters.instances_recycled.inc();
         self.start_instance();
     }
 
@@ -530,4 +615,48 @@ fn restore(instance: &mut Instance, state: &StateMap) -> Result<(), GuestError> 
         })
         .collect();
     instance.restore(&entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload_len: usize) -> Message {
+        Message {
+            key: vec![],
+            payload: vec![b'x'; payload_len],
+        }
+    }
+
+    fn sizes(runs: &[Vec<Message>]) -> Vec<Vec<usize>> {
+        runs.iter()
+            .map(|run| run.iter().map(|m| m.payload.len()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_within_the_bound_is_one_call() {
+        let runs = chunks(vec![message(10), message(20)], 100);
+        assert_eq!(sizes(&runs), [vec![10, 20]]);
+    }
+
+    #[test]
+    fn a_batch_is_cut_in_order_at_the_bound_counting_each_message_table_entry() {
+        // Each message counts its 8 bytes in the batch's table of lengths too.
+        let batch = vec![message(42), message(42), message(42), message(10)];
+        assert_eq!(sizes(&chunks(batch, 100)), [vec![42, 42], vec![42, 10]]);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_bound_goes_alone() {
+        let batch = vec![message(10), message(500), message(10)];
+        assert_eq!(sizes(&chunks(batch, 100)), [vec![10], vec![500], vec![10]]);
+    }
+
+    #[test]
+    fn a_call_takes_a_share_of_the_cap_and_never_less_than_the_minimum() {
+        assert_eq!(call_bytes(64 << 20), 256 << 10);
+        assert_eq!(call_bytes(512 << 20), 2 << 20);
+        assert_eq!(call_bytes(1 << 20), MIN_CALL_BYTES);
+    }
 }
