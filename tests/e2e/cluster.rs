@@ -45,11 +45,18 @@ struct Cluster {
     node_certs: Vec<PathBuf>,
     addrs: Vec<String>,
     offsets: Vec<u16>,
+    /// The nodes' compile cache.
+    cache: PathBuf,
     nodes: Vec<Proc>,
 }
 
 impl Cluster {
     fn new(n: usize) -> Cluster {
+        Cluster::with_cache(n, &scratch().join("cache"))
+    }
+
+    /// A cluster whose nodes cache compiled code in `cache`.
+    fn with_cache(n: usize, cache: &Path) -> Cluster {
         let hosts = Hosts::new(n);
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
@@ -90,6 +97,7 @@ impl Cluster {
             node_certs,
             addrs,
             offsets,
+            cache: cache.to_path_buf(),
             nodes: Vec::new(),
         };
         for i in 0..n {
@@ -122,7 +130,7 @@ impl Cluster {
             .arg("--certs")
             .arg(certs)
             .args(["--source-port-offset", &self.offsets[i].to_string()])
-            .env("WALLAROO_CACHE_DIR", scratch().join("cache"));
+            .env("WALLAROO_CACHE_DIR", &self.cache);
         let node = Proc::spawn(&format!("node {i}"), cmd);
         node.wait_line("node listening on", Duration::from_secs(30));
         node
@@ -516,4 +524,33 @@ fn a_certificate_from_another_ca_can_neither_deploy_nor_join() {
     assert!(err.contains("node 1"), "{err}");
     assert!(err.contains("certificate"), "{err}");
     eprintln!("refused as: {err}");
+}
+
+/// A node told to stop while it compiles the component (seconds, the first time) stops at
+/// once, without waiting for the compile to finish.
+#[test]
+fn a_node_stops_at_once_while_it_compiles() {
+    let wasm = build_app(WORD_COUNT);
+    let cache = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::with_cache(1, cache.path());
+    let mut deploy = Command::new(wallaroo());
+    deploy
+        .args(["deploy", "--nodes"])
+        .arg(&cluster.hosts_file)
+        .arg("--certs")
+        .arg(&cluster.certs)
+        .arg(&wasm)
+        .args(["--in", "127.0.0.1:1024", "--out", "127.0.0.1:9"]);
+    let deploying = Proc::spawn("deploy", deploy);
+    cluster.nodes[0].wait_line("compiling the component", Duration::from_secs(60));
+    cluster.nodes[0].signal(libc::SIGTERM);
+    cluster.nodes[0].wait(Duration::from_secs(30));
+    // Had the node waited for the compile, its native code would be cached now.
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(cached.is_empty(), "{cached:?}\n{}", cluster.logs());
+    drop(deploying);
 }

@@ -11,3 +11,4 @@ mod go;
 mod latency;
 mod metrics;
 mod sandbox;
+mod startup;

@@ -106,10 +106,22 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let o = &args.options;
     let wasm =
         std::fs::read(&args.app).with_context(|| format!("cannot read {}", args.app.display()))?;
+    let app_name = args.app.display().to_string();
     let cache = match (&o.cache_dir, o.no_cache) {
         (_, true) => CompileCache::disabled(),
         (dir, false) => CompileCache::at_or_default(dir.as_deref()),
-    };
+    }
+    .on_compile({
+        let app = app_name.clone();
+        let cached = !o.no_cache;
+        move || {
+            if cached {
+                eprintln!("compiling {app} (first run; cached afterwards)");
+            } else {
+                eprintln!("compiling {app} (--no-cache)");
+            }
+        }
+    });
     let limits = Limits {
         max_memory: o.max_memory << 20,
         call_timeout: Duration::from_millis(o.call_timeout),
@@ -120,10 +132,6 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         allow_network: o.allow_network,
         dirs: o.allow_dir.iter().map(|d| parse_dir_grant(d)).collect(),
     };
-    let started = Instant::now();
-    let (runtime, outcome) = Runtime::new(&wasm, &cache, limits, sandbox)
-        .with_context(|| format!("loading {}", args.app.display()))?;
-    let loaded = started.elapsed();
     let workers = o.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -138,7 +146,31 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         ResilienceArg::ExactlyOnce => Resilience::ExactlyOnce,
     };
     config.checkpoint_interval = Duration::from_millis(o.checkpoint_interval.max(1));
-    let (mut node, recovered) = Node::start(&runtime, config)?;
+
+    // Signals are caught from here on: compiling and recovering take seconds, and a signal
+    // meanwhile must stop the process at once, not after them.
+    let io = crate::io_runtime()?;
+    let mut signals = {
+        let _inside = io.enter();
+        crate::Signals::catch()?
+    };
+    let started = Instant::now();
+    let (runtime, outcome) = io.block_on(signals.unless_stopped(
+        &format!("loading {app_name}"),
+        move || {
+            Runtime::new(&wasm, &cache, limits, sandbox)
+                .with_context(|| format!("loading {app_name}"))
+        },
+    ))??;
+    let loaded = started.elapsed();
+    let (mut node, recovered) = {
+        let runtime = runtime.clone();
+        io.block_on(
+            signals.unless_stopped("recovering from the write-ahead log", move || {
+                Node::start(&runtime, config)
+            }),
+        )??
+    };
     let spec = node.spec().clone();
     eprintln!(
         "{}: {} worker{}, code {} in {} ms",
@@ -193,8 +225,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         batch_size: o.batch_size.max(1),
     };
     let metrics_addr = o.metrics.clone();
-    crate::io_runtime()?.block_on(async move {
-        let mut signals = crate::Signals::catch()?;
+    io.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sources = JoinSet::new();
         for (i, source) in spec.sources.iter().enumerate() {

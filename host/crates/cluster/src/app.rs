@@ -106,7 +106,15 @@ impl AppRun {
             });
         // Compiling a component takes seconds of CPU: off the async threads, which must keep
         // answering the other nodes meanwhile.
-        let cache = CompileCache::at_or_default(ctx.options.cache_dir.as_deref());
+        let deployment = m.deployment.clone();
+        let cache =
+            CompileCache::at_or_default(ctx.options.cache_dir.as_deref()).on_compile(move || {
+                // Seconds with nothing else to show: say why (a cache hit says nothing).
+                eprintln!(
+                    "compiling the component of deployment {deployment} (first run on this \
+                     node; cached afterwards)"
+                );
+            });
         let (runtime, _) = tokio::task::spawn_blocking(move || {
             let wasm = std::fs::read(&wasm_path)
                 .with_context(|| format!("cannot read {}", wasm_path.display()))?;

@@ -12,15 +12,26 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    /// Called just before a component is compiled (the cache misses or is disabled).
+    on_compile: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for CompileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompileCache")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a component's native code came from.
@@ -36,11 +47,28 @@ impl CompileCache {
     pub fn at(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: Some(dir.into()),
+            on_compile: None,
         }
     }
 
     pub fn disabled() -> Self {
-        Self { dir: None }
+        Self {
+            dir: None,
+            on_compile: None,
+        }
+    }
+
+    /// Calls `notice` just before compiling, so a caller can say why the next seconds pass
+    /// with nothing to show (a cache hit, taking a millisecond, calls nothing).
+    pub fn on_compile(mut self, notice: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_compile = Some(Arc::new(notice));
+        self
+    }
+
+    fn compiling(&self) {
+        if let Some(notice) = &self.on_compile {
+            notice();
+        }
     }
 
     /// A cache in `dir` if given, else in [`CompileCache::default_dir`], else none.
@@ -71,6 +99,7 @@ impl CompileCache {
     /// Loads `wasm` as a component, from the cache when it holds native code for it.
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> anyhow::Result<(Component, CacheOutcome)> {
         let Some(dir) = &self.dir else {
+            self.compiling();
             return Ok((
                 Component::new(engine, wasm).map_err(crate::host_error)?,
                 CacheOutcome::Disabled,
@@ -90,6 +119,7 @@ impl CompileCache {
                 ),
             }
         }
+        self.compiling();
         let component = Component::new(engine, wasm).map_err(crate::host_error)?;
         if let Err(e) = store(&entry, &component.serialize().map_err(crate::host_error)?) {
             tracing::warn!(path = %entry.display(), error = %e, "cannot write compile cache entry");
