@@ -8,6 +8,7 @@ use std::time::Duration;
 use wallaroo_tests::*;
 
 const WORD_COUNT: &str = "componentize-py-examples/word_count/word_count.py";
+const GO_PACKAGE: &str = "guest-sdks/go/examples/word_count";
 
 fn run(name: &str, wasm: &Path, dir: &Path, sink: &str) -> Proc {
     let mut cmd = Command::new(wallaroo());
@@ -68,4 +69,38 @@ fn a_signal_while_compiling_stops_at_once_and_the_next_run_compiles_again() {
     let said = third.stderr();
     assert!(said.contains("loaded from cache"), "{said}");
     assert!(!said.contains("compiling"), "{said}");
+}
+
+fn run_fails(app: &Path) -> String {
+    let out = Command::new(wallaroo())
+        .arg("run")
+        .arg(app)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("expected '('"), "{err}");
+    err
+}
+
+#[test]
+fn running_python_source_says_it_is_not_a_component_and_how_to_build_one() {
+    let app = root().join(WORD_COUNT);
+    let err = run_fails(&app);
+    assert!(err.contains("is Python source, not a component"), "{err}");
+    assert!(
+        err.contains(&format!("wallaroo build {} -o app.wasm", app.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn running_a_go_package_directory_says_how_to_build_it() {
+    let dir = root().join(GO_PACKAGE);
+    let err = run_fails(&dir);
+    assert!(err.contains("is a directory, not a component"), "{err}");
+    assert!(
+        err.contains(&format!("wallaroo build {} -o app.wasm", dir.display())),
+        "{err}"
+    );
 }

@@ -3,7 +3,7 @@
 //! Everything after APP.wasm goes to the application's `application_setup(args)`, as Wallaroo
 //! passed its command line; the host's own options may stand before or after APP.wasm.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -104,8 +104,7 @@ enum SinkFraming {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let o = &args.options;
-    let wasm =
-        std::fs::read(&args.app).with_context(|| format!("cannot read {}", args.app.display()))?;
+    let wasm = read_component(&args.app)?;
     let app_name = args.app.display().to_string();
     let cache = match (&o.cache_dir, o.no_cache) {
         (_, true) => CompileCache::disabled(),
@@ -330,6 +329,62 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     })
 }
 
+/// The bytes of the component at `path`, or what `path` is instead and how to make a
+/// component of it (wasmtime would try a Python file as WebAssembly text: "expected '('").
+fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let shown = path.display();
+    if path.is_dir() {
+        anyhow::bail!(
+            "{shown} is a directory, not a component; if it is a Go main package, {}",
+            build_first(&shown.to_string())
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {shown}"))?;
+    if let Some(why) = not_a_component(path, &bytes) {
+        anyhow::bail!("{shown} is {why}");
+    }
+    Ok(bytes)
+}
+
+/// What the file at `path` holding `bytes` is, if it is not a WebAssembly component.
+fn not_a_component(path: &Path, bytes: &[u8]) -> Option<String> {
+    // A binary module or component: b"\0asm", then a version; 1 is a core module.
+    if let Some(version) = bytes.strip_prefix(b"\0asm") {
+        return (version.get(..4) == Some(&[1, 0, 0, 0])).then(|| {
+            "a core WebAssembly module, not a component of the wallaroo:app world: build the \
+             application with `wallaroo build` (APP.py or a Go main package)"
+                .to_string()
+        });
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    Some(match ext {
+        "py" => format!(
+            "Python source, not a component; {}",
+            build_first(&path.display().to_string())
+        ),
+        "go" => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            format!(
+                "Go source, not a component; {}",
+                build_first(&dir.display().to_string())
+            )
+        }
+        _ => "not a WebAssembly component (it does not start with \\0asm); build the \
+              application with `wallaroo build APP.py -o app.wasm` (or a Go main package)"
+            .to_string(),
+    })
+}
+
+/// How to make a component of the application whose source is at `source`.
+fn build_first(source: &str) -> String {
+    format!(
+        "build it first with `wallaroo build {source} -o app.wasm`, then `wallaroo run app.wasm`"
+    )
+}
+
 fn parse_dir_grant(grant: &str) -> (PathBuf, String) {
     match grant.split_once(':') {
         Some((host, guest)) => (PathBuf::from(host), guest.to_string()),
@@ -434,6 +489,29 @@ mod tests {
         };
         assert_eq!(args.options.workers, Some(2));
         assert_eq!(args.app_args, argv("--workers 2 --in h:1"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_component_says_what_it_is_and_how_to_build_one() {
+        let python = not_a_component(Path::new("app.py"), b"import wallaroo\n").unwrap();
+        assert!(
+            python.starts_with("Python source, not a component"),
+            "{python}"
+        );
+        assert!(
+            python.contains("wallaroo build app.py -o app.wasm"),
+            "{python}"
+        );
+        let go = not_a_component(Path::new("cmd/app/main.go"), b"package main\n").unwrap();
+        assert!(go.contains("wallaroo build cmd/app -o app.wasm"), "{go}");
+        let core = not_a_component(Path::new("m.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        assert!(core.contains("core WebAssembly module"), "{core}");
+        let other = not_a_component(Path::new("app.txt"), b"hello").unwrap();
+        assert!(other.contains("not a WebAssembly component"), "{other}");
+        assert_eq!(
+            not_a_component(Path::new("app.wasm"), b"\0asm\x0d\0\x01\0"),
+            None
+        );
     }
 
     #[test]
