@@ -554,3 +554,26 @@ fn a_node_stops_at_once_while_it_compiles() {
     assert!(cached.is_empty(), "{cached:?}\n{}", cluster.logs());
     drop(deploying);
 }
+
+/// A node restarted with another cluster's certificate retries joining every 200 ms; the
+/// coordinator logs the refusal once, not once per retry.
+#[test]
+fn a_node_refused_again_and_again_is_logged_once() {
+    let wasm = build_app(WORD_COUNT);
+    let mut cluster = Cluster::new(2);
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    cluster.deploy(&wasm, &receiver.addr, &[]);
+    let other = cluster.dir.path().join("other-ca");
+    cert_init(&other);
+    cluster.nodes[1].signal(libc::SIGKILL);
+    cluster.nodes[1].wait(Duration::from_secs(10));
+    cluster.nodes[1] = cluster.start_node(1, &other);
+    cluster.nodes[1].wait_line("cannot join the coordinator", Duration::from_secs(30));
+    cluster.nodes[0].wait_line("refused a connection from", Duration::from_secs(30));
+    // Some fifteen retries.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = cluster.nodes[0].stderr();
+    let refusals: Vec<_> = log.lines().filter(|l| l.contains("refused")).collect();
+    assert_eq!(refusals.len(), 1, "{}", cluster.logs());
+    assert!(refusals[0].contains("certificate"), "{}", refusals[0]);
+}
