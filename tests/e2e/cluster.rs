@@ -577,3 +577,71 @@ fn a_node_refused_again_and_again_is_logged_once() {
     assert_eq!(refusals.len(), 1, "{}", cluster.logs());
     assert!(refusals[0].contains("certificate"), "{}", refusals[0]);
 }
+
+/// Node 1 is killed while data flows between the nodes and stays away: the coordinator names
+/// node 1, whichever node notices first (the coordinator's control stream to node 1 times out,
+/// or another node's data stream to it breaks and that node leaves and joins again), and
+/// `wallaroo status` says what the cluster waits for, since when, and from which checkpoint
+/// it will resume.
+#[test]
+fn a_lost_node_is_named_and_status_says_what_the_cluster_waits_for() {
+    let mut cluster = Cluster::new(3);
+    let work = Workload::deploy(&cluster, 3000, &mut seeded("lost node"));
+    let _senders = work.senders();
+    let receiver = &work.receiver;
+    wait_until(Duration::from_secs(120), || {
+        (receiver.text().lines().count() as u64 >= work.words / 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("output stalled\n{}", cluster.logs()));
+    cluster.nodes[1].signal(libc::SIGKILL);
+    cluster.nodes[1].wait(Duration::from_secs(10));
+    cluster.nodes[0].wait_line("waiting for node 1", Duration::from_secs(60));
+
+    let log = cluster.nodes[0].stderr();
+    let lost: Vec<_> = log.lines().filter(|l| l.contains(" lost")).collect();
+    assert!(!lost.is_empty(), "{}", cluster.logs());
+    for line in &lost {
+        assert!(
+            line.contains(&format!("node 1 ({}) lost", cluster.addrs[1])),
+            "{line}\n{}",
+            cluster.logs()
+        );
+        assert!(!line.contains("restarted"), "{line}");
+    }
+
+    let status = cluster.command(&["status"]);
+    let report = String::from_utf8_lossy(&status.stdout).into_owned();
+    let line = report
+        .lines()
+        .find(|l| l.contains("cluster recovering for"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        line.contains(&format!(
+            "waiting for node 1 ({}) to join",
+            cluster.addrs[1]
+        )),
+        "{report}"
+    );
+    assert!(line.contains("(node 1 lost: "), "{report}");
+    // It resumes from the checkpoint the cluster committed last, which every node that is
+    // left reports as its last, with the generation it ran.
+    let from: u64 = line
+        .split("from checkpoint ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(from > 0, "{report}");
+    assert!(
+        report.contains("node 2  ") && report.contains("recovering  Word Count Application"),
+        "{report}"
+    );
+    let last: Vec<u64> = report
+        .lines()
+        .filter_map(|l| l.split("last checkpoint ").nth(1))
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    assert_eq!(last.len(), 2, "{report}");
+    assert!(last.iter().all(|&n| n >= from), "{report}");
+    eprintln!("{report}");
+}
