@@ -193,8 +193,7 @@ impl AppRun {
             let Some(rx) = rx else { continue };
             links.spawn(feed_peer(
                 ctx.clone(),
-                n,
-                m.nodes[n].clone(),
+                (n, m.nodes[n].clone()),
                 me as u16,
                 generation,
                 rx,
@@ -368,12 +367,12 @@ impl AppRun {
     }
 }
 
-/// Writes this node's routed batches for node `addr` to a data stream, in order. If the link
-/// breaks, batches may be lost in it: `trouble` tells the node to have the cluster roll back.
+/// Writes this node's routed batches for node `to` (at `addr`) to a data stream, in order. If
+/// the link breaks, batches may be lost in it: `trouble` tells the node to have the cluster
+/// roll back, and which link broke.
 async fn feed_peer(
     ctx: Arc<Context>,
-    to: usize,
-    addr: String,
+    (to, addr): (usize, String),
     from: u16,
     generation: u64,
     queue: flume::Receiver<RoutedBatch>,
