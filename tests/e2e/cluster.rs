@@ -433,6 +433,15 @@ fn kill_and_restart(victim: usize, when: Kill) {
             cluster.logs()
         );
     }
+    if victim != 0 {
+        // Whichever node noticed first (the coordinator, or a node whose data stream to the
+        // victim broke), the node named lost is the victim.
+        let log = cluster.nodes[0].stderr();
+        let named = format!("node {victim} ({}) lost", cluster.addrs[victim]);
+        for line in log.lines().filter(|l| l.contains(" lost")) {
+            assert!(line.contains(&named), "{line}\n{}", cluster.logs());
+        }
+    }
     // The coordinator (the restarted one, if it was the victim) started a later generation
     // from a checkpoint.
     assert!(

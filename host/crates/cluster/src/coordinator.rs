@@ -500,13 +500,8 @@ impl Coordinator {
     async fn stop(&mut self) -> bool {
         let answer = match self.drain_and_stop().await {
             Err(Lost(i, why)) => {
-                eprintln!(
-                    "node {i} lost while stopping ({why}): rolling the cluster back to \
-                     checkpoint {}; the stop follows once it runs again",
-                    self.record.committed
-                );
-                self.last_loss = format!("node {i} lost while stopping: {why}");
-                self.members[i] = None;
+                self.lost(i, &why, " while stopping");
+                eprintln!("the stop follows once it runs again");
                 return false;
             }
             Ok(Ok(totals)) => {
