@@ -4,7 +4,8 @@
 //! a millisecond. The cache key is the SHA-256 of the component's bytes plus the engine's
 //! compatibility hash (wasmtime version and every setting that changes generated code), so a new
 //! host build or configuration never loads stale code. Entries are written to a temporary file
-//! and renamed into place, so a crash never leaves a half-written entry under a valid name.
+//! and renamed into place, so a crash never leaves a half-written entry under a valid name; a
+//! temporary file a killed process left is removed when that entry is written next.
 //!
 //! The version of the `wallaroo:app` contract is deliberately not part of the key: an entry is
 //! native code for exactly these component bytes, whichever contract they were built for, and a
@@ -136,11 +137,79 @@ fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
     format!("{hex}-{:016x}", compat.finish())
 }
 
+/// How old a temporary file in the cache must be before it counts as left by a process that
+/// died while writing it (another process may be writing its own right now).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Temporary files are named after the entry they become: `.KEY.cwasm.XXXXXX.tmp`.
 fn store(entry: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = entry.parent().context("cache entry has no directory")?;
+    let name = entry
+        .file_name()
+        .context("cache entry has no name")?
+        .to_string_lossy();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    remove_stale(dir, &name);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
     std::fs::write(tmp.path(), bytes)?;
     tmp.persist(entry)?;
     Ok(())
+}
+
+/// Removes temporary files for entry `name` that a process killed while writing them left
+/// behind (a signal during start-up exits without waiting for the write).
+fn remove_stale(dir: &Path, name: &str) {
+    let Ok(files) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for file in files.flatten() {
+        let stale = file
+            .file_name()
+            .to_str()
+            .is_some_and(|f| f.starts_with(&prefix) && f.ends_with(".tmp"))
+            && file
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_AFTER));
+        if stale {
+            let _ = std::fs::remove_file(file.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temporary_file_left_by_a_killed_writer_is_removed_and_a_fresh_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("abc-1.cwasm");
+        let old = dir.path().join(".abc-1.cwasm.OLD123.tmp");
+        let fresh = dir.path().join(".abc-1.cwasm.NEW456.tmp");
+        let other = dir.path().join(".def-2.cwasm.OLD789.tmp");
+        for f in [&old, &fresh, &other] {
+            std::fs::write(f, b"half").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - STALE_AFTER * 2;
+        for f in [&old, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        store(&entry, b"native code").unwrap();
+        assert_eq!(std::fs::read(&entry).unwrap(), b"native code");
+        assert!(!old.exists());
+        // Another process may still be writing it.
+        assert!(fresh.exists());
+        // Another entry's leftovers wait for that entry's next write.
+        assert!(other.exists());
+    }
 }
