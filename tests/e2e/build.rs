@@ -69,3 +69,47 @@ fn python_2_syntax_is_named_as_such() {
         "{err}"
     );
 }
+
+/// A package like numpy: its `__init__` imports a compiled extension and, when that fails,
+/// raises an ImportError of its own about the Python version.
+#[test]
+fn a_native_extension_module_is_named_and_what_works_instead_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("fastnum").join("_core");
+    std::fs::create_dir_all(&core).unwrap();
+    std::fs::write(
+        dir.path().join("fastnum/__init__.py"),
+        "try:\n    from ._core import _umath  # noqa: F401\nexcept ImportError as exc:\n    \
+         raise ImportError('the fastnum C-extensions failed: cpython-311-x86_64') from exc\n",
+    )
+    .unwrap();
+    std::fs::write(core.join("__init__.py"), "").unwrap();
+    std::fs::write(
+        core.join("_umath.cpython-311-x86_64-linux-gnu.so"),
+        b"\x7fELF",
+    )
+    .unwrap();
+    let app = dir.path().join("app.py");
+    std::fs::copy(
+        root().join("componentize-py-examples/word_count/word_count.py"),
+        &app,
+    )
+    .unwrap();
+    let source = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("import fastnum  # noqa: F401\n{source}")).unwrap();
+    let out = Command::new(wallaroo())
+        .arg("build")
+        .arg(&app)
+        .arg("-o")
+        .arg(dir.path().join("app.wasm"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("package 'fastnum'"), "{err}");
+    assert!(err.contains("native extension modules"), "{err}");
+    assert!(err.contains("fastnum._core._umath"), "{err}");
+    assert!(err.contains("Pure-Python packages are bundled"), "{err}");
+    // Python's own error follows, for the record.
+    assert!(err.contains("cpython-311-x86_64"), "{err}");
+}

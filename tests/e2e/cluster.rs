@@ -45,11 +45,18 @@ struct Cluster {
     node_certs: Vec<PathBuf>,
     addrs: Vec<String>,
     offsets: Vec<u16>,
+    /// The nodes' compile cache.
+    cache: PathBuf,
     nodes: Vec<Proc>,
 }
 
 impl Cluster {
     fn new(n: usize) -> Cluster {
+        Cluster::with_cache(n, &scratch().join("cache"))
+    }
+
+    /// A cluster whose nodes cache compiled code in `cache`.
+    fn with_cache(n: usize, cache: &Path) -> Cluster {
         let hosts = Hosts::new(n);
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
@@ -90,6 +97,7 @@ impl Cluster {
             node_certs,
             addrs,
             offsets,
+            cache: cache.to_path_buf(),
             nodes: Vec::new(),
         };
         for i in 0..n {
@@ -122,7 +130,7 @@ impl Cluster {
             .arg("--certs")
             .arg(certs)
             .args(["--source-port-offset", &self.offsets[i].to_string()])
-            .env("WALLAROO_CACHE_DIR", scratch().join("cache"));
+            .env("WALLAROO_CACHE_DIR", &self.cache);
         let node = Proc::spawn(&format!("node {i}"), cmd);
         node.wait_line("node listening on", Duration::from_secs(30));
         node
@@ -467,6 +475,15 @@ fn kill_and_restart(victim: usize, when: Kill) {
             cluster.logs()
         );
     }
+    if victim != 0 {
+        // Whichever node noticed first (the coordinator, or a node whose data stream to the
+        // victim broke), the node named lost is the victim.
+        let log = cluster.nodes[0].stderr();
+        let named = format!("node {victim} ({}) lost", cluster.addrs[victim]);
+        for line in log.lines().filter(|l| l.contains(" lost")) {
+            assert!(line.contains(&named), "{line}\n{}", cluster.logs());
+        }
+    }
     // The coordinator (the restarted one, if it was the victim) started a later generation
     // from a checkpoint.
     assert!(
@@ -558,4 +575,124 @@ fn a_certificate_from_another_ca_can_neither_deploy_nor_join() {
     assert!(err.contains("node 1"), "{err}");
     assert!(err.contains("certificate"), "{err}");
     eprintln!("refused as: {err}");
+}
+
+/// A node told to stop while it compiles the component (seconds, the first time) stops at
+/// once, without waiting for the compile to finish.
+#[test]
+fn a_node_stops_at_once_while_it_compiles() {
+    let wasm = build_app(WORD_COUNT);
+    let cache = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::with_cache(1, cache.path());
+    let mut deploy = Command::new(wallaroo());
+    deploy
+        .args(["deploy", "--nodes"])
+        .arg(&cluster.hosts_file)
+        .arg("--certs")
+        .arg(&cluster.certs)
+        .arg(&wasm)
+        .args(["--in", "127.0.0.1:1024", "--out", "127.0.0.1:9"]);
+    let deploying = Proc::spawn("deploy", deploy);
+    cluster.nodes[0].wait_line("compiling the component", Duration::from_secs(60));
+    cluster.nodes[0].signal(libc::SIGTERM);
+    cluster.nodes[0].wait(Duration::from_secs(30));
+    // Had the node waited for the compile, its native code would be cached now.
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(cached.is_empty(), "{cached:?}\n{}", cluster.logs());
+    drop(deploying);
+}
+
+/// A node restarted with another cluster's certificate retries joining every 200 ms; the
+/// coordinator logs the refusal once, not once per retry.
+#[test]
+fn a_node_refused_again_and_again_is_logged_once() {
+    let wasm = build_app(WORD_COUNT);
+    let mut cluster = Cluster::new(2);
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    cluster.deploy(&wasm, &receiver.addr, &[]);
+    let other = cluster.dir.path().join("other-ca");
+    cert_init(&other);
+    cluster.nodes[1].signal(libc::SIGKILL);
+    cluster.nodes[1].wait(Duration::from_secs(10));
+    cluster.nodes[1] = cluster.start_node(1, &other);
+    cluster.nodes[1].wait_line("cannot join the coordinator", Duration::from_secs(30));
+    cluster.nodes[0].wait_line("refused a connection from", Duration::from_secs(30));
+    // Some fifteen retries.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = cluster.nodes[0].stderr();
+    let refusals: Vec<_> = log.lines().filter(|l| l.contains("refused")).collect();
+    assert_eq!(refusals.len(), 1, "{}", cluster.logs());
+    assert!(refusals[0].contains("certificate"), "{}", refusals[0]);
+}
+
+/// Node 1 is killed while data flows between the nodes and stays away: the coordinator names
+/// node 1, whichever node notices first (the coordinator's control stream to node 1 times out,
+/// or another node's data stream to it breaks and that node leaves and joins again), and
+/// `wallaroo status` says what the cluster waits for, since when, and from which checkpoint
+/// it will resume.
+#[test]
+fn a_lost_node_is_named_and_status_says_what_the_cluster_waits_for() {
+    let mut cluster = Cluster::new(3);
+    let work = Workload::deploy(&cluster, 3000, &mut seeded("lost node"));
+    let _senders = work.senders();
+    let receiver = &work.receiver;
+    wait_until(Duration::from_secs(120), || {
+        (receiver.text().lines().count() as u64 >= work.words / 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("output stalled\n{}", cluster.logs()));
+    cluster.nodes[1].signal(libc::SIGKILL);
+    cluster.nodes[1].wait(Duration::from_secs(10));
+    cluster.nodes[0].wait_line("waiting for node 1", Duration::from_secs(60));
+
+    let log = cluster.nodes[0].stderr();
+    let lost: Vec<_> = log.lines().filter(|l| l.contains(" lost")).collect();
+    assert!(!lost.is_empty(), "{}", cluster.logs());
+    for line in &lost {
+        assert!(
+            line.contains(&format!("node 1 ({}) lost", cluster.addrs[1])),
+            "{line}\n{}",
+            cluster.logs()
+        );
+        assert!(!line.contains("restarted"), "{line}");
+    }
+
+    let status = cluster.command(&["status"]);
+    let report = String::from_utf8_lossy(&status.stdout).into_owned();
+    let line = report
+        .lines()
+        .find(|l| l.contains("cluster recovering for"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        line.contains(&format!(
+            "waiting for node 1 ({}) to join",
+            cluster.addrs[1]
+        )),
+        "{report}"
+    );
+    assert!(line.contains("(node 1 lost: "), "{report}");
+    // It resumes from the checkpoint the cluster committed last, which every node that is
+    // left reports as its last, with the generation it ran.
+    let from: u64 = line
+        .split("from checkpoint ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(from > 0, "{report}");
+    assert!(
+        report.contains("node 2  ") && report.contains("recovering  Word Count Application"),
+        "{report}"
+    );
+    let last: Vec<u64> = report
+        .lines()
+        .filter_map(|l| l.split("last checkpoint ").nth(1))
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    assert_eq!(last.len(), 2, "{report}");
+    assert!(last.iter().all(|&n| n >= from), "{report}");
+    eprintln!("{report}");
 }

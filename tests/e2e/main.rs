@@ -12,4 +12,5 @@ mod latency;
 mod metrics;
 mod sandbox;
 mod send;
+mod startup;
 mod state;

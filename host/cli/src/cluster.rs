@@ -96,10 +96,19 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir,
         discard_corrupt_log: args.discard_corrupt_log,
     };
-    crate::io_runtime()?.block_on(async move {
+    let io = crate::io_runtime()?;
+    let result = io.block_on(async move {
         let mut signals = crate::Signals::catch()?;
-        wallaroo_cluster::run_node(options, async move { signals.next().await }).await
-    })
+        wallaroo_cluster::run_node(options, async move {
+            signals.next().await;
+        })
+        .await
+    });
+    // Blocking work still under way (compiling a component takes seconds) is not waited for
+    // past a moment: it is cut short as a crash would cut it, which the compile cache and the
+    // log are made to survive.
+    io.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {

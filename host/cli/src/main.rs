@@ -107,11 +107,38 @@ impl Signals {
         })
     }
 
-    /// Resolves at the next SIGINT or SIGTERM.
-    async fn next(&mut self) {
+    /// Resolves at the next SIGINT or SIGTERM, with the exit status a process stopped by it
+    /// conventionally has (128 + the signal's number: 130, 143).
+    async fn next(&mut self) -> i32 {
         tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => 128 + libc_signal::SIGINT,
+            _ = self.terminate.recv() => 128 + libc_signal::SIGTERM,
         }
     }
+
+    /// Runs `work` (blocking: compiling a component, replaying a log) off the async threads;
+    /// a signal meanwhile ends the process at once, saying what was cut short. The work
+    /// cannot be cancelled halfway, and what it writes is made to survive a crash (the compile
+    /// cache renames finished entries into place, the log is replayed), so nothing is lost by
+    /// not waiting for it.
+    async fn unless_stopped<T: Send + 'static>(
+        &mut self,
+        what: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let work = tokio::task::spawn_blocking(work);
+        tokio::select! {
+            done = work => Ok(done?),
+            code = self.next() => {
+                eprintln!("stopped while {what}");
+                std::process::exit(code);
+            }
+        }
+    }
+}
+
+/// The numbers of the signals `wallaroo` stops on (the same on every Unix it runs on).
+mod libc_signal {
+    pub const SIGINT: i32 = 2;
+    pub const SIGTERM: i32 = 15;
 }

@@ -3,7 +3,7 @@
 //! Everything after APP.wasm goes to the application's `application_setup(args)`, as Wallaroo
 //! passed its command line; the host's own options may stand before or after APP.wasm.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -114,12 +114,23 @@ enum SinkFraming {
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let o = &args.options;
-    let wasm =
-        std::fs::read(&args.app).with_context(|| format!("cannot read {}", args.app.display()))?;
+    let wasm = read_component(&args.app)?;
+    let app_name = args.app.display().to_string();
     let cache = match (&o.cache_dir, o.no_cache) {
         (_, true) => CompileCache::disabled(),
         (dir, false) => CompileCache::at_or_default(dir.as_deref()),
-    };
+    }
+    .on_compile({
+        let app = app_name.clone();
+        let cached = !o.no_cache;
+        move || {
+            if cached {
+                eprintln!("compiling {app} (first run; cached afterwards)");
+            } else {
+                eprintln!("compiling {app} (--no-cache)");
+            }
+        }
+    });
     let limits = Limits {
         max_memory: o.max_memory << 20,
         call_timeout: Duration::from_millis(o.call_timeout),
@@ -130,10 +141,6 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         allow_network: o.allow_network,
         dirs: o.allow_dir.iter().map(|d| parse_dir_grant(d)).collect(),
     };
-    let started = Instant::now();
-    let (runtime, outcome) = Runtime::new(&wasm, &cache, limits, sandbox)
-        .with_context(|| format!("loading {}", args.app.display()))?;
-    let loaded = started.elapsed();
     let workers = o.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -150,7 +157,31 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     };
     config.checkpoint_interval = Duration::from_millis(o.checkpoint_interval.max(1));
     config.discard_corrupt_log = o.discard_corrupt_log;
-    let (mut node, recovered) = Node::start(&runtime, config)?;
+
+    // Signals are caught from here on: compiling and recovering take seconds, and a signal
+    // meanwhile must stop the process at once, not after them.
+    let io = crate::io_runtime()?;
+    let mut signals = {
+        let _inside = io.enter();
+        crate::Signals::catch()?
+    };
+    let started = Instant::now();
+    let (runtime, outcome) = io.block_on(signals.unless_stopped(
+        &format!("loading {app_name}"),
+        move || {
+            Runtime::new(&wasm, &cache, limits, sandbox)
+                .with_context(|| format!("loading {app_name}"))
+        },
+    ))??;
+    let loaded = started.elapsed();
+    let (mut node, recovered) = {
+        let runtime = runtime.clone();
+        io.block_on(
+            signals.unless_stopped("recovering from the write-ahead log", move || {
+                Node::start(&runtime, config)
+            }),
+        )??
+    };
     if let Some(c) = &recovered.discarded {
         eprintln!("{}", c.dropped());
     }
@@ -208,8 +239,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         batch_size: o.batch_size.max(1),
     };
     let metrics_addr = o.metrics.clone();
-    crate::io_runtime()?.block_on(async move {
-        let mut signals = crate::Signals::catch()?;
+    io.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sources = JoinSet::new();
         for (i, source) in spec.sources.iter().enumerate() {
@@ -320,6 +350,62 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     })
 }
 
+/// The bytes of the component at `path`, or what `path` is instead and how to make a
+/// component of it (wasmtime would try a Python file as WebAssembly text: "expected '('").
+fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let shown = path.display();
+    if path.is_dir() {
+        anyhow::bail!(
+            "{shown} is a directory, not a component; if it is a Go main package, {}",
+            build_first(&shown.to_string())
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {shown}"))?;
+    if let Some(why) = not_a_component(path, &bytes) {
+        anyhow::bail!("{shown} is {why}");
+    }
+    Ok(bytes)
+}
+
+/// What the file at `path` holding `bytes` is, if it is not a WebAssembly component.
+fn not_a_component(path: &Path, bytes: &[u8]) -> Option<String> {
+    // A binary module or component: b"\0asm", then a version; 1 is a core module.
+    if let Some(version) = bytes.strip_prefix(b"\0asm") {
+        return (version.get(..4) == Some(&[1, 0, 0, 0])).then(|| {
+            "a core WebAssembly module, not a component of the wallaroo:app world: build the \
+             application with `wallaroo build` (APP.py or a Go main package)"
+                .to_string()
+        });
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    Some(match ext {
+        "py" => format!(
+            "Python source, not a component; {}",
+            build_first(&path.display().to_string())
+        ),
+        "go" => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            format!(
+                "Go source, not a component; {}",
+                build_first(&dir.display().to_string())
+            )
+        }
+        _ => "not a WebAssembly component (it does not start with \\0asm); build the \
+              application with `wallaroo build APP.py -o app.wasm` (or a Go main package)"
+            .to_string(),
+    })
+}
+
+/// How to make a component of the application whose source is at `source`.
+fn build_first(source: &str) -> String {
+    format!(
+        "build it first with `wallaroo build {source} -o app.wasm`, then `wallaroo run app.wasm`"
+    )
+}
+
 fn parse_dir_grant(grant: &str) -> (PathBuf, String) {
     match grant.split_once(':') {
         Some((host, guest)) => (PathBuf::from(host), guest.to_string()),
@@ -424,6 +510,29 @@ mod tests {
         };
         assert_eq!(args.options.workers, Some(2));
         assert_eq!(args.app_args, argv("--workers 2 --in h:1"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_component_says_what_it_is_and_how_to_build_one() {
+        let python = not_a_component(Path::new("app.py"), b"import wallaroo\n").unwrap();
+        assert!(
+            python.starts_with("Python source, not a component"),
+            "{python}"
+        );
+        assert!(
+            python.contains("wallaroo build app.py -o app.wasm"),
+            "{python}"
+        );
+        let go = not_a_component(Path::new("cmd/app/main.go"), b"package main\n").unwrap();
+        assert!(go.contains("wallaroo build cmd/app -o app.wasm"), "{go}");
+        let core = not_a_component(Path::new("m.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        assert!(core.contains("core WebAssembly module"), "{core}");
+        let other = not_a_component(Path::new("app.txt"), b"hello").unwrap();
+        assert!(other.contains("not a WebAssembly component"), "{other}");
+        assert_eq!(
+            not_a_component(Path::new("app.wasm"), b"\0asm\x0d\0\x01\0"),
+            None
+        );
     }
 
     #[test]

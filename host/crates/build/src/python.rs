@@ -93,7 +93,10 @@ pub fn build_python(build: &PythonBuild) -> Result<BuildReport, BuildError> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let error = python_error(&stderr, &search);
-        return Err(BuildError::Application(with_python2_hint(error)));
+        return Err(BuildError::Application(match native_extensions(&error) {
+            Some(why) => format!("{why}\n\nPython's error:\n{error}"),
+            None => with_python2_hint(error),
+        }));
     }
     let bytes = std::fs::metadata(&build.output)
         .with_context(|| format!("componentize-py wrote no {}", build.output.display()))?
@@ -166,9 +169,190 @@ fn with_python2_hint(error: String) -> String {
     )
 }
 
+/// File name endings of native extension modules (CPython loads them as machine code).
+const NATIVE_SUFFIXES: &[&str] = &[".so", ".pyd", ".dylib"];
+
+/// If the failed import in `traceback` went through a package that holds native extension
+/// modules (numpy's `_multiarray_umath.cpython-311-x86_64-linux-gnu.so`), says so: the
+/// package's own ImportError then only puzzles (it blames the Python version or the setup).
+fn native_extensions(traceback: &str) -> Option<String> {
+    if let Some(found) = missing_native_module(traceback) {
+        return Some(found);
+    }
+    let mut seen = Vec::new();
+    for line in traceback.lines() {
+        let Some(file) = line
+            .trim_start()
+            .strip_prefix("File \"")
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let Some(package) = package_root(Path::new(file)) else {
+            continue;
+        };
+        if seen.contains(&package) {
+            continue;
+        }
+        let mut native = Vec::new();
+        find_native(&package, &mut native, 0);
+        seen.push(package.clone());
+        let Some(first) = native.first() else {
+            continue;
+        };
+        let name = package.file_name()?.to_string_lossy().into_owned();
+        let base = package.parent().unwrap_or(&package);
+        let module = |f: &Path| {
+            let rel = f.strip_prefix(base).unwrap_or(f);
+            let mut parts: Vec<String> = rel
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            if let Some(last) = parts.last_mut() {
+                // _multiarray_umath.cpython-311-x86_64-linux-gnu.so -> _multiarray_umath
+                *last = last.split('.').next().unwrap_or_default().to_string();
+            }
+            parts.join(".")
+        };
+        let more = match native.len() {
+            1 => String::new(),
+            n => format!(", and {} more", n - 1),
+        };
+        return Some(format!(
+            "package '{name}' ({}) holds native extension modules, e.g. {} ({}){more}: machine \
+             code built for this computer's Python, which cannot go into a WebAssembly \
+             component. Pure-Python packages are bundled (from the application's directory or \
+             a --path DIR); use a pure-Python alternative to '{name}', or do this work outside \
+             the application (before its source or after its sink).",
+            package.display(),
+            module(first),
+            first.strip_prefix(base).unwrap_or(first).display(),
+        ));
+    }
+    None
+}
+
+/// `No module named 'fastmod'` where a frame's directory holds `fastmod.cpython-*.so`: a
+/// native module on its own, which the component's Python does not even see.
+fn missing_native_module(traceback: &str) -> Option<String> {
+    let (_, rest) = traceback.rsplit_once("No module named '")?;
+    let name = rest.split('\'').next()?.split('.').next()?;
+    let dirs = traceback.lines().filter_map(|line| {
+        let file = line
+            .trim_start()
+            .strip_prefix("File \"")?
+            .split('"')
+            .next()?;
+        Path::new(file).parent().map(Path::to_path_buf)
+    });
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.split('.').next() == Some(name)
+                && NATIVE_SUFFIXES.iter().any(|s| file.ends_with(s))
+            {
+                return Some(format!(
+                    "module '{name}' is a native extension module ({}): machine code built for \
+                     this computer's Python, which cannot go into a WebAssembly component. \
+                     Pure-Python modules and packages are bundled (from the application's \
+                     directory or a --path DIR); use a pure-Python alternative, or do this work \
+                     outside the application (before its source or after its sink).",
+                    dir.join(&file).display()
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The directory of the top-level package that `file` belongs to, if it is in a package.
+fn package_root(file: &Path) -> Option<PathBuf> {
+    let mut dir = file.parent()?;
+    if !dir.join("__init__.py").is_file() {
+        return None;
+    }
+    while let Some(parent) = dir.parent() {
+        if !parent.join("__init__.py").is_file() {
+            break;
+        }
+        dir = parent;
+    }
+    Some(dir.to_path_buf())
+}
+
+/// Native extension modules under `dir`, sorted (a few levels deep; numpy's are at two).
+fn find_native(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            if depth < 4 {
+                find_native(&path, out, depth + 1);
+            }
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| NATIVE_SUFFIXES.iter().any(|s| n.ends_with(s)))
+        {
+            out.push(path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_with_native_extensions_is_named_with_one_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = dir.path().join("fastnum").join("_core");
+        std::fs::create_dir_all(&core).unwrap();
+        std::fs::write(dir.path().join("fastnum/__init__.py"), "").unwrap();
+        std::fs::write(core.join("__init__.py"), "").unwrap();
+        std::fs::write(core.join("_umath.cpython-311-x86_64-linux-gnu.so"), "").unwrap();
+        std::fs::write(core.join("_sort.cpython-311-x86_64-linux-gnu.so"), "").unwrap();
+        let traceback = format!(
+            "Traceback (most recent call last):\n  File \"{}/app.py\", line 1, in <module>\n    \
+             import fastnum\n  File \"{}/fastnum/__init__.py\", line 4, in <module>\n\
+             ImportError: the C-extensions failed: cpython-311-x86_64",
+            dir.path().display(),
+            dir.path().display()
+        );
+        let why = native_extensions(&traceback).unwrap();
+        assert!(why.starts_with("package 'fastnum'"), "{why}");
+        assert!(why.contains("fastnum._core._sort"), "{why}");
+        assert!(why.contains(", and 1 more"), "{why}");
+        assert!(why.contains("Pure-Python packages are bundled"), "{why}");
+
+        // A native module on its own, next to the app.
+        std::fs::write(
+            dir.path().join("fastmod.cpython-311-x86_64-linux-gnu.so"),
+            "",
+        )
+        .unwrap();
+        let missing = format!(
+            "Traceback (most recent call last):\n  File \"{}/app.py\", line 1, in <module>\n\
+             ModuleNotFoundError: No module named 'fastmod'",
+            dir.path().display()
+        );
+        let why = native_extensions(&missing).unwrap();
+        assert!(
+            why.starts_with("module 'fastmod' is a native extension"),
+            "{why}"
+        );
+
+        // A pure-Python package's error is left as it is.
+        std::fs::remove_file(core.join("_umath.cpython-311-x86_64-linux-gnu.so")).unwrap();
+        std::fs::remove_file(core.join("_sort.cpython-311-x86_64-linux-gnu.so")).unwrap();
+        assert_eq!(native_extensions(&traceback), None);
+    }
 
     #[test]
     fn traceback_maps_paths_and_drops_internal_frames() {

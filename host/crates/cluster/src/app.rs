@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_bytes::ByteBuf;
 use tokio::sync::{Notify, watch};
+
+use crate::proto::Rejoin;
 use tokio::task::JoinSet;
 use wallaroo_component::{CompileCache, Limits, Runtime, Sandbox, SinkConfig, SourceConfig};
 use wallaroo_connectors::{SourceOptions, TcpSource, run_generator, run_tcp_sink};
@@ -54,6 +56,33 @@ impl Peers for NetPeers {
     }
 }
 
+/// A link of this generation to another node broke: the node must leave the cluster's
+/// control stream so that the cluster rolls back, and say which link broke.
+#[derive(Default)]
+pub(crate) struct Trouble {
+    notify: Notify,
+    first: std::sync::Mutex<Option<Rejoin>>,
+}
+
+impl Trouble {
+    fn report(&self, peer: usize, why: String) {
+        self.first.lock().unwrap().get_or_insert(Rejoin {
+            peer: Some(peer as u16),
+            why,
+        });
+        self.notify.notify_one();
+    }
+
+    /// Resolves once a link broke, with which one and why.
+    pub(crate) async fn broke(&self) -> Rejoin {
+        self.notify.notified().await;
+        self.first.lock().unwrap().clone().unwrap_or(Rejoin {
+            peer: None,
+            why: "a data stream broke".into(),
+        })
+    }
+}
+
 /// Where batches from other nodes go in, for one generation.
 #[derive(Clone)]
 pub(crate) struct Inbound {
@@ -86,7 +115,7 @@ impl AppRun {
         assignment: &Assignment,
         generation: u64,
         recover_to: u64,
-        trouble: Arc<Notify>,
+        trouble: Arc<Trouble>,
     ) -> anyhow::Result<AppRun> {
         let m = &assignment.manifest;
         let me = assignment.index as usize;
@@ -106,7 +135,15 @@ impl AppRun {
             });
         // Compiling a component takes seconds of CPU: off the async threads, which must keep
         // answering the other nodes meanwhile.
-        let cache = CompileCache::at_or_default(ctx.options.cache_dir.as_deref());
+        let deployment = m.deployment.clone();
+        let cache =
+            CompileCache::at_or_default(ctx.options.cache_dir.as_deref()).on_compile(move || {
+                // Seconds with nothing else to show: say why (a cache hit says nothing).
+                eprintln!(
+                    "compiling the component of deployment {deployment} (first run on this \
+                     node; cached afterwards)"
+                );
+            });
         let (runtime, _) = tokio::task::spawn_blocking(move || {
             let wasm = std::fs::read(&wasm_path)
                 .with_context(|| format!("cannot read {}", wasm_path.display()))?;
@@ -157,7 +194,7 @@ impl AppRun {
             let Some(rx) = rx else { continue };
             links.spawn(feed_peer(
                 ctx.clone(),
-                m.nodes[n].clone(),
+                (n, m.nodes[n].clone()),
                 me as u16,
                 generation,
                 rx,
@@ -334,16 +371,17 @@ impl AppRun {
     }
 }
 
-/// Writes this node's routed batches for node `addr` to a data stream, in order. If the link
-/// breaks, batches may be lost in it: `trouble` tells the node to have the cluster roll back.
+/// Writes this node's routed batches for node `to` (at `addr`) to a data stream, in order. If
+/// the link breaks, batches may be lost in it: `trouble` tells the node to have the cluster
+/// roll back, and which link broke.
 async fn feed_peer(
     ctx: Arc<Context>,
-    addr: String,
+    (to, addr): (usize, String),
     from: u16,
     generation: u64,
     queue: flume::Receiver<RoutedBatch>,
     peers: Arc<NetPeers>,
-    trouble: Arc<Notify>,
+    trouble: Arc<Trouble>,
 ) {
     let mut warned = false;
     let (conn, mut tx) = loop {
@@ -373,7 +411,7 @@ async fn feed_peer(
                     "the connection to {addr} closed ({why}); the cluster rolls back to its \
                      last checkpoint"
                 );
-                trouble.notify_one();
+                trouble.report(to, format!("the connection to {addr} closed ({why})"));
                 return;
             }
         };
@@ -395,7 +433,7 @@ async fn feed_peer(
                 "the data stream to {addr} broke ({e:#}); the cluster rolls back to its last \
                  checkpoint"
             );
-            trouble.notify_one();
+            trouble.report(to, format!("the data stream to {addr} broke ({e:#})"));
             return;
         }
         let now = conn.bytes_sent();

@@ -134,6 +134,9 @@ pub async fn status(hosts: &Path, certs: &Path) -> anyhow::Result<()> {
             "node {i}  {}  {}  {}  generation {}",
             client.nodes[i], s.state, s.app, s.generation
         );
+        if let Some(r) = &s.recovery {
+            println!("  {}", recovery_line(r));
+        }
         if s.key_groups.is_empty() {
             continue;
         }
@@ -176,6 +179,25 @@ pub async fn status(hosts: &Path, certs: &Path) -> anyhow::Result<()> {
     }
     anyhow::ensure!(unreachable == 0, "{unreachable} node(s) unreachable");
     Ok(())
+}
+
+/// What a recovering cluster waits for, as `wallaroo status` shows it under the coordinator.
+fn recovery_line(r: &crate::proto::Recovery) -> String {
+    let waiting = if r.missing.is_empty() {
+        "starting the application on every node".to_string()
+    } else {
+        format!("waiting for {} to join", r.missing.join(", "))
+    };
+    let why = if r.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", r.reason)
+    };
+    format!(
+        "cluster recovering for {} s, from checkpoint {}: {waiting}{why}",
+        r.waited_ms / 1000,
+        r.checkpoint
+    )
 }
 
 /// Stops the application everywhere after processing everything accepted.

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::daemon::{Context, Stream};
 use crate::manifest::{ClusterRecord, Manifest};
-use crate::proto::{Msg, Totals};
+use crate::proto::{Msg, Recovery, Rejoin, Totals};
 
 /// How long a checkpoint may wait for alignment before the coordinator says what holds it up.
 const ALIGN_PATIENCE: Duration = Duration::from_secs(10);
@@ -36,13 +36,32 @@ pub(crate) enum Joined {
     Node {
         index: u16,
         deployment: String,
+        rejoin: Option<Rejoin>,
         stream: Box<Stream>,
     },
     Stop(oneshot::Sender<Msg>),
 }
 
 /// A node's control stream failed: the node is lost.
+#[derive(Debug, PartialEq, Eq)]
 struct Lost(usize, String);
+
+/// Node `index`, a member, joined again, for `rejoin`: which node is lost, and why. A node
+/// leaves when its data stream to another node breaks (that other node is the one lost, e.g.
+/// killed), when its control stream fails, or joins afresh after a restart.
+fn rejoined(index: usize, rejoin: Option<&Rejoin>, nodes: usize) -> Lost {
+    match rejoin {
+        Some(Rejoin {
+            peer: Some(peer),
+            why,
+        }) if (*peer as usize) != index && (*peer as usize) < nodes => Lost(
+            *peer as usize,
+            format!("node {index}'s data stream to it broke: {why}"),
+        ),
+        Some(Rejoin { why, .. }) => Lost(index, format!("it left and joined again: {why}")),
+        None => Lost(index, "it restarted and joined again".into()),
+    }
+}
 
 pub(crate) struct Coordinator {
     ctx: Arc<Context>,
@@ -60,6 +79,10 @@ pub(crate) struct Coordinator {
     /// `wallaroo stop` asked while the cluster was recovering: carried out once it runs again.
     stops: Vec<oneshot::Sender<Msg>>,
     stop_asked: Option<std::time::Instant>,
+    /// Why the cluster last rolled back, for `wallaroo status` while it recovers.
+    last_loss: String,
+    /// Since when the cluster recovers (None: it runs).
+    recovering_since: Option<std::time::Instant>,
 }
 
 impl Coordinator {
@@ -82,6 +105,8 @@ impl Coordinator {
             rollbacks_in_a_row: 0,
             stops: Vec::new(),
             stop_asked: None,
+            last_loss: String::new(),
+            recovering_since: None,
         }
     }
 
@@ -152,9 +177,9 @@ impl Coordinator {
             let tick = tokio::time::sleep(interval);
             tokio::select! {
                 event = self.next_event() => match event {
-                    Ok(Joined::Node { index, deployment, stream }) => {
-                        if self.admit(index, deployment, stream).await {
-                            eprintln!("node {index} joined again: rolling the cluster back to checkpoint {}", self.record.committed);
+                    Ok(Joined::Node { index, deployment, rejoin, stream }) => {
+                        if let Some(Lost(i, why)) = self.admit(index, deployment, rejoin, stream).await {
+                            self.lost(i, &why, "");
                             running = false;
                         }
                     }
@@ -169,8 +194,7 @@ impl Coordinator {
                 },
                 _ = tick, if self.checkpoints() => {
                     if let Err(Lost(i, why)) = self.checkpoint().await {
-                        eprintln!("node {i} lost ({why}): rolling the cluster back to checkpoint {}", self.record.committed);
-                        self.members[i] = None;
+                        self.lost(i, &why, "");
                         running = false;
                     }
                 }
@@ -204,15 +228,48 @@ impl Coordinator {
         }
     }
 
-    /// Takes a node's control stream; true if the node was thought to be running (it
-    /// restarted, so the cluster must roll back).
-    async fn admit(&mut self, index: u16, deployment: String, stream: Box<Stream>) -> bool {
+    /// Takes a node's control stream. If the node was thought to be running, the cluster must
+    /// roll back: returns the node lost and why.
+    async fn admit(
+        &mut self,
+        index: u16,
+        deployment: String,
+        rejoin: Option<Rejoin>,
+        stream: Box<Stream>,
+    ) -> Option<Lost> {
         if !self.belongs(index, &deployment) {
             self.refuse(index, &deployment, stream).await;
-            return false;
+            return None;
         }
-        self.members[index as usize].replace(*stream).is_some()
-            || self.members.iter().all(Option::is_some)
+        let was_member = self.members[index as usize].replace(*stream).is_some();
+        (was_member || self.members.iter().all(Option::is_some))
+            .then(|| rejoined(index as usize, rejoin.as_ref(), self.members.len()))
+    }
+
+    /// Node `i` is lost (`why`) `during` a step ("" while running): the cluster rolls back.
+    fn lost(&mut self, i: usize, why: &str, during: &str) {
+        eprintln!(
+            "node {i} ({}) lost{during} ({why}): rolling the cluster back to checkpoint {}",
+            self.manifest.nodes[i], self.record.committed
+        );
+        self.last_loss = format!("node {i} lost{during}: {why}");
+        self.members[i] = None;
+    }
+
+    /// Publishes what recovery waits for (None: the cluster runs), for `wallaroo status`.
+    fn publish_recovery(&self, since: Option<std::time::Instant>) {
+        let recovery = since.map(|since| {
+            (
+                since,
+                Recovery {
+                    waited_ms: 0,
+                    missing: self.missing(),
+                    checkpoint: self.record.committed,
+                    reason: self.last_loss.clone(),
+                },
+            )
+        });
+        *self.ctx.recovery.lock().unwrap() = recovery;
     }
 
     /// A join from node `index` of `deployment` is one of this deployment's nodes.
@@ -256,8 +313,10 @@ impl Coordinator {
             }
         }
         let waited = std::time::Instant::now();
+        let since = *self.recovering_since.get_or_insert(waited);
         let mut told = std::time::Instant::now();
         while self.members.iter().any(Option::is_none) {
+            self.publish_recovery(Some(since));
             if first_deploy && waited.elapsed() > Duration::from_secs(60) {
                 anyhow::bail!("{} did not join within 60 s", self.missing().join(", "));
             }
@@ -278,9 +337,10 @@ impl Coordinator {
                 Ok(Ok(Joined::Node {
                     index,
                     deployment,
+                    rejoin,
                     stream,
                 })) => {
-                    self.admit(index, deployment, stream).await;
+                    self.admit(index, deployment, rejoin, stream).await;
                 }
                 Ok(Ok(Joined::Stop(reply))) => {
                     // Nodes that lost the application rejoin within seconds: the stop
@@ -311,6 +371,7 @@ impl Coordinator {
             Ok(r) => r,
             Err(Lost(i, why)) => {
                 self.members[i] = None;
+                self.last_loss = format!("node {i} lost while starting: {why}");
                 anyhow::bail!("node {i} lost while starting: {why}");
             }
         };
@@ -332,6 +393,8 @@ impl Coordinator {
             }
         }
         self.next_checkpoint = next;
+        self.recovering_since = None;
+        self.publish_recovery(None);
         if !first_deploy {
             eprintln!(
                 "generation {generation} running from checkpoint {}",
@@ -437,12 +500,8 @@ impl Coordinator {
     async fn stop(&mut self) -> bool {
         let answer = match self.drain_and_stop().await {
             Err(Lost(i, why)) => {
-                eprintln!(
-                    "node {i} lost while stopping ({why}): rolling the cluster back to \
-                     checkpoint {}; the stop follows once it runs again",
-                    self.record.committed
-                );
-                self.members[i] = None;
+                self.lost(i, &why, " while stopping");
+                eprintln!("the stop follows once it runs again");
                 return false;
             }
             Ok(Ok(totals)) => {
@@ -603,6 +662,7 @@ impl Coordinator {
                     index,
                     deployment,
                     stream,
+                    ..
                 } if !self.belongs(index, &deployment) => {
                     self.refuse(index, &deployment, stream).await;
                     continue;
@@ -610,16 +670,16 @@ impl Coordinator {
                 event => event,
             };
             let restarted = match &event {
-                Joined::Node { index, .. } => self
+                Joined::Node { index, rejoin, .. } => self
                     .members
                     .get(*index as usize)
                     .is_some_and(Option::is_some)
-                    .then_some(*index as usize),
+                    .then(|| rejoined(*index as usize, rejoin.as_ref(), self.members.len())),
                 Joined::Stop(_) => None,
             };
             self.pending.push_back(event);
-            if let Some(j) = restarted {
-                return Err(Lost(j, "it restarted and joined again".into()));
+            if let Some(lost) = restarted {
+                return Err(lost);
             }
         }
     }
@@ -630,5 +690,47 @@ impl Coordinator {
             Some(event) => Ok(event),
             None => self.events.recv_async().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_that_left_because_its_link_to_another_broke_names_the_other_as_lost() {
+        let link = Rejoin {
+            peer: Some(1),
+            why: "the connection to 10.0.0.3:7100 closed (timed out)".into(),
+        };
+        assert_eq!(
+            rejoined(0, Some(&link), 3),
+            Lost(
+                1,
+                "node 0's data stream to it broke: the connection to 10.0.0.3:7100 closed \
+                 (timed out)"
+                    .into()
+            )
+        );
+        let control = Rejoin {
+            peer: None,
+            why: "the coordinator closed the control stream".into(),
+        };
+        assert_eq!(rejoined(2, Some(&control), 3).0, 2);
+        assert!(
+            rejoined(2, Some(&control), 3)
+                .1
+                .starts_with("it left and joined again")
+        );
+        assert_eq!(
+            rejoined(2, None, 3),
+            Lost(2, "it restarted and joined again".into())
+        );
+        // A peer index out of range names the node that joined.
+        let odd = Rejoin {
+            peer: Some(7),
+            why: "x".into(),
+        };
+        assert_eq!(rejoined(2, Some(&odd), 3).0, 2);
     }
 }

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use wallaroo_engine::{Checkpoints, Message, MetricsHandle};
 use wallaroo_transport::{ClusterTls, Connection, Endpoint, FrameReceiver, FrameSender};
 
-use crate::app::{AppRun, Inbound};
+use crate::app::{AppRun, Inbound, Trouble};
 use crate::coordinator::{Coordinator, Joined};
 use crate::manifest::{Assignment, DataDir};
-use crate::proto::{Msg, NodeStatus, group_ranges};
+use crate::proto::{Msg, NodeStatus, Recovery, Rejoin, group_ranges};
 
 /// Batches from one peer that may wait in this node unprocessed before the peer's stream is
 /// no longer read (and QUIC's flow control holds the peer back).
@@ -56,6 +56,11 @@ pub(crate) struct Context {
     joins: Mutex<Option<flume::Sender<Joined>>>,
     /// The last generation a restarted coordinator announced (see [`Msg::Restarted`]).
     coordinator_restarted: watch::Sender<u64>,
+    /// On the coordinator, while the cluster recovers: since when, and what it waits for.
+    pub(crate) recovery: Mutex<Option<(std::time::Instant, Recovery)>>,
+    /// The application's last run here (generation, name, last committed checkpoint), for
+    /// `wallaroo status` while it does not run.
+    last_run: Mutex<Option<(u64, String, u64)>>,
 }
 
 #[derive(Clone)]
@@ -131,6 +136,8 @@ pub async fn run_node(
         assignment: Mutex::new(assignment.clone()),
         joins: Mutex::new(None),
         coordinator_restarted: watch::channel(0).0,
+        recovery: Mutex::new(None),
+        last_run: Mutex::new(None),
         options,
     });
     eprintln!(
@@ -218,13 +225,18 @@ async fn serve_stream(
 ) -> anyhow::Result<()> {
     match first {
         Msg::Data { from, generation } => take_data(ctx, from, generation, rx).await,
-        Msg::Join { index, deployment } => {
+        Msg::Join {
+            index,
+            deployment,
+            rejoin,
+        } => {
             let joins = ctx.joins.lock().unwrap().clone();
             match joins {
                 Some(joins) => {
                     let _ = joins.send(Joined::Node {
                         index,
                         deployment,
+                        rejoin,
                         stream: Box::new((tx, rx)),
                     });
                 }
@@ -401,6 +413,20 @@ fn status(ctx: &Arc<Context>) -> NodeStatus {
     s.index = a.index;
     s.key_groups = group_ranges(&a.manifest.table, a.index);
     s.state = "recovering".into();
+    if let Some((generation, app, checkpoint)) = ctx.last_run.lock().unwrap().clone() {
+        s.generation = generation;
+        s.app = app;
+        s.last_checkpoint = checkpoint;
+    }
+    s.recovery = ctx
+        .recovery
+        .lock()
+        .unwrap()
+        .clone()
+        .map(|(since, recovery)| Recovery {
+            waited_ms: since.elapsed().as_millis() as u64,
+            ..recovery
+        });
     let view = ctx.view.lock().unwrap().clone();
     if let Some(v) = view {
         let totals = v.metrics.totals();
@@ -476,9 +502,11 @@ async fn take_data(
 /// the coordinator goes away, stops the application and joins again.
 async fn agent(ctx: Arc<Context>, assignment: Assignment) {
     let coordinator = assignment.manifest.nodes[0].clone();
-    let mut trouble = Arc::new(Notify::new());
+    let mut trouble = Arc::new(Trouble::default());
     let mut run: Option<AppRun> = None;
     let mut warned = false;
+    // Why this node left its last control stream: the coordinator is told when it joins again.
+    let mut left: Option<Rejoin> = None;
     let mut restarted = ctx.coordinator_restarted.subscribe();
     loop {
         // A restart announced before this join is one this join already follows.
@@ -489,6 +517,7 @@ async fn agent(ctx: Arc<Context>, assignment: Assignment) {
             tx.send(&Msg::Join {
                 index: assignment.index,
                 deployment: assignment.manifest.deployment.clone(),
+                rejoin: left.clone(),
             })
             .await?;
             anyhow::Ok((tx, rx))
@@ -505,10 +534,18 @@ async fn agent(ctx: Arc<Context>, assignment: Assignment) {
             }
         };
         warned = false;
+        left = None;
         let ended = loop {
             let command = tokio::select! {
                 c = rx.recv() => c,
-                _ = trouble.notified() => break "a data stream broke".to_string(),
+                link = trouble.broke() => {
+                    let ended = match link.peer {
+                        Some(peer) => format!("node {peer}: {}", link.why),
+                        None => link.why.clone(),
+                    };
+                    left = Some(link);
+                    break ended;
+                }
                 Ok(()) = restarted.changed() => {
                     let announced = *restarted.borrow_and_update();
                     // Not running, or running what the coordinator's previous life started:
@@ -539,6 +576,12 @@ async fn agent(ctx: Arc<Context>, assignment: Assignment) {
                 return;
             }
         };
+        if left.is_none() && !ended.is_empty() {
+            left = Some(Rejoin {
+                peer: None,
+                why: ended.clone(),
+            });
+        }
         // The connection may be to the coordinator's previous life, not yet timed out.
         ctx.forget_connection(&coordinator);
         if let Some(app) = run.take() {
@@ -553,7 +596,11 @@ async fn agent(ctx: Arc<Context>, assignment: Assignment) {
 
 async fn stop_run(ctx: &Context, app: AppRun) {
     ctx.inbound.send_replace(None);
-    *ctx.view.lock().unwrap() = None;
+    let view = ctx.view.lock().unwrap().take();
+    if let Some(v) = view {
+        let checkpoint = v.checkpoints.map_or(0, |c| c.last_committed());
+        *ctx.last_run.lock().unwrap() = Some((v.generation, v.app, checkpoint));
+    }
     app.abort().await;
 }
 
@@ -563,7 +610,7 @@ async fn obey(
     assignment: &Assignment,
     run: &mut Option<AppRun>,
     command: Msg,
-    trouble: &mut Arc<Notify>,
+    trouble: &mut Arc<Trouble>,
 ) -> Msg {
     let refused = |e: anyhow::Error| Msg::Refused(format!("{e:#}"));
     match command {
@@ -578,7 +625,7 @@ async fn obey(
             // it timed out. Each generation's data streams go over new connections.
             ctx.connections.lock().unwrap().clear();
             // A link of an earlier generation that broke says nothing about this one.
-            *trouble = Arc::new(Notify::new());
+            *trouble = Arc::new(Trouble::default());
             match AppRun::start(ctx, assignment, generation, recover_to, trouble.clone()).await {
                 Ok(app) => {
                     let started = Msg::Started {

@@ -48,6 +48,9 @@ pub enum Msg {
     Join {
         index: u16,
         deployment: String,
+        /// Why the node joins again, if it left a control stream of this deployment in this
+        /// process (None: the node has just started, e.g. after a restart).
+        rejoin: Option<Rejoin>,
     },
     /// Start the application at `generation`, rolled back to checkpoint `recover_to`.
     Start {
@@ -144,6 +147,27 @@ impl Msg {
     }
 }
 
+/// Why a node that was a member joins again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejoin {
+    /// The node whose data stream from this one broke, if that was the reason.
+    pub peer: Option<u16>,
+    pub why: String,
+}
+
+/// What a recovering cluster waits for, as its coordinator sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Recovery {
+    /// How long the cluster has been recovering, in milliseconds.
+    pub waited_ms: u64,
+    /// The nodes that have not joined yet, e.g. "node 1 (10.0.0.2:7100)".
+    pub missing: Vec<String>,
+    /// The last checkpoint the whole cluster committed: where it resumes from.
+    pub checkpoint: u64,
+    /// Why it recovers (the node lost, and why it counts as lost).
+    pub reason: String,
+}
+
 /// One node's figures for `wallaroo status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -165,6 +189,8 @@ pub struct NodeStatus {
     pub remote_messages: u64,
     pub remote_bytes: u64,
     pub sources: Vec<String>,
+    /// On the coordinator, while the cluster recovers: what it waits for.
+    pub recovery: Option<Recovery>,
 }
 
 /// What a node did, reported when the application stops.

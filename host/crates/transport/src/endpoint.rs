@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::connection::{Connection, canonical};
 use crate::error::{Side, describe};
+use crate::refusals::Refusals;
 use crate::tls::{ClusterTls, SERVER_NAME};
 
 /// A keep-alive is sent after this long without other traffic.
@@ -155,7 +156,8 @@ impl Endpoint {
 
     /// The next incoming connection whose handshake completed. A handshake that fails (a
     /// certificate from another CA, no client certificate, another protocol) is logged with
-    /// `tracing::warn!`, naming the peer and the reason, and skipped.
+    /// `tracing::warn!`, naming the peer and the reason, and skipped; the same refusal from
+    /// the same peer again is counted, and the count logged once a minute.
     ///
     /// A connection the peer closed meanwhile is yielded all the same: the streams it sent
     /// before closing can still be accepted and read to their end.
@@ -247,18 +249,33 @@ impl Endpoint {
 /// Takes incoming connections as they arrive and runs each handshake in a task of its own,
 /// so that a slow or hostile peer holds up no one else.
 async fn accept_loop(endpoint: quinn::Endpoint, ready: mpsc::Sender<Connection>) {
+    let refusals = Arc::new(std::sync::Mutex::new(Refusals::default()));
     while let Some(incoming) = endpoint.accept().await {
         let ready = ready.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             let peer = canonical(incoming.remote_address());
             match handshake(incoming).await {
                 Ok(conn) => {
+                    let counted = refusals.lock().unwrap().accepted(peer);
+                    if let Some(line) = counted {
+                        tracing::warn!(%peer, "{line}");
+                    }
                     if let Err(mpsc::error::SendError(conn)) = ready.send(conn).await {
                         // The endpoint is gone.
                         conn.close("endpoint closed");
                     }
                 }
-                Err(why) => tracing::warn!(%peer, "refused a connection from {peer}: {why}"),
+                Err(why) => {
+                    let lines =
+                        refusals
+                            .lock()
+                            .unwrap()
+                            .refused(peer, &why, std::time::Instant::now());
+                    for line in lines {
+                        tracing::warn!(%peer, "{line}");
+                    }
+                }
             }
         });
     }

@@ -49,6 +49,7 @@ mod connection;
 mod endpoint;
 mod error;
 mod frame;
+mod refusals;
 pub mod tls;
 
 pub use connection::Connection;
