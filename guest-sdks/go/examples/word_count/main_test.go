@@ -18,9 +18,12 @@ func TestSampleGivesTheExpectedCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Fed as `wallaroo send` feeds it: blank lines are skipped.
 	var lines [][]byte
 	for _, line := range bytes.Split(bytes.TrimSuffix(sample, []byte("\n")), []byte("\n")) {
-		lines = append(lines, line)
+		if len(line) > 0 {
+			lines = append(lines, line)
+		}
 	}
 	res, err := wallarootest.Run(applicationSetup, []string{"--in", "h:1", "--out", "h:2"}, lines)
 	if err != nil || len(res.Failures) != 0 {
