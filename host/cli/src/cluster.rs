@@ -67,6 +67,9 @@ pub struct DeployArgs {
     /// Most messages handed to the application in one call.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// Disk the dead letters may take on each node, in bytes, as for `wallaroo run`.
+    #[arg(long, default_value_t = wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES)]
+    dead_letter_max_bytes: u64,
     /// The application component.
     app: PathBuf,
     /// Arguments for the application, as for `wallaroo run`.
@@ -129,6 +132,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             max_memory_mib: args.max_memory,
             call_timeout_ms: args.call_timeout,
             batch_size: args.batch_size,
+            dead_letter_max_bytes: args.dead_letter_max_bytes,
         },
     };
     crate::io_runtime()?.block_on(wallaroo_cluster::deploy(options))

@@ -182,6 +182,7 @@ impl AppRun {
         config.checkpoint_interval =
             Duration::from_millis(m.settings.checkpoint_interval_ms.max(1));
         config.discard_corrupt_log = ctx.options.discard_corrupt_log;
+        config.dead_letter_max_bytes = m.settings.dead_letter_max_bytes;
         config.placement = Some(Placement {
             node: me,
             table: Arc::new(m.table.clone()),

@@ -43,6 +43,14 @@ pub struct Settings {
     pub max_memory_mib: usize,
     pub call_timeout_ms: u64,
     pub batch_size: usize,
+    /// Disk each node's dead letters may take, in bytes (manifests written before this
+    /// setting existed get the default).
+    #[serde(default = "default_dead_letter_max_bytes")]
+    pub dead_letter_max_bytes: u64,
+}
+
+fn default_dead_letter_max_bytes() -> u64 {
+    wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES
 }
 
 /// Key groups in contiguous runs, one per node: node i owns groups [i*K/n, (i+1)*K/n).
@@ -226,5 +234,17 @@ mod tests {
         assert_eq!(counts, vec![342, 341, 341]);
         assert!(table.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(assign_key_groups(4, 1), vec![0; 4]);
+    }
+
+    #[test]
+    fn settings_written_before_the_dead_letter_cap_read_with_its_default() {
+        let old = r#"{"key_groups": 1024, "workers": null, "resilience": "none",
+            "checkpoint_interval_ms": 1000, "tagged": false, "max_memory_mib": 512,
+            "call_timeout_ms": 10000, "batch_size": 256}"#;
+        let settings: Settings = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            settings.dead_letter_max_bytes,
+            wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES
+        );
     }
 }
