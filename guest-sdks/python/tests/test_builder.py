@@ -680,7 +680,7 @@ def test_a_generator_source_with_other_arguments_is_explained():
     with pytest.raises(WallarooParameterError, match=r"takes \(generator\) or \(name, generator\)"):
         wallaroo.GenSourceConfig("a", Countdown(), 3)
     with pytest.raises(
-        WallarooParameterError, match=r"class Bad \(test_builder\.py\) has no initial_value\(\)"
+        WallarooParameterError, match=r"class Bad \(test_builder\.py:\d+\) has no initial_value\(\)"
     ):
 
         class Bad:
@@ -710,3 +710,153 @@ def test_a_state_is_made_by_a_class_a_builder_instance_or_class_or_a_function(st
     host = SimulatedHost(decorated_setup(count, state=state))
     host.send([frame("a a")])
     assert host.output() == b"a=1\na=2\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Misuse found by use
+
+
+def test_one_state_used_twice_in_one_pipeline_is_explained_as_such():
+    ab = wallaroo.ApplicationBuilder("same twice")
+    ab.new_pipeline("p", wallaroo.TCPSourceConfig("h", "1", decode))
+    ab.to_stateful(count, Total, "a").to(Upper())
+    with pytest.raises(WallarooParameterError) as raised:
+        ab.to_stateful(count, Total, "a")
+    assert str(raised.value) == (
+        "to_stateful(state_name='a'): pipeline 'p' uses state 'a' already, at its step 1 "
+        f"(state_computation 'count' (test_builder.py:{_line_of('def count(word, total)') - 1})); "
+        "a state's step can take part in a pipeline only once, since the step would have to "
+        "feed itself: give this step a state name of its own, or do both computations in the "
+        "one step"
+    )
+
+
+class BuildsSomething:  # BUILDS SOMETHING IS HERE
+    def __init__(self):
+        self.counts = {}
+
+    def build(self):
+        return "built"
+
+
+class EmptyInit:  # EMPTY INIT IS HERE
+    def __init__(self):
+        pass
+
+    def build(self):
+        return Total()
+
+
+@wallaroo.state_computation(name="count letters")
+def count_letters(word, state):
+    state.counts[word] = state.counts.get(word, 0) + 1
+    return (f"{word}={state.counts[word]}", True)
+
+
+def test_a_state_class_with_attributes_and_a_build_method_is_the_state():
+    host = SimulatedHost(decorated_setup(count_letters, state=BuildsSomething))
+    host.send([frame("a a b")])
+    assert not host.failures
+    assert host.output() == b"a=1\na=2\nb=1\n"
+
+
+def test_a_class_that_may_be_a_state_or_a_builder_is_refused_naming_it():
+    with pytest.raises(WallarooParameterError) as raised:
+        decorated_setup(count, state=EmptyInit).application_setup(ARGS)
+    assert str(raised.value) == (
+        "to_state_partition(state_name='totals'): class EmptyInit (test_builder.py:"
+        f"{_line_of('EMPTY INIT IS HERE')}) has __init__ and build() but its instances "
+        "have no attributes, so it may be a state class or a state builder: pass an "
+        "instance, EmptyInit(), if its build() makes the state, or set the state's "
+        "attributes in __init__ if it is the state itself"
+    )
+
+
+class NeedsStart:  # NEEDS START IS HERE
+    def __init__(self, start):
+        self.count = start
+
+
+def test_a_state_class_that_needs_arguments_is_named_at_setup():
+    expected = (
+        "class NeedsStart (test_builder.py:{line}) is the state class, and a state class "
+        "must be constructible with no arguments: its __init__ takes 1 (start); give "
+        "start a default, or pass a state builder whose build() makes the state"
+    ).format(line=_line_of("NEEDS START IS HERE"))
+    for keys in (None, ["a"]):
+        with pytest.raises(WallarooParameterError) as raised:
+            decorated_setup(count, state=NeedsStart, keys=keys).application_setup(ARGS)
+        assert str(raised.value) == f"to_state_partition(state_name='totals'): {expected}"
+    with pytest.raises(WallarooParameterError) as raised:
+        wallaroo.state_computation("c", state=NeedsStart)(lambda data, state: data)
+    assert str(raised.value) == f"state_computation 'c': {expected}"
+
+
+def test_a_state_changed_flag_that_is_not_a_bool_is_a_failure_naming_the_function():
+    @wallaroo.state_computation(name="counted")  # COUNTED IS HERE
+    def counted(word, total):
+        total.count += 1
+        return (word, total.count)
+
+    host = SimulatedHost(decorated_setup(counted))
+    host.send([frame("a")])
+    [(_tag, _index, _step, key, error)] = host.failures
+    assert key == b"a"
+    assert error == (
+        f"WallarooParameterError: state_computation 'counted' (test_builder.py:"
+        f"{_line_of('COUNTED IS HERE')}) returned a tuple whose second element is int 1, "
+        "expected (result, state_changed) with state_changed True or False; to output a "
+        "tuple, return (the_tuple, True)"
+    )
+    assert host.output() == b""
+
+
+def test_a_plain_function_as_a_builder_step_asks_for_the_decorator():
+    ab = wallaroo.ApplicationBuilder("app")
+    ab.new_pipeline("p", wallaroo.TCPSourceConfig("h", "1", decode))
+    with pytest.raises(WallarooParameterError) as raised:
+        ab.to(lambda x: x)  # LAMBDA IS HERE
+    assert str(raised.value) == (
+        f"to(): function '<lambda>' (test_builder.py:{_line_of('LAMBDA IS HERE')}) is a "
+        "plain function: decorate it with @wallaroo.computation(name) (or "
+        "@wallaroo.computation_multi(name)), or give a class with name() and compute(data)"
+    )
+    with pytest.raises(WallarooParameterError, match=r"@wallaroo\.state_computation\(name\)"):
+        ab.to_stateful(lambda word, total: (word, True), Total, "s")
+
+
+def test_a_class_is_reported_at_its_class_line():
+    assert wallaroo._builder.where(BuildsSomething) == (
+        f" (test_builder.py:{_line_of('BUILDS SOMETHING IS HERE')})"
+    )
+    assert wallaroo._builder.where(BuildsSomething()) == (
+        f" (test_builder.py:{_line_of('BUILDS SOMETHING IS HERE')})"
+    )
+
+
+class NoArgumentApply:
+    def initial_value(self):
+        return 1
+
+    def apply(self):  # NO ARGUMENT APPLY IS HERE
+        return 2
+
+
+class ArgumentInitial:
+    def initial_value(self, seed):
+        return seed
+
+    def apply(self, previous):
+        return previous
+
+
+def test_a_generator_of_the_wrong_arity_is_refused_at_setup():
+    with pytest.raises(WallarooParameterError) as raised:
+        wallaroo.GenSourceConfig("numbers", NoArgumentApply)
+    assert str(raised.value) == (
+        "GenSourceConfig: class NoArgumentApply (test_builder.py:"
+        f"{_line_of('NO ARGUMENT APPLY IS HERE')}): apply() must take 1 parameter besides "
+        "self, it takes 0"
+    )
+    with pytest.raises(WallarooParameterError, match=r"initial_value\(\) must take 0 parameters"):
+        wallaroo.GenSourceConfig(ArgumentInitial())

@@ -169,6 +169,8 @@ class StateComputation(UserFunction):
             raise WallarooParameterError(
                 f"{kind} {name!r}: state must be a class, got {type(state_class).__name__}"
             )
+        if inspect.isclass(state_class):
+            _builder.check_state_class(state_class, f"{kind} {name!r}")
         self.state_class = state_class
         self.multi = multi
         self.returns_changed = returns_changed
@@ -391,12 +393,11 @@ class GenSourceConfig:
             )
         if inspect.isclass(gen_instance):
             gen_instance = _builder.instance_of(gen_instance, "GenSourceConfig")
-        for method in ("initial_value", "apply"):
-            if not callable(getattr(gen_instance, method, None)):
-                raise WallarooParameterError(
-                    f"GenSourceConfig: {_builder.describe(gen_instance)}"
-                    f"{_builder.where(gen_instance)} has no {method}() method"
-                )
+        # The runtime calls initial_value() and then apply(previous): a wrong arity would fail
+        # on every message the source asks for, so it is refused here.
+        expected = "a generator has initial_value() and apply(previous)"
+        for method, arity in (("initial_value", 0), ("apply", 1)):
+            _builder.method_of(gen_instance, method, arity, "GenSourceConfig", expected)
         self.generator = gen_instance
 
 

@@ -63,14 +63,24 @@ def _place(obj):
         return None
     line = getattr(cls, "__firstlineno__", None)  # Python 3.13 and later
     if line is None:
+        line = _class_line(cls)
+    name = os.path.basename(filename)
+    return f"{name}:{line}" if line is not None else name
+
+
+def _class_line(cls):
+    """The line of ``class`` (or of its first decorator) before Python 3.13, which does not
+    record it: the source is searched for the definition (only for messages and at set-up),
+    or else the first method's line is taken."""
+    try:
+        return inspect.findsource(cls)[1] + 1
+    except (OSError, TypeError, IndexError):
         lines = [
             member.__code__.co_firstlineno
             for member in vars(cls).values()
             if inspect.isfunction(member)
         ]
-        line = min(lines) if lines else None
-    name = os.path.basename(filename)
-    return f"{name}:{line}" if line is not None else name
+        return min(lines) if lines else None
 
 
 def describe(obj):
@@ -104,6 +114,11 @@ def _method(obj, names, arity, role, expected):
     raise WallarooParameterError(
         f"{role}: {describe(obj)}{where(obj)} has no {wanted} method ({expected})"
     )
+
+
+def method_of(obj, name, arity, role, expected):
+    """``obj``'s bound method ``name``, checked to take ``arity`` arguments."""
+    return _method(obj, [name], arity, role, expected)[1]
 
 
 def _check_method_arity(obj, name, method, arity, role):
@@ -183,10 +198,13 @@ def _length_format(obj, header_length, payload_length):
     with. The host does the framing, so the length must be an integer at the start of the
     header; headers whose bytes are all below 0x80 tell the byte order and size apart (and
     signed from unsigned does not matter for them)."""
-    role = f"decoder {type(obj).__name__}{where(obj)}"
+
+    def role():  # only for a message: finding a class's line may read its source
+        return f"decoder {type(obj).__name__}{where(obj)}"
+
     if type(header_length) is not int or header_length < 1:
         raise WallarooParameterError(
-            f"{role}: header_length() must return a positive int, it returned {header_length!r}"
+            f"{role()}: header_length() must return a positive int, it returned {header_length!r}"
         )
     probes = [bytes(header_length)]
     probes += [bytes(header_length - 1 - i) + b"\x01" + bytes(i) for i in range(header_length)]
@@ -195,7 +213,7 @@ def _length_format(obj, header_length, payload_length):
         lengths = [payload_length(probe) for probe in probes]
     except Exception as error:
         raise WallarooParameterError(
-            f"{role}: payload_length(header) failed on a {header_length}-byte header "
+            f"{role()}: payload_length(header) failed on a {header_length}-byte header "
             f"({type(error).__name__}: {error}); it must read the payload's length from the "
             "header alone"
         ) from None
@@ -210,7 +228,7 @@ def _length_format(obj, header_length, payload_length):
             ):
                 return fmt
     raise WallarooParameterError(
-        f"{role}: payload_length(header) must read the payload's length as a 1, 2, 4 or "
+        f"{role()}: payload_length(header) must read the payload's length as a 1, 2, 4 or "
         "8-byte integer at the start of the header (as struct.unpack('>I', header) does): "
         f"for header {probes[-1].hex()} it returned {lengths[-1]!r}"
     )
@@ -311,11 +329,23 @@ def as_stateless(obj, role):
             f"{role}: {obj.kind} {obj.name!r}{where(obj.fn)} is a state computation: "
             "use to_stateful or to_state_partition"
         )
+    _refuse_plain_function(obj, role, "computation", "compute(data)")
     obj = _resolved(obj, role)
     if _plain(obj, Computation):
         return obj
     name, fn, multi = _compute(obj, 1, role)
     return Computation(fn, name, multi)
+
+
+def _refuse_plain_function(obj, role, decorator, compute):
+    """A builder step must be named: an undecorated function has no name to give it."""
+    if isinstance(obj, functools.partial) or inspect.isroutine(obj):
+        name = getattr(obj, "__name__", None) or type(obj).__name__
+        raise WallarooParameterError(
+            f"{role}: function {name!r}{where(obj)} is a plain function: decorate it with "
+            f"@wallaroo.{decorator}(name) (or @wallaroo.{decorator}_multi(name)), or give a "
+            f"class with name() and {compute}"
+        )
 
 
 class _StateStep:
@@ -334,6 +364,7 @@ class _StateStep:
                 "step with state"
             )
         else:
+            _refuse_plain_function(computation, role, "state_computation", "compute(data, state)")
             computation = _resolved(computation, role)
             self.name, self.fn, self.multi = _compute(computation, 2, role)
             self.returns_changed = True
@@ -356,34 +387,102 @@ def _output_of(fn, label, data, state):
     (saving too often is only slower; trusting a wrong False would lose an update)."""
     answer = fn(data, state)
     if type(answer) is tuple and len(answer) == 2:
-        return answer[0]
+        if type(answer[1]) is bool:
+            return answer[0]
+        # Most likely a tuple meant as the output, e.g. (word, count): reading its second
+        # element as the flag would drop it silently.
+        flag = answer[1]
+        raise WallarooParameterError(
+            f"{label} returned a tuple whose second element is {type(flag).__name__} "
+            f"{_short_repr(flag)}, expected (result, state_changed) with state_changed True "
+            "or False; to output a tuple, return (the_tuple, True)"
+        )
     raise WallarooParameterError(
         f"{label} returned {type(answer).__name__}, expected a tuple (result, state_changed), "
         "e.g. return (output, True)"
     )
 
 
+def _short_repr(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def as_state_builder(obj, role):
-    """What makes a new state: a class (0.4/0.5), an object with ``build()`` (0.1-0.3), or a
-    function of no arguments. A class whose only methods are ``build()`` (and ``name()``) is
-    a state builder given as a class, not a state class."""
-    if inspect.isclass(obj):
-        methods = {
-            name
-            for name, member in vars(obj).items()
-            if inspect.isfunction(member) and not name.startswith("_")
-        }
-        if "build" not in methods or not methods <= {"build", "name"}:
+    """What makes a new state: a state class (0.4/0.5), an object with ``build()`` (0.1-0.3),
+    or a function of no arguments.
+
+    A class is a state class, as in Wallaroo, unless it cannot be one: a class whose only
+    public methods are ``build()`` (and ``name()``) and whose instances have no attributes
+    is a state builder given as a class, and its ``build()`` makes the states. Such a class
+    with an ``__init__`` of its own could be either, and is refused."""
+    if not inspect.isclass(obj):
+        build = getattr(obj, "build", None)
+        if callable(build):
+            _check_method_arity(obj, "build", build, 0, role)
+            return build
+        if callable(obj):
             return obj
-        obj = instance_of(obj, role)
-    build = getattr(obj, "build", None)
-    if callable(build):
-        _check_method_arity(obj, "build", build, 0, role)
-        return build
-    if callable(obj):
+        raise WallarooParameterError(
+            f"{role}: the state must be a state class or a state builder with build(), got {obj!r}"
+        )
+    methods = {
+        name
+        for name, member in vars(obj).items()
+        if inspect.isfunction(member) and not name.startswith("_")
+    }
+    if "build" not in methods or not methods <= {"build", "name"}:
+        check_state_class(obj, role)
         return obj
+    probe = instance_of(obj, role)
+    if _has_attributes(probe):
+        return obj
+    if obj.__init__ is not object.__init__:
+        name = obj.__name__
+        raise WallarooParameterError(
+            f"{role}: {describe(obj)}{where(obj)} has __init__ and build() but its instances "
+            "have no attributes, so it may be a state class or a state builder: pass an "
+            f"instance, {name}(), if its build() makes the state, or set the state's "
+            "attributes in __init__ if it is the state itself"
+        )
+    _check_method_arity(probe, "build", probe.build, 0, role)
+    return probe.build
+
+
+def _has_attributes(instance):
+    if getattr(instance, "__dict__", None):
+        return True
+    slots = (
+        slot
+        for cls in type(instance).__mro__
+        for slot in (
+            [cls.__dict__["__slots__"]]
+            if isinstance(cls.__dict__.get("__slots__"), str)
+            else cls.__dict__.get("__slots__", ())
+        )
+    )
+    return any(hasattr(instance, slot) for slot in slots if slot not in ("__dict__", "__weakref__"))
+
+
+def check_state_class(cls, role):
+    """Refuses a state class that cannot be made with no arguments, as every state is made."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return  # some builtins have no signature; nothing to check against
+    required = [
+        p.name
+        for p in signature.parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if not required:
+        return
+    names = ", ".join(required)
+    defaults = f"{names} a default" if len(required) == 1 else f"{names} defaults"
     raise WallarooParameterError(
-        f"{role}: the state must be a state class or a state builder with build(), got {obj!r}"
+        f"{role}: {describe(cls)}{where(cls)} is the state class, and a state class must be "
+        f"constructible with no arguments: its __init__ takes {len(required)} ({names}); "
+        f"give {defaults}, or pass a state builder whose build() makes the state"
     )
 
 
@@ -575,6 +674,18 @@ class ApplicationBuilder:
                 f"{role}: state {state_name!r} is made by {known.given!r} already, not by "
                 f"{state!r}; steps sharing a state must give the same state class or builder"
             )
+        flow_index = len(self._flows) - 1
+        for index, position in known.users:
+            if index == flow_index:
+                # The steps naming a state become one step (see _Compilation), and steps only
+                # feed later ones: this one would have to feed itself.
+                earlier = flow.stages[position][2]
+                raise WallarooParameterError(
+                    f"{role}: pipeline {flow.name!r} uses state {state_name!r} already, at its "
+                    f"step {position + 1} ({earlier.label}); a state's step can take part in a "
+                    "pipeline only once, since the step would have to feed itself: give this "
+                    "step a state name of its own, or do both computations in the one step"
+                )
         if kind == "stateful":
             key = state_name.encode()
 
@@ -590,7 +701,7 @@ class ApplicationBuilder:
         for key in _initial_keys(keys, kind, role):
             if key not in known.keys:
                 known.keys.append(key)
-        known.users.append((len(self._flows) - 1, len(flow.stages)))
+        known.users.append((flow_index, len(flow.stages)))
         flow.stages.append(("state", state_name, step, key_fn))
 
 
