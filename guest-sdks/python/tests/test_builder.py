@@ -795,7 +795,7 @@ def test_a_state_class_that_needs_arguments_is_named_at_setup():
 def test_a_state_changed_flag_that_is_not_a_bool_is_a_failure_naming_the_function():
     @wallaroo.state_computation(name="counted")  # COUNTED IS HERE
     def counted(word, total):
-        total.count += 1
+        total.count += 2
         return (word, total.count)
 
     host = SimulatedHost(decorated_setup(counted))
@@ -804,11 +804,23 @@ def test_a_state_changed_flag_that_is_not_a_bool_is_a_failure_naming_the_functio
     assert key == b"a"
     assert error == (
         f"WallarooParameterError: state_computation 'counted' (test_builder.py:"
-        f"{_line_of('COUNTED IS HERE')}) returned a tuple whose second element is int 1, "
-        "expected (result, state_changed) with state_changed True or False; to output a "
-        "tuple, return (the_tuple, True)"
+        f"{_line_of('COUNTED IS HERE')}) returned a tuple whose second element is int 2, "
+        "expected (result, state_changed) with state_changed True or False (or 1 or 0); "
+        "to output a tuple, return (the_tuple, True)"
     )
     assert host.output() == b""
+
+
+def test_a_state_changed_flag_written_as_an_int_is_taken_as_python_2_apps_wrote_it():
+    @wallaroo.state_computation(name="counted")
+    def counted(word, total):
+        total.count += 1
+        return (f"{word}={total.count}", 1 if total.count < 2 else 0)
+
+    host = SimulatedHost(decorated_setup(counted))
+    host.send([frame("a a")])
+    assert host.failures == []
+    assert host.output() == b"a=1\na=2\n"
 
 
 def test_a_plain_function_as_a_builder_step_asks_for_the_decorator():

@@ -387,7 +387,8 @@ def _output_of(fn, label, data, state):
     (saving too often is only slower; trusting a wrong False would lose an update)."""
     answer = fn(data, state)
     if type(answer) is tuple and len(answer) == 2:
-        if type(answer[1]) is bool:
+        if type(answer[1]) is bool or (type(answer[1]) is int and answer[1] in (0, 1)):
+            # 0 and 1 too: Python 2 apps often wrote the flag as an int.
             return answer[0]
         # Most likely a tuple meant as the output, e.g. (word, count): reading its second
         # element as the flag would drop it silently.
@@ -395,7 +396,7 @@ def _output_of(fn, label, data, state):
         raise WallarooParameterError(
             f"{label} returned a tuple whose second element is {type(flag).__name__} "
             f"{_short_repr(flag)}, expected (result, state_changed) with state_changed True "
-            "or False; to output a tuple, return (the_tuple, True)"
+            "or False (or 1 or 0); to output a tuple, return (the_tuple, True)"
         )
     raise WallarooParameterError(
         f"{label} returned {type(answer).__name__}, expected a tuple (result, state_changed), "
