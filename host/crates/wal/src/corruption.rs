@@ -36,6 +36,13 @@ pub enum Why {
     Gap { next: PathBuf, first: Lsn },
     /// The log ends cleanly, but before records it had reported durable (through `durable`).
     Missing { durable: Lsn },
+    /// The oldest segment starts at LSN `first`, but compaction kept the log from `low` on
+    /// (`None`: the log keeps no low-water mark, and no full checkpoint covers the records
+    /// before `first`): the log has lost its head.
+    MissingHead { first: Lsn, low: Option<Lsn> },
+    /// The segment's header is damaged (`found`: what it holds instead), while other
+    /// segments' headers are good or records follow it.
+    BadHeader { found: String },
 }
 
 /// What lies from a bad spot to the end of the log.
@@ -43,6 +50,11 @@ pub enum Why {
 pub struct Lost {
     /// Intact records found after the bad spot.
     pub records: u64,
+    /// Bad spots (each at least one record that cannot be read), the first one included.
+    pub bad_records: u64,
+    /// Records known to be gone: LSNs between segments that do not join, before the oldest
+    /// segment, or after the end of the log up to the durable mark.
+    pub missing: u64,
     /// Bytes from the bad spot to the end of the log (its segment's rest and later segments).
     pub bytes: u64,
     /// Of those bytes, the ones in no intact record (the bad record itself and any other).
@@ -56,7 +68,8 @@ pub struct Lost {
     /// Input records (source batches) among the records, and the frames they hold.
     pub inputs: u64,
     pub frames: u64,
-    /// The acknowledged streams' frames among them.
+    /// The acknowledged streams' frames lost: from the last position the kept log holds to
+    /// the last frame the lost records hold.
     pub streams: Vec<StreamRange>,
 }
 
@@ -108,16 +121,53 @@ impl Lost {
 
     /// Whether dropping this loses anything a reader of the log could use.
     pub fn is_empty(&self) -> bool {
-        self.bytes == 0
+        self.bytes == 0 && self.missing == 0
+    }
+
+    /// Makes every stream's range start where the kept log leaves that stream: at the end of
+    /// its last input record in `kept`, or its position in a checkpoint there, whichever is
+    /// further. What lies between that and the first intact lost record was in the bad or
+    /// missing records, and is lost as well.
+    pub(crate) fn start_streams_at(&mut self, kept: &[(Lsn, Record)]) {
+        for range in &mut self.streams {
+            let kept_end = kept
+                .iter()
+                .filter_map(|(_, r)| match r {
+                    Record::Input {
+                        source,
+                        stream,
+                        seq,
+                        frames,
+                    } if *source == range.source && *stream == range.stream => {
+                        Some(seq + frames.len() as u64)
+                    }
+                    Record::Commit { streams, .. } => streams
+                        .iter()
+                        .find(|p| p.source == range.source && p.stream == range.stream)
+                        .map(|p| p.next_seq),
+                    _ => None,
+                })
+                .max();
+            if let Some(end) = kept_end {
+                range.from_seq = range.from_seq.min(end);
+            }
+        }
     }
 }
 
 impl fmt::Display for Lost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} intact records", self.records)?;
+        if self.bad_records > 0 {
+            write!(f, ", {} unreadable", self.bad_records)?;
+        }
+        if self.missing > 0 {
+            write!(f, ", {} missing", self.missing)?;
+        }
         write!(
             f,
-            "{} intact records in {} bytes ({} bytes unreadable",
-            self.records, self.bytes, self.unreadable_bytes
+            " in {} bytes ({} bytes unreadable",
+            self.bytes, self.unreadable_bytes
         )?;
         if self.unchecked_bytes > 0 {
             write!(
@@ -140,6 +190,13 @@ impl fmt::Display for Lost {
             "; {} input records holding {} frames",
             self.inputs, self.frames
         )?;
+        if self.bad_records + self.missing > 0 {
+            write!(
+                f,
+                " (and whatever the {} unreadable or missing records held)",
+                self.bad_records + self.missing
+            )?;
+        }
         let mut streams: BTreeMap<(u32, u64), (u64, u64)> = BTreeMap::new();
         for r in &self.streams {
             streams.insert((r.source, r.stream), (r.from_seq, r.to_seq));
@@ -193,6 +250,26 @@ impl fmt::Display for Why {
             Why::Missing { durable } => write!(
                 f,
                 "the log ends there, but it had reported records up to {durable} durable"
+            ),
+            Why::MissingHead {
+                first,
+                low: Some(low),
+            } => write!(
+                f,
+                "the oldest segment starts at record {first}, but compaction kept the log from \
+                 record {low} on: records {low} to {} are gone",
+                first - 1
+            ),
+            Why::MissingHead { first, low: None } => write!(
+                f,
+                "the oldest segment starts at record {first}, and no full checkpoint in the log \
+                 covers the records before it: records 1 to {} are gone",
+                first - 1
+            ),
+            Why::BadHeader { found } => write!(
+                f,
+                "the segment's header is damaged ({found}), while the log around it is a \
+                 readable Wallaroo log"
             ),
         }
     }
