@@ -785,3 +785,55 @@ fn a_log_whose_segments_all_name_another_version_is_refused() {
     let err = Wal::open(dir.path(), discard()).err().unwrap();
     assert!(matches!(err, WalError::IncompatibleVersion { .. }), "{err}");
 }
+
+/// What `f` logs at WARN and above, one entry per event.
+fn warnings<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (out, text.lines().map(str::to_string).collect())
+}
+
+#[test]
+fn a_discard_is_reported_by_the_caller_alone_and_a_missing_mark_is_warned_of_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, segments) = acknowledged_log(dir.path());
+    flip(&segments[2], HEADER_LEN + 9);
+    let (opened, logged) = warnings(|| Wal::open(dir.path(), discard()));
+    let (_, recovered) = opened.unwrap();
+    let dropped = recovered.discarded.unwrap().dropped();
+    assert!(
+        !logged
+            .iter()
+            .any(|l| l.contains("discarded the write-ahead log")),
+        "the caller prints {dropped:?}; the log must not print it too: {logged:?}"
+    );
+
+    std::fs::remove_file(durable::path(dir.path())).unwrap();
+    let (_, logged) = warnings(|| open(dir.path()));
+    let missing = logged
+        .iter()
+        .filter(|l| l.contains("durable mark is missing"))
+        .count();
+    assert_eq!(missing, 1, "{logged:?}");
+    // Opening wrote it again: the next open is quiet.
+    let (_, logged) = warnings(|| open(dir.path()));
+    assert!(logged.is_empty(), "{logged:?}");
+}
