@@ -157,18 +157,16 @@ impl Lost {
 
 impl fmt::Display for Lost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} intact records", self.records)?;
+        write!(f, "{} intact records in {} bytes", self.records, self.bytes)?;
         if self.bad_records > 0 {
-            write!(f, ", {} unreadable", self.bad_records)?;
+            let s = if self.bad_records == 1 { "" } else { "s" };
+            write!(f, ", {} unreadable record{s}", self.bad_records)?;
         }
         if self.missing > 0 {
-            write!(f, ", {} missing", self.missing)?;
+            let s = if self.missing == 1 { "" } else { "s" };
+            write!(f, ", {} missing record{s}", self.missing)?;
         }
-        write!(
-            f,
-            " in {} bytes ({} bytes unreadable",
-            self.bytes, self.unreadable_bytes
-        )?;
+        write!(f, " ({} bytes unreadable", self.unreadable_bytes)?;
         if self.unchecked_bytes > 0 {
             write!(
                 f,

@@ -378,6 +378,12 @@ fn discarding_a_corrupt_log_drops_from_the_bad_record_on_and_reports_exactly_tha
         "{}",
         c.dropped()
     );
+    assert!(
+        c.dropped().contains(" intact records in ")
+            && c.dropped().contains(", 1 unreadable record ("),
+        "{}",
+        c.dropped()
+    );
     assert_eq!(recovered.records.len() as u64, bad_lsn - 1);
     assert_eq!(recovered.truncated_bytes, bytes_after);
 
