@@ -216,6 +216,14 @@ impl fmt::Display for Lost {
 impl Corruption {
     /// One line for the operator after `--discard-corrupt-log` dropped it.
     pub fn dropped(&self) -> String {
+        if let Why::MissingHead { .. } = self.why {
+            return format!(
+                "discarded the write-ahead log's missing records before {}: {}; {}",
+                self.path.display(),
+                self.why,
+                self.lost
+            );
+        }
         format!(
             "discarded the write-ahead log from {} offset {} (record {}) on: {}; {}",
             self.path.display(),
@@ -275,6 +283,18 @@ impl fmt::Display for Why {
 
 impl fmt::Display for Corruption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Why::MissingHead { .. } = self.why {
+            return write!(
+                f,
+                "the write-ahead log has lost its head, before {}: {}. That is {}. Nothing was \
+                 changed on disk. Restore the missing segments or the data directory from a \
+                 backup, or restart with --discard-corrupt-log to accept the loss and go on with \
+                 the records the log still holds",
+                self.path.display(),
+                self.why,
+                self.lost
+            );
+        }
         write!(
             f,
             "the write-ahead log is corrupt at {} offset {} (record {}): {}. From there to the \
