@@ -71,6 +71,9 @@ pub struct Lost {
     /// The acknowledged streams' frames lost: from the last position the kept log holds to
     /// the last frame the lost records hold.
     pub streams: Vec<StreamRange>,
+    /// A full checkpoint in the kept log that holds the state the missing records led to: only
+    /// output they held that was not yet written out is lost.
+    pub state_kept_by: Option<u64>,
 }
 
 /// Frames `from_seq..to_seq` of one acknowledged client stream.
@@ -199,7 +202,13 @@ impl fmt::Display for Lost {
         for r in &self.streams {
             streams.insert((r.source, r.stream), (r.from_seq, r.to_seq));
         }
-        if streams.is_empty() {
+        if let Some(checkpoint) = self.state_kept_by {
+            write!(
+                f,
+                "; full checkpoint {checkpoint} holds the state they led to, so only output of \
+                 theirs not yet written out is lost)"
+            )
+        } else if streams.is_empty() {
             write!(f, ", none from an acknowledged stream)")
         } else {
             let list: Vec<String> = streams

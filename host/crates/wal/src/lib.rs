@@ -25,6 +25,7 @@ mod durable;
 mod record;
 mod segment;
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -486,31 +487,56 @@ fn missing_head(path: &Path, first: Lsn, low: Option<Lsn>, kept: &[(Lsn, Record)
         missing: first - from,
         ..Lost::default()
     };
-    if from == 1 {
-        // Every stream began in the missing records or after them: what the log holds of a
-        // stream starts at its first kept input record, and everything before it is gone.
-        for (_, r) in kept {
-            if let Record::Input {
-                source,
-                stream,
-                seq,
+    lost.state_kept_by = kept
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::Commit {
+                checkpoint,
+                cut,
+                full: true,
                 ..
-            } = r
-                && *stream != 0
-                && *seq > 0
-                && !lost
-                    .streams
-                    .iter()
-                    .any(|s| s.source == *source && s.stream == *stream)
-            {
-                lost.streams.push(StreamRange {
-                    source: *source,
-                    stream: *stream,
-                    from_seq: 0,
-                    to_seq: *seq,
-                });
+            } if *cut >= first => Some(*checkpoint),
+            _ => None,
+        })
+        .max();
+    if from == 1 && lost.state_kept_by.is_none() {
+        // Every stream began in the missing records or after them: a stream's frames before
+        // its first kept input record are gone; for a stream with no kept input, at least the
+        // frames a kept checkpoint counts for it.
+        let mut first_input: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+        let mut checkpointed: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+        for (_, r) in kept {
+            match r {
+                Record::Input {
+                    source,
+                    stream,
+                    seq,
+                    ..
+                } if *stream != 0 => {
+                    first_input.entry((*source, *stream)).or_insert(*seq);
+                }
+                Record::Commit { streams, .. } => {
+                    for p in streams {
+                        let at = checkpointed.entry((p.source, p.stream)).or_default();
+                        *at = (*at).max(p.next_seq);
+                    }
+                }
+                _ => {}
             }
         }
+        for (key, at) in checkpointed {
+            first_input.entry(key).or_insert(at);
+        }
+        lost.streams = first_input
+            .into_iter()
+            .filter(|(_, to)| *to > 0)
+            .map(|((source, stream), to_seq)| StreamRange {
+                source,
+                stream,
+                from_seq: 0,
+                to_seq,
+            })
+            .collect();
     }
     Corruption {
         path: path.to_path_buf(),

@@ -689,6 +689,15 @@ fn segments_compaction_removed_leave_a_log_that_opens() {
     for s in removable {
         std::fs::remove_file(s).unwrap();
     }
+    // With the low-water mark the head was not compacted: refused, but the report says the
+    // state is in the full checkpoint.
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(c.lost.state_kept_by, Some(1), "{c}");
+    assert!(c.lost.streams.is_empty());
+    assert!(
+        c.to_string().contains("full checkpoint 1 holds the state"),
+        "{c}"
+    );
     std::fs::remove_file(durable::path(dir.path())).unwrap();
     let (_, recovered) = open(dir.path());
     assert!(recovered.discarded.is_none());
@@ -842,4 +851,55 @@ fn a_discard_is_reported_by_the_caller_alone_and_a_missing_mark_is_warned_of_onc
     // Opening wrote it again: the next open is quiet.
     let (_, logged) = warnings(|| open(dir.path()));
     assert!(logged.is_empty(), "{logged:?}");
+}
+
+#[test]
+fn a_lost_head_of_input_alone_counts_the_frames_a_kept_checkpoint_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        segment_bytes: 100,
+        ..WalOptions::default()
+    };
+    let (mut wal, _) = Wal::open(dir.path(), options).unwrap();
+    // The first segment holds input only; the next ones checkpoints counting it.
+    wal.append(&Record::Input {
+        source: 0,
+        stream: 5,
+        seq: 0,
+        frames: vec![vec![b'x'; 100]; 3],
+    })
+    .unwrap();
+    for checkpoint in 1..4 {
+        wal.append(&Record::Commit {
+            checkpoint,
+            cut: 2,
+            full: false,
+            streams: vec![StreamPosition {
+                source: 0,
+                stream: 5,
+                next_seq: 3,
+            }],
+        })
+        .unwrap();
+    }
+    wal.sync().unwrap();
+    let segments = wal.segments();
+    drop(wal);
+    assert!(
+        segments.len() > 1 && first_lsn(&segments[1]) == 2,
+        "{segments:?}"
+    );
+    std::fs::remove_file(&segments[0]).unwrap();
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(c.lost.missing, 1);
+    assert_eq!(
+        c.lost.streams,
+        vec![StreamRange {
+            source: 0,
+            stream: 5,
+            from_seq: 0,
+            to_seq: 3,
+        }],
+        "{c}"
+    );
 }
