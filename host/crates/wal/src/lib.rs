@@ -19,6 +19,15 @@
 //! been acknowledged: opening fails with [`WalError::Corrupt`], which says where and what lies
 //! after, and leaves every file as it is, unless [`WalOptions::discard_corrupt`] says to drop
 //! the log from there on (the file truncated there, later segments removed).
+//!
+//! Missing records are corruption as well: segments that do not join, a log that ends before
+//! the durable mark, and a head that compaction did not remove. Compaction notes the first LSN
+//! it keeps (the low-water mark) in the `durable` file before it removes a segment; a log
+//! whose oldest segment starts after that mark has lost records nothing made unnecessary. (A
+//! log whose mark predates the low-water mark accepts a missing head that a full checkpoint's
+//! cut covers, as compaction would have.) A damaged segment header in a log whose other
+//! segments read, or before records that read, is corruption at offset 0; a directory whose
+//! segments all carry the same header of another format is refused as a foreign log.
 
 mod corruption;
 mod durable;
