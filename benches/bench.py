@@ -444,7 +444,7 @@ def recovery(wasm, workers, keys, work):
     listening = time.monotonic() - started
     again.stop()
     line = next((x.strip() for x in again.log if "recovered checkpoint" in x), "")
-    found = re.search(r"(\d+) keys.* in (\d+) ms", line)
+    found = re.search(r"(\d+) keys?.* in (\d+) ms", line)
     return {
         "keys": int(found.group(1)) if found else None,
         "ms": int(found.group(2)) if found else None,

@@ -219,15 +219,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                      receiver may see output again (--sink-framing tagged makes it exactly-once)"
                 );
             }
-            eprintln!(
-                "recovered checkpoint {}: {} keys, {} messages replayed, {} epochs of output \
-                 released again, in {} ms",
-                recovered.checkpoint,
-                recovered.keys,
-                recovered.replayed_messages,
-                recovered.rereleased_epochs,
-                recovered.took.as_millis()
-            );
+            eprintln!("{recovered}");
         }
     }
     if tagged && node.resilience() != Resilience::ExactlyOnce {

@@ -213,15 +213,7 @@ impl AppRun {
             eprintln!("generation {generation}: {}", c.dropped());
         }
         if recovered.checkpoint > 0 || recovered.replayed_messages > 0 {
-            tracing::warn!(
-                "generation {generation}: recovered checkpoint {}: {} keys, {} messages \
-                 replayed, {} epochs of output released again, in {} ms",
-                recovered.checkpoint,
-                recovered.keys,
-                recovered.replayed_messages,
-                recovered.rereleased_epochs,
-                recovered.took.as_millis()
-            );
+            tracing::warn!("generation {generation}: {recovered}");
         }
 
         let (stop_sources, stop_rx) = watch::channel(false);

@@ -320,6 +320,56 @@ pub struct Recovered {
     pub discarded: Option<wallaroo_wal::Corruption>,
 }
 
+impl std::fmt::Display for Recovered {
+    /// `recovered checkpoint N: K keys, M messages replayed, E epochs of output released
+    /// again, in T ms`, each count with its noun in the right number.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn noun(n: usize, one: &str, many: &str) -> String {
+            format!("{n} {}", if n == 1 { one } else { many })
+        }
+        write!(
+            f,
+            "recovered checkpoint {}: {}, {} replayed, {} of output released again, in {} ms",
+            self.checkpoint,
+            noun(self.keys, "key", "keys"),
+            noun(self.replayed_messages, "message", "messages"),
+            noun(self.rereleased_epochs, "epoch", "epochs"),
+            self.took.as_millis()
+        )
+    }
+}
+
+#[cfg(test)]
+mod recovered_tests {
+    use super::Recovered;
+
+    #[test]
+    fn the_recovery_line_says_one_epoch_and_many_messages() {
+        let one = Recovered {
+            checkpoint: 3,
+            keys: 1,
+            replayed_messages: 1,
+            rereleased_epochs: 1,
+            ..Recovered::default()
+        };
+        assert_eq!(
+            one.to_string(),
+            "recovered checkpoint 3: 1 key, 1 message replayed, 1 epoch of output released \
+             again, in 0 ms"
+        );
+        let many = Recovered {
+            keys: 2,
+            replayed_messages: 3520,
+            ..Recovered::default()
+        };
+        assert_eq!(
+            many.to_string(),
+            "recovered checkpoint 0: 2 keys, 3520 messages replayed, 0 epochs of output \
+             released again, in 0 ms"
+        );
+    }
+}
+
 impl Node {
     /// Starts `config.workers` instances of the application, each on its own thread. With a
     /// resilience other than none, first recovers what the data directory's log holds.

@@ -19,12 +19,22 @@
 //! been acknowledged: opening fails with [`WalError::Corrupt`], which says where and what lies
 //! after, and leaves every file as it is, unless [`WalOptions::discard_corrupt`] says to drop
 //! the log from there on (the file truncated there, later segments removed).
+//!
+//! Missing records are corruption as well: segments that do not join, a log that ends before
+//! the durable mark, and a head that compaction did not remove. Compaction notes the first LSN
+//! it keeps (the low-water mark) in the `durable` file before it removes a segment; a log
+//! whose oldest segment starts after that mark has lost records nothing made unnecessary. (A
+//! log whose mark predates the low-water mark accepts a missing head that a full checkpoint's
+//! cut covers, as compaction would have.) A damaged segment header in a log whose other
+//! segments read, or before records that read, is corruption at offset 0; a directory whose
+//! segments all carry the same header of another format is refused as a foreign log.
 
 mod corruption;
 mod durable;
 mod record;
 mod segment;
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -132,7 +142,24 @@ impl Wal {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut segments = segment::list(&dir)?;
-        let durable = durable::read(&dir)?;
+        let mark = durable::read(&dir)?;
+        let durable = mark.durable;
+        if !mark.exists && !segments.is_empty() {
+            tracing::warn!(
+                file = %durable::path(&dir).display(),
+                "the write-ahead log's durable mark is missing; checking the log without it \
+                 (records lost before a crash cannot be told from a torn tail this time)"
+            );
+        }
+        let headers = segments
+            .iter()
+            .map(|(_, path)| segment::header(path))
+            .collect::<Result<Vec<Vec<u8>>, WalError>>()?;
+        // Every segment with the same header this build cannot read: a log of another format
+        // (one flipped byte does not strike every segment alike).
+        let foreign = headers.len() > 1
+            && headers.iter().all(|h| h == &headers[0])
+            && !segment::readable_header(&headers[0]);
         let mut recovered = Recovered::default();
         let mut next_lsn = segments.first().map_or(1, |(first, _)| *first);
         let mut bad = None;
@@ -148,7 +175,30 @@ impl Wal {
                 bad = Some((i - 1, offset, Vec::new(), Some(why)));
                 break;
             }
-            let scan = Segment::scan(path, *first)?;
+            let scan = match Segment::scan(path, *first) {
+                Ok(scan) => scan,
+                Err(e @ (WalError::NotALog { .. } | WalError::IncompatibleVersion { .. })) => {
+                    // A header of another format in a log of this one, or before records this
+                    // build reads, is damage, not a foreign log.
+                    let data = fs::read(path).map_err(io(path))?;
+                    let others_good = headers
+                        .iter()
+                        .enumerate()
+                        .any(|(j, h)| j != i && segment::readable_header(h));
+                    if foreign || !others_good && !segment::body_parses(&data) {
+                        return Err(e);
+                    }
+                    let found = match &e {
+                        WalError::IncompatibleVersion { found, .. } => {
+                            format!("it names log format {found}")
+                        }
+                        _ => "its first 8 bytes are not WALLAROO".to_string(),
+                    };
+                    bad = Some((i, 0, data, Some(Why::BadHeader { found })));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             next_lsn = first + scan.records.len() as u64;
             recovered.records.extend(scan.records);
             if let Some(at) = scan.bad_at {
@@ -156,10 +206,42 @@ impl Wal {
                 break;
             }
         }
+        // The head: segments before the first one may be gone only if compaction removed them.
+        let mut low = mark.low.unwrap_or(1);
+        let mut head_discarded = None;
+        if let Some((first, path)) = segments.first() {
+            let covered = match mark.low {
+                Some(low) => *first <= low,
+                // A log that keeps no low-water mark: compaction removes only records before a
+                // full checkpoint's cut, and that checkpoint's commit follows its cut.
+                None => {
+                    *first == 1
+                        || recovered.records.iter().any(|(_, r)| {
+                            matches!(r, Record::Commit { full: true, cut, .. } if cut >= first)
+                        })
+                }
+            };
+            if !covered {
+                let corruption = missing_head(path, *first, mark.low, &recovered.records);
+                if !options.discard_corrupt {
+                    return Err(WalError::Corrupt(Box::new(corruption)));
+                }
+                head_discarded = Some(corruption);
+            }
+            if !covered || mark.low.is_none() {
+                low = *first;
+            }
+        }
         let mut keep = segments.len();
         if let Some((i, offset, data, why)) = bad {
             let path = segments[i].1.clone();
-            let (lost, in_segment) = lost_from(&data, offset, &segments[i + 1..])?;
+            let (mut lost, in_segment) = lost_from(&data, offset, &segments[i + 1..])?;
+            if let Some(Why::Gap { first, .. }) = &why {
+                lost.missing += first - next_lsn;
+            }
+            let reached = next_lsn - 1 + lost.missing + lost.bad_records + lost.records;
+            lost.missing += durable.saturating_sub(reached);
+            lost.start_streams_at(&recovered.records);
             let why = why.or_else(|| {
                 if i + 1 < segments.len() {
                     Some(Why::NotNewestSegment)
@@ -190,10 +272,9 @@ impl Wal {
                     if !options.discard_corrupt {
                         return Err(WalError::Corrupt(Box::new(corruption)));
                     }
-                    tracing::warn!("{}", corruption.dropped());
                     // Down first, durably: a crash before the cut below must not leave a mark
                     // above what the log will hold.
-                    durable::DurableMark::reset(&dir, next_lsn - 1)?;
+                    durable::DurableMark::reset(&dir, next_lsn - 1, low)?;
                     recovered.discarded = Some(corruption);
                 }
             }
@@ -223,13 +304,19 @@ impl Wal {
                 offset,
                 lsn: next_lsn,
                 why: Why::Missing { durable },
-                lost: Lost::default(),
+                lost: Lost {
+                    missing: durable - (next_lsn - 1),
+                    ..Lost::default()
+                },
             };
             if !options.discard_corrupt {
                 return Err(WalError::Corrupt(Box::new(corruption)));
             }
-            tracing::warn!("{}", corruption.dropped());
             recovered.discarded = Some(corruption);
+        }
+        // A discarded head is reported unless a discard later in the log is.
+        if recovered.discarded.is_none() {
+            recovered.discarded = head_discarded;
         }
         if keep < segments.len() {
             for (_, later) in segments.drain(keep..) {
@@ -264,7 +351,7 @@ impl Wal {
         // in the page cache, not yet synced): the mark may say so.
         active.out.get_ref().sync_data().map_err(io(&active.path))?;
         // Past the checks above, the log holds at least what the mark said.
-        let mark = durable::DurableMark::reset(&dir, next_lsn - 1)?;
+        let mark = durable::DurableMark::reset(&dir, next_lsn - 1, low)?;
         let wal = Wal {
             dir,
             options,
@@ -321,8 +408,12 @@ impl Wal {
 
     /// Removes closed segments holding only records before `lsn` (records a committed
     /// checkpoint has made unnecessary). Returns how many segments were removed.
+    ///
+    /// The first LSN kept goes to the low-water mark first, durably, so opening can tell
+    /// segments compaction removed from segments that went missing.
     pub fn compact_before(&mut self, lsn: Lsn) -> Result<usize, WalError> {
         let mut removed = 0;
+        let mut low = None;
         while self.closed.len() > removed {
             // A closed segment ends where the next one (closed or active) begins.
             let next_first = self
@@ -333,11 +424,19 @@ impl Wal {
             if next_first > lsn {
                 break;
             }
-            let path = &self.closed[removed].1;
-            fs::remove_file(path).map_err(io(path))?;
+            low = Some(next_first);
             removed += 1;
         }
-        self.closed.drain(..removed);
+        let Some(low) = low else {
+            return Ok(0);
+        };
+        self.mark
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_low(low)?;
+        for (_, path) in self.closed.drain(..removed) {
+            fs::remove_file(&path).map_err(io(&path))?;
+        }
         Ok(removed)
     }
 
@@ -364,7 +463,14 @@ impl Wal {
 fn lost_from(data: &[u8], offset: u64, later: &[(Lsn, PathBuf)]) -> Result<(Lost, u64), WalError> {
     let mut lost = Lost::default();
     let mut budget = segment::RESYNC_BUDGET;
-    segment::survey(data, offset as usize, &mut budget, &mut lost);
+    if offset < HEADER_LEN {
+        // A bad header, or one that never made it: records can only follow a whole one.
+        let header = data.len().min(HEADER_LEN as usize);
+        lost.unreadable_bytes += header as u64;
+        segment::survey(data, header, &mut budget, &mut lost);
+    } else {
+        segment::survey(data, offset as usize, &mut budget, &mut lost);
+    }
     let in_segment = lost.records;
     lost.bytes = data.len().saturating_sub(offset as usize) as u64;
     for (_, path) in later {
@@ -380,6 +486,74 @@ fn lost_from(data: &[u8], offset: u64, later: &[(Lsn, PathBuf)]) -> Result<(Lost
         lost.later_segments += 1;
     }
     Ok((lost, in_segment))
+}
+
+/// The report for a log whose oldest segment, `path`, starts at `first` though compaction kept
+/// it from `low` on (from 1 when the log keeps no low-water mark); `kept` are its records.
+fn missing_head(path: &Path, first: Lsn, low: Option<Lsn>, kept: &[(Lsn, Record)]) -> Corruption {
+    let from = low.unwrap_or(1);
+    let mut lost = Lost {
+        missing: first - from,
+        ..Lost::default()
+    };
+    lost.state_kept_by = kept
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::Commit {
+                checkpoint,
+                cut,
+                full: true,
+                ..
+            } if *cut >= first => Some(*checkpoint),
+            _ => None,
+        })
+        .max();
+    if from == 1 && lost.state_kept_by.is_none() {
+        // Every stream began in the missing records or after them: a stream's frames before
+        // its first kept input record are gone; for a stream with no kept input, at least the
+        // frames a kept checkpoint counts for it.
+        let mut first_input: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+        let mut checkpointed: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+        for (_, r) in kept {
+            match r {
+                Record::Input {
+                    source,
+                    stream,
+                    seq,
+                    ..
+                } if *stream != 0 => {
+                    first_input.entry((*source, *stream)).or_insert(*seq);
+                }
+                Record::Commit { streams, .. } => {
+                    for p in streams {
+                        let at = checkpointed.entry((p.source, p.stream)).or_default();
+                        *at = (*at).max(p.next_seq);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (key, at) in checkpointed {
+            first_input.entry(key).or_insert(at);
+        }
+        lost.streams = first_input
+            .into_iter()
+            .filter(|(_, to)| *to > 0)
+            .map(|((source, stream), to_seq)| StreamRange {
+                source,
+                stream,
+                from_seq: 0,
+                to_seq,
+            })
+            .collect();
+    }
+    Corruption {
+        path: path.to_path_buf(),
+        offset: 0,
+        lsn: from,
+        why: Why::MissingHead { first, low },
+        lost,
+    }
 }
 
 /// Records written to the file and not yet known to be on disk.

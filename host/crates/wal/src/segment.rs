@@ -117,6 +117,21 @@ impl Segment {
     }
 }
 
+/// The header bytes of the segment at `path` (fewer if the file is shorter).
+pub(crate) fn header(path: &Path) -> Result<Vec<u8>, WalError> {
+    let mut header = Vec::with_capacity(HEADER_LEN as usize);
+    File::open(path)
+        .and_then(|f| f.take(HEADER_LEN).read_to_end(&mut header))
+        .map_err(io(path))?;
+    Ok(header)
+}
+
+/// Whether what follows the header of `data` starts with a record this build reads.
+pub(crate) fn body_parses(data: &[u8]) -> bool {
+    data.get(HEADER_LEN as usize..)
+        .is_some_and(|body| read_record(body).is_some())
+}
+
 /// Whether `data` starts like a segment this build can read (magic and version).
 pub(crate) fn readable_header(data: &[u8]) -> bool {
     data.len() >= HEADER_LEN as usize
@@ -145,6 +160,7 @@ pub(crate) fn survey(data: &[u8], from: usize, budget: &mut u64, lost: &mut Lost
             at += used;
             continue;
         }
+        lost.bad_records += 1;
         match resync(data, at, budget) {
             Resync::Found(next) => {
                 lost.unreadable_bytes += (next - at) as u64;

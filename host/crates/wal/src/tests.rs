@@ -353,11 +353,18 @@ fn discarding_a_corrupt_log_drops_from_the_bad_record_on_and_reports_exactly_tha
         (segments[2].clone(), bad_offset, bad_lsn)
     );
     assert_eq!(c.why, Why::NotNewestSegment);
-    // What it dropped, computed from what was written: every record after the bad one.
+    // What it dropped, computed from what was written: every record after the bad one, the
+    // bad one, and the stream's frames from where the kept records leave it (the bad record
+    // held the frames right after that).
     let mut expected = Lost::default();
     for r in &records[bad_lsn as usize..] {
         expected.count(r);
     }
+    expected.bad_records = 1;
+    let Record::Input { seq: bad_seq, .. } = &records[bad_lsn as usize - 1] else {
+        panic!("the bad record is an input record");
+    };
+    expected.streams[0].from_seq = *bad_seq;
     let mut bad_body = Vec::new();
     records[bad_lsn as usize - 1].encode(&mut bad_body);
     expected.bytes = bytes_after;
@@ -368,6 +375,12 @@ fn discarding_a_corrupt_log_drops_from_the_bad_record_on_and_reports_exactly_tha
     assert!(!c.lost.checkpoints.is_empty() && !c.lost.streams.is_empty());
     assert!(
         c.dropped().contains("stream 0xabc frames"),
+        "{}",
+        c.dropped()
+    );
+    assert!(
+        c.dropped().contains(" intact records in ")
+            && c.dropped().contains(", 1 unreadable record ("),
         "{}",
         c.dropped()
     );
@@ -441,10 +454,10 @@ fn a_log_written_before_the_durable_mark_opens_and_gets_one() {
     std::fs::remove_file(durable::path(dir.path())).unwrap();
     let (mut wal, recovered) = open(dir.path());
     assert_eq!(recovered.records.len(), samples().len());
-    assert_eq!(durable::read(dir.path()).unwrap(), 5);
+    assert_eq!(durable::read(dir.path()).unwrap().durable, 5);
     wal.append(&Record::Released { epoch: 1 }).unwrap();
     wal.sync().unwrap();
-    assert_eq!(durable::read(dir.path()).unwrap(), 6);
+    assert_eq!(durable::read(dir.path()).unwrap().durable, 6);
 }
 
 #[test]
@@ -519,15 +532,374 @@ fn a_torn_write_of_the_durable_mark_leaves_the_other_slot() {
     drop(wal);
     let path = durable::path(dir.path());
     let mut data = std::fs::read(&path).unwrap();
-    assert_eq!(durable::read(dir.path()).unwrap(), 3);
+    assert_eq!(durable::read(dir.path()).unwrap().durable, 3);
     // Syncs 1 and 3 went to the first slot, 2 to the second: spoil the first.
     data[10] ^= 1;
     std::fs::write(&path, &data).unwrap();
-    assert_eq!(durable::read(dir.path()).unwrap(), 2, "a lower bound");
+    assert_eq!(
+        durable::read(dir.path()).unwrap().durable,
+        2,
+        "a lower bound"
+    );
     data[42] ^= 1;
     std::fs::write(&path, &data).unwrap();
-    assert_eq!(durable::read(dir.path()).unwrap(), 0, "no bound at all");
+    assert_eq!(
+        durable::read(dir.path()).unwrap().durable,
+        0,
+        "no bound at all"
+    );
     // Without a bound the log still opens (it was not corrupt) and gets its mark again.
     assert_eq!(open(dir.path()).1.records.len(), 3);
-    assert_eq!(durable::read(dir.path()).unwrap(), 3);
+    assert_eq!(durable::read(dir.path()).unwrap().durable, 3);
+}
+
+/// The first LSN in the segment at `path` (from its name).
+fn first_lsn(path: &Path) -> Lsn {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+/// The acknowledged input among `records`, as the lost range it would be in a report: from
+/// `from_seq` to the end of the last one.
+fn stream_end(records: &[Record]) -> u64 {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Input { seq, frames, .. } => Some(seq + frames.len() as u64),
+            _ => None,
+        })
+        .max()
+        .unwrap()
+}
+
+fn discard() -> WalOptions {
+    WalOptions {
+        discard_corrupt: true,
+        ..WalOptions::default()
+    }
+}
+
+#[test]
+fn a_missing_oldest_segment_is_refused_unless_compaction_removed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, segments) = acknowledged_log(dir.path());
+    let first = first_lsn(&segments[1]);
+    std::fs::remove_file(&segments[0]).unwrap();
+    let before = files(dir.path());
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(
+        c.why,
+        Why::MissingHead {
+            first,
+            low: Some(1)
+        },
+        "{c}"
+    );
+    assert_eq!(
+        (c.path.clone(), c.offset, c.lsn),
+        (segments[1].clone(), 0, 1)
+    );
+    assert_eq!(c.lost.missing, first - 1);
+    // Every frame before the first kept input record of the stream is gone.
+    let kept_from = match &records[first as usize - 1..]
+        .iter()
+        .find(|r| matches!(r, Record::Input { .. }))
+    {
+        Some(Record::Input { seq, .. }) => *seq,
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        c.lost.streams,
+        vec![StreamRange {
+            source: 0,
+            stream: 0xabc,
+            from_seq: 0,
+            to_seq: kept_from,
+        }]
+    );
+    assert!(c.to_string().contains("--discard-corrupt-log"), "{c}");
+    assert!(c.to_string().contains("records 1 to"), "{c}");
+    assert_eq!(files(dir.path()), before);
+
+    // Without the durable mark (a log from before the low-water mark) it is refused as well:
+    // no full checkpoint covers the missing records.
+    std::fs::remove_file(durable::path(dir.path())).unwrap();
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(c.why, Why::MissingHead { first, low: None }, "{c}");
+
+    // Accepted explicitly, the log opens with what it holds, and from then on starts there.
+    let (_, recovered) = Wal::open(dir.path(), discard()).unwrap();
+    assert_eq!(recovered.discarded.unwrap().lost.missing, first - 1);
+    assert_eq!(recovered.records.first().unwrap().0, first);
+    let (_, recovered) = open(dir.path());
+    assert!(recovered.discarded.is_none());
+}
+
+#[test]
+fn segments_compaction_removed_leave_a_log_that_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, segments) = acknowledged_log(dir.path());
+    let options = WalOptions {
+        segment_bytes: 200,
+        ..WalOptions::default()
+    };
+    let (mut wal, _) = Wal::open(dir.path(), options.clone()).unwrap();
+    let keep_from = first_lsn(&segments[2]);
+    assert_eq!(wal.compact_before(keep_from).unwrap(), 2);
+    drop(wal);
+    let (_, recovered) = Wal::open(dir.path(), options.clone()).unwrap();
+    assert!(recovered.discarded.is_none());
+    assert_eq!(recovered.records.first().unwrap().0, keep_from);
+    // The next segment is not covered by the low-water mark.
+    std::fs::remove_file(&segments[2]).unwrap();
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(
+        c.why,
+        Why::MissingHead {
+            first: first_lsn(&segments[3]),
+            low: Some(keep_from)
+        }
+    );
+    assert_eq!(c.lsn, keep_from);
+
+    // A log that keeps no low-water mark: a full checkpoint whose cut covers the missing
+    // records justifies them.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), options).unwrap();
+    for epoch in 0..20 {
+        wal.append(&Record::Released { epoch }).unwrap();
+    }
+    let cut = wal.next_lsn();
+    wal.append(&Record::Commit {
+        checkpoint: 1,
+        cut,
+        full: true,
+        streams: Vec::new(),
+    })
+    .unwrap();
+    wal.sync().unwrap();
+    let segments = wal.segments();
+    drop(wal);
+    let removable: Vec<&PathBuf> = segments
+        .iter()
+        .zip(&segments[1..])
+        .filter(|(_, next)| first_lsn(next) <= cut)
+        .map(|(s, _)| s)
+        .collect();
+    assert!(!removable.is_empty());
+    for s in removable {
+        std::fs::remove_file(s).unwrap();
+    }
+    // With the low-water mark the head was not compacted: refused, but the report says the
+    // state is in the full checkpoint.
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(c.lost.state_kept_by, Some(1), "{c}");
+    assert!(c.lost.streams.is_empty());
+    assert!(
+        c.to_string().contains("full checkpoint 1 holds the state"),
+        "{c}"
+    );
+    std::fs::remove_file(durable::path(dir.path())).unwrap();
+    let (_, recovered) = open(dir.path());
+    assert!(recovered.discarded.is_none());
+}
+
+#[test]
+fn a_missing_middle_segment_counts_its_records_and_the_frames_from_the_last_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (records, segments) = acknowledged_log(dir.path());
+    std::fs::remove_file(&segments[1]).unwrap();
+    let c = corruption(dir.path(), WalOptions::default());
+    let kept = first_lsn(&segments[1]) - 1;
+    assert_eq!(
+        c.lost.missing,
+        first_lsn(&segments[2]) - first_lsn(&segments[1])
+    );
+    assert_eq!(c.lost.records, records.len() as u64 - c.lost.missing - kept);
+    assert_eq!(c.lost.streams.len(), 1);
+    assert_eq!(
+        (c.lost.streams[0].from_seq, c.lost.streams[0].to_seq),
+        (stream_end(&records[..kept as usize]), stream_end(&records))
+    );
+    assert!(c.to_string().contains("missing"), "{c}");
+}
+
+#[test]
+fn a_log_shorter_than_its_mark_counts_the_missing_records() {
+    // The only segment cut inside its header.
+    let dir = tempfile::tempdir().unwrap();
+    let segment = log_of_samples(dir.path());
+    let f = OpenOptions::new().write(true).open(&segment).unwrap();
+    f.set_len(5).unwrap();
+    drop(f);
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(
+        c.lost.missing + c.lost.bad_records,
+        samples().len() as u64,
+        "{c}"
+    );
+    assert_eq!((c.lost.bytes, c.lost.unreadable_bytes), (5, 5));
+
+    // The newest segment removed.
+    let dir = tempfile::tempdir().unwrap();
+    let (records, segments) = acknowledged_log(dir.path());
+    let last = segments.last().unwrap();
+    std::fs::remove_file(last).unwrap();
+    let c = corruption(dir.path(), WalOptions::default());
+    assert!(matches!(c.why, Why::Missing { .. }), "{c}");
+    assert_eq!(
+        c.lost.missing,
+        records.len() as u64 - (first_lsn(last) - 1),
+        "{c}"
+    );
+    let (_, recovered) = Wal::open(dir.path(), discard()).unwrap();
+    assert_eq!(recovered.discarded.unwrap().lost.missing, c.lost.missing);
+}
+
+#[test]
+fn a_damaged_segment_header_is_corruption_and_can_be_discarded() {
+    for at in [0u64, 9] {
+        // In a segment between others with good headers.
+        let dir = tempfile::tempdir().unwrap();
+        let (records, segments) = acknowledged_log(dir.path());
+        flip(&segments[2], at);
+        let before = files(dir.path());
+        let c = corruption(dir.path(), WalOptions::default());
+        assert!(matches!(c.why, Why::BadHeader { .. }), "{c}");
+        assert_eq!((c.path.clone(), c.offset), (segments[2].clone(), 0));
+        let kept = first_lsn(&segments[2]) - 1;
+        assert_eq!(c.lsn, kept + 1);
+        assert_eq!(c.lost.records, records.len() as u64 - kept, "{c}");
+        assert!(c.to_string().contains("--discard-corrupt-log"), "{c}");
+        assert_eq!(files(dir.path()), before);
+        let (wal, recovered) = Wal::open(dir.path(), discard()).unwrap();
+        assert!(recovered.discarded.is_some());
+        assert_eq!(recovered.records.len() as u64, kept);
+        assert_eq!(wal.next_lsn(), kept + 1);
+        drop(wal);
+        assert!(open(dir.path()).1.discarded.is_none());
+
+        // In the only segment, with records after it.
+        let dir = tempfile::tempdir().unwrap();
+        let segment = log_of_samples(dir.path());
+        flip(&segment, at);
+        let c = corruption(dir.path(), WalOptions::default());
+        assert!(matches!(c.why, Why::BadHeader { .. }), "{c}");
+        assert_eq!(c.lost.records, samples().len() as u64);
+    }
+}
+
+#[test]
+fn a_log_whose_segments_all_name_another_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, segments) = acknowledged_log(dir.path());
+    for s in &segments {
+        let mut data = std::fs::read(s).unwrap();
+        data[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        std::fs::write(s, data).unwrap();
+    }
+    let err = Wal::open(dir.path(), discard()).err().unwrap();
+    assert!(matches!(err, WalError::IncompatibleVersion { .. }), "{err}");
+}
+
+/// What `f` logs at WARN and above, one entry per event.
+fn warnings<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (out, text.lines().map(str::to_string).collect())
+}
+
+#[test]
+fn a_discard_is_reported_by_the_caller_alone_and_a_missing_mark_is_warned_of_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, segments) = acknowledged_log(dir.path());
+    flip(&segments[2], HEADER_LEN + 9);
+    let (opened, logged) = warnings(|| Wal::open(dir.path(), discard()));
+    let (_, recovered) = opened.unwrap();
+    let dropped = recovered.discarded.unwrap().dropped();
+    assert!(
+        !logged
+            .iter()
+            .any(|l| l.contains("discarded the write-ahead log")),
+        "the caller prints {dropped:?}; the log must not print it too: {logged:?}"
+    );
+
+    std::fs::remove_file(durable::path(dir.path())).unwrap();
+    let (_, logged) = warnings(|| open(dir.path()));
+    let missing = logged
+        .iter()
+        .filter(|l| l.contains("durable mark is missing"))
+        .count();
+    assert_eq!(missing, 1, "{logged:?}");
+    // Opening wrote it again: the next open is quiet.
+    let (_, logged) = warnings(|| open(dir.path()));
+    assert!(logged.is_empty(), "{logged:?}");
+}
+
+#[test]
+fn a_lost_head_of_input_alone_counts_the_frames_a_kept_checkpoint_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        segment_bytes: 100,
+        ..WalOptions::default()
+    };
+    let (mut wal, _) = Wal::open(dir.path(), options).unwrap();
+    // The first segment holds input only; the next ones checkpoints counting it.
+    wal.append(&Record::Input {
+        source: 0,
+        stream: 5,
+        seq: 0,
+        frames: vec![vec![b'x'; 100]; 3],
+    })
+    .unwrap();
+    for checkpoint in 1..4 {
+        wal.append(&Record::Commit {
+            checkpoint,
+            cut: 2,
+            full: false,
+            streams: vec![StreamPosition {
+                source: 0,
+                stream: 5,
+                next_seq: 3,
+            }],
+        })
+        .unwrap();
+    }
+    wal.sync().unwrap();
+    let segments = wal.segments();
+    drop(wal);
+    assert!(
+        segments.len() > 1 && first_lsn(&segments[1]) == 2,
+        "{segments:?}"
+    );
+    std::fs::remove_file(&segments[0]).unwrap();
+    let c = corruption(dir.path(), WalOptions::default());
+    assert_eq!(c.lost.missing, 1);
+    assert_eq!(
+        c.lost.streams,
+        vec![StreamRange {
+            source: 0,
+            stream: 5,
+            from_seq: 0,
+            to_seq: 3,
+        }],
+        "{c}"
+    );
 }
