@@ -400,3 +400,116 @@ fn a_close_between_frames_is_quiet_and_one_inside_a_frame_says_what_was_lost() {
     expect_apples(&receiver, 6);
     assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
 }
+
+/// `w0 x`..`w4 x`, one 20 MiB frame, `v0 y`..`v4 y` as a `--binary` file for `wallaroo send`.
+fn words_around_an_oversized_frame(path: &std::path::Path) {
+    let mut data = Vec::new();
+    for i in 0..5 {
+        data.extend(frame(format!("w{i} x").as_bytes()));
+    }
+    data.extend(frame(&vec![b'z'; 20 << 20]));
+    for i in 0..5 {
+        data.extend(frame(format!("v{i} y").as_bytes()));
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+/// Each word of [`words_around_an_oversized_frame`] counted exactly once (x and y five times),
+/// nothing else; the oversized frame dead-lettered once, as the 6th frame.
+fn expect_words_around_an_oversized_frame(text: &str, node: &Node) {
+    let counts = running_counts(text);
+    let mut expected: std::collections::BTreeMap<String, u64> = (0..5)
+        .flat_map(|i| [(format!("w{i}"), 1), (format!("v{i}"), 1)])
+        .collect();
+    expected.insert("x".into(), 5);
+    expected.insert("y".into(), 5);
+    assert_eq!(counts, expected, "{text}");
+    let dead = node.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(error.contains("frame 6 from"), "{error}");
+}
+
+const ACKED_RUN: &[&str] = &[
+    "--workers",
+    "1",
+    "--resilience",
+    "exactly-once",
+    "--checkpoint-interval",
+    "200",
+    "--sink-framing",
+    "tagged",
+    "--max-frame-size",
+    "1048576",
+];
+
+fn binary_ack_sender(source: &str, input: &std::path::Path, stream_id: &str) -> Proc {
+    let mut cmd = std::process::Command::new(wallaroo());
+    cmd.args(["send", "--host", source, "--binary", "--file"])
+        .arg(input)
+        .args(["--ack", "--stream-id", stream_id]);
+    Proc::spawn(&format!("send {stream_id}"), cmd)
+}
+
+#[test]
+fn an_oversized_frame_on_an_acknowledged_stream_is_acknowledged() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.bin");
+    words_around_an_oversized_frame(&input);
+    let receiver = Receiver::start(dir.path());
+    let mut node = Node::start(&wasm, &receiver.addr, dir.path(), ACKED_RUN);
+    let mut sender = binary_ack_sender(&node.source, &input, "4");
+    assert_eq!(
+        sender.wait(Duration::from_secs(120)),
+        Some(0),
+        "the sender did not finish; it said:\n{}\nthe node said:\n{}",
+        sender.stderr(),
+        node.proc.stderr()
+    );
+    receiver.wait_lines(20, Duration::from_secs(60));
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    std::thread::sleep(Duration::from_millis(300));
+    expect_words_around_an_oversized_frame(&receiver.text(), &node);
+}
+
+#[test]
+fn an_oversized_frame_on_an_acknowledged_stream_is_not_resent_after_a_crash() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.bin");
+    words_around_an_oversized_frame(&input);
+    let receiver = Receiver::start(dir.path());
+    let source = format!("127.0.0.1:{}", free_port());
+    let start = || Node::start_at(&wasm, &source, &receiver.addr, dir.path(), ACKED_RUN);
+    let mut node = start();
+    let mut sender = binary_ack_sender(&source, &input, "4");
+    // Every frame counted, so the skip and the frames after it are logged: kill the node.
+    receiver.wait_lines(20, Duration::from_secs(120));
+    node.proc.signal(libc::SIGKILL);
+    node.proc.wait(Duration::from_secs(10));
+    let mut node = start();
+    assert_eq!(
+        sender.wait(Duration::from_secs(180)),
+        Some(0),
+        "the sender did not finish; it said:\n{}\nthe node said:\n{}",
+        sender.stderr(),
+        node.proc.stderr()
+    );
+    // A sender of the same stream starting over is told it is all there.
+    let mut again = binary_ack_sender(&source, &input, "4");
+    assert_eq!(
+        again.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    expect_words_around_an_oversized_frame(&receiver.text(), &node);
+}
