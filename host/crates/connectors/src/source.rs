@@ -351,11 +351,9 @@ impl Connection {
             self.peer, self.options.max_frame,
         );
         if (prefix.len() as u64) < len {
-            error += &format!(
-                "; its first {} bytes are kept, the other {} dropped",
-                prefix.len(),
-                len - prefix.len() as u64
-            );
+            // How much is kept is the entry's `len` (the budget may keep less than was read);
+            // the rest may never come.
+            error += "; only its first bytes are kept, the rest dropped";
         }
         tracing::warn!("error in source '{}': {error}", self.source);
         let entry = Entry {

@@ -325,6 +325,13 @@ impl Node {
     /// resilience other than none, first recovers what the data directory's log holds.
     pub fn start(runtime: &Runtime, config: NodeConfig) -> anyhow::Result<(Node, Recovered)> {
         anyhow::ensure!(config.workers > 0, "a node needs at least one worker");
+        anyhow::ensure!(
+            config.dead_letter_max_bytes >= crate::MIN_DEAD_LETTER_MAX_BYTES,
+            "--dead-letter-max-bytes {} is too small to keep one dead letter: give at least {} \
+             bytes (each of the two generations of files must hold a whole entry)",
+            config.dead_letter_max_bytes,
+            crate::MIN_DEAD_LETTER_MAX_BYTES
+        );
         let started = Instant::now();
         let mut instances = Vec::with_capacity(config.workers);
         let mut spec = None;
