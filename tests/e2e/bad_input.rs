@@ -264,7 +264,7 @@ fn dead_letters_rotate_within_their_cap() {
     let wasm = build_app(WORD_COUNT);
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path());
-    let max = 40_000u64;
+    let max = 70_000u64;
     let mut node = Node::start(
         &wasm,
         &receiver.addr,
@@ -279,7 +279,7 @@ fn dead_letters_rotate_within_their_cap() {
         ],
     );
     // 30 oversized frames of 3000 bytes, each followed by a valid one: 90 KB of dead letters
-    // offered to a cap of 40 KB.
+    // offered to a cap of 70 KB.
     let mut input = Vec::new();
     for i in 0..30u8 {
         input.extend(frame(&[i; 3000]));
@@ -352,7 +352,11 @@ fn a_dead_letter_that_cannot_be_written_is_logged_once_and_the_stream_goes_on() 
             failures[0]
         );
         assert!(
-            stderr.contains("20 dead letters could not be written"),
+            stderr.contains("dead letters: none written; 20 dead letters could not be written"),
+            "{case}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(&format!("dead letters: {}", dir.path().display())),
             "{case}: {stderr}"
         );
     }
@@ -399,4 +403,206 @@ fn a_close_between_frames_is_quiet_and_one_inside_a_frame_says_what_was_lost() {
     );
     expect_apples(&receiver, 6);
     assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    // Its entry claims no bytes that never came.
+    let dead = node.dead_letters();
+    let error = dead.last().unwrap()["error"].as_str().unwrap();
+    assert!(
+        error.ends_with("only its first bytes are kept, the rest dropped"),
+        "{error}"
+    );
+}
+
+/// `w0 x`..`w4 x`, one 20 MiB frame, `v0 y`..`v4 y` as a `--binary` file for `wallaroo send`.
+fn words_around_an_oversized_frame(path: &std::path::Path) {
+    let mut data = Vec::new();
+    for i in 0..5 {
+        data.extend(frame(format!("w{i} x").as_bytes()));
+    }
+    data.extend(frame(&vec![b'z'; 20 << 20]));
+    for i in 0..5 {
+        data.extend(frame(format!("v{i} y").as_bytes()));
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+/// Each word of [`words_around_an_oversized_frame`] counted exactly once (x and y five times),
+/// nothing else; the oversized frame dead-lettered once, as the 6th frame.
+fn expect_words_around_an_oversized_frame(text: &str, node: &Node) {
+    let counts = running_counts(text);
+    let mut expected: std::collections::BTreeMap<String, u64> = (0..5)
+        .flat_map(|i| [(format!("w{i}"), 1), (format!("v{i}"), 1)])
+        .collect();
+    expected.insert("x".into(), 5);
+    expected.insert("y".into(), 5);
+    assert_eq!(counts, expected, "{text}");
+    let dead = node.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(error.contains("frame 6 from"), "{error}");
+}
+
+const ACKED_RUN: &[&str] = &[
+    "--workers",
+    "1",
+    "--resilience",
+    "exactly-once",
+    "--checkpoint-interval",
+    "200",
+    "--sink-framing",
+    "tagged",
+    "--max-frame-size",
+    "1048576",
+];
+
+fn binary_ack_sender(source: &str, input: &std::path::Path, stream_id: &str) -> Proc {
+    let mut cmd = std::process::Command::new(wallaroo());
+    cmd.args(["send", "--host", source, "--binary", "--file"])
+        .arg(input)
+        .args(["--ack", "--stream-id", stream_id]);
+    Proc::spawn(&format!("send {stream_id}"), cmd)
+}
+
+#[test]
+fn an_oversized_frame_on_an_acknowledged_stream_is_acknowledged() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.bin");
+    words_around_an_oversized_frame(&input);
+    let receiver = Receiver::start(dir.path());
+    let mut node = Node::start(&wasm, &receiver.addr, dir.path(), ACKED_RUN);
+    let mut sender = binary_ack_sender(&node.source, &input, "4");
+    assert_eq!(
+        sender.wait(Duration::from_secs(120)),
+        Some(0),
+        "the sender did not finish; it said:\n{}\nthe node said:\n{}",
+        sender.stderr(),
+        node.proc.stderr()
+    );
+    receiver.wait_lines(20, Duration::from_secs(60));
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    std::thread::sleep(Duration::from_millis(300));
+    expect_words_around_an_oversized_frame(&receiver.text(), &node);
+}
+
+#[test]
+fn an_oversized_frame_on_an_acknowledged_stream_is_not_resent_after_a_crash() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.bin");
+    words_around_an_oversized_frame(&input);
+    let receiver = Receiver::start(dir.path());
+    let source = format!("127.0.0.1:{}", free_port());
+    let start = || Node::start_at(&wasm, &source, &receiver.addr, dir.path(), ACKED_RUN);
+    let mut node = start();
+    let mut sender = binary_ack_sender(&source, &input, "4");
+    // Every frame counted, so the skip and the frames after it are logged: kill the node.
+    receiver.wait_lines(20, Duration::from_secs(120));
+    node.proc.signal(libc::SIGKILL);
+    node.proc.wait(Duration::from_secs(10));
+    let mut node = start();
+    assert_eq!(
+        sender.wait(Duration::from_secs(180)),
+        Some(0),
+        "the sender did not finish; it said:\n{}\nthe node said:\n{}",
+        sender.stderr(),
+        node.proc.stderr()
+    );
+    // A sender of the same stream starting over is told it is all there.
+    let mut again = binary_ack_sender(&source, &input, "4");
+    assert_eq!(
+        again.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    expect_words_around_an_oversized_frame(&receiver.text(), &node);
+}
+
+#[test]
+fn an_error_text_as_long_as_its_message_is_cut_and_the_dead_letters_keep_their_cap() {
+    let wasm = build_app("tests/apps/faulty/faulty.py");
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let max = 1u64 << 20;
+    let mut node = Node::start(
+        &wasm,
+        &receiver.addr,
+        dir.path(),
+        &[
+            "--workers",
+            "1",
+            "--max-frame-size",
+            "8388608",
+            "--dead-letter-max-bytes",
+            &max.to_string(),
+        ],
+    );
+    // Three 3 MB lines whose error is the line itself, then words to count.
+    let mut input = Vec::new();
+    for i in 0..3u8 {
+        let mut line = b"echo ".to_vec();
+        line.extend(std::iter::repeat_n(b'a' + i, 3_000_000));
+        input.extend(frame(&line));
+    }
+    input.extend(apples(5));
+    write_and_close(&node.source, &input);
+    expect_apples(&receiver, 5);
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    let stderr = node.proc.stderr();
+    let summary = node.proc.wait_line("stopped:", Duration::from_secs(1));
+    assert!(summary.contains(" 3 dead-lettered"), "{summary}");
+
+    let used = disk_use(&node.data_dir);
+    assert!(
+        used <= max,
+        "the data directory holds {used} bytes, over {max}"
+    );
+    let dead = node.dead_letters();
+    let last = dead.last().unwrap();
+    let error = last["error"].as_str().unwrap();
+    assert!(
+        error.len() <= 4096 + 100,
+        "{} bytes of error text",
+        error.len()
+    );
+    assert!(error.contains("ValueError"), "{}", &error[..200]);
+    assert!(
+        error.contains("[error text cut to its first 4096 of "),
+        "{}",
+        &error[error.len() - 200..]
+    );
+    assert!(
+        stderr.len() < 100_000,
+        "the node logged {} bytes",
+        stderr.len()
+    );
+}
+
+#[test]
+fn a_dead_letter_cap_too_small_for_one_entry_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(wallaroo());
+    cmd.arg("run")
+        .arg(build_app(WORD_COUNT))
+        .args(["--dead-letter-max-bytes", "1000", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--cache-dir")
+        .arg(scratch().join("cache"))
+        .args(["--in", "127.0.0.1:0", "--out", "127.0.0.1:9"]);
+    let mut run = Proc::spawn("run", cmd);
+    let code = run.wait(Duration::from_secs(120));
+    let stderr = run.stderr();
+    assert!(code.is_some_and(|c| c != 0), "started anyway:\n{stderr}");
+    assert!(
+        stderr.contains("--dead-letter-max-bytes 1000 is too small")
+            && stderr.contains("at least 65536 bytes"),
+        "{stderr}"
+    );
 }

@@ -96,3 +96,31 @@ fn an_address_without_a_port_is_refused_at_once() {
         }
     }
 }
+
+#[test]
+fn port_0_and_a_host_name_that_does_not_exist_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input.txt");
+    std::fs::write(&file, "apple\n").unwrap();
+    for (host, says) in [
+        ("127.0.0.1:0", "port 0 cannot be connected to"),
+        (
+            "nonexistent.invalid:17010",
+            "cannot resolve the host name 'nonexistent.invalid'",
+        ),
+    ] {
+        // Before, each retried for 30 s (plain) or 2 minutes (acknowledged), then failed.
+        for ack in [false, true] {
+            let mut cmd = Command::new(wallaroo());
+            cmd.args(["send", "--host", host, "--file"]).arg(&file);
+            if ack {
+                cmd.arg("--ack");
+            }
+            let out = cmd.output().unwrap();
+            assert!(!out.status.success(), "{host} was accepted");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(says), "{host}: {err}");
+            assert!(!err.contains("retrying"), "{host}: {err}");
+        }
+    }
+}

@@ -321,14 +321,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             totals.instances_replaced,
             totals.instances_recycled
         );
-        let dead = totals.dead_lettered;
-        if dead > 0 {
+        let unwritten = totals.dead_letters_unwritten;
+        let written = totals.dead_lettered.saturating_sub(unwritten);
+        if written > 0 {
             eprintln!("dead letters: {}", dead_letters.display());
         }
-        if totals.dead_letters_unwritten > 0 {
+        if unwritten > 0 {
             eprintln!(
-                "{} dead letters could not be written (see the error above)",
-                totals.dead_letters_unwritten
+                "dead letters: {}{unwritten} dead letters could not be written (see the error \
+                 above)",
+                if written == 0 { "none written; " } else { "" },
             );
         }
         if totals.log_failed {

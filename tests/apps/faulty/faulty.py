@@ -1,8 +1,8 @@
 """A word count whose input can make it misbehave in every way a user's code can:
-`raise` raises in a stateless step, `loop` never returns, `bomb` allocates without bound, `hoard`
-keeps 16 MiB for good (as a leaking library would, so an instance fills up over several messages
-that are each harmless), a word `boom` raises in the state step (with a key), and undecodable bytes
-fail the decoder."""
+`raise` raises in a stateless step (`echo ...` too, with the whole line as its error), `loop`
+never returns, `bomb` allocates without bound, `hoard` keeps 16 MiB for good (as a leaking
+library would, so an instance fills up over several messages that are each harmless), a word
+`boom` raises in the state step (with a key), and undecodable bytes fail the decoder."""
 
 import wallaroo
 
@@ -35,6 +35,8 @@ def split(line):
         return []
     if line == "raise":
         raise ValueError("asked to raise")
+    if line.startswith("echo "):
+        raise ValueError(line)
     if line == "loop":
         while True:
             pass

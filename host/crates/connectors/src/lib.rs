@@ -68,12 +68,31 @@ pub fn check_address(addr: &str) -> Result<(), String> {
             "'{addr}' is not an address: {example} (an IPv6 address goes in brackets: [::1]:7010)"
         ));
     }
-    if port.parse::<u16>().is_err() {
-        return Err(format!(
+    match port.parse::<u16>() {
+        Err(_) => Err(format!(
             "'{addr}': '{port}' is not a port number: {example}"
-        ));
+        )),
+        Ok(0) => Err(format!(
+            "'{addr}': port 0 cannot be connected to (it means any free port when listening): \
+             {example}"
+        )),
+        Ok(_) => Ok(()),
     }
-    Ok(())
+}
+
+/// Fails when `addr`'s host name does not exist (the resolver's definite answer), so a sender
+/// given a mistyped name says so at once instead of retrying. A temporary resolver failure,
+/// like a refused connection, is left to the retries.
+pub async fn check_resolves(addr: &str, what: &str) -> anyhow::Result<()> {
+    check_address(addr).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    match tokio::net::lookup_host(addr).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("Temporary failure") => Ok(()),
+        Err(e) => {
+            let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+            anyhow::bail!("{what}: cannot resolve the host name '{host}' of {addr}: {e}")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +123,8 @@ mod tests {
                 .unwrap_err()
                 .contains("port number")
         );
+        let port_0 = check_address("127.0.0.1:0").unwrap_err();
+        assert!(port_0.contains("port 0 cannot be connected to"), "{port_0}");
     }
 
     #[tokio::test]

@@ -63,6 +63,7 @@ pub async fn send(options: &SendOptions) -> anyhow::Result<u64> {
             }
         );
     }
+    crate::check_resolves(&options.host, "send").await?;
     if let Some(stream) = options.ack {
         return send_acked(options, &messages, stream).await;
     }

@@ -172,6 +172,8 @@ impl Connection {
                 && let Frame::Payload(p) = &frame
                 && let Some(stream) = parse_ack_hello(p)
             {
+                // The hello is not one of the stream's frames: data frames count from 1.
+                frames = 0;
                 match self
                     .start_acks(stream, write.take().expect("first frame"))
                     .await
@@ -184,8 +186,22 @@ impl Connection {
                 }
                 continue;
             }
-            if let Frame::Payload(p) = frame {
-                batch.push(p);
+            match frame {
+                Frame::Payload(p) => batch.push(p),
+                Frame::Skipped => {
+                    // The skipped frame holds a position in the stream: what came before it
+                    // goes first, so every batch's frames stay consecutive.
+                    if !batch.is_empty() {
+                        let sent = self.send(std::mem::take(&mut batch), &mut acked).await;
+                        if self.refused(sent, &mut stop).await {
+                            return;
+                        }
+                    }
+                    let skipped = self.skip(&mut acked);
+                    if self.refused(skipped, &mut stop).await {
+                        return;
+                    }
+                }
             }
             let full = reader.buffer().is_empty() || batch.len() >= self.options.batch_size;
             if !batch.is_empty() && full {
@@ -262,6 +278,19 @@ impl Connection {
         Ok(())
     }
 
+    /// Counts a frame that went to the dead letters instead of the node as one of an
+    /// acknowledged stream's frames: the log records that the stream's position passed it,
+    /// and it is acknowledged with the frames before it, so it is neither waited for nor
+    /// resent after a crash.
+    fn skip(&self, acked: &mut Option<Acked>) -> Result<(), NotAccepted> {
+        let Some(a) = acked else { return Ok(()) };
+        let lsn = self.handle.skip((a.stream, a.next_seq))?;
+        a.next_seq += 1;
+        a.accepted += 1;
+        let _ = a.acks.send((lsn, a.accepted));
+        Ok(())
+    }
+
     /// Reads the connection's `frame`-th frame.
     async fn read_frame<R: AsyncRead + Unpin + Send + 'static>(
         &self,
@@ -322,11 +351,9 @@ impl Connection {
             self.peer, self.options.max_frame,
         );
         if (prefix.len() as u64) < len {
-            error += &format!(
-                "; its first {} bytes are kept, the other {} dropped",
-                prefix.len(),
-                len - prefix.len() as u64
-            );
+            // How much is kept is the entry's `len` (the budget may keep less than was read);
+            // the rest may never come.
+            error += "; only its first bytes are kept, the rest dropped";
         }
         tracing::warn!("error in source '{}': {error}", self.source);
         let entry = Entry {

@@ -13,10 +13,15 @@
 //! bytes are kept whole when they fit in half of the budget, else only their first bytes; each
 //! line says how many bytes were kept (`len`) and how long the message was (`message_len`).
 //!
+//! An error's text is kept up to [`MAX_ERROR_TEXT`] bytes (a longer one is cut, and says how
+//! long it was), so that an entry's line is bounded too; a budget below [`MIN_MAX_BYTES`]
+//! cannot hold such entries and is refused when the node starts.
+//!
 //! Dead letters are for inspection; they never hold the stream back. A write that fails (a full
 //! disk, a file made unwritable) is logged once with the system's reason, and the messages that
 //! cannot be kept meanwhile are counted (`dead_letters_unwritten`) until writing works again.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,6 +33,30 @@ use serde::Serialize;
 
 /// The default budget of disk for a node's dead letters, both generations together.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+
+/// The most of an error's text a dead letter, or the node's log line for it, keeps.
+pub const MAX_ERROR_TEXT: usize = 4 << 10;
+
+/// The smallest budget a node accepts: half of it (one generation) holds the longest entry
+/// line, an error of [`MAX_ERROR_TEXT`] bytes however JSON escapes it.
+pub const MIN_MAX_BYTES: u64 = 64 << 10;
+
+/// `error`, cut to its first [`MAX_ERROR_TEXT`] bytes (at a character boundary) when longer,
+/// saying how long it was.
+pub fn bounded_error(error: &str) -> Cow<'_, str> {
+    if error.len() <= MAX_ERROR_TEXT {
+        return Cow::Borrowed(error);
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}... [error text cut to its first {end} of {} bytes]",
+        &error[..end],
+        error.len()
+    ))
+}
 
 pub struct DeadLetters {
     dir: PathBuf,
@@ -85,6 +114,7 @@ struct WriteError {
 impl DeadLetters {
     /// Dead letters for a node whose data directory is `dir`, at most `max_bytes` on disk;
     /// files are created on first use. `unwritten` counts the messages that could not be kept.
+    /// (A budget below [`MIN_MAX_BYTES`] is refused by the node, not here.)
     pub fn new(dir: impl Into<PathBuf>, max_bytes: u64, unwritten: Counter) -> Self {
         Self {
             dir: dir.into(),
@@ -114,8 +144,14 @@ impl DeadLetters {
     /// Keeps the first bytes `prefix` of a message `message_len` bytes long (a frame too large
     /// to read whole is kept this way).
     pub fn write_prefix(&self, entry: &Entry<'_>, prefix: &[u8], message_len: u64) {
+        let error = bounded_error(entry.error);
+        let entry = Entry {
+            at: entry.at,
+            key: entry.key.clone(),
+            error: &error,
+        };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match self.store(&mut state, entry, prefix, message_len) {
+        match self.store(&mut state, &entry, prefix, message_len) {
             Ok(()) => {
                 if let Some(lost) = state.failing.take() {
                     tracing::warn!(
@@ -363,6 +399,36 @@ mod tests {
         let kept = bytes_of(&dl.bin_path(), line);
         assert!(!kept.is_empty() && kept.len() < 2048, "{}", kept.len());
         assert!(kept.iter().all(|&b| b == 8));
+    }
+
+    #[test]
+    fn a_long_error_text_is_cut_and_the_files_stay_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = MIN_MAX_BYTES;
+        let dl = DeadLetters::new(dir.path(), max, Counter::default());
+        let huge = "é".repeat(1_500_000);
+        for _ in 0..10 {
+            dl.write(&entry(&huge), b"payload");
+            assert!(size(dir.path()) <= max, "{} bytes", size(dir.path()));
+        }
+        let line = &lines(&dl.log_path())[0];
+        let error = line["error"].as_str().unwrap();
+        assert!(error.len() < MAX_ERROR_TEXT + 100, "{}", error.len());
+        assert!(
+            error.ends_with("[error text cut to its first 4096 of 3000000 bytes]"),
+            "{}",
+            &error[error.len() - 80..]
+        );
+        assert_eq!(bytes_of(&dl.bin_path(), line), b"payload");
+        // Control characters escape to six bytes each in JSON: the line still fits.
+        let nuls = "\0".repeat(1 << 20);
+        dl.write(&entry(&nuls), b"payload");
+        assert!(size(dir.path()) <= max, "{} bytes", size(dir.path()));
+        assert_eq!(
+            bytes_of(&dl.bin_path(), lines(&dl.log_path()).last().unwrap()),
+            b"payload"
+        );
+        assert_eq!(bounded_error("short"), "short");
     }
 
     #[test]

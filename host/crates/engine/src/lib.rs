@@ -20,6 +20,7 @@ mod worker;
 pub use checkpoint::Alignment;
 pub use dead_letter::{
     DEFAULT_MAX_BYTES as DEFAULT_DEAD_LETTER_MAX_BYTES, DeadLetters, Entry as DeadLetterEntry,
+    MAX_ERROR_TEXT as DEAD_LETTER_MAX_ERROR_TEXT, MIN_MAX_BYTES as MIN_DEAD_LETTER_MAX_BYTES,
 };
 pub use metrics::{NodeCounters, NodeTotals};
 pub use node::{

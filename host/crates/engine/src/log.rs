@@ -79,7 +79,8 @@ impl Log {
     }
 
     /// Logs a source batch and, under the same lock, hands it on (`enqueue`), so no barrier
-    /// can fall between the two.
+    /// can fall between the two. A batch of no frames only moves its stream's position past
+    /// a frame the source dead-lettered (see [`crate::SourceHandle::skip`]).
     pub(crate) fn append_input(
         &self,
         source: u32,

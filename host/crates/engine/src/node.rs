@@ -375,6 +375,13 @@ impl Node {
     /// resilience other than none, first recovers what the data directory's log holds.
     pub fn start(runtime: &Runtime, config: NodeConfig) -> anyhow::Result<(Node, Recovered)> {
         anyhow::ensure!(config.workers > 0, "a node needs at least one worker");
+        anyhow::ensure!(
+            config.dead_letter_max_bytes >= crate::MIN_DEAD_LETTER_MAX_BYTES,
+            "--dead-letter-max-bytes {} is too small to keep one dead letter: give at least {} \
+             bytes (each of the two generations of files must hold a whole entry)",
+            config.dead_letter_max_bytes,
+            crate::MIN_DEAD_LETTER_MAX_BYTES
+        );
         let started = Instant::now();
         let mut instances = Vec::with_capacity(config.workers);
         let mut spec = None;
@@ -513,6 +520,10 @@ impl Node {
             let Some(source) = spec.sources.get(replay.source as usize) else {
                 continue;
             };
+            if replay.frames.is_empty() {
+                // A frame skipped at the source: it only moved the stream's position.
+                continue;
+            }
             shared.enqueue(
                 (replay.stream % config.workers as u64) as usize,
                 Work::Batch {
@@ -869,6 +880,26 @@ impl SourceHandle {
         };
         self.shared.counters.received.inc_by(n);
         Ok(lsn)
+    }
+
+    /// Passes the frame at `stream`'s position (an acknowledged stream's id and the frame's
+    /// position) without handing it on: it was dead-lettered at the source. With a log, the
+    /// new position is logged and its LSN returned, so a restart resumes after the frame.
+    pub fn skip(&self, stream: (u64, u64)) -> Result<Option<Lsn>, NotAccepted> {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return Err(NotAccepted::Stopping);
+        }
+        let Some(log) = &self.shared.log else {
+            return Ok(None);
+        };
+        if log.failed() {
+            return Err(NotAccepted::LogFailed);
+        }
+        let (id, seq) = stream;
+        // A batch of no frames whose first would stand after the skipped one.
+        log.append_input(self.source, Some((id, seq + 1)), Vec::new(), |_| {})
+            .map(Some)
+            .ok_or(NotAccepted::LogFailed)
     }
 
     /// The log's durable position; None without a log.

@@ -19,7 +19,7 @@ use wallaroo_component::{
 use wallaroo_types::KeyGroups;
 use wallaroo_wal::KeyState;
 
-use crate::dead_letter::{Entry, display_key};
+use crate::dead_letter::{Entry, bounded_error, display_key};
 use crate::node::{NodeConfig, Owner, Part, Resilience, Shared, SinkBatch, Work};
 use crate::recovery::StateMap;
 
@@ -583,9 +583,10 @@ impl Worker {
         self.shared.metrics.step_error(step);
         let step = self.step_name(step);
         let key = (!key.is_empty()).then(|| display_key(key));
+        let shown = bounded_error(error);
         match &key {
-            Some(k) => tracing::warn!("error in step '{step}' for key '{k}': {error}"),
-            None => tracing::warn!("error in step '{step}': {error}"),
+            Some(k) => tracing::warn!("error in step '{step}' for key '{k}': {shown}"),
+            None => tracing::warn!("error in step '{step}': {shown}"),
         }
         self.shared.counters.dead_lettered.inc();
         let entry = Entry {
