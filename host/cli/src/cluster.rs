@@ -56,7 +56,9 @@ pub struct DeployArgs {
     /// plain or tagged (exactly-once receivers), as for `wallaroo run`.
     #[arg(long, default_value = "plain", value_parser = ["plain", "tagged"])]
     sink_framing: String,
-    #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS)]
+    /// Key groups keys are hashed to (fixed for the life of the application's state).
+    #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
     key_groups: u32,
     /// Memory each instance may use, in MiB.
     #[arg(long, default_value_t = 512)]

@@ -83,7 +83,8 @@ struct Options {
     #[arg(long, value_name = "HOST:PORT")]
     metrics: Option<String>,
     /// Key groups keys are hashed to (fixed for the life of the application's state).
-    #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS)]
+    #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
     key_groups: u32,
     /// Give the application the real clock (default: frozen at the Unix epoch).
     #[arg(long)]
@@ -149,7 +150,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(&o.data_dir, args.app_args.clone());
     config.workers = workers;
     config.dead_letter_max_bytes = o.dead_letter_max_bytes;
-    config.key_groups = KeyGroups::new(o.key_groups.max(1));
+    config.key_groups = KeyGroups::new(o.key_groups);
     config.resilience = match o.resilience {
         ResilienceArg::None => Resilience::None,
         ResilienceArg::AtLeastOnce => Resilience::AtLeastOnce,

@@ -118,7 +118,15 @@ impl AppRun {
         trouble: Arc<Trouble>,
     ) -> anyhow::Result<AppRun> {
         let m = &assignment.manifest;
+        m.check()?;
         let me = assignment.index as usize;
+        if me >= m.nodes.len() {
+            anyhow::bail!(
+                "deployment {}: this node is number {me}, but the deployment has {} nodes",
+                m.deployment,
+                m.nodes.len()
+            );
+        }
         let wasm_path = ctx.data.component(&m.component);
         let limits = Limits {
             max_memory: m.settings.max_memory_mib << 20,

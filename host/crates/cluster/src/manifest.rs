@@ -53,6 +53,44 @@ fn default_dead_letter_max_bytes() -> u64 {
     wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES
 }
 
+impl Manifest {
+    /// Refuses a manifest whose key-group table cannot be routed by: it arrives from another
+    /// process (a deploy client, or a node's own file), so nothing in it is taken on trust.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let groups = self.settings.key_groups;
+        if groups == 0 || groups > u32::from(u16::MAX) + 1 {
+            anyhow::bail!(
+                "deployment {}: {groups} key groups; a deployment has 1 to 65536",
+                self.deployment
+            );
+        }
+        if self.table.len() != groups as usize {
+            anyhow::bail!(
+                "deployment {}: its key-group table has {} entries for {groups} key groups",
+                self.deployment,
+                self.table.len()
+            );
+        }
+        if self.nodes.is_empty() || self.nodes.len() > usize::from(u16::MAX) {
+            anyhow::bail!("deployment {}: {} nodes", self.deployment, self.nodes.len());
+        }
+        if let Some((group, &node)) = self
+            .table
+            .iter()
+            .enumerate()
+            .find(|(_, n)| usize::from(**n) >= self.nodes.len())
+        {
+            anyhow::bail!(
+                "deployment {}: key group {group} is assigned to node {node}, but the deployment \
+                 has {} nodes",
+                self.deployment,
+                self.nodes.len()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Key groups in contiguous runs, one per node: node i owns groups [i*K/n, (i+1)*K/n).
 pub fn assign_key_groups(key_groups: u32, nodes: usize) -> Vec<u16> {
     let k = key_groups as usize;
@@ -246,5 +284,38 @@ mod tests {
             settings.dead_letter_max_bytes,
             wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES
         );
+    }
+
+    #[test]
+    fn a_manifest_whose_table_cannot_be_routed_by_is_refused_naming_why() {
+        let good = Manifest {
+            deployment: "d".into(),
+            component: "c".into(),
+            args: vec![],
+            nodes: vec!["a:1".into(), "b:1".into()],
+            table: assign_key_groups(8, 2),
+            settings: serde_json::from_str(
+                r#"{"key_groups": 8, "workers": null, "resilience": "none",
+                "checkpoint_interval_ms": 1000, "tagged": false, "max_memory_mib": 512,
+                "call_timeout_ms": 10000, "batch_size": 256}"#,
+            )
+            .unwrap(),
+        };
+        good.check().unwrap();
+        let refused = |change: fn(&mut Manifest), why: &str| {
+            let mut m = good.clone();
+            change(&mut m);
+            let err = m.check().unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        };
+        refused(|m| m.settings.key_groups = 0, "0 key groups");
+        refused(
+            |m| {
+                m.table.pop();
+            },
+            "7 entries for 8",
+        );
+        refused(|m| m.table[3] = 2, "key group 3 is assigned to node 2");
+        refused(|m| m.nodes.clear(), "0 nodes");
     }
 }
