@@ -114,11 +114,7 @@ fn a_message_that_finds_its_instance_full_is_retried_in_a_fresh_one_not_dead_let
 
 /// Frames of 64 KiB, each one line of words from a vocabulary of 1,000.
 fn word_frames(path: &std::path::Path, frames: usize) -> usize {
-    let seed = std::env::var("WALLAROO_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
-    eprintln!("64 KiB frames from seed {seed} (WALLAROO_TEST_SEED overrides)");
+    let seed = test_seed("64 KiB frames");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
     let mut text = String::new();
     let mut words = 0;

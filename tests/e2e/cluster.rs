@@ -188,12 +188,7 @@ impl Cluster {
 }
 
 fn seeded(what: &str) -> StdRng {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("{what}: input from seed {seed}");
-    StdRng::seed_from_u64(seed)
+    StdRng::seed_from_u64(test_seed(&format!("{what}: input")))
 }
 
 #[test]

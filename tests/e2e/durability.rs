@@ -29,12 +29,7 @@ struct CrashRun {
 }
 
 fn crash_run(resilience: &str) -> CrashRun {
-    let seed: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("{resilience}: kill points from seed {seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = StdRng::seed_from_u64(test_seed(&format!("{resilience}: kill points")));
     let wasm = build_app(WORD_COUNT);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.txt");

@@ -399,6 +399,22 @@ pub fn run_faulty(wasm: &Path, extra: &[&str], lines: &[&[u8]]) -> FaultyRun {
     }
 }
 
+/// The seed for a test's random choices: `WALLAROO_TEST_SEED` when set, else a new one each
+/// run. It is printed, so a failing run can be replayed with the same choices.
+pub fn test_seed(what: &str) -> u64 {
+    let seed = std::env::var("WALLAROO_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+    eprintln!("{what}: seed {seed} (replay with WALLAROO_TEST_SEED={seed})");
+    seed
+}
+
 /// A TCP port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
