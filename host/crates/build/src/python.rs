@@ -180,15 +180,8 @@ fn native_extensions(traceback: &str) -> Option<String> {
         return Some(found);
     }
     let mut seen = Vec::new();
-    for line in traceback.lines() {
-        let Some(file) = line
-            .trim_start()
-            .strip_prefix("File \"")
-            .and_then(|rest| rest.split('"').next())
-        else {
-            continue;
-        };
-        let Some(package) = package_root(Path::new(file)) else {
+    for file in traceback_files(traceback) {
+        let Some(package) = package_root(file) else {
             continue;
         };
         if seen.contains(&package) {
@@ -237,16 +230,8 @@ fn native_extensions(traceback: &str) -> Option<String> {
 fn missing_native_module(traceback: &str) -> Option<String> {
     let (_, rest) = traceback.rsplit_once("No module named '")?;
     let name = rest.split('\'').next()?.split('.').next()?;
-    let dirs = traceback.lines().filter_map(|line| {
-        let file = line
-            .trim_start()
-            .strip_prefix("File \"")?
-            .split('"')
-            .next()?;
-        Path::new(file).parent().map(Path::to_path_buf)
-    });
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+    for dir in traceback_files(traceback).filter_map(Path::parent) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
         for entry in entries.flatten() {
@@ -266,6 +251,14 @@ fn missing_native_module(traceback: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The files a traceback's frames name (`File "PATH", line N, ...`), in order.
+fn traceback_files(traceback: &str) -> impl Iterator<Item = &Path> {
+    traceback.lines().filter_map(|line| {
+        let rest = line.trim_start().strip_prefix("File \"")?;
+        rest.split('"').next().map(Path::new)
+    })
 }
 
 /// The directory of the top-level package that `file` belongs to, if it is in a package.
