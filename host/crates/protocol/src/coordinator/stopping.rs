@@ -1,0 +1,124 @@
+//! Stopping (`wallaroo stop`): stop the sources, drain until nothing is queued anywhere and
+//! nothing is on the wire, take a last checkpoint (which releases what is held), then shut
+//! the application down on every member and answer every stop asked.
+
+use super::{Action, Command, Coordinator, Lost, Phase, Reply, Round, ask, reports};
+use crate::Time;
+use crate::quiescence::{Quiescence, Round as Quiet};
+
+#[derive(Debug)]
+pub(super) enum Step {
+    StopSources,
+    Drain {
+        quiescence: Quiescence,
+        /// The next drain report is asked for then.
+        next: Option<Time>,
+    },
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub(super) struct Stopping {
+    pub(super) step: Step,
+    pub(super) round: Option<Round>,
+}
+
+impl Stopping {
+    pub(super) fn name(&self) -> &'static str {
+        match self.step {
+            Step::StopSources => "stopping: sources",
+            Step::Drain { .. } => "stopping: drain",
+            Step::Shutdown => "stopping: shutdown",
+        }
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Time> {
+        match (&self.round, &self.step) {
+            (Some(r), _) => Some(r.deadline),
+            (None, Step::Drain { next, .. }) => *next,
+            _ => None,
+        }
+    }
+}
+
+impl Coordinator {
+    pub(super) fn begin_stop(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let round = self.ask_all(now, Command::StopSources, actions);
+        self.phase = Phase::Stopping(Stopping {
+            step: Step::StopSources,
+            round: Some(round),
+        });
+    }
+
+    pub(super) fn begin_shutdown(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let round = self.ask_all(now, Command::Shutdown, actions);
+        self.phase = Phase::Stopping(Stopping {
+            step: Step::Shutdown,
+            round: Some(round),
+        });
+    }
+
+    /// In the last step of a stop: some members may have stopped already.
+    pub(super) fn shutting_down(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Stopping(Stopping {
+                step: Step::Shutdown,
+                ..
+            })
+        )
+    }
+
+    pub(super) fn stopping_replies(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let checkpoints = self.config.checkpoint_interval.is_some();
+        let drain_poll = self.config.patience.drain_poll;
+        let Phase::Stopping(s) = &mut self.phase else {
+            return;
+        };
+        let replies = s.round.take().map(|mut r| r.take()).unwrap_or_default();
+        match &mut s.step {
+            Step::StopSources => {
+                if let Some(member) = replies.iter().position(|r| *r != Reply::Ok) {
+                    let why = format!("it answered StopSources with {:?}", replies[member]);
+                    return self.lose(now, Lost { member, why }, actions);
+                }
+                s.step = Step::Drain {
+                    quiescence: Quiescence::default(),
+                    next: None,
+                };
+                s.round = Some(ask(&self.config, now, Command::Drain, actions));
+            }
+            Step::Drain { quiescence, next } => {
+                let reports = match reports(replies) {
+                    Ok(r) => r,
+                    Err((member, reply)) => {
+                        let why = format!("it answered Drain with {reply:?}");
+                        return self.lose(now, Lost { member, why }, actions);
+                    }
+                };
+                match quiescence.round(&reports) {
+                    Quiet::Quiescent if checkpoints => self.begin_checkpoint(now, true, actions),
+                    Quiet::Quiescent => self.begin_shutdown(now, actions),
+                    Quiet::Busy { .. } => *next = Some(now + drain_poll),
+                }
+            }
+            Step::Shutdown => {
+                self.answer_stops(Ok(()), actions);
+                self.phase = Phase::Done;
+                actions.push(Action::Done);
+            }
+        }
+    }
+
+    pub(super) fn stopping_timeout(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let Phase::Stopping(s) = &mut self.phase else {
+            return;
+        };
+        if let Step::Drain { next, .. } = &mut s.step
+            && next.is_some_and(|at| now >= at)
+        {
+            *next = None;
+            s.round = Some(ask(&self.config, now, Command::Drain, actions));
+        }
+    }
+}
