@@ -49,6 +49,9 @@ pub enum Event {
     Recorded(Result<(), String>),
     /// `wallaroo stop`.
     Stop,
+    /// A member holds more output than it should: take the next checkpoint now rather than
+    /// when it is due.
+    CheckpointNow,
     /// The time [`Coordinator::poll_timeout`] gave has come.
     Timeout,
 }
@@ -380,6 +383,13 @@ impl Coordinator {
             Event::Lost { member, why } => self.stream_lost(now, member, why, &mut actions),
             Event::Recorded(result) => self.recorded(now, result, &mut actions),
             Event::Stop => self.stop_asked_now(now, &mut actions),
+            Event::CheckpointNow => match self.phase {
+                Phase::Running(_) if self.config.checkpoint_interval.is_some() => {
+                    self.begin_checkpoint(now, checkpoint::Then::Run, &mut actions)
+                }
+                Phase::Stopping(_) => self.checkpoint_while_draining(now, &mut actions),
+                _ => {}
+            },
             Event::Timeout => self.timeout(now, &mut actions),
         }
         actions
