@@ -551,6 +551,8 @@ impl Coordinator {
     fn lose(&mut self, now: Time, lost: Lost, actions: &mut Vec<Action>) {
         let Lost { member, why } = lost;
         if self.first_deploy {
+            // Its stream is gone: it cannot be told to forget the deployment, nor answer.
+            self.joined[member] = false;
             let why = format!("node {member} lost while starting: {why}");
             self.abandon(now, why, actions);
             return;

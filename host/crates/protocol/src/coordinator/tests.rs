@@ -107,7 +107,7 @@ impl Cluster {
     fn handle(&mut self, event: Event) -> Vec<Action> {
         let timeout = event == Event::Timeout;
         match &event {
-            Event::Reply { member, .. } => self.asked[*member] = None,
+            Event::Reply { member, .. } | Event::Lost { member, .. } => self.asked[*member] = None,
             Event::Recorded(_) => self.records -= 1,
             Event::Stop => self.stops += 1,
             _ => {}
@@ -618,6 +618,24 @@ fn a_refused_start_fails_a_first_deploy() {
     assert!(!actions.iter().any(|a| matches!(a, Action::Running { .. })));
     cluster.answer_ok();
     assert!(cluster.c.done());
+}
+
+#[test]
+fn a_member_lost_while_a_first_deploy_starts_is_not_waited_for() {
+    let (mut cluster, _) = Cluster::deploy(3, Some(INTERVAL));
+    cluster.join_all();
+    cluster.handle(Event::Recorded(Ok(())));
+    let actions = cluster.lose(1);
+    assert_eq!(
+        deploy_failure(&actions),
+        Some("node 1 lost while starting: connection reset")
+    );
+    assert_eq!(
+        sends(&actions),
+        [(0, Command::Shutdown), (2, Command::Shutdown)]
+    );
+    let actions = cluster.answer_ok();
+    assert_eq!(actions, [Action::Done]);
 }
 
 #[test]
