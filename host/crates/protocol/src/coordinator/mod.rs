@@ -428,6 +428,11 @@ impl Coordinator {
             slot.is_none().then(|| *slot = Some(reply.clone()))
         });
         if expected.is_none() {
+            if matches!(self.phase, Phase::Abandoning(_) | Phase::Done) {
+                // An answer sent before the Shutdown, or after the end: nothing runs to
+                // roll back.
+                return;
+            }
             let lost = Lost {
                 member,
                 why: format!("it answered {reply:?} to no command"),

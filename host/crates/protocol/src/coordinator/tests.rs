@@ -639,6 +639,41 @@ fn a_member_lost_while_a_first_deploy_starts_is_not_waited_for() {
 }
 
 #[test]
+fn late_answers_to_a_failed_deploy_change_nothing() {
+    let (mut cluster, _) = Cluster::deploy(2, Some(INTERVAL));
+    cluster.join_all();
+    cluster.handle(Event::Recorded(Ok(())));
+    cluster.lose(1);
+    // Member 0 answers Start, which was sent before the Shutdown, then Shutdown.
+    let actions = cluster.handle(Event::Reply {
+        member: 0,
+        reply: ok(start(1, 0)),
+    });
+    assert_eq!(actions, [Action::Done]);
+    let actions = cluster.handle(Event::Reply {
+        member: 0,
+        reply: Reply::Stopped,
+    });
+    assert!(actions.is_empty(), "{actions:?}");
+    assert!(cluster.c.done());
+    // Also while it still waits for other members.
+    let (mut cluster, _) = Cluster::deploy(3, Some(INTERVAL));
+    cluster.join_all();
+    cluster.handle(Event::Recorded(Ok(())));
+    cluster.lose(1);
+    cluster.handle(Event::Reply {
+        member: 0,
+        reply: ok(start(1, 0)),
+    });
+    let actions = cluster.handle(Event::Reply {
+        member: 0,
+        reply: Reply::Stopped,
+    });
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(cluster.c.state(), "abandoning");
+}
+
+#[test]
 fn a_refused_start_later_rolls_back_and_tries_again() {
     let (mut cluster, _) = Cluster::restarted(3, Record::default());
     cluster.join_all();
