@@ -596,6 +596,7 @@ impl Coordinator {
 
     /// A first deploy failed: tell the members that joined to forget it.
     fn abandon(&mut self, now: Time, why: String, actions: &mut Vec<Action>) {
+        self.answer_stops(Err(format!("the deploy failed: {why}")), actions);
         actions.push(Action::DeployFailed(why));
         self.first_deploy = false;
         self.recovering_since = None;

@@ -1201,6 +1201,27 @@ fn a_stop_that_waited_before_a_rollback_waits_its_patience_again_from_the_rollba
 }
 
 #[test]
+fn a_stop_asked_while_a_first_deploy_fails_is_answered() {
+    let (mut cluster, _) = Cluster::deploy(2, Some(INTERVAL));
+    cluster.join(0);
+    // Less than the stop patience before the deploy gives up.
+    cluster.advance(Duration::from_secs(45));
+    cluster.handle(Event::Stop);
+    let mut actions = Vec::new();
+    while deploy_failure(&actions).is_none() {
+        actions = cluster.fire();
+    }
+    assert_eq!(
+        answered_stops(&actions),
+        [&Err(
+            "the deploy failed: node 1 did not join within 60 s".into()
+        )]
+    );
+    cluster.answer_ok();
+    assert!(cluster.c.done());
+}
+
+#[test]
 fn a_loss_during_shutdown_answers_the_stop_with_an_error_and_ends() {
     let mut cluster = Cluster::running(3, None);
     cluster.handle(Event::Stop);
