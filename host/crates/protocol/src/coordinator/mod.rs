@@ -131,7 +131,7 @@ pub enum Action {
     Disconnect {
         member: usize,
     },
-    /// Write the record durably; answer with [`Event::Recorded`].
+    /// Write the record durably; answer with [`Event::Recorded`], records in the order asked.
     Record(Record),
     /// Generation `generation` runs everywhere from `checkpoint` (`first`: the deploy's
     /// answer).
@@ -249,6 +249,9 @@ pub struct Coordinator {
     /// Why the cluster last rolled back.
     last_loss: String,
     recovering_since: Option<Time>,
+    /// Records asked for and not answered. A loss can leave the state that asked for one
+    /// before its answer comes; only the answer to the last one asked counts.
+    records_unanswered: u32,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -296,6 +299,7 @@ impl Coordinator {
             stop_asked: None,
             last_loss: String::new(),
             recovering_since: None,
+            records_unanswered: 0,
         };
         let mut actions = Vec::new();
         if !first_deploy {
@@ -485,6 +489,10 @@ impl Coordinator {
     }
 
     fn recorded(&mut self, now: Time, result: Result<(), String>, actions: &mut Vec<Action>) {
+        self.records_unanswered = self.records_unanswered.saturating_sub(1);
+        if self.records_unanswered > 0 {
+            return;
+        }
         match &self.phase {
             Phase::Recovering(_) => self.generation_recorded(now, result, actions),
             Phase::Checkpoint(_) => self.checkpoint_recorded(now, result, actions),

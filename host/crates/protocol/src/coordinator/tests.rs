@@ -903,6 +903,62 @@ fn a_refused_commit_rolls_back_to_the_checkpoint_just_recorded() {
     assert_eq!(sends(&actions)[0], (0, start(2, 2)));
 }
 
+/// A cluster of two that lost member 1 while checkpoint 1's record was being written.
+fn lost_while_recording(back_off: bool) -> Cluster {
+    let mut cluster = Cluster::running(2, Some(INTERVAL));
+    if back_off {
+        cluster.lose_and_recover(1);
+    }
+    cluster.fire();
+    while cluster.records == 0 {
+        cluster.answer_ok();
+    }
+    assert_eq!(cluster.c.state(), "checkpoint: record");
+    let actions = cluster.lose(1);
+    assert_eq!(disconnects(&actions), [0, 1]);
+    cluster
+}
+
+#[test]
+fn the_answer_to_a_checkpoints_record_is_not_taken_for_the_next_generations() {
+    let mut cluster = lost_while_recording(false);
+    let actions = cluster.join_all();
+    let generation = cluster.c.record().generation + 1;
+    assert_eq!(
+        records(&actions),
+        [Record {
+            generation,
+            committed: 0
+        }]
+    );
+    // The checkpoint's record is answered first: the generation's is not yet durable.
+    let actions = cluster.handle(Event::Recorded(Ok(())));
+    assert!(sends(&actions).is_empty(), "{actions:?}");
+    assert_eq!(cluster.c.record().committed, 0);
+    let actions = cluster.handle(Event::Recorded(Ok(())));
+    assert_eq!(sends(&actions), to_all(2, start(generation, 0)));
+}
+
+#[test]
+fn the_answer_to_a_checkpoints_record_does_not_cut_the_back_off_short() {
+    let mut cluster = lost_while_recording(true);
+    let generation = cluster.c.record().generation + 1;
+    cluster.join_all();
+    assert_eq!(cluster.c.state(), "recovering", "backs off");
+    let actions = cluster.handle(Event::Recorded(Ok(())));
+    assert!(actions.is_empty(), "{actions:?}");
+    let actions = cluster.fire();
+    assert_eq!(
+        records(&actions),
+        [Record {
+            generation,
+            committed: 0
+        }]
+    );
+    let actions = cluster.handle(Event::Recorded(Ok(())));
+    assert_eq!(sends(&actions), to_all(2, start(generation, 0)));
+}
+
 #[test]
 fn a_member_that_rejoins_mid_checkpoint_rolls_back_naming_the_node_lost() {
     let mut cluster = Cluster::running(3, Some(INTERVAL));
