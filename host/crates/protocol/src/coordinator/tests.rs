@@ -1329,6 +1329,33 @@ fn a_loss_before_shutdown_rolls_back_and_the_stop_follows() {
 }
 
 #[test]
+fn a_stop_whose_shutdown_is_answered_wrongly_is_answered_with_an_error() {
+    let mut cluster = Cluster::running(2, None);
+    cluster.handle(Event::Stop);
+    cluster.answer_ok();
+    cluster.answer_ok();
+    cluster.fire();
+    cluster.answer_ok();
+    assert_eq!(cluster.c.state(), "stopping: shutdown");
+    let actions = cluster.answer(|m, c| {
+        if m == 1 {
+            Reply::Refused("sink failed".into())
+        } else {
+            ok(c)
+        }
+    });
+    assert_eq!(
+        actions,
+        [
+            Action::AnswerStops(Err(
+                "node 1 answered Shutdown with Refused(\"sink failed\")".into()
+            )),
+            Action::Done
+        ]
+    );
+}
+
+#[test]
 fn a_stop_of_a_coordinator_that_is_done_is_refused() {
     let mut cluster = Cluster::running(1, None);
     cluster.handle(Event::Stop);
