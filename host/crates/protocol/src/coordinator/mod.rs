@@ -365,11 +365,16 @@ impl Coordinator {
             Phase::Abandoning(r) => round(r),
             Phase::Done => None,
         };
-        let stop = self
-            .stop_asked
-            .filter(|_| self.recovering_since.is_some())
-            .map(|at| at + self.config.patience.stop);
-        [phase, stop].into_iter().flatten().min()
+        [phase, self.stop_deadline()].into_iter().flatten().min()
+    }
+
+    /// When a stop asked while members are missing from a recovering cluster gives up. Once
+    /// every member has joined, the stop waits for the start, however long it takes.
+    fn stop_deadline(&self) -> Option<Time> {
+        let missing = self.recovering_since.is_some() && self.joined.iter().any(|j| !j);
+        self.stop_asked
+            .filter(|_| missing)
+            .map(|at| at + self.config.patience.stop)
     }
 
     pub fn handle(&mut self, now: Time, event: Event) -> Vec<Action> {
@@ -523,11 +528,7 @@ impl Coordinator {
     }
 
     fn timeout(&mut self, now: Time, actions: &mut Vec<Action>) {
-        if self.recovering_since.is_some()
-            && self
-                .stop_asked
-                .is_some_and(|at| now >= at + self.config.patience.stop)
-        {
+        if self.stop_deadline().is_some_and(|at| now >= at) {
             let why = format!(
                 "the cluster is recovering and {} did not join within {} s; start the missing \
                  nodes (their data directories hold the deployment) and stop again",

@@ -1356,6 +1356,23 @@ fn a_stop_whose_shutdown_is_answered_wrongly_is_answered_with_an_error() {
 }
 
 #[test]
+fn a_stop_asked_while_every_member_has_joined_waits_for_the_start() {
+    let (mut cluster, _) = Cluster::restarted(2, Record::default());
+    cluster.join_all();
+    cluster.handle(Event::Recorded(Ok(())));
+    assert_eq!(cluster.c.state(), "starting");
+    cluster.handle(Event::Stop);
+    // Starting takes longer than the stop patience (a long replay), but nobody is missing.
+    cluster.advance(Patience::default().stop * 2);
+    let actions = cluster.handle(Event::Timeout);
+    assert!(actions.is_empty(), "{actions:?}");
+    let actions = cluster.answer_ok();
+    assert_eq!(sends(&actions), to_all(2, Command::StopSources));
+    let actions = cluster.drive();
+    assert_eq!(answered_stops(&actions), [&Ok(())]);
+}
+
+#[test]
 fn a_stop_of_a_coordinator_that_is_done_is_refused() {
     let mut cluster = Cluster::running(1, None);
     cluster.handle(Event::Stop);
