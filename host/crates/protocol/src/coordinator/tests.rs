@@ -209,16 +209,22 @@ impl Cluster {
     /// Answers like healthy members and a healthy disk until nothing is awaited.
     fn drive(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
-        loop {
-            if self.records > 0 {
-                actions.extend(self.handle(Event::Recorded(Ok(()))));
-            } else if self.asked.iter().any(Option::is_some) {
-                actions.extend(self.answer_ok());
-            } else if self.c.state() == "stopping: drain" {
-                actions.extend(self.fire());
-            } else {
-                return actions;
-            }
+        while let Some(more) = self.drive_once() {
+            actions.extend(more);
+        }
+        actions
+    }
+
+    /// One step of [`Cluster::drive`]; None if nothing is awaited.
+    fn drive_once(&mut self) -> Option<Vec<Action>> {
+        if self.records > 0 {
+            Some(self.handle(Event::Recorded(Ok(()))))
+        } else if self.asked.iter().any(Option::is_some) {
+            Some(self.answer_ok())
+        } else if self.c.state() == "stopping: drain" {
+            Some(self.fire())
+        } else {
+            None
         }
     }
 
@@ -1370,6 +1376,25 @@ fn a_stop_asked_while_every_member_has_joined_waits_for_the_start() {
     assert_eq!(sends(&actions), to_all(2, Command::StopSources));
     let actions = cluster.drive();
     assert_eq!(answered_stops(&actions), [&Ok(())]);
+}
+
+#[test]
+fn a_loss_in_the_stops_last_checkpoint_rolls_back_and_the_stop_follows() {
+    let mut cluster = Cluster::running(2, Some(INTERVAL));
+    cluster.handle(Event::Stop);
+    while cluster.c.state() != "checkpoint: prepare" {
+        cluster.drive_once();
+    }
+    let actions = cluster.lose(0);
+    assert_eq!(disconnects(&actions), [0, 1]);
+    assert!(answered_stops(&actions).is_empty());
+    assert_eq!(cluster.c.record().committed, 0);
+    cluster.join_all();
+    let actions = cluster.recover();
+    assert_eq!(answered_stops(&actions), [&Ok(())]);
+    // The stop's last checkpoint is taken in the new generation (numbered from the
+    // members' answers to Start: the harness's members logged nothing).
+    assert_eq!(cluster.c.record().committed, 1);
 }
 
 #[test]
