@@ -158,6 +158,7 @@ impl Coordinator {
                     return self.lose(now, Lost { member, why }, actions);
                 }
                 c.step = Step::Record;
+                self.records_unanswered += 1;
                 actions.push(Action::Record(Record {
                     generation: self.record.generation,
                     committed: n,

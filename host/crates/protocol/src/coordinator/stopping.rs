@@ -126,7 +126,14 @@ impl Coordinator {
                 }
             }
             Step::Shutdown => {
-                self.answer_stops(Ok(()), actions);
+                let answer = match replies.iter().position(|r| *r != Reply::Stopped) {
+                    Some(member) => Err(format!(
+                        "node {member} answered Shutdown with {:?}",
+                        replies[member]
+                    )),
+                    None => Ok(()),
+                };
+                self.answer_stops(answer, actions);
                 self.phase = Phase::Done;
                 actions.push(Action::Done);
             }
