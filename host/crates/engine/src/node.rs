@@ -44,10 +44,13 @@ impl SinkQueue {
     }
 }
 
-/// What a crash may cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a crash may cost. Named on the command line and in a deployment's manifest as
+/// `none`, `at-least-once`, `exactly-once`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Resilience {
     /// Nothing is logged: a crash loses state and in-flight input. The fastest.
+    #[default]
     None,
     /// Input is logged before it is processed and state is checkpointed: a crash loses
     /// nothing, but output produced after the last checkpoint is produced again.
@@ -55,6 +58,25 @@ pub enum Resilience {
     /// As at-least-once, and output is released only once its checkpoint has committed, tagged
     /// so a receiver drops what it has already seen.
     ExactlyOnce,
+}
+
+impl Resilience {
+    pub const ALL: [Resilience; 3] = [Self::None, Self::AtLeastOnce, Self::ExactlyOnce];
+
+    /// The name the command line and a manifest use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::AtLeastOnce => "at-least-once",
+            Self::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+impl std::fmt::Display for Resilience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Where routed messages for key groups owned by other nodes go (a cluster's transport).
