@@ -1,35 +1,26 @@
-//! The coordinator, on the first node of hosts.txt: it waits for every node to join, starts
-//! the application everywhere (rolled back to the last checkpoint the whole cluster
-//! committed), drives cluster-wide checkpoints, and when a node is lost or restarts, stops the
-//! application everywhere and starts it again from that checkpoint.
+//! The coordinator's driver, on the first node of hosts.txt. What the coordinator decides is
+//! the protocol core's ([`wallaroo_protocol::coordinator`]): membership, generations,
+//! cluster-wide checkpoints, recovery and stop. This file only carries out its actions over
+//! QUIC control streams and the cluster record, and turns what happens into its events.
 //!
-//! A cluster-wide checkpoint N:
-//! 1. `Begin N` on every node: each cuts its log and puts a barrier in its workers.
-//! 2. `Align` until every node is aligned with nothing routed in flight, and the routed
-//!    batches sent between nodes equal those received, the same twice running (so none is on
-//!    the wire).
-//! 3. `Prepare` on every node: each logs its state and held output with its own commit record
-//!    and waits for its disk.
-//! 4. The coordinator writes N as committed (`cluster.json`, synced), then `Commit N`: nodes
-//!    release N's output. A node restarted before step 4 rolls back past its own commit of N.
+//! Each accepted control stream gets a reader task that hands the node's answers in with the
+//! stream's number, so answers from a stream the core has already let go of are dropped.
+//! Cluster records are written one after another, in the order asked (the core counts only
+//! the answer to the last).
 
-use std::time::Duration;
-
+use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use wallaroo_protocol::coordinator::{
+    self as core, Action, Command, Config, Event, Patience, Reply,
+};
+use wallaroo_transport::FrameSender;
 
 use crate::daemon::{Context, Stream};
 use crate::manifest::{ClusterRecord, Manifest};
 use crate::proto::{Msg, Recovery, Rejoin, Totals};
-
-/// How long a checkpoint may wait for alignment before the coordinator says what holds it up.
-const ALIGN_PATIENCE: Duration = Duration::from_secs(10);
-
-/// How long a node may take to answer a command before it counts as lost.
-const ANSWER_PATIENCE: Duration = Duration::from_secs(120);
-
-/// How long `wallaroo stop` waits for nodes to rejoin a recovering cluster.
-const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// What reaches the coordinator: a node's control stream, or a client's stop.
 pub(crate) enum Joined {
@@ -42,24 +33,29 @@ pub(crate) enum Joined {
     Stop(oneshot::Sender<Msg>),
 }
 
-/// A node's control stream failed: the node is lost.
-#[derive(Debug, PartialEq, Eq)]
-struct Lost(usize, String);
+/// What the driver's own tasks hand in.
+enum Inner {
+    /// Member `member`'s stream number `stream` gave `msg` (None: it closed).
+    Answer {
+        member: usize,
+        stream: u64,
+        msg: Result<Option<Msg>, String>,
+    },
+    Recorded(Result<(), String>),
+}
 
-/// Node `index`, a member, joined again, for `rejoin`: which node is lost, and why. A node
-/// leaves when its data stream to another node breaks (that other node is the one lost, e.g.
-/// killed), when its control stream fails, or joins afresh after a restart.
-fn rejoined(index: usize, rejoin: Option<&Rejoin>, nodes: usize) -> Lost {
-    match rejoin {
-        Some(Rejoin {
-            peer: Some(peer),
-            why,
-        }) if (*peer as usize) != index && (*peer as usize) < nodes => Lost(
-            *peer as usize,
-            format!("node {index}'s data stream to it broke: {why}"),
-        ),
-        Some(Rejoin { why, .. }) => Lost(index, format!("it left and joined again: {why}")),
-        None => Lost(index, "it restarted and joined again".into()),
+/// A member's control stream as the driver holds it.
+struct Link {
+    number: u64,
+    /// None once finished.
+    tx: Option<FrameSender<Msg>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Closing the stream stops the application on the node.
+        self.reader.abort();
     }
 }
 
@@ -68,21 +64,27 @@ pub(crate) struct Coordinator {
     manifest: Manifest,
     record: ClusterRecord,
     events: flume::Receiver<Joined>,
-    /// Events that arrived while waiting for a node's answer, to be handled first.
-    pending: std::collections::VecDeque<Joined>,
-    members: Vec<Option<Stream>>,
-    next_checkpoint: u64,
-    app_name: String,
-    /// Rollbacks since the last committed checkpoint: recovery waits longer after each (a
-    /// node whose disk is full would otherwise have the cluster roll back in a tight loop).
-    rollbacks_in_a_row: u32,
-    /// `wallaroo stop` asked while the cluster was recovering: carried out once it runs again.
+}
+
+/// What the driver keeps beside the core.
+struct Driver {
+    ctx: Arc<Context>,
+    manifest: Manifest,
+    core: core::Coordinator,
+    start: tokio::time::Instant,
+    links: Vec<Option<Link>>,
+    streams_opened: u64,
+    /// The stream of the join being handled, until the core accepts or refuses it.
+    joining: Option<Box<Stream>>,
+    inner_tx: mpsc::UnboundedSender<Inner>,
+    records: mpsc::UnboundedSender<core::Record>,
+    deployed: Option<oneshot::Sender<anyhow::Result<Msg>>>,
     stops: Vec<oneshot::Sender<Msg>>,
-    stop_asked: Option<std::time::Instant>,
-    /// Why the cluster last rolled back, for `wallaroo status` while it recovers.
-    last_loss: String,
-    /// Since when the cluster recovers (None: it runs).
-    recovering_since: Option<std::time::Instant>,
+    app_name: String,
+    /// Per member, where its sources listen (from its last Started) and its totals (from its
+    /// Stopped).
+    sources: Vec<Vec<String>>,
+    totals: Vec<Totals>,
 }
 
 impl Coordinator {
@@ -92,123 +94,353 @@ impl Coordinator {
         record: ClusterRecord,
         events: flume::Receiver<Joined>,
     ) -> Self {
-        let members = (0..manifest.nodes.len()).map(|_| None).collect();
         Self {
             ctx,
             manifest,
             record,
             events,
-            pending: Default::default(),
+        }
+    }
+
+    pub(crate) async fn run(self, deployed: Option<oneshot::Sender<anyhow::Result<Msg>>>) {
+        let Coordinator {
+            ctx,
+            manifest,
+            record,
+            events,
+        } = self;
+        let members = manifest.nodes.len();
+        let interval = Duration::from_millis(manifest.settings.checkpoint_interval_ms.max(1));
+        let config = Config {
+            deployment: manifest.deployment.clone(),
             members,
-            next_checkpoint: 1,
-            app_name: String::new(),
-            rollbacks_in_a_row: 0,
+            checkpoint_interval: (manifest.settings.resilience
+                != wallaroo_engine::Resilience::None)
+                .then_some(interval),
+            patience: Patience::default(),
+        };
+        let first_deploy = deployed.is_some();
+        let start = tokio::time::Instant::now();
+        let record = core::Record {
+            generation: record.generation,
+            committed: record.committed,
+        };
+        let (mut core, actions) =
+            core::Coordinator::new(config, record, first_deploy, Duration::ZERO);
+        core.set_names(
+            manifest
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, addr)| format!("node {i} ({addr})"))
+                .collect(),
+        );
+        let (inner_tx, mut inner) = mpsc::unbounded_channel();
+        let records = record_writer(ctx.clone(), inner_tx.clone());
+        let mut driver = Driver {
+            ctx,
+            manifest,
+            core,
+            start,
+            links: (0..members).map(|_| None).collect(),
+            streams_opened: 0,
+            joining: None,
+            inner_tx,
+            records,
+            deployed,
             stops: Vec::new(),
-            stop_asked: None,
-            last_loss: String::new(),
-            recovering_since: None,
+            app_name: String::new(),
+            sources: vec![Vec::new(); members],
+            totals: vec![Totals::default(); members],
+        };
+        if !first_deploy {
+            driver.announce_restart(record.generation);
         }
-    }
-
-    fn checkpoints(&self) -> bool {
-        self.manifest.settings.resilience != wallaroo_engine::Resilience::None
-    }
-
-    pub(crate) async fn run(mut self, mut deployed: Option<oneshot::Sender<anyhow::Result<Msg>>>) {
-        let interval = Duration::from_millis(self.manifest.settings.checkpoint_interval_ms.max(1));
-        let mut running = false;
-        let mut started = std::time::Instant::now();
-        if deployed.is_none() {
-            eprintln!(
-                "coordinating deployment {} again: the cluster rolls back to checkpoint {} once \
-                 every node has joined",
-                self.manifest.deployment, self.record.committed
-            );
-            self.announce_restart();
-        }
-        loop {
-            if !running {
-                if deployed.is_none() {
-                    if started.elapsed() > Duration::from_secs(30) {
-                        // The last generation ran a while: this is a new failure.
-                        self.rollbacks_in_a_row = 0;
-                    }
-                    let k = self.rollbacks_in_a_row.min(6);
-                    self.rollbacks_in_a_row += 1;
-                    if k > 0 {
-                        tokio::time::sleep(
-                            Duration::from_millis(100 << k).min(Duration::from_secs(5)),
-                        )
-                        .await;
-                    }
-                }
-                match self.recover(deployed.is_some()).await {
-                    Ok(sources) => {
-                        running = true;
-                        started = std::time::Instant::now();
-                        if let Some(d) = deployed.take() {
-                            let app = self.app_name.clone();
-                            let _ = d.send(Ok(Msg::Deployed { app, sources }));
-                        }
-                        if !self.stops.is_empty() {
-                            if self.stop().await {
-                                return;
-                            }
-                            running = false;
-                            continue;
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(d) = deployed.take() {
-                            let _ = d.send(Err(e));
-                            // A deployment that never started: forget it here too.
-                            self.abandon().await;
-                            return;
-                        }
-                        tracing::warn!("cannot start the application: {e:#}; trying again");
-                        if self.stop_waited_too_long() {
-                            let why = format!("the application cannot start again: {e:#}");
-                            self.answer_stops(Msg::Refused(why));
-                        }
-                        continue;
-                    }
-                }
-            }
-            let tick = tokio::time::sleep(interval);
-            tokio::select! {
-                event = self.next_event() => match event {
+        driver.carry_out(actions).await;
+        while !driver.core.done() {
+            let deadline = driver.core.poll_timeout().map(|at| start + at);
+            let event = tokio::select! {
+                joined = events.recv_async() => match joined {
                     Ok(Joined::Node { index, deployment, rejoin, stream }) => {
-                        if let Some(Lost(i, why)) = self.admit(index, deployment, rejoin, stream).await {
-                            self.lost(i, &why, "");
-                            running = false;
-                        }
+                        driver.joining = Some(stream);
+                        Some(Event::Join { member: index, deployment, rejoin })
                     }
                     Ok(Joined::Stop(reply)) => {
-                        self.take_stop(reply);
-                        if self.stop().await {
-                            return;
-                        }
-                        running = false;
+                        driver.stops.push(reply);
+                        Some(Event::Stop)
                     }
+                    // The node is stopping.
                     Err(_) => return,
                 },
-                _ = tick, if self.checkpoints() => {
-                    if let Err(Lost(i, why)) = self.checkpoint().await {
-                        self.lost(i, &why, "");
-                        running = false;
+                Some(got) = inner.recv() => driver.inner_event(got),
+                _ = sleep_until(deadline) => Some(Event::Timeout),
+            };
+            if let Some(event) = event {
+                driver.handle(event).await;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes cluster records one after another, in the order asked, and hands in each result.
+fn record_writer(
+    ctx: Arc<Context>,
+    done: mpsc::UnboundedSender<Inner>,
+) -> mpsc::UnboundedSender<core::Record> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<core::Record>();
+    tokio::spawn(async move {
+        while let Some(record) = rx.recv().await {
+            let record = ClusterRecord {
+                generation: record.generation,
+                committed: record.committed,
+            };
+            let data = ctx.data.clone();
+            let written = tokio::task::spawn_blocking(move || data.write_cluster_record(&record))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+                .map_err(|e| format!("{e:#}"));
+            if done.send(Inner::Recorded(written)).is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+impl Driver {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    async fn handle(&mut self, event: Event) {
+        let actions = self.core.handle(self.now(), event);
+        self.carry_out(actions).await;
+    }
+
+    /// Carries out actions, and the actions that follow from events they cause at once (a
+    /// failed send).
+    async fn carry_out(&mut self, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            if let Some(event) = self.carry_out_one(action).await {
+                queue.extend(self.core.handle(self.now(), event));
+            }
+        }
+        // A join neither accepted nor refused (the coordinator is done): dropped.
+        self.joining = None;
+        self.publish_recovery();
+    }
+
+    async fn carry_out_one(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Accept { member } => {
+                let (tx, rx) = *self.joining.take()?;
+                self.streams_opened += 1;
+                let number = self.streams_opened;
+                let reader = tokio::spawn(read_answers(rx, member, number, self.inner_tx.clone()));
+                self.links[member] = Some(Link {
+                    number,
+                    tx: Some(tx),
+                    reader,
+                });
+                None
+            }
+            Action::Refuse { why, .. } => {
+                if let Some(mut stream) = self.joining.take() {
+                    let _ = stream.0.send(&Msg::Refused(why)).await;
+                }
+                None
+            }
+            Action::Send { member, command } => {
+                let Some(tx) = self.links[member].as_mut().and_then(|l| l.tx.as_mut()) else {
+                    let why = "not joined".to_string();
+                    return Some(Event::Lost { member, why });
+                };
+                match tx.send(&message(command)).await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        self.links[member] = None;
+                        Some(Event::Lost {
+                            member,
+                            why: format!("{e:#}"),
+                        })
                     }
                 }
             }
+            Action::Disconnect { member } => {
+                self.links[member] = None;
+                None
+            }
+            Action::Record(record) => {
+                let _ = self.records.send(record);
+                None
+            }
+            Action::Running {
+                generation,
+                checkpoint,
+                first,
+            } => {
+                if let (true, Some(d)) = (first, self.deployed.take()) {
+                    let sources = self.sources_text();
+                    let app = self.app_name.clone();
+                    let _ = d.send(Ok(Msg::Deployed { app, sources }));
+                } else {
+                    tracing::info!("generation {generation} running from checkpoint {checkpoint}");
+                }
+                None
+            }
+            Action::DeployFailed(why) => {
+                if let Some(d) = self.deployed.take() {
+                    let _ = d.send(Err(anyhow::anyhow!("{why}")));
+                }
+                None
+            }
+            Action::AnswerStops(answer) => {
+                let answer = match answer {
+                    Ok(()) => Msg::Deployed {
+                        app: self.app_name.clone(),
+                        sources: self.totals_text(),
+                    },
+                    Err(why) => Msg::Refused(why),
+                };
+                for reply in self.stops.drain(..) {
+                    let _ = reply.send(answer.clone());
+                }
+                None
+            }
+            Action::Note { warn: true, text } => {
+                tracing::warn!("{text}");
+                None
+            }
+            Action::Note { warn: false, text } => {
+                tracing::info!("{text}");
+                None
+            }
+            Action::Done => {
+                // Let the nodes read their last answer before the streams go.
+                for link in self.links.iter_mut().flatten() {
+                    if let Some(tx) = link.tx.take() {
+                        let _ = tx.finish().await;
+                    }
+                }
+                None
+            }
         }
+    }
+
+    /// An answer read from a member's control stream, as the core's event.
+    fn inner_event(&mut self, got: Inner) -> Option<Event> {
+        let (member, stream, msg) = match got {
+            Inner::Recorded(result) => return Some(Event::Recorded(result)),
+            Inner::Answer {
+                member,
+                stream,
+                msg,
+            } => (member, stream, msg),
+        };
+        if self.links[member].as_ref().map(|l| l.number) != Some(stream) {
+            // From a stream let go of already.
+            return None;
+        }
+        let msg = match msg {
+            Ok(Some(msg)) => msg,
+            Ok(None) => {
+                self.links[member] = None;
+                let why = "control stream closed".to_string();
+                return Some(Event::Lost { member, why });
+            }
+            Err(why) => {
+                self.links[member] = None;
+                return Some(Event::Lost { member, why });
+            }
+        };
+        let reply = match msg {
+            Msg::Started {
+                app,
+                next_checkpoint,
+                sources,
+            } => {
+                self.app_name = app;
+                self.sources[member] = sources;
+                Reply::Started { next_checkpoint }
+            }
+            Msg::Ok => Reply::Ok,
+            Msg::Aligned(a) => Reply::Aligned(a),
+            Msg::Prepared(ok) => Reply::Prepared(ok),
+            Msg::Drained {
+                in_flight,
+                sent,
+                received,
+            } => Reply::Drained {
+                in_flight,
+                sent,
+                received,
+            },
+            Msg::Stopped(totals) => {
+                self.totals[member] = totals;
+                Reply::Stopped
+            }
+            Msg::Refused(why) => Reply::Refused(why),
+            other => Reply::Refused(format!("unexpected answer {}", other.name())),
+        };
+        Some(Event::Reply { member, reply })
+    }
+
+    fn sources_text(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .enumerate()
+            .flat_map(|(i, at)| at.iter().map(move |s| format!("node {i}: {s}")))
+            .collect()
+    }
+
+    fn totals_text(&self) -> Vec<String> {
+        self.totals
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "node {i}: {} received, {} emitted, {} dead-lettered, {} messages to other \
+                     nodes in {} bytes",
+                    t.received, t.emitted, t.dead_lettered, t.remote_messages, t.remote_bytes
+                )
+            })
+            .collect()
+    }
+
+    /// Publishes what recovery waits for (None: the cluster runs), for `wallaroo status`.
+    fn publish_recovery(&self) {
+        let recovery = self.core.recovery().map(|r| {
+            let since = Instant::now() - self.now().saturating_sub(r.since);
+            let missing = r.missing.iter().map(|&m| self.core.name(m)).collect();
+            (
+                since,
+                Recovery {
+                    waited_ms: 0,
+                    missing,
+                    checkpoint: r.checkpoint,
+                    reason: r.reason,
+                },
+            )
+        });
+        *self.ctx.recovery.lock().unwrap() = recovery;
     }
 
     /// Tells every other node that this coordinator restarted, so that nodes still following
     /// its previous life join again now rather than when their connection times out. A node
     /// that cannot be reached will join when it can.
-    fn announce_restart(&self) {
+    fn announce_restart(&self, generation: u64) {
         let announce = Msg::Restarted {
             deployment: self.manifest.deployment.clone(),
-            generation: self.record.generation,
+            generation,
         };
         for addr in self.manifest.nodes.iter().skip(1) {
             let (ctx, addr, announce) = (self.ctx.clone(), addr.clone(), announce.clone());
@@ -227,510 +459,48 @@ impl Coordinator {
             });
         }
     }
+}
 
-    /// Takes a node's control stream. If the node was thought to be running, the cluster must
-    /// roll back: returns the node lost and why.
-    async fn admit(
-        &mut self,
-        index: u16,
-        deployment: String,
-        rejoin: Option<Rejoin>,
-        stream: Box<Stream>,
-    ) -> Option<Lost> {
-        if !self.belongs(index, &deployment) {
-            self.refuse(index, &deployment, stream).await;
-            return None;
-        }
-        let was_member = self.members[index as usize].replace(*stream).is_some();
-        (was_member || self.members.iter().all(Option::is_some))
-            .then(|| rejoined(index as usize, rejoin.as_ref(), self.members.len()))
-    }
-
-    /// Node `i` is lost (`why`) `during` a step ("" while running): the cluster rolls back.
-    fn lost(&mut self, i: usize, why: &str, during: &str) {
-        eprintln!(
-            "node {i} ({}) lost{during} ({why}): rolling the cluster back to checkpoint {}",
-            self.manifest.nodes[i], self.record.committed
-        );
-        self.last_loss = format!("node {i} lost{during}: {why}");
-        self.members[i] = None;
-    }
-
-    /// Publishes what recovery waits for (None: the cluster runs), for `wallaroo status`.
-    fn publish_recovery(&self, since: Option<std::time::Instant>) {
-        let recovery = since.map(|since| {
-            (
-                since,
-                Recovery {
-                    waited_ms: 0,
-                    missing: self.missing(),
-                    checkpoint: self.record.committed,
-                    reason: self.last_loss.clone(),
-                },
-            )
-        });
-        *self.ctx.recovery.lock().unwrap() = recovery;
-    }
-
-    /// A join from node `index` of `deployment` is one of this deployment's nodes.
-    fn belongs(&self, index: u16, deployment: &str) -> bool {
-        deployment == self.manifest.deployment && (index as usize) < self.members.len()
-    }
-
-    /// Tells a node of another deployment (one a failed stop left behind) that this is not
-    /// its cluster.
-    async fn refuse(&self, index: u16, deployment: &str, mut stream: Box<Stream>) {
-        let _ = stream
-            .0
-            .send(&Msg::Refused(format!(
-                "this cluster runs deployment {}, not {deployment} (node {index})",
-                self.manifest.deployment
-            )))
-            .await;
-    }
-
-    fn missing(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.is_none())
-            .map(|(i, _)| format!("node {i} ({})", self.manifest.nodes[i]))
-            .collect()
-    }
-
-    /// Stops the application everywhere, waits for every node, and starts the next
-    /// generation from the last committed checkpoint. Returns where sources listen.
-    async fn recover(&mut self, first_deploy: bool) -> anyhow::Result<Vec<String>> {
-        if !self.stops.is_empty() {
-            // A stop waits for the nodes to rejoin from now, however long it waited before.
-            self.stop_asked = Some(std::time::Instant::now());
-        }
-        if !first_deploy {
-            // Every generation runs on fresh control streams: closing the old ones stops the
-            // application on every node, and no answer to an earlier command is left unread.
-            for m in &mut self.members {
-                *m = None;
-            }
-        }
-        let waited = std::time::Instant::now();
-        let since = *self.recovering_since.get_or_insert(waited);
-        let mut told = std::time::Instant::now();
-        while self.members.iter().any(Option::is_none) {
-            self.publish_recovery(Some(since));
-            if first_deploy && waited.elapsed() > Duration::from_secs(60) {
-                anyhow::bail!("{} did not join within 60 s", self.missing().join(", "));
-            }
-            if self.stop_waited_too_long() {
-                let why = format!(
-                    "the cluster is recovering and {} did not join within {} s; start the \
-                     missing nodes (their data directories hold the deployment) and stop again",
-                    self.missing().join(", "),
-                    STOP_PATIENCE.as_secs()
-                );
-                self.answer_stops(Msg::Refused(why));
-            }
-            if told.elapsed() > Duration::from_secs(10) {
-                eprintln!("waiting for {} to join", self.missing().join(", "));
-                told = std::time::Instant::now();
-            }
-            match tokio::time::timeout(Duration::from_millis(500), self.next_event()).await {
-                Ok(Ok(Joined::Node {
-                    index,
-                    deployment,
-                    rejoin,
-                    stream,
-                })) => {
-                    self.admit(index, deployment, rejoin, stream).await;
-                }
-                Ok(Ok(Joined::Stop(reply))) => {
-                    // Nodes that lost the application rejoin within seconds: the stop
-                    // waits for them, and for the application to run again everywhere.
-                    eprintln!(
-                        "stop asked while {} rejoin: stopping once the cluster has recovered",
-                        self.missing().join(", ")
-                    );
-                    self.take_stop(reply);
-                }
-                Ok(Err(_)) => anyhow::bail!("the node is stopping"),
-                Err(_) => {}
-            }
-        }
-        self.record.generation += 1;
-        let record = self.record;
-        let data = self.ctx.data.clone();
-        tokio::task::spawn_blocking(move || data.write_cluster_record(&record)).await??;
-        let generation = self.record.generation;
-        let recover_to = self.record.committed;
-        let replies = self
-            .all(|_| Msg::Start {
-                generation,
-                recover_to,
+/// Reads a member's answers until its stream ends, handing each in with the stream's number.
+async fn read_answers(
+    mut rx: wallaroo_transport::FrameReceiver<Msg>,
+    member: usize,
+    stream: u64,
+    inner: mpsc::UnboundedSender<Inner>,
+) {
+    loop {
+        let msg = rx.recv().await.map_err(|e| format!("{e:#}"));
+        let end = !matches!(msg, Ok(Some(_)));
+        if inner
+            .send(Inner::Answer {
+                member,
+                stream,
+                msg,
             })
-            .await;
-        let replies = match replies {
-            Ok(r) => r,
-            Err(Lost(i, why)) => {
-                self.members[i] = None;
-                self.last_loss = format!("node {i} lost while starting: {why}");
-                anyhow::bail!("node {i} lost while starting: {why}");
-            }
-        };
-        let mut sources = Vec::new();
-        let mut next = self.record.committed + 1;
-        for (i, reply) in replies.into_iter().enumerate() {
-            match reply {
-                Msg::Started {
-                    app,
-                    next_checkpoint,
-                    sources: at,
-                } => {
-                    self.app_name = app;
-                    next = next.max(next_checkpoint);
-                    sources.extend(at.into_iter().map(|s| format!("node {i}: {s}")));
-                }
-                Msg::Refused(why) => anyhow::bail!("{why}"),
-                other => anyhow::bail!("node {i}: unexpected answer {}", other.name()),
-            }
-        }
-        self.next_checkpoint = next;
-        self.recovering_since = None;
-        self.publish_recovery(None);
-        if !first_deploy {
-            eprintln!(
-                "generation {generation} running from checkpoint {}",
-                self.record.committed
-            );
-        }
-        Ok(sources)
-    }
-
-    /// One cluster-wide checkpoint (see the module's documentation).
-    async fn checkpoint(&mut self) -> Result<(), Lost> {
-        let n = self.next_checkpoint;
-        self.next_checkpoint += 1;
-        // A node that cannot take part (its log failed: a full disk) holds the cluster back
-        // like a lost node: the cluster rolls back and tries again, and loses nothing.
-        for (i, reply) in self
-            .all(|_| Msg::Begin { checkpoint: n })
-            .await?
-            .into_iter()
-            .enumerate()
+            .is_err()
+            || end
         {
-            if let Msg::Refused(why) = reply {
-                return Err(Lost(i, format!("it cannot begin checkpoint {n}: {why}")));
-            }
-        }
-        let mut last = None;
-        let began = std::time::Instant::now();
-        let mut told = began;
-        loop {
-            let replies = self.all(|_| Msg::Align).await?;
-            let (mut aligned, mut sent, mut received) = (true, 0, 0);
-            let mut behind = Vec::new();
-            for (i, reply) in replies.into_iter().enumerate() {
-                match reply {
-                    Msg::Aligned(a) => {
-                        if !a.aligned || a.routed_in_flight > 0 {
-                            behind.push(format!(
-                                "node {i} ({} routed batches queued{})",
-                                a.routed_in_flight,
-                                if a.aligned {
-                                    ""
-                                } else {
-                                    ", workers not at the barrier"
-                                }
-                            ));
-                        }
-                        aligned &= a.aligned && a.routed_in_flight == 0;
-                        sent += a.sent;
-                        received += a.received;
-                    }
-                    other => {
-                        return Err(Lost(i, format!("it answered Align with {}", other.name())));
-                    }
-                }
-            }
-            let now = (sent, received);
-            if aligned && sent == received && last == Some(now) {
-                break;
-            }
-            last = aligned.then_some(now);
-            // Alignment waits for the work queued before the barrier; say what it waits for
-            // when that takes long (a slow guest, a slow link).
-            if told.elapsed() > ALIGN_PATIENCE {
-                told = std::time::Instant::now();
-                if behind.is_empty() {
-                    behind.push(format!(
-                        "{} routed batches on the wire",
-                        sent.abs_diff(received)
-                    ));
-                }
-                tracing::warn!(
-                    "checkpoint {n} still aligning after {} s: waiting for {}",
-                    began.elapsed().as_secs(),
-                    behind.join(", ")
-                );
-            }
-        }
-        for (i, reply) in self.all(|_| Msg::Prepare).await?.into_iter().enumerate() {
-            if !matches!(reply, Msg::Prepared(true)) {
-                return Err(Lost(i, format!("it could not log checkpoint {n}")));
-            }
-        }
-        let mut record = self.record;
-        record.committed = n;
-        let data = self.ctx.data.clone();
-        let written = tokio::task::spawn_blocking(move || data.write_cluster_record(&record))
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r);
-        if let Err(e) = written {
-            return Err(Lost(0, format!("cannot record checkpoint {n}: {e:#}")));
-        }
-        self.record = record;
-        self.all(|_| Msg::Commit { checkpoint: n }).await?;
-        self.rollbacks_in_a_row = 0;
-        Ok(())
-    }
-
-    /// `wallaroo stop`: stop the sources, wait until everything accepted is processed
-    /// everywhere, take a last checkpoint, then stop the application on every node, and answer
-    /// every stop asked. False if a node was lost before the application stopped anywhere:
-    /// the cluster then recovers, and the stop is tried again once it runs.
-    async fn stop(&mut self) -> bool {
-        let answer = match self.drain_and_stop().await {
-            Err(Lost(i, why)) => {
-                self.lost(i, &why, " while stopping");
-                eprintln!("the stop follows once it runs again");
-                return false;
-            }
-            Ok(Ok(totals)) => {
-                let mut text = Vec::new();
-                for (i, t) in totals.iter().enumerate() {
-                    text.push(format!(
-                        "node {i}: {} received, {} emitted, {} dead-lettered, {} messages to \
-                         other nodes in {} bytes",
-                        t.received, t.emitted, t.dead_lettered, t.remote_messages, t.remote_bytes
-                    ));
-                }
-                Msg::Deployed {
-                    app: self.app_name.clone(),
-                    sources: text,
-                }
-            }
-            Ok(Err(e)) => Msg::Refused(format!("{e:#}")),
-        };
-        // Stops asked while this one ran were put aside: they get the same answer.
-        let events = std::mem::take(&mut self.pending);
-        for event in events {
-            match event {
-                Joined::Stop(reply) => self.stops.push(reply),
-                other => self.pending.push_back(other),
-            }
-        }
-        self.answer_stops(answer);
-        true
-    }
-
-    /// Keeps a stop's reply until the stop is carried out (or refused).
-    fn take_stop(&mut self, reply: oneshot::Sender<Msg>) {
-        self.stops.push(reply);
-        self.stop_asked.get_or_insert_with(std::time::Instant::now);
-    }
-
-    /// A stop asked during recovery has waited longer than [`STOP_PATIENCE`].
-    fn stop_waited_too_long(&self) -> bool {
-        self.stop_asked
-            .is_some_and(|at| at.elapsed() > STOP_PATIENCE)
-    }
-
-    /// Answers every stop asked so far.
-    fn answer_stops(&mut self, answer: Msg) {
-        for reply in self.stops.drain(..) {
-            let _ = reply.send(answer.clone());
-        }
-        self.stop_asked = None;
-    }
-
-    /// The steps of a stop. Losing a node before the last step is `Err` (the cluster can
-    /// recover and stop again); failing in the last step, when some nodes may have stopped
-    /// already, is final.
-    async fn drain_and_stop(&mut self) -> Result<anyhow::Result<Vec<Totals>>, Lost> {
-        self.all(|_| Msg::StopSources).await?;
-        let mut last = None;
-        loop {
-            let mut idle = true;
-            let (mut sent, mut received) = (0, 0);
-            for reply in self.all(|_| Msg::Drain).await? {
-                if let Msg::Drained {
-                    in_flight,
-                    sent: s,
-                    received: r,
-                } = reply
-                {
-                    idle &= in_flight == 0;
-                    sent += s;
-                    received += r;
-                }
-            }
-            let now = (sent, received);
-            if idle && sent == received && last == Some(now) {
-                break;
-            }
-            last = idle.then_some(now);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if self.checkpoints() {
-            self.checkpoint().await?;
-        }
-        let replies = match self.all(|_| Msg::Shutdown).await {
-            Ok(replies) => replies,
-            Err(Lost(i, why)) => {
-                return Ok(Err(anyhow::anyhow!(
-                    "node {i} lost while stopping: {why}; restart it (its data directory holds \
-                     the deployment) and stop again"
-                )));
-            }
-        };
-        let mut totals = Vec::new();
-        for reply in replies {
-            match reply {
-                Msg::Stopped(t) => totals.push(t),
-                other => return Ok(Err(anyhow::anyhow!("unexpected answer {}", other.name()))),
-            }
-        }
-        Ok(Ok(totals))
-    }
-
-    /// A deployment that could not start: tell every node to forget it.
-    async fn abandon(&mut self) {
-        for i in 0..self.members.len() {
-            if self.members[i].is_some() {
-                let _ = self.ask(i, &Msg::Shutdown).await;
-            }
-        }
-    }
-
-    /// Sends `msg(i)` to every node, then collects every answer.
-    async fn all(&mut self, msg: impl Fn(usize) -> Msg) -> Result<Vec<Msg>, Lost> {
-        for i in 0..self.members.len() {
-            let m = msg(i);
-            let Some((tx, _)) = self.members[i].as_mut() else {
-                return Err(Lost(i, "not joined".into()));
-            };
-            tx.send(&m).await.map_err(|e| Lost(i, format!("{e:#}")))?;
-        }
-        let mut replies = Vec::with_capacity(self.members.len());
-        for i in 0..self.members.len() {
-            replies.push(self.answer(i).await?);
-        }
-        Ok(replies)
-    }
-
-    async fn ask(&mut self, i: usize, msg: &Msg) -> Result<Msg, Lost> {
-        let Some((tx, _)) = self.members[i].as_mut() else {
-            return Err(Lost(i, "not joined".into()));
-        };
-        tx.send(msg).await.map_err(|e| Lost(i, format!("{e:#}")))?;
-        self.answer(i).await
-    }
-
-    /// Node `i`'s answer to the last command. A member that joins again meanwhile has
-    /// restarted: waiting for anyone's answer is then pointless, the cluster rolls back.
-    async fn answer(&mut self, i: usize) -> Result<Msg, Lost> {
-        let deadline = tokio::time::Instant::now() + ANSWER_PATIENCE;
-        loop {
-            let Some((_, rx)) = self.members[i].as_mut() else {
-                return Err(Lost(i, "not joined".into()));
-            };
-            let event = tokio::select! {
-                answer = tokio::time::timeout_at(deadline, rx.recv()) => {
-                    return match answer {
-                        Ok(Ok(Some(m))) => Ok(m),
-                        Ok(Ok(None)) => Err(Lost(i, "control stream closed".into())),
-                        Ok(Err(e)) => Err(Lost(i, format!("{e:#}"))),
-                        Err(_) => Err(Lost(i, format!("no answer in {} s", ANSWER_PATIENCE.as_secs()))),
-                    };
-                }
-                event = self.events.recv_async() => event,
-            };
-            let Ok(event) = event else {
-                return Err(Lost(i, "the node is stopping".into()));
-            };
-            let event = match event {
-                Joined::Node {
-                    index,
-                    deployment,
-                    stream,
-                    ..
-                } if !self.belongs(index, &deployment) => {
-                    self.refuse(index, &deployment, stream).await;
-                    continue;
-                }
-                event => event,
-            };
-            let restarted = match &event {
-                Joined::Node { index, rejoin, .. } => self
-                    .members
-                    .get(*index as usize)
-                    .is_some_and(Option::is_some)
-                    .then(|| rejoined(*index as usize, rejoin.as_ref(), self.members.len())),
-                Joined::Stop(_) => None,
-            };
-            self.pending.push_back(event);
-            if let Some(lost) = restarted {
-                return Err(lost);
-            }
-        }
-    }
-
-    /// The next event: one put aside while waiting for an answer, or a new one.
-    async fn next_event(&mut self) -> Result<Joined, flume::RecvError> {
-        match self.pending.pop_front() {
-            Some(event) => Ok(event),
-            None => self.events.recv_async().await,
+            return;
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_node_that_left_because_its_link_to_another_broke_names_the_other_as_lost() {
-        let link = Rejoin {
-            peer: Some(1),
-            why: "the connection to 10.0.0.3:7100 closed (timed out)".into(),
-        };
-        assert_eq!(
-            rejoined(0, Some(&link), 3),
-            Lost(
-                1,
-                "node 0's data stream to it broke: the connection to 10.0.0.3:7100 closed \
-                 (timed out)"
-                    .into()
-            )
-        );
-        let control = Rejoin {
-            peer: None,
-            why: "the coordinator closed the control stream".into(),
-        };
-        assert_eq!(rejoined(2, Some(&control), 3).0, 2);
-        assert!(
-            rejoined(2, Some(&control), 3)
-                .1
-                .starts_with("it left and joined again")
-        );
-        assert_eq!(
-            rejoined(2, None, 3),
-            Lost(2, "it restarted and joined again".into())
-        );
-        // A peer index out of range names the node that joined.
-        let odd = Rejoin {
-            peer: Some(7),
-            why: "x".into(),
-        };
-        assert_eq!(rejoined(2, Some(&odd), 3).0, 2);
+/// The wire message for a core command.
+fn message(command: Command) -> Msg {
+    match command {
+        Command::Start {
+            generation,
+            recover_to,
+        } => Msg::Start {
+            generation,
+            recover_to,
+        },
+        Command::Begin { checkpoint } => Msg::Begin { checkpoint },
+        Command::Align => Msg::Align,
+        Command::Prepare => Msg::Prepare,
+        Command::Commit { checkpoint } => Msg::Commit { checkpoint },
+        Command::StopSources => Msg::StopSources,
+        Command::Drain => Msg::Drain,
+        Command::Shutdown => Msg::Shutdown,
     }
 }

@@ -147,13 +147,7 @@ impl Msg {
     }
 }
 
-/// Why a node that was a member joins again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejoin {
-    /// The node whose data stream from this one broke, if that was the reason.
-    pub peer: Option<u16>,
-    pub why: String,
-}
+pub use wallaroo_protocol::coordinator::Rejoin;
 
 /// What a recovering cluster waits for, as its coordinator sees it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -252,6 +252,8 @@ pub struct Coordinator {
     /// Why the cluster last rolled back.
     last_loss: String,
     recovering_since: Option<Time>,
+    /// Members' names for notes (see [`Coordinator::set_names`]).
+    names: Vec<String>,
     /// Records asked for and not answered. A loss can leave the state that asked for one
     /// before its answer comes; only the answer to the last one asked counts.
     records_unanswered: u32,
@@ -302,6 +304,7 @@ impl Coordinator {
             stop_asked: None,
             last_loss: String::new(),
             recovering_since: None,
+            names: Vec::new(),
             records_unanswered: 0,
         };
         let mut actions = Vec::new();
@@ -488,6 +491,15 @@ impl Coordinator {
         if member >= self.config.members || !self.joined[member] {
             return;
         }
+        let answered = self
+            .round_mut()
+            .and_then(|r| r.replies.get(member))
+            .is_some_and(Option::is_some);
+        if answered && self.shutting_down() {
+            // A member closes its control stream once it has stopped.
+            self.joined[member] = false;
+            return;
+        }
         match self.phase {
             Phase::Recovering(_) => self.joined[member] = false,
             Phase::Done => {}
@@ -599,7 +611,8 @@ impl Coordinator {
         actions.push(Action::Note {
             warn: true,
             text: format!(
-                "node {member} lost{during} ({why}): rolling the cluster back to checkpoint {}",
+                "{} lost{during} ({why}): rolling the cluster back to checkpoint {}",
+                self.name(member),
                 self.record.committed
             ),
         });
@@ -663,8 +676,21 @@ impl Coordinator {
     }
 
     fn missing_names(&self) -> String {
-        let names: Vec<String> = self.missing().iter().map(|m| format!("node {m}")).collect();
+        let names: Vec<String> = self.missing().iter().map(|&m| self.name(m)).collect();
         names.join(", ")
+    }
+
+    /// How the operator knows member `member`: "node 1 (10.0.0.2:7100)" once names are set.
+    pub fn name(&self, member: usize) -> String {
+        match self.names.get(member) {
+            Some(name) => name.clone(),
+            None => format!("node {member}"),
+        }
+    }
+
+    /// Names members in notes (e.g. by address) rather than by index alone.
+    pub fn set_names(&mut self, names: Vec<String>) {
+        self.names = names;
     }
 }
 

@@ -1312,6 +1312,27 @@ fn a_loss_during_shutdown_answers_the_stop_with_an_error_and_ends() {
 }
 
 #[test]
+fn a_member_that_closes_its_stream_after_it_stopped_does_not_fail_the_stop() {
+    let mut cluster = Cluster::running(2, None);
+    cluster.handle(Event::Stop);
+    cluster.answer_ok();
+    cluster.answer_ok();
+    cluster.fire();
+    cluster.answer_ok();
+    assert_eq!(cluster.c.state(), "stopping: shutdown");
+    cluster.handle(Event::Reply {
+        member: 1,
+        reply: Reply::Stopped,
+    });
+    assert!(cluster.lose(1).is_empty());
+    let actions = cluster.handle(Event::Reply {
+        member: 0,
+        reply: Reply::Stopped,
+    });
+    assert_eq!(actions, [Action::AnswerStops(Ok(())), Action::Done]);
+}
+
+#[test]
 fn a_loss_before_shutdown_rolls_back_and_the_stop_follows() {
     let mut cluster = Cluster::running(2, Some(INTERVAL));
     cluster.handle(Event::Stop);
