@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use wallaroo_cluster::{DeployOptions, NodeOptions, Settings};
+use wallaroo_cluster::{DeployOptions, NodeOptions};
+
+use crate::options::{HostOptions, LocalOptions};
 
 /// Where `wallaroo cert init` puts a cluster's certificates unless told otherwise.
 const CERTS: &str = "wallaroo-certs";
@@ -28,50 +30,29 @@ pub struct NodeArgs {
     /// Worker threads, unless the deployment says [default: CPU cores].
     #[arg(long)]
     workers: Option<usize>,
-    /// Where compiled native code is cached.
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
-    /// Start the application even if this node's write-ahead log is corrupt, dropping it from
-    /// the bad record on (as for `wallaroo run`).
-    #[arg(long)]
-    discard_corrupt_log: bool,
+    #[command(flatten)]
+    pub(crate) local: LocalOptions,
 }
 
+/// The shared host options, said of a cluster: per node, checkpoints cluster-wide.
 #[derive(clap::Args)]
+#[command(
+    mut_arg("workers", |a| a.help("Worker threads per node [default: each node's cores]")),
+    mut_arg("checkpoint_interval", |a| {
+        a.help("Time between cluster-wide checkpoints, in milliseconds")
+    }),
+    mut_arg("dead_letter_max_bytes", |a| {
+        a.help("Disk the dead letters may take on each node, in bytes, as for `wallaroo run`")
+    })
+)]
 pub struct DeployArgs {
     /// hosts.txt: one node address (HOST:PORT) per line; the first coordinates.
     #[arg(long, value_name = "HOSTS")]
     nodes: PathBuf,
     #[arg(long, default_value = CERTS)]
     certs: PathBuf,
-    /// Worker threads per node [default: each node's cores].
-    #[arg(long)]
-    workers: Option<usize>,
-    /// none, at-least-once or exactly-once (as for `wallaroo run`).
-    #[arg(long, default_value = "none", value_parser = ["none", "at-least-once", "exactly-once"])]
-    resilience: String,
-    /// Time between cluster-wide checkpoints, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    checkpoint_interval: u64,
-    /// plain or tagged (exactly-once receivers), as for `wallaroo run`.
-    #[arg(long, default_value = "plain", value_parser = ["plain", "tagged"])]
-    sink_framing: String,
-    /// Key groups keys are hashed to (fixed for the life of the application's state).
-    #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS,
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
-    key_groups: u32,
-    /// Memory each instance may use, in MiB.
-    #[arg(long, default_value_t = 512)]
-    max_memory: usize,
-    /// Time one call into the application may take, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    call_timeout: u64,
-    /// Most messages handed to the application in one call.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
-    /// Disk the dead letters may take on each node, in bytes, as for `wallaroo run`.
-    #[arg(long, default_value_t = wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES)]
-    dead_letter_max_bytes: u64,
+    #[command(flatten)]
+    pub(crate) host: HostOptions,
     /// The application component.
     app: PathBuf,
     /// Arguments for the application, as for `wallaroo run`.
@@ -98,8 +79,8 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         certs: args.certs,
         source_port_offset: args.source_port_offset,
         workers: args.workers,
-        cache_dir: args.cache_dir,
-        discard_corrupt_log: args.discard_corrupt_log,
+        cache_dir: args.local.cache_dir,
+        discard_corrupt_log: args.local.discard_corrupt_log,
     };
     let io = crate::io_runtime()?;
     let result = io.block_on(async move {
@@ -117,25 +98,14 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
 }
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    if args.sink_framing == "tagged" && args.resilience != "exactly-once" {
-        anyhow::bail!("--sink-framing tagged needs --resilience exactly-once");
-    }
+    let settings = args.host.settings();
+    settings.check()?;
     let options = DeployOptions {
         app: args.app,
         hosts: args.nodes,
         certs: args.certs,
         args: args.app_args,
-        settings: Settings {
-            workers: args.workers,
-            key_groups: args.key_groups,
-            resilience: args.resilience,
-            checkpoint_interval_ms: args.checkpoint_interval,
-            tagged: args.sink_framing == "tagged",
-            max_memory_mib: args.max_memory,
-            call_timeout_ms: args.call_timeout,
-            batch_size: args.batch_size,
-            dead_letter_max_bytes: args.dead_letter_max_bytes,
-        },
+        settings,
     };
     crate::io_runtime()?.block_on(wallaroo_cluster::deploy(options))
 }

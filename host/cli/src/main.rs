@@ -4,6 +4,7 @@
 mod build;
 mod cert;
 mod cluster;
+mod options;
 mod receive;
 mod run;
 mod send;

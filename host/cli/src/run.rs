@@ -4,21 +4,22 @@
 //! passed its command line; the host's own options may stand before or after APP.wasm.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::CommandFactory as _;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-use wallaroo_component::{
-    CacheOutcome, CompileCache, Limits, Runtime, Sandbox, SinkConfig, SourceConfig,
-};
-use wallaroo_connectors::{SourceOptions, TcpSource, run_generator, run_tcp_sink};
-use wallaroo_engine::{Node, NodeConfig, Resilience};
-use wallaroo_types::KeyGroups;
+use wallaroo_component::{CacheOutcome, CompileCache, Runtime, Sandbox};
+use wallaroo_connectors::{EdgePlan, Edges, SinkFraming, SourceAddress};
+use wallaroo_engine::{Node, Resilience};
+
+use crate::options::{HostOptions, LocalOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub(crate) host: HostOptions,
+    #[command(flatten)]
+    local: LocalOptions,
     #[command(flatten)]
     options: Options,
     /// The application component (built with `wallaroo build`).
@@ -28,64 +29,19 @@ pub struct Args {
     app_args: Vec<String>,
 }
 
+/// The options only `wallaroo run` takes.
 #[derive(clap::Args)]
 struct Options {
-    /// Worker threads, each with its own instance of the application [default: CPU cores].
-    #[arg(long)]
-    workers: Option<usize>,
     /// The node's data directory: its write-ahead log and dead letters.
     #[arg(long, default_value = "wallaroo-data")]
     data_dir: PathBuf,
-    /// What a crash may cost: none (fastest; state and in-flight input are lost),
-    /// at-least-once (input logged, state checkpointed; output after the last checkpoint is
-    /// repeated), exactly-once (output released only after its checkpoint commits).
-    #[arg(long, value_enum, default_value_t = ResilienceArg::None)]
-    resilience: ResilienceArg,
-    /// Time between checkpoints, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    checkpoint_interval: u64,
-    /// Start even if the write-ahead log is corrupt (not merely torn at its end by a crash):
-    /// drop it from the bad record on, and say what was dropped. Without it such a log stops
-    /// the start and is left as it is.
-    #[arg(long)]
-    discard_corrupt_log: bool,
-    /// How sinks frame output: plain (the encoder's bytes as they are) or tagged (each frame
-    /// with its (epoch, sequence), so `wallaroo receive` drops repeats: exactly-once output).
-    #[arg(long, value_enum, default_value_t = SinkFraming::Plain)]
-    sink_framing: SinkFraming,
-    /// Where compiled native code is cached [default: $WALLAROO_CACHE_DIR, else
-    /// $XDG_CACHE_HOME/wallaroo, else ~/.cache/wallaroo].
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
     /// Compile the component on every start.
     #[arg(long)]
     no_cache: bool,
-    /// Memory each instance may use, in MiB.
-    #[arg(long, default_value_t = 512)]
-    max_memory: usize,
-    /// Time one call into the application may take, in milliseconds, before the instance is
-    /// stopped and replaced.
-    #[arg(long, default_value_t = 10_000)]
-    call_timeout: u64,
-    /// Largest frame a source accepts, in bytes; of a larger frame the first 64 KiB go to the
-    /// dead letters and the rest is dropped.
-    #[arg(long, default_value_t = 16 << 20)]
-    max_frame_size: u64,
-    /// Disk the dead letters may take, in bytes, all files together; past half of it the
-    /// files rotate and the oldest entries go.
-    #[arg(long, default_value_t = wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES)]
-    dead_letter_max_bytes: u64,
-    /// Most messages handed to the application in one call.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
     /// Serve Prometheus metrics (per-step counts and call latency, backlog, checkpoints) at
     /// http://HOST:PORT/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     metrics: Option<String>,
-    /// Key groups keys are hashed to (fixed for the life of the application's state).
-    #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS,
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
-    key_groups: u32,
     /// Give the application the real clock (default: frozen at the Unix epoch).
     #[arg(long)]
     allow_clock: bool,
@@ -100,24 +56,12 @@ struct Options {
     allow_dir: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ResilienceArg {
-    None,
-    AtLeastOnce,
-    ExactlyOnce,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum SinkFraming {
-    Plain,
-    Tagged,
-}
-
 pub fn main(args: Args) -> anyhow::Result<()> {
     let o = &args.options;
+    let settings = args.host.settings();
     let wasm = read_component(&args.app)?;
     let app_name = args.app.display().to_string();
-    let cache = match (&o.cache_dir, o.no_cache) {
+    let cache = match (&args.local.cache_dir, o.no_cache) {
         (_, true) => CompileCache::disabled(),
         (dir, false) => CompileCache::at_or_default(dir.as_deref()),
     }
@@ -132,32 +76,20 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             }
         }
     });
-    let limits = Limits {
-        max_memory: o.max_memory << 20,
-        call_timeout: Duration::from_millis(o.call_timeout),
-    };
+    let limits = settings.limits();
     let sandbox = Sandbox {
         allow_clock: o.allow_clock,
         allow_random: o.allow_random,
         allow_network: o.allow_network,
         dirs: o.allow_dir.iter().map(|d| parse_dir_grant(d)).collect(),
     };
-    let workers = o.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let mut config = NodeConfig::new(&o.data_dir, args.app_args.clone());
-    config.workers = workers;
-    config.dead_letter_max_bytes = o.dead_letter_max_bytes;
-    config.key_groups = KeyGroups::new(o.key_groups);
-    config.resilience = match o.resilience {
-        ResilienceArg::None => Resilience::None,
-        ResilienceArg::AtLeastOnce => Resilience::AtLeastOnce,
-        ResilienceArg::ExactlyOnce => Resilience::ExactlyOnce,
-    };
-    config.checkpoint_interval = Duration::from_millis(o.checkpoint_interval.max(1));
-    config.discard_corrupt_log = o.discard_corrupt_log;
+    let workers = settings.workers_or(None);
+    let config = settings.node_config(
+        &o.data_dir,
+        args.app_args.clone(),
+        workers,
+        args.local.discard_corrupt_log,
+    )?;
 
     // Signals are caught from here on: compiling and recovering take seconds, and a signal
     // meanwhile must stop the process at once, not after them.
@@ -200,19 +132,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         loaded.as_millis()
     );
 
-    let tagged = o.sink_framing == SinkFraming::Tagged;
+    let tagged = settings.sink_framing == SinkFraming::Tagged;
     match node.resilience() {
         Resilience::None => {}
         mode => {
             eprintln!(
-                "resilience {}: write-ahead log in {}, checkpoint every {} ms",
-                if mode == Resilience::ExactlyOnce {
-                    "exactly-once"
-                } else {
-                    "at-least-once"
-                },
+                "resilience {mode}: write-ahead log in {}, checkpoint every {} ms",
                 o.data_dir.join("wal").display(),
-                o.checkpoint_interval
+                settings.checkpoint_interval_ms
             );
             if mode == Resilience::ExactlyOnce && !tagged && !spec.sinks.is_empty() {
                 eprintln!(
@@ -223,59 +150,18 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             eprintln!("{recovered}");
         }
     }
-    if tagged && node.resilience() != Resilience::ExactlyOnce {
-        anyhow::bail!("--sink-framing tagged needs --resilience exactly-once");
-    }
 
-    let source_options = SourceOptions {
-        max_frame: o.max_frame_size,
-        batch_size: o.batch_size.max(1),
+    let plan = EdgePlan {
+        sources: settings.source_options(),
+        source_address: SourceAddress::AsNamed,
+        generators: true,
+        tagged_stream: tagged.then(String::new),
     };
     let metrics_addr = o.metrics.clone();
     io.block_on(async move {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut sources = JoinSet::new();
-        for (i, source) in spec.sources.iter().enumerate() {
-            let handles = node.source(i);
-            match &source.config {
-                SourceConfig::Tcp(tcp) => {
-                    let listener = TcpSource::bind(
-                        &source.name,
-                        &tcp.host,
-                        &tcp.port,
-                        tcp.framing.into(),
-                        source_options.clone(),
-                    )
-                    .await?;
-                    eprintln!(
-                        "source '{}' listening on {}",
-                        source.name,
-                        listener.local_addr()?
-                    );
-                    sources.spawn(listener.run(move || handles.next(), stop_rx.clone()));
-                }
-                SourceConfig::Generator => {
-                    eprintln!("source '{}' generating", source.name);
-                    sources.spawn(run_generator(
-                        handles.next(),
-                        source_options.batch_size,
-                        stop_rx.clone(),
-                    ));
-                }
-            }
-        }
-        let mut sinks = JoinSet::new();
-        for (i, sink) in spec.sinks.iter().enumerate() {
-            let SinkConfig::Tcp(tcp) = &sink.config;
-            let addr = format!("{}:{}", tcp.host, tcp.port);
-            eprintln!("sink '{}' writing to {addr}", sink.name);
-            let identity = tagged.then(|| format!("{}/{}", spec.name, sink.name));
-            sinks.spawn(run_tcp_sink(
-                sink.name.clone(),
-                addr,
-                node.take_sink(i),
-                identity,
-            ));
+        let mut edges = Edges::start(&mut node, &plan).await?;
+        for edge in &edges.started {
+            eprintln!("{edge}");
         }
         let metrics_server = match &metrics_addr {
             Some(addr) => {
@@ -301,18 +187,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             eprintln!("second signal: exiting without draining");
             std::process::exit(130);
         });
-        let _ = stop_tx.send(true);
-        while sources.join_next().await.is_some() {}
+        edges.stop_sources().await;
         let dead_letters = node.dead_letters().log_path();
         let totals = node.shutdown().await;
         if let Some(server) = metrics_server {
             server.abort();
         }
-        while let Some(done) = sinks.join_next().await {
-            if let Ok(Err(e)) = done {
-                tracing::error!("{e:#}");
-            }
-        }
+        edges.finish_sinks().await;
         eprintln!(
             "stopped: {} messages received, {} emitted, {} dead-lettered, {} instances replaced, \
              {} recycled",
@@ -489,7 +370,7 @@ mod tests {
         let crate::Command::Run(args) = parsed.command else {
             panic!("not run")
         };
-        assert_eq!(args.options.workers, Some(3));
+        assert_eq!(args.host.workers, Some(3));
         assert!(args.options.allow_clock);
         assert_eq!(args.app, PathBuf::from("app.wasm"));
         assert_eq!(args.app_args[0], "--in");
@@ -503,7 +384,7 @@ mod tests {
         let crate::Command::Run(args) = parsed.command else {
             panic!("not run")
         };
-        assert_eq!(args.options.workers, Some(2));
+        assert_eq!(args.host.workers, Some(2));
         assert_eq!(args.app_args, argv("--workers 2 --in h:1"));
     }
 

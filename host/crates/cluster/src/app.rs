@@ -7,17 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_bytes::ByteBuf;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::proto::Rejoin;
 use tokio::task::JoinSet;
-use wallaroo_component::{CompileCache, Limits, Runtime, Sandbox, SinkConfig, SourceConfig};
-use wallaroo_connectors::{SourceOptions, TcpSource, run_generator, run_tcp_sink};
-use wallaroo_engine::{
-    Checkpoints, Message, MetricsHandle, Node, NodeConfig, Peers, Placement, RemoteInput,
-    Resilience,
-};
-use wallaroo_types::KeyGroups;
+use wallaroo_component::{CompileCache, Runtime, Sandbox};
+use wallaroo_connectors::{Edge, EdgePlan, Edges, SinkFraming, SourceAddress};
+use wallaroo_engine::{Checkpoints, Message, MetricsHandle, Node, Peers, Placement, RemoteInput};
 
 use crate::daemon::Context;
 use crate::manifest::Assignment;
@@ -97,9 +93,7 @@ pub(crate) struct AppRun {
     metrics: MetricsHandle,
     checkpoints: Option<Checkpoints>,
     peers: Arc<NetPeers>,
-    stop_sources: watch::Sender<bool>,
-    sources: JoinSet<()>,
-    sinks: JoinSet<anyhow::Result<()>>,
+    edges: Edges,
     links: JoinSet<()>,
     pub(crate) source_addrs: Vec<String>,
     pub(crate) inbound: Inbound,
@@ -128,19 +122,8 @@ impl AppRun {
             );
         }
         let wasm_path = ctx.data.component(&m.component);
-        let limits = Limits {
-            max_memory: m.settings.max_memory_mib << 20,
-            call_timeout: Duration::from_millis(m.settings.call_timeout_ms),
-        };
-        let workers = m
-            .settings
-            .workers
-            .or(ctx.options.workers)
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
+        let limits = m.settings.limits();
+        let workers = m.settings.workers_or(ctx.options.workers);
         // Compiling a component takes seconds of CPU: off the async threads, which must keep
         // answering the other nodes meanwhile.
         let deployment = m.deployment.clone();
@@ -178,19 +161,12 @@ impl AppRun {
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         });
-        let key_groups = KeyGroups::new(m.settings.key_groups);
-        let mut config = NodeConfig::new(ctx.data.app(), m.args.clone());
-        config.workers = workers;
-        config.key_groups = key_groups;
-        config.resilience = match m.settings.resilience.as_str() {
-            "exactly-once" => Resilience::ExactlyOnce,
-            "at-least-once" => Resilience::AtLeastOnce,
-            _ => Resilience::None,
-        };
-        config.checkpoint_interval =
-            Duration::from_millis(m.settings.checkpoint_interval_ms.max(1));
-        config.discard_corrupt_log = ctx.options.discard_corrupt_log;
-        config.dead_letter_max_bytes = m.settings.dead_letter_max_bytes;
+        let mut config = m.settings.node_config(
+            ctx.data.app(),
+            m.args.clone(),
+            workers,
+            ctx.options.discard_corrupt_log,
+        )?;
         config.placement = Some(Placement {
             node: me,
             table: Arc::new(m.table.clone()),
@@ -224,60 +200,30 @@ impl AppRun {
             tracing::warn!("generation {generation}: {recovered}");
         }
 
-        let (stop_sources, stop_rx) = watch::channel(false);
-        let mut sources = JoinSet::new();
-        let mut source_addrs = Vec::new();
-        let options = SourceOptions {
-            max_frame: 16 << 20,
-            batch_size: m.settings.batch_size.max(1),
-        };
-        for (i, source) in spec.sources.iter().enumerate() {
-            let handles = node.source(i);
-            match &source.config {
-                SourceConfig::Tcp(tcp) => {
-                    let port: u16 = tcp.port.parse().with_context(|| {
-                        format!("source '{}' has port '{}'", source.name, tcp.port)
-                    })?;
-                    let port = port
-                        .checked_add(ctx.options.source_port_offset)
-                        .context("source port plus --source-port-offset is over 65535")?;
-                    let listener = TcpSource::bind(
-                        &source.name,
-                        &ctx.options.source_host,
-                        &port.to_string(),
-                        tcp.framing.into(),
-                        options.clone(),
-                    )
-                    .await?;
-                    let addr = listener.local_addr()?;
-                    source_addrs.push(format!("{} {addr}", source.name));
-                    sources.spawn(listener.run(move || handles.next(), stop_rx.clone()));
-                }
-                SourceConfig::Generator if me == 0 => {
-                    source_addrs.push(format!("{} (generator)", source.name));
-                    sources.spawn(run_generator(
-                        handles.next(),
-                        options.batch_size,
-                        stop_rx.clone(),
-                    ));
-                }
-                SourceConfig::Generator => {}
-            }
-        }
-        let mut sinks = JoinSet::new();
-        for (i, sink) in spec.sinks.iter().enumerate() {
-            let SinkConfig::Tcp(tcp) = &sink.config;
-            let identity = m
-                .settings
-                .tagged
-                .then(|| format!("{}/{}/node{me}", spec.name, sink.name));
-            sinks.spawn(run_tcp_sink(
-                sink.name.clone(),
-                format!("{}:{}", tcp.host, tcp.port),
-                node.take_sink(i),
-                identity,
-            ));
-        }
+        let edges = Edges::start(
+            &mut node,
+            &EdgePlan {
+                sources: m.settings.source_options(),
+                source_address: SourceAddress::Moved {
+                    host: ctx.options.source_host.clone(),
+                    port_offset: ctx.options.source_port_offset,
+                },
+                // Every node runs every TCP source; a generator would run once per node.
+                generators: me == 0,
+                tagged_stream: (m.settings.sink_framing == SinkFraming::Tagged)
+                    .then(|| format!("/node{me}")),
+            },
+        )
+        .await?;
+        let source_addrs = edges
+            .started
+            .iter()
+            .filter_map(|edge| match edge {
+                Edge::Listening { source, addr } => Some(format!("{source} {addr}")),
+                Edge::Generating { source } => Some(format!("{source} (generator)")),
+                Edge::Writing { .. } => None,
+            })
+            .collect();
         let inbound = Inbound {
             generation,
             input: node.remote_input(),
@@ -289,9 +235,7 @@ impl AppRun {
             checkpoints: node.checkpoints(),
             node: Some(node),
             peers,
-            stop_sources,
-            sources,
-            sinks,
+            edges,
             links,
             source_addrs,
             inbound,
@@ -325,19 +269,17 @@ impl AppRun {
     /// Stops now: sources close, queued work is dropped (the log replays it), nothing more is
     /// written.
     pub(crate) async fn abort(mut self) {
-        let _ = self.stop_sources.send(true);
-        self.sources.abort_all();
+        self.edges.abort_sources();
         if let Some(node) = self.node.take() {
             node.abort().await;
         }
-        self.sinks.abort_all();
+        self.edges.abort_sinks();
         self.links.abort_all();
     }
 
     /// Stops taking input; returns once every source has stopped.
     pub(crate) async fn stop_sources(&mut self) {
-        let _ = self.stop_sources.send(true);
-        while self.sources.join_next().await.is_some() {}
+        self.edges.stop_sources().await;
     }
 
     /// Queued work here, and routed batches sent to and taken from other nodes.
@@ -355,11 +297,7 @@ impl AppRun {
         };
         // The checkpoint coordinator holds the sinks' queues open: let them close.
         self.checkpoints = None;
-        while let Some(done) = self.sinks.join_next().await {
-            if let Ok(Err(e)) = done {
-                tracing::error!("{e:#}");
-            }
-        }
+        self.edges.finish_sinks().await;
         // Drained everywhere: nothing is queued for the other nodes any more.
         self.links.abort_all();
         Totals {

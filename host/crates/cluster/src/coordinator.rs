@@ -111,7 +111,7 @@ impl Coordinator {
     }
 
     fn checkpoints(&self) -> bool {
-        self.manifest.settings.resilience != "none"
+        self.manifest.settings.resilience != wallaroo_engine::Resilience::None
     }
 
     pub(crate) async fn run(mut self, mut deployed: Option<oneshot::Sender<anyhow::Result<Msg>>>) {

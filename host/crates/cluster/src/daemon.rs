@@ -692,38 +692,21 @@ async fn on_run(app: &mut AppRun, command: Msg) -> Msg {
     };
     match command {
         Msg::Begin { checkpoint } => {
-            blocking(Box::new(move |c| {
-                if c.begin(checkpoint) {
-                    Msg::Ok
-                } else {
-                    Msg::Refused("the write-ahead log has failed".into())
-                }
+            blocking(Box::new(move |c| match c.begin(checkpoint) {
+                Ok(()) => Msg::Ok,
+                Err(why) => Msg::Refused(why),
             }))
             .await
         }
         Msg::Align => {
-            blocking(Box::new(|c| {
-                let deadline = std::time::Instant::now() + Duration::from_millis(20);
-                loop {
-                    let a = c.alignment();
-                    if (a.aligned && a.routed_in_flight == 0)
-                        || std::time::Instant::now() >= deadline
-                    {
-                        return Msg::Aligned(a);
-                    }
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }))
-            .await
+            // Answered once aligned, or after a short wait on the workers' signals.
+            blocking(Box::new(|c| Msg::Aligned(c.alignment()))).await
         }
         Msg::Prepare => blocking(Box::new(|c| Msg::Prepared(c.prepare()))).await,
         Msg::Commit { checkpoint } => {
-            blocking(Box::new(move |c| {
-                if c.commit(checkpoint) {
-                    Msg::Ok
-                } else {
-                    Msg::Refused(format!("checkpoint {checkpoint} was not prepared here"))
-                }
+            blocking(Box::new(move |c| match c.commit(checkpoint) {
+                Ok(()) => Msg::Ok,
+                Err(why) => Msg::Refused(why),
             }))
             .await
         }

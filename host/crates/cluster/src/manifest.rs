@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+/// How every node runs the application: the host options `wallaroo deploy` takes.
+pub use wallaroo_connectors::Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -30,40 +32,14 @@ pub struct Manifest {
     pub settings: Settings,
 }
 
-/// How every node runs the application: the host options `wallaroo deploy` takes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settings {
-    pub key_groups: u32,
-    /// Workers per node (None: as many as the node has cores).
-    pub workers: Option<usize>,
-    pub resilience: String,
-    pub checkpoint_interval_ms: u64,
-    /// Sinks tag frames with (epoch, sequence) for exactly-once receivers.
-    pub tagged: bool,
-    pub max_memory_mib: usize,
-    pub call_timeout_ms: u64,
-    pub batch_size: usize,
-    /// Disk each node's dead letters may take, in bytes (manifests written before this
-    /// setting existed get the default).
-    #[serde(default = "default_dead_letter_max_bytes")]
-    pub dead_letter_max_bytes: u64,
-}
-
-fn default_dead_letter_max_bytes() -> u64 {
-    wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES
-}
-
 impl Manifest {
     /// Refuses a manifest whose key-group table cannot be routed by: it arrives from another
     /// process (a deploy client, or a node's own file), so nothing in it is taken on trust.
     pub fn check(&self) -> anyhow::Result<()> {
+        self.settings
+            .check()
+            .with_context(|| format!("deployment {}", self.deployment))?;
         let groups = self.settings.key_groups;
-        if groups == 0 || groups > u32::from(u16::MAX) + 1 {
-            anyhow::bail!(
-                "deployment {}: {groups} key groups; a deployment has 1 to 65536",
-                self.deployment
-            );
-        }
         if self.table.len() != groups as usize {
             anyhow::bail!(
                 "deployment {}: its key-group table has {} entries for {groups} key groups",
@@ -275,18 +251,6 @@ mod tests {
     }
 
     #[test]
-    fn settings_written_before_the_dead_letter_cap_read_with_its_default() {
-        let old = r#"{"key_groups": 1024, "workers": null, "resilience": "none",
-            "checkpoint_interval_ms": 1000, "tagged": false, "max_memory_mib": 512,
-            "call_timeout_ms": 10000, "batch_size": 256}"#;
-        let settings: Settings = serde_json::from_str(old).unwrap();
-        assert_eq!(
-            settings.dead_letter_max_bytes,
-            wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES
-        );
-    }
-
-    #[test]
     fn a_manifest_whose_table_cannot_be_routed_by_is_refused_naming_why() {
         let good = Manifest {
             deployment: "d".into(),
@@ -294,18 +258,16 @@ mod tests {
             args: vec![],
             nodes: vec!["a:1".into(), "b:1".into()],
             table: assign_key_groups(8, 2),
-            settings: serde_json::from_str(
-                r#"{"key_groups": 8, "workers": null, "resilience": "none",
-                "checkpoint_interval_ms": 1000, "tagged": false, "max_memory_mib": 512,
-                "call_timeout_ms": 10000, "batch_size": 256}"#,
-            )
-            .unwrap(),
+            settings: Settings {
+                key_groups: 8,
+                ..Settings::default()
+            },
         };
         good.check().unwrap();
         let refused = |change: fn(&mut Manifest), why: &str| {
             let mut m = good.clone();
             change(&mut m);
-            let err = m.check().unwrap_err().to_string();
+            let err = format!("{:#}", m.check().unwrap_err());
             assert!(err.contains(why), "{err}");
         };
         refused(|m| m.settings.key_groups = 0, "0 key groups");
@@ -317,5 +279,9 @@ mod tests {
         );
         refused(|m| m.table[3] = 2, "key group 3 is assigned to node 2");
         refused(|m| m.nodes.clear(), "0 nodes");
+        refused(
+            |m| m.settings.sink_framing = wallaroo_connectors::SinkFraming::Tagged,
+            "deployment d: --sink-framing tagged needs --resilience exactly-once",
+        );
     }
 }

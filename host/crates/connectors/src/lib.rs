@@ -1,16 +1,21 @@
 //! The edges of a node: framed TCP sources, TCP sinks and generator sources, plus the `send` and
 //! `receive` tools that speak the same framing. Everything here is I/O on the tokio runtime; the
-//! engine sees only batches of frames and batches of encoded output.
+//! engine sees only batches of frames and batches of encoded output. [`Settings`] and [`Edges`]
+//! are how `wallaroo run` and a cluster node alike turn host options into a running node.
 
+mod edges;
 pub mod latency;
 pub mod protocol;
 mod receive;
 mod send;
+mod settings;
 mod sink;
 mod source;
 
+pub use edges::{Edge, EdgePlan, Edges, SourceAddress};
 pub use receive::{ReceiveOptions, receive};
 pub use send::{SendOptions, send};
+pub use settings::{Settings, SettingsError, SinkFraming};
 pub use sink::run_tcp_sink;
 pub use source::{SourceOptions, TcpSource, run_generator};
 

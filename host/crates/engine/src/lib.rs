@@ -11,13 +11,13 @@
 
 mod checkpoint;
 mod dead_letter;
+mod local;
 mod log;
 mod metrics;
 mod node;
 mod recovery;
 mod worker;
 
-pub use checkpoint::Alignment;
 pub use dead_letter::{
     DEFAULT_MAX_BYTES as DEFAULT_DEAD_LETTER_MAX_BYTES, DeadLetters, Entry as DeadLetterEntry,
     MAX_ERROR_TEXT as DEAD_LETTER_MAX_ERROR_TEXT, MIN_MAX_BYTES as MIN_DEAD_LETTER_MAX_BYTES,
@@ -28,4 +28,5 @@ pub use node::{
     RemoteInput, Resilience, SinkBatch, SinkQueue, SourceHandle, SourceHandles,
 };
 pub use wallaroo_component::Message;
+pub use wallaroo_protocol::quiescence::Alignment;
 pub use wallaroo_wal::Lsn;

@@ -13,11 +13,14 @@ use wallaroo_types::KeyGroups;
 use wallaroo_wal::{KeyState, Lsn, Wal, WalOptions};
 
 use crate::DeadLetters;
-use crate::checkpoint::{Alignment, Coordinator};
+use crate::checkpoint::Member;
+use crate::local::{Ask, Local};
 use crate::log::Log;
 use crate::metrics::{Metrics, NodeCounters, NodeTotals};
 use crate::recovery::{Recovery, StateMap};
 use crate::worker::Worker;
+use wallaroo_protocol::participant::{Event as MemberEvent, Reply as MemberReply, Resume};
+use wallaroo_protocol::quiescence::Alignment;
 
 /// Encoded output for one sink, in order.
 #[derive(Debug, Default)]
@@ -41,10 +44,13 @@ impl SinkQueue {
     }
 }
 
-/// What a crash may cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a crash may cost. Named on the command line and in a deployment's manifest as
+/// `none`, `at-least-once`, `exactly-once`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Resilience {
     /// Nothing is logged: a crash loses state and in-flight input. The fastest.
+    #[default]
     None,
     /// Input is logged before it is processed and state is checkpointed: a crash loses
     /// nothing, but output produced after the last checkpoint is produced again.
@@ -52,6 +58,25 @@ pub enum Resilience {
     /// As at-least-once, and output is released only once its checkpoint has committed, tagged
     /// so a receiver drops what it has already seen.
     ExactlyOnce,
+}
+
+impl Resilience {
+    pub const ALL: [Resilience; 3] = [Self::None, Self::AtLeastOnce, Self::ExactlyOnce];
+
+    /// The name the command line and a manifest use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::AtLeastOnce => "at-least-once",
+            Self::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+impl std::fmt::Display for Resilience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Where routed messages for key groups owned by other nodes go (a cluster's transport).
@@ -209,6 +234,11 @@ pub(crate) struct Shared {
     pub(crate) dead_letters: DeadLetters,
     pub(crate) log: Option<Arc<Log>>,
     pub(crate) resilience: Resilience,
+    /// Signalled (coalesced) when work is done or a worker reaches a barrier: what alignment
+    /// and drain wait on.
+    progress: (flume::Sender<()>, flume::Receiver<()>),
+    /// Signalled when a worker asks for a checkpoint now.
+    nudge: (flume::Sender<()>, flume::Receiver<()>),
 }
 
 impl Shared {
@@ -238,6 +268,43 @@ impl Shared {
             self.routed_in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.progressed();
+    }
+
+    /// Wakes whoever waits for progress (alignment, drain).
+    pub(crate) fn progressed(&self) {
+        let _ = self.progress.0.try_send(());
+    }
+
+    /// Waits until some work is done or a worker reaches a barrier, or `timeout` passed.
+    pub(crate) fn wait_progress(&self, timeout: Duration) {
+        let _ = self.progress.1.recv_timeout(timeout);
+    }
+
+    /// A worker holds too much output: asks the coordinator for a checkpoint now.
+    pub(crate) fn want_checkpoint(&self) {
+        self.checkpoint_wanted.store(true, Ordering::SeqCst);
+        let _ = self.nudge.0.try_send(());
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        // A failed log commits nothing more, so output held back (and the source input a
+        // worker holding too much output keeps waiting) can never go: nothing to wait for.
+        if self.log.as_ref().is_some_and(|l| l.failed()) {
+            return 0;
+        }
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until nothing is queued (see [`Shared::in_flight`]) or `deadline`.
+    pub(crate) fn wait_idle(&self, deadline: Instant) {
+        loop {
+            let now = Instant::now();
+            if self.in_flight() == 0 || now >= deadline {
+                return;
+            }
+            self.wait_progress(deadline - now);
+        }
     }
 
     /// Barriers and snapshot requests: not work a drain waits for.
@@ -257,10 +324,10 @@ pub struct Node {
 }
 
 enum Checkpointing {
-    /// No log: no checkpoints.
+    /// A cluster node without a log: no checkpoints.
     Off,
-    /// This node's own timer takes checkpoints on a thread of its own.
-    Timer(std::thread::JoinHandle<()>, flume::Sender<()>),
+    /// This node is a cluster of one: its coordinator runs on a thread of its own.
+    Local(std::thread::JoinHandle<()>, flume::Sender<Ask>),
     /// A cluster's coordinator drives them through [`Checkpoints`].
     Driven(Checkpoints),
 }
@@ -268,10 +335,10 @@ enum Checkpointing {
 /// A cluster coordinator's hold on one node's checkpoints. The calls block (on workers and on
 /// the disk); make them from a blocking thread.
 #[derive(Clone)]
-pub struct Checkpoints(Arc<std::sync::Mutex<Coordinator>>);
+pub struct Checkpoints(Arc<std::sync::Mutex<Member>>);
 
 impl Checkpoints {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Coordinator> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Member> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -285,24 +352,36 @@ impl Checkpoints {
         self.lock().last_committed()
     }
 
-    /// Puts checkpoint `checkpoint`'s barrier into every worker. False if the log has failed.
-    pub fn begin(&self, checkpoint: u64) -> bool {
-        self.lock().begin(checkpoint)
+    /// Puts checkpoint `checkpoint`'s barrier into every worker. Err if the log has failed
+    /// or the checkpoint cannot begin here.
+    pub fn begin(&self, checkpoint: u64) -> Result<(), String> {
+        self.expect(MemberEvent::Begin { checkpoint }, MemberReply::Began)
     }
 
+    /// How far the workers are with the barrier, once settled or after a short wait.
     pub fn alignment(&self) -> Alignment {
-        self.lock().alignment()
+        let deadline = Instant::now() + crate::checkpoint::ALIGN_WAIT;
+        self.lock().wait_alignment(deadline)
     }
 
     /// Logs the aligned workers' state and held output with a commit record and waits for the
     /// disk. False if the log has failed or the node is stopping.
     pub fn prepare(&self) -> bool {
-        self.lock().prepare()
+        self.expect(MemberEvent::Prepare, MemberReply::Prepared)
+            .is_ok()
     }
 
     /// Every node prepared `checkpoint` and the coordinator logged it: release its output.
-    pub fn commit(&self, checkpoint: u64) -> bool {
-        self.lock().commit(checkpoint)
+    pub fn commit(&self, checkpoint: u64) -> Result<(), String> {
+        self.expect(MemberEvent::Commit { checkpoint }, MemberReply::Committed)
+    }
+
+    fn expect(&self, event: MemberEvent, want: MemberReply) -> Result<(), String> {
+        match self.lock().handle(event) {
+            Some(r) if r == want => Ok(()),
+            Some(MemberReply::Refused(why)) => Err(why),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
     }
 }
 
@@ -462,6 +541,8 @@ impl Node {
             counters,
             log: log.clone(),
             resilience: config.resilience,
+            progress: flume::bounded(1),
+            nudge: flume::bounded(1),
         });
         let owners: Arc<Vec<Owner>> = Arc::new(
             (0..config.key_groups.count() as usize)
@@ -542,31 +623,42 @@ impl Node {
                 },
             );
         }
-        let checkpointing = match log {
-            Some(log) => {
-                let mut coordinator = Coordinator::new(
-                    shared.clone(),
-                    log,
-                    &config,
-                    sink_tx,
-                    written.clone(),
-                    recovery.highest_seen + 1,
-                    recovery.unreleased,
-                    recovery.released,
-                );
-                coordinator.last_committed = recovery.checkpoint;
-                if config.placement.is_some() {
-                    Checkpointing::Driven(Checkpoints(Arc::new(std::sync::Mutex::new(coordinator))))
-                } else {
-                    let (stop_tx, stop_rx) = flume::bounded(1);
-                    let thread = std::thread::Builder::new()
-                        .name("wallaroo-checkpoint".into())
-                        .spawn(move || coordinator.run(stop_rx))
-                        .context("spawning the checkpoint thread")?;
-                    Checkpointing::Timer(thread, stop_tx)
-                }
+        let member = log.map(|log| {
+            let resume = Resume {
+                committed: recovery.checkpoint,
+                highest_seen: recovery.highest_seen,
+                released: recovery.released,
+                unreleased: recovery
+                    .unreleased
+                    .iter()
+                    .map(|(epoch, (lsn, _))| (*epoch, *lsn))
+                    .collect(),
+            };
+            Member::new(
+                shared.clone(),
+                log,
+                config.resilience == Resilience::ExactlyOnce,
+                sink_tx,
+                written.clone(),
+                resume,
+                recovery.unreleased,
+            )
+        });
+        let checkpointing = match (member, &config.placement) {
+            (Some(member), Some(_)) => {
+                Checkpointing::Driven(Checkpoints(Arc::new(std::sync::Mutex::new(member))))
             }
-            None => Checkpointing::Off,
+            (None, Some(_)) => Checkpointing::Off,
+            (member, None) => {
+                let local = Local::new(member, shared.clone(), config.checkpoint_interval);
+                let (asks, asked) = flume::unbounded();
+                let nudges = shared.nudge.1.clone();
+                let thread = std::thread::Builder::new()
+                    .name("wallaroo-coordinator".into())
+                    .spawn(move || local.run(asked, nudges))
+                    .context("spawning the coordinator thread")?;
+                Checkpointing::Local(thread, asks)
+            }
         };
         recovered.took = started.elapsed();
         let sinks = sink_rx
@@ -664,12 +756,25 @@ impl Node {
         for credits in &self.shared.credits {
             credits.close();
         }
-        // A failed log commits nothing more, so what is still held back cannot be released:
-        // stop without waiting for it.
-        while self.shared.in_flight.load(Ordering::SeqCst) > 0 && !self.log_failed() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        stop_threads(self.shared.clone(), self.threads, self.checkpointing).await;
+        let shared = self.shared.clone();
+        let checkpointing = self.checkpointing;
+        let checkpointing = tokio::task::spawn_blocking(move || {
+            match &checkpointing {
+                // The coordinator drains, takes a last checkpoint and stops.
+                Checkpointing::Local(_, asks) => {
+                    let (reply, stopped) = flume::bounded(1);
+                    if asks.send(Ask::Stop(reply)).is_ok() {
+                        let _ = stopped.recv();
+                    }
+                }
+                // A cluster's coordinator drained the node already.
+                _ => shared.wait_idle(Instant::now() + Duration::from_secs(3600)),
+            }
+            checkpointing
+        })
+        .await
+        .expect("the stop's thread panicked");
+        stop_threads(self.shared.clone(), self.threads, checkpointing).await;
         NodeTotals {
             log_failed: self.shared.log.as_ref().is_some_and(|l| l.failed()),
             ..self.shared.counters.totals()
@@ -685,8 +790,9 @@ async fn stop_threads(
     checkpointing: Checkpointing,
 ) {
     let _ = tokio::task::spawn_blocking(move || {
-        if let Checkpointing::Timer(thread, stop) = checkpointing {
-            let _ = stop.send(());
+        if let Checkpointing::Local(thread, asks) = checkpointing {
+            // Closing the channel ends the coordinator (at once, when aborting).
+            drop(asks);
             let _ = thread.join();
         }
         for inbox in &shared.inboxes {
@@ -723,7 +829,7 @@ impl MetricsHandle {
 
     /// Work items queued and not yet processed (zero with every source stopped: drained).
     pub fn in_flight(&self) -> usize {
-        self.0.in_flight.load(Ordering::SeqCst)
+        self.0.in_flight()
     }
 
     /// Routed batches sent to other nodes and received from them.

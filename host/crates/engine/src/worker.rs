@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use wallaroo_component::{
     AppSpec, GuestError, Instance, Message, Output, Runtime, StateEntry, StepKind,
 };
+use wallaroo_protocol::gate::{Admit, Gate, Input};
 use wallaroo_types::KeyGroups;
 use wallaroo_wal::KeyState;
 
@@ -46,13 +47,10 @@ pub(crate) struct Worker {
     held: Option<Vec<Vec<Vec<u8>>>>,
     held_bytes: usize,
     held_limit: usize,
-    /// At a checkpoint's barrier: source input waits in `stash` until the snapshot.
-    at_barrier: bool,
+    /// The checkpoint barrier (see [`Gate`]): source input it holds waits in `stash`, routed
+    /// input from a later epoch in `ahead`.
+    gate: Gate,
     stash: VecDeque<Work>,
-    /// Snapshots taken. Every worker of a node (or cluster) takes every checkpoint's, so a
-    /// routed batch made with a higher count comes from a worker that has already taken the
-    /// snapshot this one is about to take: it waits in `ahead` until then.
-    epoch: u64,
     ahead: VecDeque<Work>,
     /// Past this much linear memory the instance is swapped for a fresh one between batches.
     recycle_at: usize,
@@ -152,9 +150,8 @@ impl Worker {
             copied_at: Instant::now(),
             held_bytes: 0,
             held_limit: config.held_output_limit,
-            at_barrier: false,
+            gate: Gate::default(),
             stash: VecDeque::new(),
-            epoch: 0,
             ahead: VecDeque::new(),
             recycle_at: 0,
             max_memory,
@@ -172,7 +169,7 @@ impl Worker {
 
     /// Source input waits: at a barrier, or while holding too much output.
     fn paused(&self) -> bool {
-        self.at_barrier || self.held_bytes > self.held_limit
+        self.gate.at_barrier() || self.held_bytes > self.held_limit
     }
 
     fn set_recycle_mark(&mut self) {
@@ -200,22 +197,31 @@ impl Worker {
             match work {
                 Work::Stop => break,
                 Work::Batch {
-                    from_source: true, ..
-                } if self.paused() => self.stash.push_back(work),
-                Work::Batch {
-                    from_source: false,
-                    epoch,
-                    ..
-                } if epoch > self.epoch => self.ahead.push_back(work),
-                Work::Batch { .. } => self.take_batch(work),
+                    from_source, epoch, ..
+                } => {
+                    let input = match from_source {
+                        true => Input::Source,
+                        false => Input::Routed { epoch },
+                    };
+                    match self.gate.admit(input) {
+                        // Source input also waits while this worker holds too much output.
+                        Admit::Process if from_source && self.paused() => {
+                            self.stash.push_back(work)
+                        }
+                        Admit::Process => self.take_batch(work),
+                        Admit::Hold => self.stash.push_back(work),
+                        Admit::Ahead => self.ahead.push_back(work),
+                    }
+                }
                 Work::Barrier => {
-                    self.at_barrier = true;
-                    self.shared.aligned.fetch_add(1, Ordering::SeqCst);
+                    if self.gate.barrier() {
+                        self.shared.aligned.fetch_add(1, Ordering::SeqCst);
+                        self.shared.progressed();
+                    }
                 }
                 Work::Snapshot { full, reply } => {
                     let _ = reply.send(self.take_part(full));
-                    self.at_barrier = false;
-                    self.epoch += 1;
+                    self.gate.snapshot();
                     // Made after other workers' snapshots, before anything that came later.
                     while let Some(work) = self.ahead.pop_front() {
                         self.take_batch(work);
@@ -457,7 +463,7 @@ impl Worker {
                         messages,
                         credit: None,
                         from_source: false,
-                        epoch: self.epoch,
+                        epoch: self.gate.epoch(),
                     },
                 );
             }
@@ -466,7 +472,7 @@ impl Worker {
             for (node, runs) in out.remote.into_iter().enumerate() {
                 for (segment, messages) in runs {
                     self.shared.sent.fetch_add(1, Ordering::SeqCst);
-                    peers.send(node, segment, self.epoch, messages);
+                    peers.send(node, segment, self.gate.epoch(), messages);
                 }
             }
         }
@@ -481,7 +487,7 @@ impl Worker {
                 held[sink].extend(frames);
                 self.shared.counters.emitted.inc_by(n);
                 if self.held_bytes > self.held_limit {
-                    self.shared.checkpoint_wanted.store(true, Ordering::SeqCst);
+                    self.shared.want_checkpoint();
                 }
                 continue;
             }

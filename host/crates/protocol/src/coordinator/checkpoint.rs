@@ -32,8 +32,17 @@ pub(super) struct Checkpoint {
     pub(super) checkpoint: u64,
     pub(super) step: Step,
     pub(super) round: Option<Round>,
-    /// The last checkpoint of a stop: the stop goes on after it.
-    pub(super) stopping: bool,
+    pub(super) then: Then,
+}
+
+/// What follows a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Then {
+    Run,
+    /// Taken while a stop drains (a member held too much output to drain): drain on.
+    Drain,
+    /// The last checkpoint of a stop.
+    Shutdown,
 }
 
 impl Checkpoint {
@@ -53,12 +62,7 @@ impl Checkpoint {
 }
 
 impl Coordinator {
-    pub(super) fn begin_checkpoint(
-        &mut self,
-        now: Time,
-        stopping: bool,
-        actions: &mut Vec<Action>,
-    ) {
+    pub(super) fn begin_checkpoint(&mut self, now: Time, then: Then, actions: &mut Vec<Action>) {
         let checkpoint = self.next_checkpoint;
         self.next_checkpoint += 1;
         let round = self.ask_all(now, Command::Begin { checkpoint }, actions);
@@ -66,7 +70,7 @@ impl Coordinator {
             checkpoint,
             step: Step::Begin,
             round: Some(round),
-            stopping,
+            then,
         });
     }
 
@@ -154,6 +158,7 @@ impl Coordinator {
                     return self.lose(now, Lost { member, why }, actions);
                 }
                 c.step = Step::Record;
+                self.records_unanswered += 1;
                 actions.push(Action::Record(Record {
                     generation: self.record.generation,
                     committed: n,
@@ -168,10 +173,10 @@ impl Coordinator {
                     return self.lose(now, Lost { member, why }, actions);
                 }
                 self.rollbacks_in_a_row = 0;
-                if c.stopping {
-                    self.begin_shutdown(now, actions);
-                } else {
-                    self.run_until_next_checkpoint(now, actions);
+                match c.then {
+                    Then::Run => self.run_until_next_checkpoint(now, actions),
+                    Then::Drain => self.begin_drain(now, actions),
+                    Then::Shutdown => self.begin_shutdown(now, actions),
                 }
             }
         }

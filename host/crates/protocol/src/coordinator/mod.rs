@@ -49,6 +49,9 @@ pub enum Event {
     Recorded(Result<(), String>),
     /// `wallaroo stop`.
     Stop,
+    /// A member holds more output than it should: take the next checkpoint now rather than
+    /// when it is due.
+    CheckpointNow,
     /// The time [`Coordinator::poll_timeout`] gave has come.
     Timeout,
 }
@@ -131,7 +134,7 @@ pub enum Action {
     Disconnect {
         member: usize,
     },
-    /// Write the record durably; answer with [`Event::Recorded`].
+    /// Write the record durably; answer with [`Event::Recorded`], records in the order asked.
     Record(Record),
     /// Generation `generation` runs everywhere from `checkpoint` (`first`: the deploy's
     /// answer).
@@ -249,6 +252,9 @@ pub struct Coordinator {
     /// Why the cluster last rolled back.
     last_loss: String,
     recovering_since: Option<Time>,
+    /// Records asked for and not answered. A loss can leave the state that asked for one
+    /// before its answer comes; only the answer to the last one asked counts.
+    records_unanswered: u32,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -296,6 +302,7 @@ impl Coordinator {
             stop_asked: None,
             last_loss: String::new(),
             recovering_since: None,
+            records_unanswered: 0,
         };
         let mut actions = Vec::new();
         if !first_deploy {
@@ -361,11 +368,16 @@ impl Coordinator {
             Phase::Abandoning(r) => round(r),
             Phase::Done => None,
         };
-        let stop = self
-            .stop_asked
-            .filter(|_| self.recovering_since.is_some())
-            .map(|at| at + self.config.patience.stop);
-        [phase, stop].into_iter().flatten().min()
+        [phase, self.stop_deadline()].into_iter().flatten().min()
+    }
+
+    /// When a stop asked while members are missing from a recovering cluster gives up. Once
+    /// every member has joined, the stop waits for the start, however long it takes.
+    fn stop_deadline(&self) -> Option<Time> {
+        let missing = self.recovering_since.is_some() && self.joined.iter().any(|j| !j);
+        self.stop_asked
+            .filter(|_| missing)
+            .map(|at| at + self.config.patience.stop)
     }
 
     pub fn handle(&mut self, now: Time, event: Event) -> Vec<Action> {
@@ -380,6 +392,13 @@ impl Coordinator {
             Event::Lost { member, why } => self.stream_lost(now, member, why, &mut actions),
             Event::Recorded(result) => self.recorded(now, result, &mut actions),
             Event::Stop => self.stop_asked_now(now, &mut actions),
+            Event::CheckpointNow => match self.phase {
+                Phase::Running(_) if self.config.checkpoint_interval.is_some() => {
+                    self.begin_checkpoint(now, checkpoint::Then::Run, &mut actions)
+                }
+                Phase::Stopping(_) => self.checkpoint_while_draining(now, &mut actions),
+                _ => {}
+            },
             Event::Timeout => self.timeout(now, &mut actions),
         }
         actions
@@ -428,6 +447,11 @@ impl Coordinator {
             slot.is_none().then(|| *slot = Some(reply.clone()))
         });
         if expected.is_none() {
+            if matches!(self.phase, Phase::Abandoning(_) | Phase::Done) {
+                // An answer sent before the Shutdown, or after the end: nothing runs to
+                // roll back.
+                return;
+            }
             let lost = Lost {
                 member,
                 why: format!("it answered {reply:?} to no command"),
@@ -480,6 +504,10 @@ impl Coordinator {
     }
 
     fn recorded(&mut self, now: Time, result: Result<(), String>, actions: &mut Vec<Action>) {
+        self.records_unanswered = self.records_unanswered.saturating_sub(1);
+        if self.records_unanswered > 0 {
+            return;
+        }
         match &self.phase {
             Phase::Recovering(_) => self.generation_recorded(now, result, actions),
             Phase::Checkpoint(_) => self.checkpoint_recorded(now, result, actions),
@@ -510,11 +538,7 @@ impl Coordinator {
     }
 
     fn timeout(&mut self, now: Time, actions: &mut Vec<Action>) {
-        if self.recovering_since.is_some()
-            && self
-                .stop_asked
-                .is_some_and(|at| now >= at + self.config.patience.stop)
-        {
+        if self.stop_deadline().is_some_and(|at| now >= at) {
             let why = format!(
                 "the cluster is recovering and {} did not join within {} s; start the missing \
                  nodes (their data directories hold the deployment) and stop again",
@@ -551,6 +575,8 @@ impl Coordinator {
     fn lose(&mut self, now: Time, lost: Lost, actions: &mut Vec<Action>) {
         let Lost { member, why } = lost;
         if self.first_deploy {
+            // Its stream is gone: it cannot be told to forget the deployment, nor answer.
+            self.joined[member] = false;
             let why = format!("node {member} lost while starting: {why}");
             self.abandon(now, why, actions);
             return;
@@ -589,6 +615,7 @@ impl Coordinator {
 
     /// A first deploy failed: tell the members that joined to forget it.
     fn abandon(&mut self, now: Time, why: String, actions: &mut Vec<Action>) {
+        self.answer_stops(Err(format!("the deploy failed: {why}")), actions);
         actions.push(Action::DeployFailed(why));
         self.first_deploy = false;
         self.recovering_since = None;

@@ -95,6 +95,7 @@ impl Coordinator {
         if all {
             if now >= r.not_before {
                 r.recording = true;
+                self.records_unanswered += 1;
                 actions.push(Action::Record(Record {
                     generation: self.record.generation + 1,
                     committed: self.record.committed,
@@ -129,6 +130,10 @@ impl Coordinator {
         let Phase::Recovering(r) = &mut self.phase else {
             return;
         };
+        if !r.recording {
+            // The answer to a record of the state a loss ended.
+            return;
+        }
         r.recording = false;
         match result {
             Ok(()) => {

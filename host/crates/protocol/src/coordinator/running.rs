@@ -30,7 +30,7 @@ impl Coordinator {
         if let Phase::Running(Running { due: Some(due) }) = self.phase
             && now >= due
         {
-            self.begin_checkpoint(now, false, actions);
+            self.begin_checkpoint(now, super::checkpoint::Then::Run, actions);
         }
     }
 }

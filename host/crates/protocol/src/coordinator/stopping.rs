@@ -2,6 +2,7 @@
 //! nothing is on the wire, take a last checkpoint (which releases what is held), then shut
 //! the application down on every member and answer every stop asked.
 
+use super::checkpoint::Then;
 use super::{Action, Command, Coordinator, Lost, Phase, Reply, Round, ask, reports};
 use crate::Time;
 use crate::quiescence::{Quiescence, Round as Quiet};
@@ -50,6 +51,30 @@ impl Coordinator {
         });
     }
 
+    pub(super) fn begin_drain(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let round = self.ask_all(now, Command::Drain, actions);
+        self.phase = Phase::Stopping(Stopping {
+            step: Step::Drain {
+                quiescence: Quiescence::default(),
+                next: None,
+            },
+            round: Some(round),
+        });
+    }
+
+    /// A member asked for a checkpoint while the stop drains: it holds too much output to
+    /// take more input, so the drain cannot end without one.
+    pub(super) fn checkpoint_while_draining(&mut self, now: Time, actions: &mut Vec<Action>) {
+        if let Phase::Stopping(Stopping {
+            step: Step::Drain { .. },
+            round: None,
+        }) = self.phase
+            && self.config.checkpoint_interval.is_some()
+        {
+            self.begin_checkpoint(now, Then::Drain, actions);
+        }
+    }
+
     pub(super) fn begin_shutdown(&mut self, now: Time, actions: &mut Vec<Action>) {
         let round = self.ask_all(now, Command::Shutdown, actions);
         self.phase = Phase::Stopping(Stopping {
@@ -82,11 +107,7 @@ impl Coordinator {
                     let why = format!("it answered StopSources with {:?}", replies[member]);
                     return self.lose(now, Lost { member, why }, actions);
                 }
-                s.step = Step::Drain {
-                    quiescence: Quiescence::default(),
-                    next: None,
-                };
-                s.round = Some(ask(&self.config, now, Command::Drain, actions));
+                self.begin_drain(now, actions);
             }
             Step::Drain { quiescence, next } => {
                 let reports = match reports(replies) {
@@ -97,13 +118,22 @@ impl Coordinator {
                     }
                 };
                 match quiescence.round(&reports) {
-                    Quiet::Quiescent if checkpoints => self.begin_checkpoint(now, true, actions),
+                    Quiet::Quiescent if checkpoints => {
+                        self.begin_checkpoint(now, Then::Shutdown, actions)
+                    }
                     Quiet::Quiescent => self.begin_shutdown(now, actions),
                     Quiet::Busy { .. } => *next = Some(now + drain_poll),
                 }
             }
             Step::Shutdown => {
-                self.answer_stops(Ok(()), actions);
+                let answer = match replies.iter().position(|r| *r != Reply::Stopped) {
+                    Some(member) => Err(format!(
+                        "node {member} answered Shutdown with {:?}",
+                        replies[member]
+                    )),
+                    None => Ok(()),
+                };
+                self.answer_stops(answer, actions);
                 self.phase = Phase::Done;
                 actions.push(Action::Done);
             }
