@@ -327,8 +327,10 @@ mod tests {
 
     #[test]
     fn a_full_disk_fails_the_append() {
-        let mut wal = Wal::default();
-        wal.full = true;
+        let mut wal = Wal {
+            full: true,
+            ..Wal::default()
+        };
         assert_eq!(wal.append(input(0, &[1])), None);
         assert!(wal.failed());
     }

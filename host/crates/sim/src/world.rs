@@ -240,13 +240,16 @@ enum Pending {
     Commit,
 }
 
+/// A worker's share of a checkpoint: its changed (or every) counter, and its held output.
+type Part = (Vec<(Key, u64)>, Vec<(Key, u64)>);
+
 #[derive(Debug)]
 struct Snapshot {
     checkpoint: u64,
     full: bool,
     cut: Lsn,
     released: Option<u64>,
-    parts: Vec<Option<(Vec<(Key, u64)>, Vec<(Key, u64)>)>>,
+    parts: Vec<Option<Part>>,
 }
 
 #[derive(Debug)]
@@ -788,18 +791,16 @@ impl World {
                     self.coord_event(coordinator::Event::Lost { member, why }, None);
                 }
             }
-            (End::Member(m), Kind::Control { .. }) => {
-                if self.members[m].control == Some(conn) {
-                    self.members[m].control = None;
-                    let left = self.members[m].left.take().unwrap_or(Rejoin {
-                        peer: None,
-                        why: format!("the control stream broke ({why})"),
-                    });
-                    self.members[m].left = Some(left);
-                    self.abort_app(m, "control stream closed");
-                    let inc = self.members[m].inc;
-                    self.after(100 * MS, Ev::AgentJoin { member: m, inc });
-                }
+            (End::Member(m), Kind::Control { .. }) if self.members[m].control == Some(conn) => {
+                self.members[m].control = None;
+                let left = self.members[m].left.take().unwrap_or(Rejoin {
+                    peer: None,
+                    why: format!("the control stream broke ({why})"),
+                });
+                self.members[m].left = Some(left);
+                self.abort_app(m, "control stream closed");
+                let inc = self.members[m].inc;
+                self.after(100 * MS, Ev::AgentJoin { member: m, inc });
             }
             (
                 End::Member(m),
@@ -824,11 +825,9 @@ impl World {
                 }
             }
             (End::Member(m), Kind::Client { .. }) => self.members[m].clients.retain(|&c| c != conn),
-            (End::Client(c), _) => {
-                if self.clients[c].conn == Some(conn) {
-                    self.clients[c].conn = None;
-                    self.tick_client(c);
-                }
+            (End::Client(c), _) if self.clients[c].conn == Some(conn) => {
+                self.clients[c].conn = None;
+                self.tick_client(c);
             }
             _ => {}
         }
@@ -1167,11 +1166,11 @@ impl World {
 
     fn member_msg(&mut self, m: usize, conn: ConnId, kind: Kind, msg: Msg) {
         match (kind, msg) {
-            (Kind::Control { .. }, Msg::Command(command)) => {
-                if self.members[m].control == Some(conn) {
-                    self.note(format!("member {m} <- {command:?}"));
-                    self.obey(m, conn, command);
-                }
+            (Kind::Control { .. }, Msg::Command(command))
+                if self.members[m].control == Some(conn) =>
+            {
+                self.note(format!("member {m} <- {command:?}"));
+                self.obey(m, conn, command);
             }
             (
                 Kind::Data { .. },
@@ -2078,10 +2077,11 @@ impl World {
         if m == 0 {
             if let Some(mut host) = self.coord.take() {
                 // A write under way when the node died may have reached the disk.
-                if host.writing && self.rng.chance(0.5) {
-                    if let Some(record) = host.writes.pop_front() {
-                        self.make_durable(record);
-                    }
+                if host.writing
+                    && self.rng.chance(0.5)
+                    && let Some(record) = host.writes.pop_front()
+                {
+                    self.make_durable(record);
                 }
                 for c in host.streams.iter().flatten() {
                     self.break_conn(*c, "the coordinator's node crashed");
