@@ -158,11 +158,12 @@ impl Coordinator {
                     return self.lose(now, Lost { member, why }, actions);
                 }
                 c.step = Step::Record;
-                self.records_unanswered += 1;
-                actions.push(Action::Record(Record {
+                let record = Record {
                     generation: self.record.generation,
                     committed: n,
-                }));
+                };
+                self.records_unanswered.push_back(record);
+                actions.push(Action::Record(record));
             }
             Step::Record => {}
             Step::Commit => {

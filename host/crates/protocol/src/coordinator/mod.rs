@@ -17,6 +17,8 @@
 //! while it is thought to run has restarted: the same.
 
 mod checkpoint;
+#[cfg(test)]
+mod record_tests;
 mod recovering;
 mod running;
 mod starting;
@@ -24,6 +26,7 @@ mod stopping;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -254,9 +257,10 @@ pub struct Coordinator {
     recovering_since: Option<Time>,
     /// Members' names for notes (see [`Coordinator::set_names`]).
     names: Vec<String>,
-    /// Records asked for and not answered. A loss can leave the state that asked for one
-    /// before its answer comes; only the answer to the last one asked counts.
-    records_unanswered: u32,
+    /// Records asked for and not answered, in order. A loss can leave the state that asked
+    /// for one before its answer comes; only the answer to the last one asked is for the
+    /// state, but every one that is durable counts (see [`Coordinator::recorded`]).
+    records_unanswered: VecDeque<Record>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -305,7 +309,7 @@ impl Coordinator {
             last_loss: String::new(),
             recovering_since: None,
             names: Vec::new(),
-            records_unanswered: 0,
+            records_unanswered: VecDeque::new(),
         };
         let mut actions = Vec::new();
         if !first_deploy {
@@ -516,8 +520,17 @@ impl Coordinator {
     }
 
     fn recorded(&mut self, now: Time, result: Result<(), String>, actions: &mut Vec<Action>) {
-        self.records_unanswered = self.records_unanswered.saturating_sub(1);
-        if self.records_unanswered > 0 {
+        let Some(asked) = self.records_unanswered.pop_front() else {
+            return;
+        };
+        // A checkpoint recorded after a loss left its Record step is durable all the same:
+        // the cluster's record must not go back below it (every member prepared it, so the
+        // cluster recovers to it), and the next generation is recorded only after it.
+        if result.is_ok() && asked.committed > self.record.committed {
+            self.record.committed = asked.committed;
+            self.next_checkpoint = self.next_checkpoint.max(asked.committed + 1);
+        }
+        if !self.records_unanswered.is_empty() {
             return;
         }
         match &self.phase {

@@ -37,9 +37,10 @@ impl Recovering {
         }
         let patience = &c.config.patience;
         let waiting = c.joined.iter().any(|j| !j);
+        let awaiting_record = !c.records_unanswered.is_empty();
         [
             (!waiting && self.not_before > self.since).then_some(self.not_before),
-            waiting.then_some(self.told + patience.waiting_note),
+            (waiting || awaiting_record).then_some(self.told + patience.waiting_note),
             (c.first_deploy && waiting).then_some(self.since + patience.first_join),
         ]
         .into_iter()
@@ -93,13 +94,22 @@ impl Coordinator {
             return;
         }
         if all {
-            if now >= r.not_before {
+            // Not while an earlier record is unanswered: it may raise the committed checkpoint.
+            if !self.records_unanswered.is_empty() && now >= r.told + patience.waiting_note {
+                r.told = now;
+                actions.push(Action::Note {
+                    warn: false,
+                    text: "waiting for the answer to the last record written".into(),
+                });
+            }
+            if now >= r.not_before && self.records_unanswered.is_empty() {
                 r.recording = true;
-                self.records_unanswered += 1;
-                actions.push(Action::Record(Record {
+                let record = Record {
                     generation: self.record.generation + 1,
                     committed: self.record.committed,
-                }));
+                };
+                self.records_unanswered.push_back(record);
+                actions.push(Action::Record(record));
             }
             return;
         }
@@ -131,8 +141,9 @@ impl Coordinator {
             return;
         };
         if !r.recording {
-            // The answer to a record of the state a loss ended.
-            return;
+            // The answer to a record of the state a loss ended: the generation's own record
+            // waited for it.
+            return self.recovering_step(now, actions);
         }
         r.recording = false;
         match result {
