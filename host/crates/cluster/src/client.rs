@@ -48,7 +48,9 @@ impl Client {
             .with_context(|| format!("node {i} ({})", self.nodes[i]))?;
         conn.close("done");
         match reply {
-            Msg::Refused(why) => anyhow::bail!("node {i} ({}): {why}", self.nodes[i]),
+            Msg::Refused(why) => {
+                Err(anyhow::Error::new(why).context(format!("node {i} ({})", self.nodes[i])))
+            }
             reply => Ok(reply),
         }
     }

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::daemon::{Context, Stream};
 use crate::manifest::{ClusterRecord, Manifest};
-use crate::proto::{Msg, Recovery, Rejoin, Totals};
+use crate::proto::{Msg, Recovery, Refusal, RefusalKind, Rejoin, Totals};
 
 /// How long a checkpoint may wait for alignment before the coordinator says what holds it up.
 const ALIGN_PATIENCE: Duration = Duration::from_secs(10);
@@ -168,7 +168,10 @@ impl Coordinator {
                         tracing::warn!("cannot start the application: {e:#}; trying again");
                         if self.stop_waited_too_long() {
                             let why = format!("the application cannot start again: {e:#}");
-                            self.answer_stops(Msg::Refused(why));
+                            self.answer_stops(Msg::Refused(Refusal::new(
+                                RefusalKind::Recovering,
+                                why,
+                            )));
                         }
                         continue;
                     }
@@ -282,9 +285,12 @@ impl Coordinator {
     async fn refuse(&self, index: u16, deployment: &str, mut stream: Box<Stream>) {
         let _ = stream
             .0
-            .send(&Msg::Refused(format!(
-                "this cluster runs deployment {}, not {deployment} (node {index})",
-                self.manifest.deployment
+            .send(&Msg::Refused(Refusal::new(
+                RefusalKind::WrongDeployment,
+                format!(
+                    "this cluster runs deployment {}, not {deployment} (node {index})",
+                    self.manifest.deployment
+                ),
             )))
             .await;
     }
@@ -327,7 +333,7 @@ impl Coordinator {
                     self.missing().join(", "),
                     STOP_PATIENCE.as_secs()
                 );
-                self.answer_stops(Msg::Refused(why));
+                self.answer_stops(Msg::Refused(Refusal::new(RefusalKind::Recovering, why)));
             }
             if told.elapsed() > Duration::from_secs(10) {
                 eprintln!("waiting for {} to join", self.missing().join(", "));
@@ -388,7 +394,7 @@ impl Coordinator {
                     next = next.max(next_checkpoint);
                     sources.extend(at.into_iter().map(|s| format!("node {i}: {s}")));
                 }
-                Msg::Refused(why) => anyhow::bail!("{why}"),
+                Msg::Refused(why) => return Err(why.into()),
                 other => anyhow::bail!("node {i}: unexpected answer {}", other.name()),
             }
         }
@@ -518,7 +524,7 @@ impl Coordinator {
                     sources: text,
                 }
             }
-            Ok(Err(e)) => Msg::Refused(format!("{e:#}")),
+            Ok(Err(e)) => Msg::Refused(Refusal::from_error(RefusalKind::Failed, &e)),
         };
         // Stops asked while this one ran were put aside: they get the same answer.
         let events = std::mem::take(&mut self.pending);

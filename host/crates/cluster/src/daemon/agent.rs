@@ -9,7 +9,7 @@ use wallaroo_engine::Checkpoints;
 use super::{Context, View};
 use crate::app::{AppRun, Trouble};
 use crate::manifest::Assignment;
-use crate::proto::{Msg, Rejoin};
+use crate::proto::{Msg, Refusal, RefusalKind, Rejoin};
 
 /// The node's side of the cluster: joins the coordinator and carries out its commands. When
 /// the coordinator goes away, stops the application and joins again.
@@ -125,7 +125,7 @@ async fn obey(
     command: Msg,
     trouble: &mut Arc<Trouble>,
 ) -> Msg {
-    let refused = |e: anyhow::Error| Msg::Refused(format!("{e:#}"));
+    let refused = |e: anyhow::Error| Msg::Refused(Refusal::from_error(RefusalKind::Failed, &e));
     match command {
         Msg::Start {
             generation,
@@ -186,7 +186,10 @@ async fn obey(
         }
         other => {
             let Some(app) = run.as_mut() else {
-                return Msg::Refused("the application is not running here".into());
+                return Msg::Refused(Refusal::new(
+                    RefusalKind::NotRunning,
+                    "the application is not running here",
+                ));
             };
             on_run(app, other).await
         }
@@ -197,11 +200,14 @@ async fn on_run(app: &mut AppRun, command: Msg) -> Msg {
     let checkpoints = app.checkpoints();
     let blocking = |f: Box<dyn FnOnce(&Checkpoints) -> Msg + Send>| async move {
         let Some(c) = checkpoints else {
-            return Msg::Refused("this application keeps no log".into());
+            return Msg::Refused(Refusal::new(
+                RefusalKind::Invalid,
+                "this application keeps no log",
+            ));
         };
         tokio::task::spawn_blocking(move || f(&c))
             .await
-            .unwrap_or_else(|e| Msg::Refused(format!("{e}")))
+            .unwrap_or_else(|e| Msg::Refused(Refusal::new(RefusalKind::Failed, e.to_string())))
     };
     match command {
         Msg::Begin { checkpoint } => {
@@ -209,7 +215,10 @@ async fn on_run(app: &mut AppRun, command: Msg) -> Msg {
                 if c.begin(checkpoint) {
                     Msg::Ok
                 } else {
-                    Msg::Refused("the write-ahead log has failed".into())
+                    Msg::Refused(Refusal::new(
+                        RefusalKind::LogFailed,
+                        "the write-ahead log has failed",
+                    ))
                 }
             }))
             .await
@@ -235,7 +244,10 @@ async fn on_run(app: &mut AppRun, command: Msg) -> Msg {
                 if c.commit(checkpoint) {
                     Msg::Ok
                 } else {
-                    Msg::Refused(format!("checkpoint {checkpoint} was not prepared here"))
+                    Msg::Refused(Refusal::new(
+                        RefusalKind::Invalid,
+                        format!("checkpoint {checkpoint} was not prepared here"),
+                    ))
                 }
             }))
             .await
@@ -252,6 +264,9 @@ async fn on_run(app: &mut AppRun, command: Msg) -> Msg {
                 received,
             }
         }
-        other => Msg::Refused(format!("unexpected command {}", other.name())),
+        other => Msg::Refused(Refusal::new(
+            RefusalKind::Invalid,
+            format!("unexpected command {}", other.name()),
+        )),
     }
 }

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 
 use super::rpc::{answer, request};
 use super::{Context, start_roles};
-use crate::proto::Msg;
+use crate::proto::{Msg, Refusal, RefusalKind};
 
 /// The coordinator's side of `wallaroo deploy`: assigns key groups, hands every node its
 /// share, and answers once the application runs everywhere.
@@ -22,12 +22,16 @@ pub(super) async fn deploy(
             .as_ref()
             .map(|v| v.app.clone())
             .unwrap_or_else(|| "(starting)".into());
-        anyhow::bail!(
-            "the cluster already runs application '{app}' (deployment {}); deploying over a \
-             running application is how a hot swap will start, which this version cannot do \
-             yet: stop it first with `wallaroo stop --nodes HOSTS`",
-            current.manifest.deployment
-        );
+        return Err(Refusal::new(
+            RefusalKind::AlreadyDeployed,
+            format!(
+                "the cluster already runs application '{app}' (deployment {}); deploying over \
+                 a running application is how a hot swap will start, which this version \
+                 cannot do yet: stop it first with `wallaroo stop --nodes HOSTS`",
+                current.manifest.deployment
+            ),
+        )
+        .into());
     }
     manifest.table =
         crate::manifest::assign_key_groups(manifest.settings.key_groups, manifest.nodes.len());
@@ -39,7 +43,7 @@ pub(super) async fn deploy(
         if i == 0 {
             match Box::pin(answer(ctx, assign)).await {
                 Msg::Ok => {}
-                Msg::Refused(why) => anyhow::bail!("{addr}: {why}"),
+                Msg::Refused(why) => return Err(anyhow::Error::new(why).context(addr.clone())),
                 other => anyhow::bail!("{addr}: unexpected answer {}", other.name()),
             }
             continue;
@@ -50,7 +54,9 @@ pub(super) async fn deploy(
             .with_context(|| format!("node {i} ({addr})"))?;
         match request(&conn, &assign).await? {
             Msg::Ok => {}
-            Msg::Refused(why) => anyhow::bail!("node {i} ({addr}) refused: {why}"),
+            Msg::Refused(why) => {
+                return Err(anyhow::Error::new(why).context(format!("node {i} ({addr}) refused")));
+            }
             other => anyhow::bail!("node {i} ({addr}): unexpected answer {}", other.name()),
         }
     }

@@ -9,7 +9,7 @@ use wallaroo_transport::{FrameReceiver, FrameSender};
 
 use super::Context;
 use crate::coordinator::Joined;
-use crate::proto::{Msg, Rejoin};
+use crate::proto::{Msg, Refusal, RefusalKind, Rejoin};
 
 /// Batches from one peer that may wait in this node unprocessed before the peer's stream is
 /// no longer read (and QUIC's flow control holds the peer back).
@@ -86,9 +86,10 @@ pub(super) async fn join(
             });
         }
         None => {
-            tx.send(&Msg::Refused(
-                "this node does not coordinate a deployment".into(),
-            ))
+            tx.send(&Msg::Refused(Refusal::new(
+                RefusalKind::NotCoordinator,
+                "this node does not coordinate a deployment",
+            )))
             .await?
         }
     }

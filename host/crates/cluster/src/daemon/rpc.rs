@@ -8,7 +8,7 @@ use wallaroo_transport::{Connection, FrameReceiver, FrameSender};
 use super::{Context, start_roles};
 use crate::coordinator::Joined;
 use crate::manifest::Assignment;
-use crate::proto::{Msg, NodeStatus, Recovery, group_ranges};
+use crate::proto::{Msg, NodeStatus, Recovery, Refusal, RefusalKind, Retry, group_ranges};
 
 pub(super) async fn serve_connection(ctx: Arc<Context>, conn: Connection) {
     loop {
@@ -64,7 +64,7 @@ async fn serve_stream(
 
 /// Answers one client request.
 pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
-    let refused = |e: anyhow::Error| Msg::Refused(format!("{e:#}"));
+    let refused = |e: anyhow::Error| Msg::Refused(Refusal::from_error(RefusalKind::Failed, &e));
     match request {
         Msg::HasComponent { hash } => Msg::Have(ctx.data.has_component(&hash)),
         Msg::PutComponent { hash, bytes } => {
@@ -80,15 +80,18 @@ pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
                 if current.manifest.deployment == manifest.deployment && current.index == index {
                     return Msg::Ok;
                 }
-                return Msg::Refused(format!(
-                    "node already runs deployment {}",
-                    current.manifest.deployment
+                return Msg::Refused(Refusal::new(
+                    RefusalKind::AlreadyDeployed,
+                    format!(
+                        "node already runs deployment {}",
+                        current.manifest.deployment
+                    ),
                 ));
             }
             if !ctx.data.has_component(&manifest.component) {
-                return Msg::Refused(format!(
-                    "component {} was not shipped here",
-                    manifest.component
+                return Msg::Refused(Refusal::new(
+                    RefusalKind::NotFound,
+                    format!("component {} was not shipped here", manifest.component),
                 ));
             }
             let assignment = Assignment { manifest, index };
@@ -125,17 +128,29 @@ pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
                     let (reply, replied) = tokio::sync::oneshot::channel();
                     let _ = joins.send(Joined::Stop(reply));
                     replied.await.unwrap_or_else(|_| {
-                        Msg::Refused("the coordinator stopped before answering".into())
+                        Msg::Refused(
+                            Refusal::new(
+                                RefusalKind::Failed,
+                                "the coordinator stopped before answering",
+                            )
+                            .with_retry(Retry::After { ms: 1000 }),
+                        )
                     })
                 }
-                (Some(_), _) => Msg::Refused(
-                    "this node does not coordinate; send stop to the first node in hosts.txt"
-                        .into(),
-                ),
-                (None, _) => Msg::Refused("no application is deployed".into()),
+                (Some(_), _) => Msg::Refused(Refusal::new(
+                    RefusalKind::NotCoordinator,
+                    "this node does not coordinate; send stop to the first node in hosts.txt",
+                )),
+                (None, _) => Msg::Refused(Refusal::new(
+                    RefusalKind::NotFound,
+                    "no application is deployed",
+                )),
             }
         }
-        other => Msg::Refused(format!("unexpected request {}", other.name())),
+        other => Msg::Refused(Refusal::new(
+            RefusalKind::Invalid,
+            format!("unexpected request {}", other.name()),
+        )),
     }
 }
 
