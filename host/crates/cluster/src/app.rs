@@ -147,7 +147,7 @@ impl AppRun {
         let cache =
             CompileCache::at_or_default(ctx.options.cache_dir.as_deref()).on_compile(move || {
                 // Seconds with nothing else to show: say why (a cache hit says nothing).
-                eprintln!(
+                tracing::info!(
                     "compiling the component of deployment {deployment} (first run on this \
                      node; cached afterwards)"
                 );
@@ -218,7 +218,7 @@ impl AppRun {
                 .context("starting the engine")??;
         let spec = node.spec().clone();
         if let Some(c) = &recovered.discarded {
-            eprintln!("generation {generation}: {}", c.dropped());
+            tracing::warn!("generation {generation}: {}", c.dropped());
         }
         if recovered.checkpoint > 0 || recovered.replayed_messages > 0 {
             tracing::warn!("generation {generation}: {recovered}");

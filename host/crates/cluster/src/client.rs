@@ -1,4 +1,6 @@
-//! The command-line side: `wallaroo deploy`, `wallaroo status`, `wallaroo stop`.
+//! The command-line side: `wallaroo deploy`, `wallaroo status`, `wallaroo stop`. What they
+//! print on standard output is the command's result (where the sources listen, the status
+//! report, the totals of a stop); progress on the way is logged (`tracing`, at `info`).
 
 use std::path::{Path, PathBuf};
 
@@ -67,7 +69,7 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
             .ask(i, &Msg::HasComponent { hash: hash.clone() })
             .await?;
         if matches!(have, Msg::Have(true)) {
-            eprintln!("node {i} ({}): has the component", client.nodes[i]);
+            tracing::info!("node {i} ({}): has the component", client.nodes[i]);
             continue;
         }
         let started = std::time::Instant::now();
@@ -80,7 +82,7 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
                 },
             )
             .await?;
-        eprintln!(
+        tracing::info!(
             "node {i} ({}): component shipped ({:.1} MiB in {} ms)",
             client.nodes[i],
             wasm.len() as f64 / (1 << 20) as f64,

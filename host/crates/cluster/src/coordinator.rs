@@ -119,10 +119,11 @@ impl Coordinator {
         let mut running = false;
         let mut started = std::time::Instant::now();
         if deployed.is_none() {
-            eprintln!(
+            tracing::info!(
                 "coordinating deployment {} again: the cluster rolls back to checkpoint {} once \
                  every node has joined",
-                self.manifest.deployment, self.record.committed
+                self.manifest.deployment,
+                self.record.committed
             );
             self.announce_restart();
         }
@@ -251,9 +252,11 @@ impl Coordinator {
 
     /// Node `i` is lost (`why`) `during` a step ("" while running): the cluster rolls back.
     fn lost(&mut self, i: usize, why: &str, during: &str) {
-        eprintln!(
+        tracing::warn!(
+            node = i,
             "node {i} ({}) lost{during} ({why}): rolling the cluster back to checkpoint {}",
-            self.manifest.nodes[i], self.record.committed
+            self.manifest.nodes[i],
+            self.record.committed
         );
         self.last_loss = format!("node {i} lost{during}: {why}");
         self.members[i] = None;
@@ -336,7 +339,7 @@ impl Coordinator {
                 self.answer_stops(Msg::Refused(Refusal::new(RefusalKind::Recovering, why)));
             }
             if told.elapsed() > Duration::from_secs(10) {
-                eprintln!("waiting for {} to join", self.missing().join(", "));
+                tracing::info!("waiting for {} to join", self.missing().join(", "));
                 told = std::time::Instant::now();
             }
             match tokio::time::timeout(Duration::from_millis(500), self.next_event()).await {
@@ -351,7 +354,7 @@ impl Coordinator {
                 Ok(Ok(Joined::Stop(reply))) => {
                     // Nodes that lost the application rejoin within seconds: the stop
                     // waits for them, and for the application to run again everywhere.
-                    eprintln!(
+                    tracing::info!(
                         "stop asked while {} rejoin: stopping once the cluster has recovered",
                         self.missing().join(", ")
                     );
@@ -402,7 +405,9 @@ impl Coordinator {
         self.recovering_since = None;
         self.publish_recovery(None);
         if !first_deploy {
-            eprintln!(
+            tracing::info!(
+                generation,
+                checkpoint = self.record.committed,
                 "generation {generation} running from checkpoint {}",
                 self.record.committed
             );
@@ -507,7 +512,7 @@ impl Coordinator {
         let answer = match self.drain_and_stop().await {
             Err(Lost(i, why)) => {
                 self.lost(i, &why, " while stopping");
-                eprintln!("the stop follows once it runs again");
+                tracing::info!("the stop follows once it runs again");
                 return false;
             }
             Ok(Ok(totals)) => {

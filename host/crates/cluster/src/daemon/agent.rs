@@ -181,7 +181,7 @@ async fn obey(
             if let Err(e) = ctx.data.retire() {
                 tracing::warn!("{e:#}");
             }
-            eprintln!("deployment {} stopped", assignment.manifest.deployment);
+            tracing::info!("deployment {} stopped", assignment.manifest.deployment);
             Msg::Stopped(totals)
         }
         other => {

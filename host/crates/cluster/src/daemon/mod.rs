@@ -150,14 +150,14 @@ pub async fn run_node(
         last_run: Mutex::new(None),
         options,
     });
-    eprintln!(
+    tracing::info!(
         "node listening on {} (QUIC, mutual TLS), data in {}",
         ctx.endpoint.local_addr()?,
         ctx.options.data_dir.display()
     );
     match &assignment {
         Some(a) => {
-            eprintln!(
+            tracing::info!(
                 "rejoining deployment {} as node {} of {}",
                 a.manifest.deployment,
                 a.index,
@@ -165,7 +165,7 @@ pub async fn run_node(
             );
             start_roles(&ctx, a.clone(), None);
         }
-        None => eprintln!("no application deployed; waiting for `wallaroo deploy`"),
+        None => tracing::info!("no application deployed; waiting for `wallaroo deploy`"),
     }
     let accept = {
         let ctx = ctx.clone();
@@ -177,7 +177,7 @@ pub async fn run_node(
     };
     tokio::select! {
         _ = accept => {}
-        _ = stop => eprintln!("node stopping"),
+        _ = stop => tracing::info!("node stopping"),
     }
     ctx.endpoint.close();
     Ok(())
