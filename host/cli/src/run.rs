@@ -150,7 +150,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(&o.data_dir, args.app_args.clone());
     config.workers = workers;
     config.dead_letter_max_bytes = o.dead_letter_max_bytes;
-    config.key_groups = KeyGroups::new(o.key_groups);
+    config.key_groups = KeyGroups::try_new(o.key_groups)?;
     config.resilience = match o.resilience {
         ResilienceArg::None => Resilience::None,
         ResilienceArg::AtLeastOnce => Resilience::AtLeastOnce,

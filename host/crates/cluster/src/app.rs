@@ -118,15 +118,8 @@ impl AppRun {
         trouble: Arc<Trouble>,
     ) -> anyhow::Result<AppRun> {
         let m = &assignment.manifest;
-        m.check()?;
+        assignment.check()?;
         let me = assignment.index as usize;
-        if me >= m.nodes.len() {
-            anyhow::bail!(
-                "deployment {}: this node is number {me}, but the deployment has {} nodes",
-                m.deployment,
-                m.nodes.len()
-            );
-        }
         let wasm_path = ctx.data.component(&m.component);
         let limits = Limits {
             max_memory: m.settings.max_memory_mib << 20,
@@ -178,7 +171,8 @@ impl AppRun {
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         });
-        let key_groups = KeyGroups::new(m.settings.key_groups);
+        let key_groups = KeyGroups::try_new(m.settings.key_groups)
+            .with_context(|| format!("deployment {}", m.deployment))?;
         let mut config = NodeConfig::new(ctx.data.app(), m.args.clone());
         config.workers = workers;
         config.key_groups = key_groups;

@@ -144,7 +144,11 @@ pub async fn status(hosts: &Path, certs: &Path) -> anyhow::Result<()> {
         if s.key_groups.is_empty() {
             continue;
         }
-        let owned: u32 = s.key_groups.iter().map(|(a, b)| b - a + 1).sum();
+        let owned: u64 = s
+            .key_groups
+            .iter()
+            .map(|&(a, b)| u64::from(b.saturating_sub(a)) + 1)
+            .sum();
         let ranges: Vec<String> = s
             .key_groups
             .iter()

@@ -453,8 +453,8 @@ impl Coordinator {
                             ));
                         }
                         aligned &= a.aligned && a.routed_in_flight == 0;
-                        sent += a.sent;
-                        received += a.received;
+                        sent = a.sent.saturating_add(sent);
+                        received = a.received.saturating_add(received);
                     }
                     other => {
                         return Err(Lost(i, format!("it answered Align with {}", other.name())));
@@ -580,8 +580,8 @@ impl Coordinator {
                 } = reply
                 {
                     idle &= in_flight == 0;
-                    sent += s;
-                    received += r;
+                    sent = s.saturating_add(sent);
+                    received = r.saturating_add(received);
                 }
             }
             let now = (sent, received);

@@ -58,11 +58,8 @@ impl Manifest {
     /// process (a deploy client, or a node's own file), so nothing in it is taken on trust.
     pub fn check(&self) -> anyhow::Result<()> {
         let groups = self.settings.key_groups;
-        if groups == 0 || groups > u32::from(u16::MAX) + 1 {
-            anyhow::bail!(
-                "deployment {}: {groups} key groups; a deployment has 1 to 65536",
-                self.deployment
-            );
+        if let Err(e) = wallaroo_types::KeyGroups::try_new(groups) {
+            anyhow::bail!("deployment {}: {e}", self.deployment);
         }
         if self.table.len() != groups as usize {
             anyhow::bail!(
@@ -145,6 +142,24 @@ pub struct DataDir(pub PathBuf);
 pub struct Assignment {
     pub manifest: Manifest,
     pub index: u16,
+}
+
+impl Assignment {
+    /// Refuses an assignment this node cannot run: its manifest does not check, or this
+    /// node's index is not one of its nodes.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let m = &self.manifest;
+        m.check()?;
+        if usize::from(self.index) >= m.nodes.len() {
+            anyhow::bail!(
+                "deployment {}: this node is number {}, but the deployment has {} nodes",
+                m.deployment,
+                self.index,
+                m.nodes.len()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The coordinator's durable record of the cluster.
@@ -317,5 +332,21 @@ mod tests {
         );
         refused(|m| m.table[3] = 2, "key group 3 is assigned to node 2");
         refused(|m| m.nodes.clear(), "0 nodes");
+        refused(
+            |m| m.settings.key_groups = 1 << 20,
+            "1048576 key groups: the number of key groups must be 1 to 65536",
+        );
+
+        let mut assignment = Assignment {
+            manifest: good.clone(),
+            index: 1,
+        };
+        assignment.check().unwrap();
+        assignment.index = 2;
+        let err = assignment.check().unwrap_err().to_string();
+        assert!(
+            err.contains("this node is number 2, but the deployment has 2 nodes"),
+            "{err}"
+        );
     }
 }

@@ -137,6 +137,16 @@ pub async fn run_node(
         .with_context(|| format!("cannot create {}", options.data_dir.display()))?;
     let data = DataDir(options.data_dir.clone());
     let assignment = data.assignment()?;
+    if let Some(a) = &assignment {
+        // The node's own file, but written from what another process sent: the agent and
+        // the coordinator index the deployment's nodes by it.
+        a.check().with_context(|| {
+            format!(
+                "{}: the deployment kept here cannot be run; move the data directory aside",
+                data.app().join("assignment.json").display()
+            )
+        })?;
+    }
     let ctx = Arc::new(Context {
         data,
         endpoint,

@@ -95,6 +95,9 @@ pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
                 ));
             }
             let assignment = Assignment { manifest, index };
+            if let Err(e) = assignment.check() {
+                return Msg::Refused(Refusal::from_error(RefusalKind::Invalid, &e));
+            }
             if let Err(e) = ctx.data.assign(&assignment) {
                 return refused(e);
             }
