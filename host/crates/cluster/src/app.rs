@@ -301,6 +301,14 @@ impl AppRun {
         self.checkpoints.as_ref().map_or(1, |c| c.next_number())
     }
 
+    /// Resolves once this node's engine cannot go on (see `Node::failed`), with why.
+    pub(crate) async fn failed(&self) -> String {
+        match &self.node {
+            Some(node) => node.failed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     pub(crate) fn peers(&self) -> Arc<NetPeers> {
         self.peers.clone()
     }

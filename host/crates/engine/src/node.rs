@@ -199,6 +199,9 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     /// Stop now, leaving queued work undone (a cluster rolling back to a checkpoint).
     pub(crate) aborting: AtomicBool,
+    /// Why the node cannot go on (a worker that cannot make a guest instance), once it cannot:
+    /// see [`Node::failed`].
+    failure: tokio::sync::watch::Sender<Option<String>>,
     next_worker: AtomicUsize,
     /// Routed batches handed to other nodes, and received from them.
     pub(crate) sent: AtomicU64,
@@ -238,6 +241,26 @@ impl Shared {
             self.routed_in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The node cannot go on (`why`): its sources stop accepting, and its owner, waiting on
+    /// [`Node::failed`], stops it. The first failure is the one kept.
+    pub(crate) fn fail(&self, why: String) {
+        self.failure.send_if_modified(|failure| {
+            let first = failure.is_none();
+            if first {
+                *failure = Some(why);
+            }
+            first
+        });
+        self.stopping.store(true, Ordering::SeqCst);
+        for credits in &self.credits {
+            credits.close();
+        }
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failure.borrow().is_some()
     }
 
     /// Barriers and snapshot requests: not work a drain waits for.
@@ -449,6 +472,7 @@ impl Node {
             checkpoint_wanted: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             aborting: AtomicBool::new(false),
+            failure: tokio::sync::watch::channel(None).0,
             next_worker: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -632,6 +656,23 @@ impl Node {
         MetricsHandle(self.shared.clone())
     }
 
+    /// Resolves once the node cannot go on, with why (e.g. a worker could not make a new
+    /// guest instance after a trap). Its sources have stopped accepting by then, and nothing
+    /// has been checkpointed since; what was acknowledged is in the log. The owner stops the
+    /// node ([`Node::abort`]) and reports the failure.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.shared.failure.subscribe();
+        let why = failure
+            .wait_for(Option::is_some)
+            .await
+            .map(|why| why.clone());
+        match why {
+            Ok(why) => why.unwrap_or_default(),
+            // The sender lives in `self.shared`: not while `self` does.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// The write-ahead log could not store something: nothing has committed since.
     pub fn log_failed(&self) -> bool {
         self.shared.log.as_ref().is_some_and(|l| l.failed())
@@ -666,7 +707,10 @@ impl Node {
         }
         // A failed log commits nothing more, so what is still held back cannot be released:
         // stop without waiting for it.
-        while self.shared.in_flight.load(Ordering::SeqCst) > 0 && !self.log_failed() {
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0
+            && !self.log_failed()
+            && !self.shared.has_failed()
+        {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         stop_threads(self.shared.clone(), self.threads, self.checkpointing).await;

@@ -51,6 +51,21 @@ pub(super) async fn agent(ctx: Arc<Context>, assignment: Assignment) {
         let ended = loop {
             let command = tokio::select! {
                 c = rx.recv() => c,
+                why = async {
+                    match run.as_ref() {
+                        Some(app) => app.failed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // This node cannot run its share: it stops, and says why to whoever
+                    // started it (the cluster rolls back to the last checkpoint without it,
+                    // and takes it back once it is restarted).
+                    if let Some(app) = run.take() {
+                        stop_run(&ctx, app).await;
+                    }
+                    ctx.failure.send_replace(Some(why));
+                    return;
+                }
                 link = trouble.broke() => {
                     let ended = match link.peer {
                         Some(peer) => format!("node {peer}: {}", link.why),

@@ -64,6 +64,8 @@ pub(crate) struct Context {
     assignment: Mutex<Option<Assignment>>,
     /// The coordinator (on the first node) takes control streams from here.
     joins: Mutex<Option<flume::Sender<Joined>>>,
+    /// Why this node cannot go on, once it cannot (its engine failed): the node stops.
+    failure: watch::Sender<Option<String>>,
     /// The last generation a restarted coordinator announced (see [`Msg::Restarted`]).
     coordinator_restarted: watch::Sender<u64>,
     /// On the coordinator, while the cluster recovers: since when, and what it waits for.
@@ -156,6 +158,7 @@ pub async fn run_node(
         assignment: Mutex::new(assignment.clone()),
         joins: Mutex::new(None),
         coordinator_restarted: watch::channel(0).0,
+        failure: watch::channel(None).0,
         recovery: Mutex::new(None),
         last_run: Mutex::new(None),
         options,
@@ -185,12 +188,30 @@ pub async fn run_node(
             }
         }
     };
-    tokio::select! {
-        _ = accept => {}
-        _ = stop => tracing::info!("node stopping"),
-    }
+    let mut failure = ctx.failure.subscribe();
+    let failed = async move {
+        let why = failure
+            .wait_for(Option::is_some)
+            .await
+            .map(|why| why.clone());
+        match why {
+            Ok(why) => why.unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        _ = accept => Ok(()),
+        _ = stop => {
+            tracing::info!("node stopping");
+            Ok(())
+        }
+        why = failed => Err(anyhow::anyhow!(
+            "{why}; the node stopped: restart it on the same data directory to rejoin (its \
+             input since the last checkpoint is in its log)"
+        )),
+    };
     ctx.endpoint.close();
-    Ok(())
+    result
 }
 
 /// The agent (every node) and, on the first node, the coordinator.
