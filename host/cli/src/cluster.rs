@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use wallaroo_cluster::proto::{Refusal, Retry};
 use wallaroo_cluster::{DeployOptions, NodeOptions};
 
 use crate::options::{HostOptions, LocalOptions};
@@ -116,4 +117,44 @@ pub fn status(args: NodesArgs) -> anyhow::Result<()> {
 
 pub fn stop(args: NodesArgs) -> anyhow::Result<()> {
     crate::io_runtime()?.block_on(wallaroo_cluster::stop(&args.nodes, &args.certs))
+}
+
+/// What a command exits with when it failed: 75 (EX_TEMPFAIL) when a node refused it and said
+/// that asking again later can succeed (the cluster recovers, the coordinator was stopping),
+/// with a line saying when; 1 otherwise.
+pub fn failure(e: &anyhow::Error) -> std::process::ExitCode {
+    const TRY_AGAIN: u8 = 75;
+    match Refusal::find(e).map(|r| r.retry) {
+        Some(Retry::OnceRecovered) => {
+            eprintln!(
+                "the cluster is recovering: `wallaroo status` shows what it waits for; try \
+                 again once it runs"
+            );
+            std::process::ExitCode::from(TRY_AGAIN)
+        }
+        Some(Retry::After { ms }) => {
+            eprintln!("try again in {:.1} s", ms as f64 / 1000.0);
+            std::process::ExitCode::from(TRY_AGAIN)
+        }
+        Some(Retry::Never) | None => std::process::ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wallaroo_cluster::proto::RefusalKind;
+
+    #[test]
+    fn a_refusal_that_may_succeed_later_exits_75_and_others_1() {
+        let recovering = anyhow::Error::new(Refusal::new(RefusalKind::Recovering, "node 2"))
+            .context("node 0 (10.0.0.1:7100)");
+        assert_eq!(failure(&recovering), std::process::ExitCode::from(75));
+        let never = anyhow::Error::new(Refusal::new(RefusalKind::NotFound, "no application"));
+        assert_eq!(failure(&never), std::process::ExitCode::FAILURE);
+        assert_eq!(
+            failure(&anyhow::anyhow!("cannot read hosts.txt")),
+            std::process::ExitCode::FAILURE
+        );
+    }
 }

@@ -45,11 +45,17 @@ enum Command {
     Stop(cluster::NodesArgs),
 }
 
+/// What is logged unless `RUST_LOG` says otherwise: warnings and errors, and the cluster's
+/// events an operator follows (a node listening, lost, waiting for others, a generation
+/// running from a checkpoint), which `wallaroo_cluster` logs at `info`. Debug chatter stays
+/// quiet.
+const DEFAULT_LOG_FILTER: &str = "warn,wallaroo_cluster=info";
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,wallaroo_cluster=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -70,7 +76,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            cluster::failure(&e)
         }
     }
 }

@@ -177,8 +177,21 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         eprintln!("running; Ctrl-C or SIGTERM stops after processing what was accepted");
         let status = crate::status::spawn_status_line(node.metrics());
 
-        signals.next().await;
+        let failure = tokio::select! {
+            _ = signals.next() => None,
+            why = node.failed() => Some(why),
+        };
         crate::status::clear_status_line(status);
+        if let Some(why) = failure {
+            // Its sources stopped accepting when it failed; what is queued is left undone.
+            edges.stop_sources().await;
+            node.abort().await;
+            anyhow::bail!(
+                "{why}; the node stopped without draining (with a --resilience other than none, \
+                 a restart on the same data directory replays what was acknowledged since the \
+                 last checkpoint)"
+            );
+        }
         eprintln!(
             "stopping: processing accepted messages and flushing sinks (signal again to exit now)"
         );

@@ -112,15 +112,8 @@ impl AppRun {
         trouble: Arc<Trouble>,
     ) -> anyhow::Result<AppRun> {
         let m = &assignment.manifest;
-        m.check()?;
+        assignment.check()?;
         let me = assignment.index as usize;
-        if me >= m.nodes.len() {
-            anyhow::bail!(
-                "deployment {}: this node is number {me}, but the deployment has {} nodes",
-                m.deployment,
-                m.nodes.len()
-            );
-        }
         let wasm_path = ctx.data.component(&m.component);
         let limits = m.settings.limits();
         let workers = m.settings.workers_or(ctx.options.workers);
@@ -130,7 +123,7 @@ impl AppRun {
         let cache =
             CompileCache::at_or_default(ctx.options.cache_dir.as_deref()).on_compile(move || {
                 // Seconds with nothing else to show: say why (a cache hit says nothing).
-                eprintln!(
+                tracing::info!(
                     "compiling the component of deployment {deployment} (first run on this \
                      node; cached afterwards)"
                 );
@@ -194,7 +187,7 @@ impl AppRun {
                 .context("starting the engine")??;
         let spec = node.spec().clone();
         if let Some(c) = &recovered.discarded {
-            eprintln!("generation {generation}: {}", c.dropped());
+            tracing::warn!("generation {generation}: {}", c.dropped());
         }
         if recovered.checkpoint > 0 || recovered.replayed_messages > 0 {
             tracing::warn!("generation {generation}: {recovered}");
@@ -249,6 +242,14 @@ impl AppRun {
 
     pub(crate) fn next_checkpoint(&self) -> u64 {
         self.checkpoints.as_ref().map_or(1, |c| c.next_number())
+    }
+
+    /// Resolves once this node's engine cannot go on (see `Node::failed`), with why.
+    pub(crate) async fn failed(&self) -> String {
+        match &self.node {
+            Some(node) => node.failed().await,
+            None => std::future::pending().await,
+        }
     }
 
     pub(crate) fn peers(&self) -> Arc<NetPeers> {

@@ -1,4 +1,6 @@
-//! The command-line side: `wallaroo deploy`, `wallaroo status`, `wallaroo stop`.
+//! The command-line side: `wallaroo deploy`, `wallaroo status`, `wallaroo stop`. What they
+//! print on standard output is the command's result (where the sources listen, the status
+//! report, the totals of a stop); progress on the way is logged (`tracing`, at `info`).
 
 use std::path::{Path, PathBuf};
 
@@ -48,7 +50,9 @@ impl Client {
             .with_context(|| format!("node {i} ({})", self.nodes[i]))?;
         conn.close("done");
         match reply {
-            Msg::Refused(why) => anyhow::bail!("node {i} ({}): {why}", self.nodes[i]),
+            Msg::Refused(why) => {
+                Err(anyhow::Error::new(why).context(format!("node {i} ({})", self.nodes[i])))
+            }
             reply => Ok(reply),
         }
     }
@@ -65,7 +69,7 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
             .ask(i, &Msg::HasComponent { hash: hash.clone() })
             .await?;
         if matches!(have, Msg::Have(true)) {
-            eprintln!("node {i} ({}): has the component", client.nodes[i]);
+            tracing::info!("node {i} ({}): has the component", client.nodes[i]);
             continue;
         }
         let started = std::time::Instant::now();
@@ -78,7 +82,7 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
                 },
             )
             .await?;
-        eprintln!(
+        tracing::info!(
             "node {i} ({}): component shipped ({:.1} MiB in {} ms)",
             client.nodes[i],
             wasm.len() as f64 / (1 << 20) as f64,
@@ -140,7 +144,11 @@ pub async fn status(hosts: &Path, certs: &Path) -> anyhow::Result<()> {
         if s.key_groups.is_empty() {
             continue;
         }
-        let owned: u32 = s.key_groups.iter().map(|(a, b)| b - a + 1).sum();
+        let owned: u64 = s
+            .key_groups
+            .iter()
+            .map(|&(a, b)| u64::from(b.saturating_sub(a)) + 1)
+            .sum();
         let ranges: Vec<String> = s
             .key_groups
             .iter()

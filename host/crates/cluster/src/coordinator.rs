@@ -20,7 +20,7 @@ use wallaroo_transport::FrameSender;
 
 use crate::daemon::{Context, Stream};
 use crate::manifest::{ClusterRecord, Manifest};
-use crate::proto::{Msg, Recovery, Rejoin, Totals};
+use crate::proto::{Msg, Recovery, Refusal, RefusalKind, Rejoin, Totals};
 
 /// What reaches the coordinator: a node's control stream, or a client's stop.
 pub(crate) enum Joined {
@@ -255,7 +255,8 @@ impl Driver {
             }
             Action::Refuse { why, .. } => {
                 if let Some(mut stream) = self.joining.take() {
-                    let _ = stream.0.send(&Msg::Refused(why)).await;
+                    let refusal = Refusal::new(RefusalKind::WrongDeployment, why);
+                    let _ = stream.0.send(&Msg::Refused(refusal)).await;
                 }
                 None
             }
@@ -309,7 +310,12 @@ impl Driver {
                         app: self.app_name.clone(),
                         sources: self.totals_text(),
                     },
-                    Err(why) => Msg::Refused(why),
+                    // Refused during a recovery (waiting for nodes): asking again once the
+                    // cluster runs can succeed.
+                    Err(why) if self.core.recovery().is_some() => {
+                        Msg::Refused(Refusal::new(RefusalKind::Recovering, why))
+                    }
+                    Err(why) => Msg::Refused(Refusal::new(RefusalKind::Failed, why)),
                 };
                 for reply in self.stops.drain(..) {
                     let _ = reply.send(answer.clone());
@@ -388,7 +394,7 @@ impl Driver {
                 self.totals[member] = totals;
                 Reply::Stopped
             }
-            Msg::Refused(why) => Reply::Refused(why),
+            Msg::Refused(refusal) => Reply::Refused(refusal.message),
             other => Reply::Refused(format!("unexpected answer {}", other.name())),
         };
         Some(Event::Reply { member, reply })

@@ -123,6 +123,24 @@ pub struct Assignment {
     pub index: u16,
 }
 
+impl Assignment {
+    /// Refuses an assignment this node cannot run: its manifest does not check, or this
+    /// node's index is not one of its nodes.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let m = &self.manifest;
+        m.check()?;
+        if usize::from(self.index) >= m.nodes.len() {
+            anyhow::bail!(
+                "deployment {}: this node is number {}, but the deployment has {} nodes",
+                m.deployment,
+                self.index,
+                m.nodes.len()
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The coordinator's durable record of the cluster.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct ClusterRecord {
@@ -282,6 +300,22 @@ mod tests {
         refused(
             |m| m.settings.sink_framing = wallaroo_connectors::SinkFraming::Tagged,
             "deployment d: --sink-framing tagged needs --resilience exactly-once",
+        );
+        refused(
+            |m| m.settings.key_groups = 1 << 20,
+            "1048576 key groups: the number of key groups must be 1 to 65536",
+        );
+
+        let mut assignment = Assignment {
+            manifest: good.clone(),
+            index: 1,
+        };
+        assignment.check().unwrap();
+        assignment.index = 2;
+        let err = assignment.check().unwrap_err().to_string();
+        assert!(
+            err.contains("this node is number 2, but the deployment has 2 nodes"),
+            "{err}"
         );
     }
 }

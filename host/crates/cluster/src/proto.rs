@@ -7,6 +7,12 @@
 //! - `Join`: a node's control stream to the coordinator, which then sends commands on it and
 //!   the node answers each;
 //! - `Data`: routed batches from one node to another for one generation of the application.
+//!
+//! A request or command that cannot be carried out is answered with [`Msg::Refused`]: a
+//! [`Refusal`] says what kind of refusal it is, whether asking again can help, and the text
+//! for the operator. The message set is versioned by the transport's ALPN
+//! (`wallaroo_transport::tls::ALPN`): a change to it that an older node would misread bumps
+//! that version (`wallaroo/2` made `Refused` typed).
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -89,7 +95,7 @@ pub enum Msg {
 
     // Answers.
     Ok,
-    Refused(String),
+    Refused(Refusal),
     Have(bool),
     Deployed {
         app: String,
@@ -148,6 +154,95 @@ impl Msg {
 }
 
 pub use wallaroo_protocol::coordinator::Rejoin;
+/// Why a node refused a request or a command.
+///
+/// Its `Display` is the message alone, the text a person reads; `kind` and `retry` are for
+/// the program that asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub retry: Retry,
+    pub message: String,
+}
+
+/// What kind of refusal: what the asker would have to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalKind {
+    /// Asked of a node that does not coordinate: ask the first node in hosts.txt.
+    NotCoordinator,
+    /// What the request names is not here: a component not shipped, no application deployed.
+    NotFound,
+    /// The node or cluster already runs a deployment: stop it first.
+    AlreadyDeployed,
+    /// A node of another deployment (one a failed stop left behind) joined this cluster.
+    WrongDeployment,
+    /// The cluster is recovering from a lost node and cannot do it now.
+    Recovering,
+    /// The application does not run on this node now (it is between generations).
+    NotRunning,
+    /// This node's write-ahead log has failed (e.g. a full disk): the node's operator acts.
+    LogFailed,
+    /// The request does not fit the protocol or the node's state: an unexpected message, a
+    /// checkpoint that was not prepared, a command for a log the application does not keep.
+    Invalid,
+    /// The node tried and could not: its disk, the application's start, a task that died.
+    Failed,
+}
+
+/// Whether the same request may succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Retry {
+    /// It will be refused again until something changes; the message says what.
+    Never,
+    /// Ask again after this many milliseconds.
+    After { ms: u64 },
+    /// Ask again once the cluster has recovered (`wallaroo status` says what it waits for).
+    OnceRecovered,
+}
+
+impl RefusalKind {
+    /// The retry hint a refusal of this kind carries unless its site knows better.
+    pub fn retry(self) -> Retry {
+        match self {
+            RefusalKind::Recovering | RefusalKind::NotRunning => Retry::OnceRecovered,
+            _ => Retry::Never,
+        }
+    }
+}
+
+impl Refusal {
+    /// A refusal with its kind's retry hint.
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            retry: kind.retry(),
+            message: message.into(),
+        }
+    }
+
+    pub fn with_retry(self, retry: Retry) -> Refusal {
+        Refusal { retry, ..self }
+    }
+
+    /// A refusal saying `error` with its causes. If one of them is a refusal (e.g. another
+    /// node's, passed on), its kind and hint are kept; otherwise it is of kind `kind`.
+    pub fn from_error(kind: RefusalKind, error: &anyhow::Error) -> Refusal {
+        let message = format!("{error:#}");
+        match error.chain().find_map(|e| e.downcast_ref::<Refusal>()) {
+            Some(cause) => Refusal {
+                message,
+                ..cause.clone()
+            },
+            None => Refusal::new(kind, message),
+        }
+    }
+
+    /// The refusal `error` carries, if it or one of its causes is one.
+    pub fn find(error: &anyhow::Error) -> Option<&Refusal> {
+        error.chain().find_map(|e| e.downcast_ref::<Refusal>())
+    }
+}
 
 /// What a recovering cluster waits for, as its coordinator sees it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -211,4 +306,61 @@ pub fn group_ranges(table: &[u16], node: u16) -> Vec<(u32, u32)> {
         }
     }
     ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(msg: &Msg) -> Msg {
+        let bytes = rmp_serde::to_vec(msg).unwrap();
+        rmp_serde::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn a_refusal_crosses_the_wire_with_its_kind_hint_and_text() {
+        let refusals = [
+            Refusal::new(RefusalKind::NotFound, "no application is deployed"),
+            Refusal::new(RefusalKind::Recovering, "the cluster is recovering"),
+            Refusal::new(
+                RefusalKind::Failed,
+                "the coordinator stopped before answering",
+            )
+            .with_retry(Retry::After { ms: 1000 }),
+        ];
+        for refusal in refusals {
+            match round_trip(&Msg::Refused(refusal.clone())) {
+                Msg::Refused(back) => assert_eq!(back, refusal),
+                other => panic!("{}", other.name()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_reads_as_its_message_alone() {
+        let r = Refusal::new(
+            RefusalKind::AlreadyDeployed,
+            "node already runs deployment d-1",
+        );
+        assert_eq!(r.to_string(), "node already runs deployment d-1");
+        assert_eq!(r.retry, Retry::Never);
+        let e = anyhow::Error::new(r).context("node 1 (10.0.0.2:7100) refused");
+        assert_eq!(
+            format!("{e:#}"),
+            "node 1 (10.0.0.2:7100) refused: node already runs deployment d-1"
+        );
+    }
+
+    #[test]
+    fn a_refusal_passed_on_keeps_its_kind_and_hint_and_gains_the_context() {
+        let cause = Refusal::new(RefusalKind::Recovering, "node 2 did not join");
+        let e = anyhow::Error::new(cause).context("stop");
+        let passed = Refusal::from_error(RefusalKind::Failed, &e);
+        assert_eq!(passed.kind, RefusalKind::Recovering);
+        assert_eq!(passed.retry, Retry::OnceRecovered);
+        assert_eq!(passed.message, "stop: node 2 did not join");
+        let plain = Refusal::from_error(RefusalKind::Failed, &anyhow::anyhow!("disk full"));
+        assert_eq!(plain.kind, RefusalKind::Failed);
+        assert_eq!(plain.to_string(), "disk full");
+    }
 }

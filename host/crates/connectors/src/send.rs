@@ -136,8 +136,10 @@ async fn send_acked(
             Err(e) if e.downcast_ref::<Unreachable>().is_some() => return Err(e),
             Err(e) => {
                 let at = acked.load(Ordering::SeqCst);
-                tracing::warn!("send: {e:#}; reconnecting (acknowledged so far: {at})");
-                eprintln!("send: connection lost after {at} acknowledged messages; reconnecting");
+                tracing::warn!(
+                    acknowledged = at,
+                    "send: connection lost after {at} acknowledged messages ({e:#}); reconnecting"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -98,17 +98,15 @@ impl Default for Settings {
 pub enum SettingsError {
     #[error("--sink-framing tagged needs --resilience exactly-once")]
     TaggedNeedsExactlyOnce,
-    #[error("{0} key groups; an application has 1 to 65536")]
-    KeyGroups(u32),
+    #[error(transparent)]
+    KeyGroups(#[from] wallaroo_types::KeyGroupsError),
 }
 
 impl Settings {
     /// Refuses settings no node can run with. They may come from another process (a
     /// deployment's manifest), so nothing here is taken on trust.
     pub fn check(&self) -> Result<(), SettingsError> {
-        if self.key_groups == 0 || self.key_groups > u32::from(u16::MAX) + 1 {
-            return Err(SettingsError::KeyGroups(self.key_groups));
-        }
+        KeyGroups::try_new(self.key_groups)?;
         if self.sink_framing == SinkFraming::Tagged && self.resilience != Resilience::ExactlyOnce {
             return Err(SettingsError::TaggedNeedsExactlyOnce);
         }
@@ -137,7 +135,7 @@ impl Settings {
         self.check()?;
         let mut config = NodeConfig::new(data_dir, args);
         config.workers = workers;
-        config.key_groups = KeyGroups::new(self.key_groups);
+        config.key_groups = KeyGroups::try_new(self.key_groups)?;
         config.resilience = self.resilience;
         config.checkpoint_interval = self.checkpoint_interval();
         config.dead_letter_max_bytes = self.dead_letter_max_bytes;
@@ -264,7 +262,12 @@ mod tests {
                 key_groups: groups,
                 ..Settings::default()
             };
-            assert_eq!(settings.check(), Err(SettingsError::KeyGroups(groups)));
+            assert_eq!(
+                settings.check(),
+                Err(SettingsError::KeyGroups(wallaroo_types::KeyGroupsError {
+                    count: groups
+                }))
+            );
             assert!(settings.node_config("d", vec![], 1, false).is_err());
         }
     }

@@ -224,6 +224,9 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     /// Stop now, leaving queued work undone (a cluster rolling back to a checkpoint).
     pub(crate) aborting: AtomicBool,
+    /// Why the node cannot go on (a worker that cannot make a guest instance), once it cannot:
+    /// see [`Node::failed`].
+    failure: tokio::sync::watch::Sender<Option<String>>,
     next_worker: AtomicUsize,
     /// Routed batches handed to other nodes, and received from them.
     pub(crate) sent: AtomicU64,
@@ -289,8 +292,9 @@ impl Shared {
 
     pub(crate) fn in_flight(&self) -> usize {
         // A failed log commits nothing more, so output held back (and the source input a
-        // worker holding too much output keeps waiting) can never go: nothing to wait for.
-        if self.log.as_ref().is_some_and(|l| l.failed()) {
+        // worker holding too much output keeps waiting) can never go; a failed node's workers
+        // take no more work: nothing to wait for.
+        if self.log.as_ref().is_some_and(|l| l.failed()) || self.has_failed() {
             return 0;
         }
         self.in_flight.load(Ordering::SeqCst)
@@ -305,6 +309,26 @@ impl Shared {
             }
             self.wait_progress(deadline - now);
         }
+    }
+
+    /// The node cannot go on (`why`): its sources stop accepting, and its owner, waiting on
+    /// [`Node::failed`], stops it. The first failure is the one kept.
+    pub(crate) fn fail(&self, why: String) {
+        self.failure.send_if_modified(|failure| {
+            let first = failure.is_none();
+            if first {
+                *failure = Some(why);
+            }
+            first
+        });
+        self.stopping.store(true, Ordering::SeqCst);
+        for credits in &self.credits {
+            credits.close();
+        }
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failure.borrow().is_some()
     }
 
     /// Barriers and snapshot requests: not work a drain waits for.
@@ -528,6 +552,7 @@ impl Node {
             checkpoint_wanted: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             aborting: AtomicBool::new(false),
+            failure: tokio::sync::watch::channel(None).0,
             next_worker: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -722,6 +747,23 @@ impl Node {
     /// A handle that reads the node's metrics while it runs.
     pub fn metrics(&self) -> MetricsHandle {
         MetricsHandle(self.shared.clone())
+    }
+
+    /// Resolves once the node cannot go on, with why (e.g. a worker could not make a new
+    /// guest instance after a trap). Its sources have stopped accepting by then, and nothing
+    /// has been checkpointed since; what was acknowledged is in the log. The owner stops the
+    /// node ([`Node::abort`]) and reports the failure.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.shared.failure.subscribe();
+        let why = failure
+            .wait_for(Option::is_some)
+            .await
+            .map(|why| why.clone());
+        match why {
+            Ok(why) => why.unwrap_or_default(),
+            // The sender lives in `self.shared`: not while `self` does.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// The write-ahead log could not store something: nothing has committed since.

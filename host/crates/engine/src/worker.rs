@@ -179,7 +179,8 @@ impl Worker {
 
     pub(crate) fn run(mut self, inbox: flume::Receiver<Work>) {
         loop {
-            if self.shared.aborting.load(Ordering::Relaxed) {
+            // A failed worker answers no snapshot: no checkpoint commits without it.
+            if self.shared.aborting.load(Ordering::Relaxed) || self.shared.has_failed() {
                 break;
             }
             let work = match self.stash.pop_front() {
@@ -292,6 +293,9 @@ impl Worker {
     fn process(&mut self, segment: u32, messages: Vec<Message>) {
         for chunk in chunks(messages, self.call_bytes) {
             self.recycle_if_grown();
+            if self.shared.has_failed() {
+                return;
+            }
             self.process_call(segment, chunk);
         }
     }
@@ -344,6 +348,9 @@ impl Worker {
     fn recover_instance(&mut self) {
         self.replace_instance();
         for (segment, messages) in std::mem::take(&mut self.unsaved) {
+            if self.shared.has_failed() {
+                return;
+            }
             if self.instance.memory_bytes() > self.recycle_at {
                 // The copy taken here holds what the batches replayed so far did.
                 self.save_state();
@@ -373,6 +380,9 @@ impl Worker {
     /// more try in a fresh one before it is dead-lettered.
     fn retry_one_by_one(&mut self, segment: u32, messages: &[Message]) {
         for m in messages {
+            if self.shared.has_failed() {
+                return;
+            }
             let one = std::slice::from_ref(m);
             let fresh = self.instance.is_fresh();
             let mut result = self.instance.process(segment, one);
@@ -504,7 +514,7 @@ impl Worker {
     /// Copies the state changed since the last copy out of the guest; the batches kept for
     /// replay are no longer needed.
     fn save_state(&mut self) {
-        if !self.has_state {
+        if !self.has_state || self.shared.has_failed() {
             return;
         }
         match self.instance.snapshot_changed() {
@@ -578,9 +588,14 @@ impl Worker {
             }
             Err(e) => {
                 // Without an instance this worker's key groups cannot make progress, and no
-                // other worker holds their state: stopping the node loudly beats losing data.
-                tracing::error!(worker = self.id, "cannot replace the guest instance: {e:#}");
-                std::process::exit(70);
+                // other worker holds their state: the node stops (its owner sees why) rather
+                // than lose data. What was acknowledged is logged, and replayed on restart.
+                let why = format!(
+                    "worker {}: cannot replace the guest instance: {e:#}",
+                    self.id
+                );
+                tracing::error!(worker = self.id, "{why}");
+                self.shared.fail(why);
             }
         }
     }

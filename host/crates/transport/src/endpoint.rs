@@ -28,7 +28,7 @@ const CONNECTION_WINDOW: u32 = 32 << 20;
 const MAX_STREAMS: u32 = 1024;
 
 /// What the accepting side sends on a unidirectional stream once the handshake is complete.
-const GREETING: &[u8] = b"wallaroo/1 ready";
+const GREETING: &[u8] = b"wallaroo/2 ready";
 /// How long `connect` waits for the greeting after the handshake (the peer is alive, as
 /// keep-alives would show, but does not greet: it is not a wallaroo node of this version).
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -210,11 +210,11 @@ impl Endpoint {
             Ok(Ok(bytes)) if bytes == GREETING => Ok(Connection::new(conn, Side::Client)),
             Ok(Ok(_)) => {
                 conn.close(VarInt::from_u32(1), b"unexpected greeting");
-                Err(fail(
-                    "the node's greeting is not `wallaroo/1 ready` (is it a wallaroo node of \
-                     the same version?)"
-                        .to_string(),
-                ))
+                Err(fail(format!(
+                    "the node's greeting is not `{}` (is it a wallaroo node of the same \
+                     version?)",
+                    String::from_utf8_lossy(GREETING)
+                )))
             }
             Ok(Err(why)) => {
                 // The connection may still be up if only the stream failed.
@@ -303,4 +303,17 @@ async fn handshake(incoming: quinn::Incoming) -> Result<Connection, String> {
         .await
         .map_err(|why| format!("cannot greet it: {why}"))?;
     Ok(Connection::new(conn, Side::Server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_greeting_names_the_protocol_version_the_handshake_agreed_on() {
+        assert_eq!(
+            GREETING,
+            format!("{} ready", crate::tls::PROTOCOL).as_bytes()
+        );
+    }
 }

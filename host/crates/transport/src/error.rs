@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use quinn::{ConnectionError, ReadError, StoppedError, WriteError};
 use rustls::AlertDescription;
 
-use crate::tls::SERVER_NAME;
+use crate::tls::{PROTOCOL, SERVER_NAME};
 
 /// Which end of the connection we are, to say who refused whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,7 @@ fn refused_by_us(reason: &str, alert: AlertDescription, peer: &str) -> String {
     } else if reason.contains("no certificates") || alert == AlertDescription::CertificateRequired {
         format!("{peer} presented no certificate ({reason})")
     } else if alert == AlertDescription::NoApplicationProtocol {
-        format!("{peer} does not speak the `wallaroo/1` protocol ({reason})")
+        format!("{peer} does not speak the `{PROTOCOL}` protocol ({reason})")
     } else if reason.contains("certificate") {
         format!("{peer}'s certificate was refused: {reason}")
     } else {
@@ -141,7 +141,7 @@ fn refused_by_peer(alert: AlertDescription, reason: &str, peer: &str) -> String 
         | AlertDescription::CertificateRequired
         | AlertDescription::AccessDenied => format!("{peer} refused our certificate ({detail})"),
         AlertDescription::NoApplicationProtocol => {
-            format!("{peer} does not speak the `wallaroo/1` protocol ({detail})")
+            format!("{peer} does not speak the `{PROTOCOL}` protocol ({detail})")
         }
         _ => format!("{peer} aborted the TLS handshake ({detail})"),
     }

@@ -41,8 +41,14 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 /// The DNS name in every node certificate, and the name a client checks the server for.
 pub const SERVER_NAME: &str = "wallaroo-node";
 
-/// The ALPN protocol both ends must offer; a peer that speaks something else is refused.
-pub const ALPN: &[u8] = b"wallaroo/1";
+/// The protocol and its version, as both ends name it: the messages the streams carry (the
+/// cluster's `Msg`) change only with it. Version 2: refusals are typed (kind, retry hint,
+/// text) instead of a bare string.
+pub const PROTOCOL: &str = "wallaroo/2";
+
+/// The ALPN protocol both ends must offer; a peer that speaks something else (an older or a
+/// newer version) is refused at the handshake.
+pub const ALPN: &[u8] = PROTOCOL.as_bytes();
 
 /// File names inside a certificate directory.
 pub const CA_CERT_FILE: &str = "ca.pem";

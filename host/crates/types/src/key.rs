@@ -10,6 +10,18 @@ use xxhash_rust::xxh3::xxh3_64;
 /// How many key groups a cluster has unless configured otherwise.
 pub const DEFAULT_KEY_GROUPS: u32 = 1024;
 
+/// The most key groups a cluster may have: the key-group table names each group's node, and
+/// every node keeps a table entry per group (a count from a corrupt or hostile manifest must
+/// not make it allocate gigabytes).
+pub const MAX_KEY_GROUPS: u32 = 1 << 16;
+
+/// A key-group count outside `1..=MAX_KEY_GROUPS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{count} key groups: the number of key groups must be 1 to {MAX_KEY_GROUPS}")]
+pub struct KeyGroupsError {
+    pub count: u32,
+}
+
 /// The documented key hash: XXH3-64 with seed 0 over the key's bytes.
 pub fn key_hash(key: &[u8]) -> u64 {
     xxh3_64(key)
@@ -32,11 +44,21 @@ pub struct KeyGroups {
 }
 
 impl KeyGroups {
+    /// For a count the program itself chose (a constant, a test).
+    ///
     /// # Panics
-    /// If `count` is zero: a cluster needs at least one key group.
+    /// If `count` is not in `1..=MAX_KEY_GROUPS`. A count from outside the process (a flag, a
+    /// manifest, the network) goes through [`KeyGroups::try_new`].
     pub fn new(count: u32) -> Self {
-        assert!(count > 0, "the number of key groups must be positive");
-        Self { count }
+        Self::try_new(count).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `count` key groups, or why there cannot be that many.
+    pub fn try_new(count: u32) -> Result<Self, KeyGroupsError> {
+        if count == 0 || count > MAX_KEY_GROUPS {
+            return Err(KeyGroupsError { count });
+        }
+        Ok(Self { count })
     }
 
     pub fn count(&self) -> u32 {
@@ -74,6 +96,23 @@ mod tests {
             let g = groups.of(key.as_bytes());
             assert!(g.0 < 16);
             assert_eq!(g, groups.of(key.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn a_key_group_count_from_outside_is_checked_not_asserted_on() {
+        assert_eq!(KeyGroups::try_new(1).unwrap().count(), 1);
+        assert_eq!(
+            KeyGroups::try_new(MAX_KEY_GROUPS).unwrap().count(),
+            MAX_KEY_GROUPS
+        );
+        for count in [0, MAX_KEY_GROUPS + 1, u32::MAX] {
+            let e = KeyGroups::try_new(count).unwrap_err();
+            assert_eq!(e, KeyGroupsError { count });
+            assert_eq!(
+                e.to_string(),
+                format!("{count} key groups: the number of key groups must be 1 to 65536")
+            );
         }
     }
 

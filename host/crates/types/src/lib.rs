@@ -5,7 +5,7 @@ mod framing;
 mod key;
 
 pub use framing::{Framing, FramingError};
-pub use key::{DEFAULT_KEY_GROUPS, KeyGroup, KeyGroups, key_hash};
+pub use key::{DEFAULT_KEY_GROUPS, KeyGroup, KeyGroups, KeyGroupsError, MAX_KEY_GROUPS, key_hash};
 
 /// A worker thread of one node, `0..workers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,216 @@
+//! The streams a node accepts, by their first frame, and its answers to client requests.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use wallaroo_transport::{Connection, FrameReceiver, FrameSender};
+
+use super::{Context, start_roles};
+use crate::coordinator::Joined;
+use crate::manifest::Assignment;
+use crate::proto::{Msg, NodeStatus, Recovery, Refusal, RefusalKind, Retry, group_ranges};
+
+pub(super) async fn serve_connection(ctx: Arc<Context>, conn: Connection) {
+    loop {
+        let (tx, mut rx) = match conn.accept::<Msg, Msg>().await {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("connection from {}: {e:#}", conn.remote_address());
+                return;
+            }
+        };
+        let ctx = ctx.clone();
+        let peer = conn.remote_address();
+        tokio::spawn(async move {
+            let first = match rx.recv().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("stream from {peer}: {e:#}");
+                    return;
+                }
+            };
+            if let Err(e) = serve_stream(ctx, first, tx, rx).await {
+                tracing::debug!("stream from {peer}: {e:#}");
+            }
+        });
+    }
+}
+
+async fn serve_stream(
+    ctx: Arc<Context>,
+    first: Msg,
+    mut tx: FrameSender<Msg>,
+    mut rx: FrameReceiver<Msg>,
+) -> anyhow::Result<()> {
+    match first {
+        Msg::Data { from, generation } => super::intake::take_data(ctx, from, generation, rx).await,
+        Msg::Join {
+            index,
+            deployment,
+            rejoin,
+        } => super::intake::join(&ctx, index, deployment, rejoin, tx, rx).await,
+        mut request => loop {
+            let reply = answer(&ctx, request).await;
+            tx.send(&reply).await?;
+            request = match rx.recv().await? {
+                Some(m) => m,
+                None => return Ok(()),
+            };
+        },
+    }
+}
+
+/// Answers one client request.
+pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
+    let refused = |e: anyhow::Error| Msg::Refused(Refusal::from_error(RefusalKind::Failed, &e));
+    match request {
+        Msg::HasComponent { hash } => Msg::Have(ctx.data.has_component(&hash)),
+        Msg::PutComponent { hash, bytes } => {
+            let data = ctx.data.clone();
+            match tokio::task::spawn_blocking(move || data.put_component(&hash, &bytes)).await {
+                Ok(Ok(())) => Msg::Ok,
+                Ok(Err(e)) => refused(e),
+                Err(e) => refused(e.into()),
+            }
+        }
+        Msg::Assign { manifest, index } => {
+            if let Some(current) = ctx.assignment() {
+                if current.manifest.deployment == manifest.deployment && current.index == index {
+                    return Msg::Ok;
+                }
+                return Msg::Refused(Refusal::new(
+                    RefusalKind::AlreadyDeployed,
+                    format!(
+                        "node already runs deployment {}",
+                        current.manifest.deployment
+                    ),
+                ));
+            }
+            if !ctx.data.has_component(&manifest.component) {
+                return Msg::Refused(Refusal::new(
+                    RefusalKind::NotFound,
+                    format!("component {} was not shipped here", manifest.component),
+                ));
+            }
+            let assignment = Assignment { manifest, index };
+            if let Err(e) = assignment.check() {
+                return Msg::Refused(Refusal::from_error(RefusalKind::Invalid, &e));
+            }
+            if let Err(e) = ctx.data.assign(&assignment) {
+                return refused(e);
+            }
+            *ctx.assignment.lock().unwrap() = Some(assignment.clone());
+            if index != 0 {
+                start_roles(ctx, assignment, None);
+            }
+            Msg::Ok
+        }
+        Msg::Restarted {
+            deployment,
+            generation,
+        } => {
+            if ctx
+                .assignment()
+                .is_some_and(|a| a.manifest.deployment == deployment)
+            {
+                ctx.coordinator_restarted.send_replace(generation);
+            }
+            Msg::Ok
+        }
+        Msg::Deploy { manifest } => match super::deploy::deploy(ctx, manifest).await {
+            Ok(reply) => reply,
+            Err(e) => refused(e),
+        },
+        Msg::Status => Msg::NodeStatus(Box::new(status(ctx))),
+        Msg::Stop => {
+            let joins = ctx.joins.lock().unwrap().clone();
+            match (ctx.assignment(), joins) {
+                (Some(a), Some(joins)) if a.index == 0 => {
+                    let (reply, replied) = tokio::sync::oneshot::channel();
+                    let _ = joins.send(Joined::Stop(reply));
+                    replied.await.unwrap_or_else(|_| {
+                        Msg::Refused(
+                            Refusal::new(
+                                RefusalKind::Failed,
+                                "the coordinator stopped before answering",
+                            )
+                            .with_retry(Retry::After { ms: 1000 }),
+                        )
+                    })
+                }
+                (Some(_), _) => Msg::Refused(Refusal::new(
+                    RefusalKind::NotCoordinator,
+                    "this node does not coordinate; send stop to the first node in hosts.txt",
+                )),
+                (None, _) => Msg::Refused(Refusal::new(
+                    RefusalKind::NotFound,
+                    "no application is deployed",
+                )),
+            }
+        }
+        other => Msg::Refused(Refusal::new(
+            RefusalKind::Invalid,
+            format!("unexpected request {}", other.name()),
+        )),
+    }
+}
+
+/// One request on a new stream, and its answer.
+pub(crate) async fn request(conn: &Connection, msg: &Msg) -> anyhow::Result<Msg> {
+    let (mut tx, mut rx) = conn.open::<Msg, Msg>().await?;
+    tx.send(msg).await?;
+    let reply = rx
+        .recv()
+        .await?
+        .with_context(|| format!("{} closed the stream", conn.remote_address()))?;
+    let _ = tx.finish().await;
+    Ok(reply)
+}
+
+fn status(ctx: &Arc<Context>) -> NodeStatus {
+    let assignment = ctx.assignment();
+    let mut s = NodeStatus {
+        address: ctx.options.listen.to_string(),
+        app: "-".into(),
+        state: "no application".into(),
+        ..NodeStatus::default()
+    };
+    let Some(a) = assignment else { return s };
+    s.index = a.index;
+    s.key_groups = group_ranges(&a.manifest.table, a.index);
+    s.state = "recovering".into();
+    if let Some((generation, app, checkpoint)) = ctx.last_run.lock().unwrap().clone() {
+        s.generation = generation;
+        s.app = app;
+        s.last_checkpoint = checkpoint;
+    }
+    s.recovery = ctx
+        .recovery
+        .lock()
+        .unwrap()
+        .clone()
+        .map(|(since, recovery)| Recovery {
+            waited_ms: since.elapsed().as_millis() as u64,
+            ..recovery
+        });
+    let view = ctx.view.lock().unwrap().clone();
+    if let Some(v) = view {
+        let totals = v.metrics.totals();
+        s.app = v.app;
+        s.state = "running".into();
+        s.generation = v.generation;
+        s.workers = v.workers;
+        s.received = totals.received;
+        s.emitted = totals.emitted;
+        s.dead_lettered = totals.dead_lettered;
+        s.backlog = totals.backlog;
+        s.steps = v.metrics.step_counts();
+        s.last_checkpoint = v.checkpoints.map_or(0, |c| c.last_committed());
+        s.remote_messages = v.peers.messages.load(std::sync::atomic::Ordering::Relaxed);
+        s.remote_bytes = v.peers.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        s.sources = v.sources;
+    }
+    s
+}
