@@ -264,6 +264,7 @@ impl Coordinator {
                             &mut inner,
                             &Record::State {
                                 checkpoint,
+                                steps: part.steps,
                                 entries: part.entries,
                             },
                         )

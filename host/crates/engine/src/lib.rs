@@ -15,6 +15,7 @@ mod log;
 mod metrics;
 mod node;
 mod recovery;
+mod state_steps;
 mod worker;
 
 pub use checkpoint::Alignment;
