@@ -2,7 +2,7 @@
 //! after its cut (to replay), output of committed epochs not yet written out (to release
 //! again), and where each acknowledged stream stands.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use wallaroo_wal::{KeyState, Lsn, Record};
 
@@ -56,6 +56,7 @@ impl Recovery {
         // Commits in log order; a rollback voids the ones above its checkpoint made before it
         // (new checkpoints after it are numbered above everything it voided).
         let mut commits: BTreeMap<u64, (Lsn, Vec<wallaroo_wal::StreamPosition>)> = BTreeMap::new();
+        let mut fulls = BTreeSet::new();
         let mut highest_seen = 0;
         let mut released = 0;
         for (_, record) in &records {
@@ -63,14 +64,18 @@ impl Recovery {
                 Record::Commit {
                     checkpoint,
                     cut,
+                    full,
                     streams,
-                    ..
                 } => {
                     highest_seen = highest_seen.max(*checkpoint);
                     commits.insert(*checkpoint, (*cut, streams.clone()));
+                    if *full {
+                        fulls.insert(*checkpoint);
+                    }
                 }
                 Record::Rollback { to } => {
                     commits.split_off(&(to + 1));
+                    fulls.split_off(&(to + 1));
                 }
                 Record::State { checkpoint, .. } => highest_seen = highest_seen.max(*checkpoint),
                 Record::Output { epoch, .. } => highest_seen = highest_seen.max(*epoch),
@@ -81,7 +86,11 @@ impl Recovery {
         let rolls_back = upto.is_some_and(|upto| commits.range(upto + 1..).next().is_some());
         if let Some(upto) = upto {
             commits.split_off(&(upto + 1));
+            fulls.split_off(&(upto + 1));
         }
+        // A full checkpoint wrote every key: the state before it is superseded (and a log of
+        // format 1 or 2 needs its steps' positions only until the first full checkpoint after).
+        let base = fulls.last().copied().unwrap_or(0);
         let committed: HashSet<u64> = commits.keys().copied().collect();
         let last = commits
             .pop_last()
@@ -105,7 +114,7 @@ impl Recovery {
                     checkpoint,
                     steps,
                     entries,
-                } if committed.contains(&checkpoint) => {
+                } if checkpoint >= base && committed.contains(&checkpoint) => {
                     let at = attach
                         .positions(&steps, entries.iter().map(|e| (e.step, e.key.as_slice())));
                     for (KeyState { key, value, .. }, at) in entries.into_iter().zip(at) {
@@ -147,16 +156,17 @@ impl Recovery {
                 _ => {}
             }
         }
-        if attach.by_position > 0 {
+        let by_position = attach.by_position;
+        attach.finish()?;
+        if by_position > 0 {
             tracing::warn!(
-                entries = attach.by_position,
+                entries = by_position,
                 "the log holds state written by log format 1 or 2, which gave each step's \
                  position in the app spec rather than its name: it goes to the stateful steps at \
                  those positions in this application, as in the version that wrote it (run that \
                  version if another one wrote this log)"
             );
         }
-        attach.finish()?;
         Ok(recovery)
     }
 
@@ -437,6 +447,30 @@ mod tests {
     }
 
     #[test]
+    fn of_two_stateful_steps_sharing_a_name_the_one_a_new_version_lacks_is_named_by_its_order() {
+        let log = vec![
+            Record::State {
+                checkpoint: 1,
+                steps: StateSteps::Named(vec!["count".into(), "count".into()]),
+                entries: vec![key_state(0, "a", 1), key_state(1, "a", 2)],
+            },
+            commit(1, 2, 0),
+        ];
+        let both = spec(&[
+            ("count", StepKind::Stateful),
+            ("split", StepKind::Stateless),
+            ("count", StepKind::Stateful),
+        ]);
+        let r = Recovery::from_log(numbered(log.clone()), 0, None, &both).unwrap();
+        assert_eq!(r.state[&(0, b"a".to_vec())], vec![1]);
+        assert_eq!(r.state[&(2, b"a".to_vec())], vec![2]);
+        let err = Recovery::from_log(numbered(log), 0, None, &counter())
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("step 'count' #2 (1 key)"), "{err}");
+    }
+
+    #[test]
     fn state_of_an_unknown_step_in_a_checkpoint_never_committed_is_no_obstacle() {
         let mut log = version_1_log();
         log.push(Record::State {
@@ -477,6 +511,43 @@ mod tests {
             .expect("refused");
         let text = err.to_string();
         assert!(text.contains("position 1"), "{text}");
-        assert!(text.contains("now 'clean'"), "{text}");
+        assert!(text.contains("now 'clean', not stateful"), "{text}");
+    }
+
+    /// A format-2 log continued by this build: its first checkpoint after the start is full and
+    /// names every key's step, so a later version with other positions reads the log.
+    #[test]
+    fn state_before_the_last_full_checkpoint_is_superseded_positions_and_all() {
+        let log = vec![
+            Record::State {
+                checkpoint: 1,
+                steps: StateSteps::Positions,
+                entries: vec![key_state(1, "a", 3)],
+            },
+            commit(1, 2, 0),
+            state(2, "a", 4),
+            Record::Commit {
+                checkpoint: 2,
+                cut: 4,
+                full: true,
+                streams: Vec::new(),
+            },
+            state(3, "b", 1),
+            commit(3, 6, 0),
+        ];
+        let moved = spec(&[
+            ("decode", StepKind::Decoder),
+            ("clean", StepKind::Stateless),
+            ("count", StepKind::Stateful),
+        ]);
+        let r = Recovery::from_log(numbered(log.clone()), 0, None, &moved).unwrap();
+        let expected: StateMap =
+            [((2, b"a".to_vec()), vec![4]), ((2, b"b".to_vec()), vec![1])].into();
+        assert_eq!(r.state, expected);
+        // Rolled back below the full checkpoint, the positions count again.
+        let err = Recovery::from_log(numbered(log), 0, Some(1), &moved)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("position 1"), "{err}");
     }
 }

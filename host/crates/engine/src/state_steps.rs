@@ -212,26 +212,30 @@ impl fmt::Display for UnknownStateSteps {
                 n => format!("{n} keys"),
             };
             match &s.step {
-                LoggedStep::Named { name, rank: 0 } => write!(f, "stateful step '{name}'")?,
-                LoggedStep::Named { name, rank } => write!(
-                    f,
-                    "stateful step '{name}' (number {} of that name)",
-                    rank + 1
-                )?,
+                LoggedStep::Named { name, rank: 0 } => {
+                    write!(f, "stateful step '{name}' ({keys})")?
+                }
+                // The second and later of the steps sharing a name.
+                LoggedStep::Named { name, rank } => {
+                    write!(f, "stateful step '{name}' #{} ({keys})", rank + 1)?
+                }
                 LoggedStep::Position(at) => {
-                    write!(f, "the stateful step at position {at} of the app spec")?;
+                    write!(
+                        f,
+                        "the stateful step at position {at} of the app spec ({keys}; "
+                    )?;
                     match &s.now {
-                        Some(name) => write!(f, " (now '{name}', which is not stateful)")?,
-                        None => write!(f, " (past the last step now)")?,
+                        Some(name) => write!(f, "that step is now '{name}', not stateful)")?,
+                        None => write!(f, "the application has fewer steps now)")?,
                     }
                 }
             }
-            write!(f, " ({keys})")?;
         }
         write!(
             f,
-            ", which this version of the application does not have; its state cannot go to \
-             another step. Run the version that has the step, or start on a new data directory"
+            ", and this version of the application has no such stateful step (state is never \
+             given to another step): run the version that wrote it, or start on a new data \
+             directory"
         )
     }
 }
