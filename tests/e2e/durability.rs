@@ -175,6 +175,48 @@ fn without_resilience_a_crash_loses_state_and_says_nothing_is_recovered() {
     );
 }
 
+/// Version 2 of word count inserts a stateless step before its stateful one, so "count word"
+/// sits one position later: run on version 1's data directory, it keeps counting where version
+/// 1 stopped (the log keeps state by step name), with no gap or repeat.
+#[test]
+fn a_new_version_that_inserts_a_step_keeps_counting_on_the_old_data_directory() {
+    let v1 = build_app(WORD_COUNT);
+    let v2 = build_app("tests/apps/word_count_v2/word_count.py");
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let args = [
+        "--resilience",
+        "exactly-once",
+        "--sink-framing",
+        "tagged",
+        "--checkpoint-interval",
+        "200",
+    ];
+    let input = dir.path().join("input.txt");
+    let run = |wasm: &Path, text: &str, lines: usize| {
+        std::fs::write(&input, text).unwrap();
+        let mut node = Node::start(wasm, &receiver.addr, dir.path(), &args);
+        send(&node.source, &input, &[]);
+        receiver.wait_lines(lines, Duration::from_secs(60));
+        assert_eq!(
+            node.proc.stop(Duration::from_secs(60)),
+            Some(0),
+            "{}",
+            node.proc.stderr()
+        );
+        node.proc.stderr()
+    };
+    run(&v1, "a b c\na b\na\n", 6);
+    let log = run(&v2, "a b c\n", 9);
+    // The last checkpoint of version 1 (taken at its stop) holds every key.
+    assert!(log.contains(": 3 keys, 0 messages replayed"), "{log}");
+    let counts = running_counts(&receiver.text());
+    let expected: BTreeMap<String, u64> = [("a", 4), ("b", 3), ("c", 2)]
+        .map(|(k, n)| (k.to_string(), n))
+        .into();
+    assert_eq!(counts, expected);
+}
+
 /// `wallaroo run --resilience exactly-once` on `data_dir`; it is expected to fail at start.
 fn run_expecting_refusal(data_dir: &Path) -> String {
     let out = Command::new(wallaroo())

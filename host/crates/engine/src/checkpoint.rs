@@ -216,6 +216,7 @@ impl Member {
             if !part.entries.is_empty() {
                 let record = Record::State {
                     checkpoint,
+                    steps: part.steps,
                     entries: part.entries,
                 };
                 ok &= self.log.append(&mut inner, &record).is_some();

@@ -16,6 +16,7 @@ mod log;
 mod metrics;
 mod node;
 mod recovery;
+mod state_steps;
 mod worker;
 
 pub use dead_letter::{

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wallaroo_component::{AppSpec, GuestError, Message, Runtime, SourceConfig};
 use wallaroo_types::KeyGroups;
-use wallaroo_wal::{KeyState, Lsn, Wal, WalOptions};
+use wallaroo_wal::{KeyState, Lsn, StateSteps, Wal, WalOptions};
 
 use crate::DeadLetters;
 use crate::checkpoint::Member;
@@ -18,6 +18,7 @@ use crate::local::{Ask, Local};
 use crate::log::Log;
 use crate::metrics::{Metrics, NodeCounters, NodeTotals};
 use crate::recovery::{Recovery, StateMap};
+use crate::state_steps::StatefulSteps;
 use crate::worker::Worker;
 use wallaroo_protocol::participant::{Event as MemberEvent, Reply as MemberReply, Resume};
 use wallaroo_protocol::quiescence::Alignment;
@@ -205,6 +206,8 @@ pub(crate) enum Work {
 /// One worker's share of a checkpoint.
 pub(crate) struct Part {
     pub(crate) worker: usize,
+    /// The steps `entries` refer to.
+    pub(crate) steps: StateSteps,
     pub(crate) entries: Vec<KeyState>,
     /// Per sink, the output held since the last checkpoint (exactly-once).
     pub(crate) held: Vec<Vec<Vec<u8>>>,
@@ -513,7 +516,9 @@ impl Node {
                     .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
                 discarded = found.discarded;
                 let upto = config.placement.as_ref().map(|p| p.recover_to);
-                let recovery = Recovery::from_log(found.records, spec.sinks.len(), upto);
+                let steps = StatefulSteps::of(&spec.steps);
+                let recovery = Recovery::from_log(found.records, spec.sinks.len(), upto, &steps)
+                    .with_context(|| format!("recovering from the log in {}", dir.display()))?;
                 if let (Some(to), true) = (upto, recovery.rolls_back) {
                     // Checkpoints this node committed above `to` are void from here on, also
                     // for a later recovery to a checkpoint above them. Logged before anything

@@ -2,9 +2,12 @@
 //! after its cut (to replay), output of committed epochs not yet written out (to release
 //! again), and where each acknowledged stream stands.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
+use wallaroo_protocol::recovery::{self, Mark};
 use wallaroo_wal::{KeyState, Lsn, Record};
+
+use crate::state_steps::{Attach, StatefulSteps, UnknownStateSteps};
 
 pub(crate) type StateMap = HashMap<(u32, Vec<u8>), Vec<u8>>;
 
@@ -42,64 +45,71 @@ pub(crate) struct Recovery {
 impl Recovery {
     /// Reads a node's log. With `upto`, checkpoints above it count as not committed: a cluster
     /// rolls every node back to the last checkpoint all of them committed.
+    ///
+    /// State goes to the stateful step of `steps` its record names; state of a step `steps`
+    /// lacks is refused, and a stateful step the log does not name starts empty.
     pub(crate) fn from_log(
         records: Vec<(Lsn, Record)>,
         sinks: usize,
         upto: Option<u64>,
-    ) -> Recovery {
-        // Commits in log order; a rollback voids the ones above its checkpoint made before it
-        // (new checkpoints after it are numbered above everything it voided).
-        let mut commits: BTreeMap<u64, (Lsn, Vec<wallaroo_wal::StreamPosition>)> = BTreeMap::new();
-        let mut highest_seen = 0;
-        let mut released = 0;
-        for (_, record) in &records {
-            match record {
+        steps: &StatefulSteps,
+    ) -> Result<Recovery, UnknownStateSteps> {
+        // Which checkpoint to restore, and which commits count: the protocol core's.
+        let mut positions = HashMap::new();
+        let marks: Vec<Mark> = records
+            .iter()
+            .filter_map(|(_, record)| match record {
                 Record::Commit {
                     checkpoint,
                     cut,
+                    full,
                     streams,
-                    ..
                 } => {
-                    highest_seen = highest_seen.max(*checkpoint);
-                    commits.insert(*checkpoint, (*cut, streams.clone()));
+                    positions.insert(*checkpoint, streams.clone());
+                    Some(Mark::Commit {
+                        checkpoint: *checkpoint,
+                        cut: *cut,
+                        full: *full,
+                    })
                 }
-                Record::Rollback { to } => {
-                    commits.split_off(&(to + 1));
-                }
-                Record::State { checkpoint, .. } => highest_seen = highest_seen.max(*checkpoint),
-                Record::Output { epoch, .. } => highest_seen = highest_seen.max(*epoch),
-                Record::Released { epoch } => released = released.max(*epoch),
-                Record::Input { .. } => {}
-            }
-        }
-        let rolls_back = upto.is_some_and(|upto| commits.range(upto + 1..).next().is_some());
-        if let Some(upto) = upto {
-            commits.split_off(&(upto + 1));
-        }
-        let committed: HashSet<u64> = commits.keys().copied().collect();
-        let last = commits
-            .pop_last()
-            .map(|(checkpoint, (cut, streams))| (checkpoint, cut, streams));
-        let (checkpoint, cut, streams) = last.unwrap_or((0, 1, Vec::new()));
+                Record::Rollback { to } => Some(Mark::Rollback { to: *to }),
+                Record::State { checkpoint, .. } => Some(Mark::Seen { epoch: *checkpoint }),
+                Record::Output { epoch, .. } => Some(Mark::Seen { epoch: *epoch }),
+                Record::Released { epoch } => Some(Mark::Released { epoch: *epoch }),
+                Record::Input { .. } => None,
+            })
+            .collect();
+        let point = recovery::point(marks, upto);
+        // A full checkpoint wrote every key: the state before it is superseded (and a log of
+        // format 1 or 2 needs its steps' positions only until the first full checkpoint after).
+        let (base, cut, committed, released) =
+            (point.last_full, point.cut, point.committed, point.released);
+        let streams = positions.remove(&point.checkpoint).unwrap_or_default();
         let mut recovery = Recovery {
-            checkpoint,
-            highest_seen,
+            checkpoint: point.checkpoint,
+            highest_seen: point.highest_seen,
             released,
-            rolls_back,
+            rolls_back: point.rolls_back,
             streams: streams
                 .iter()
                 .map(|s| ((s.source, s.stream), s.next_seq))
                 .collect(),
             ..Recovery::default()
         };
+        let mut attach = Attach::new(steps);
         for (lsn, record) in records {
             match record {
                 Record::State {
                     checkpoint,
+                    steps,
                     entries,
-                } if committed.contains(&checkpoint) => {
-                    for KeyState { step, key, value } in entries {
-                        recovery.state.insert((step, key), value);
+                } if checkpoint >= base && committed.contains(&checkpoint) => {
+                    let at = attach
+                        .positions(&steps, entries.iter().map(|e| (e.step, e.key.as_slice())));
+                    for (KeyState { key, value, .. }, at) in entries.into_iter().zip(at) {
+                        if let Some(step) = at {
+                            recovery.state.insert((step, key), value);
+                        }
                     }
                 }
                 Record::Input {
@@ -135,7 +145,18 @@ impl Recovery {
                 _ => {}
             }
         }
-        recovery
+        let by_position = attach.by_position;
+        attach.finish()?;
+        if by_position > 0 {
+            tracing::warn!(
+                entries = by_position,
+                "the log holds state written by log format 1 or 2, which gave each step's \
+                 position in the app spec rather than its name: it goes to the stateful steps at \
+                 those positions in this application, as in the version that wrote it (run that \
+                 version if another one wrote this log)"
+            );
+        }
+        Ok(recovery)
     }
 
     pub(crate) fn replayed_messages(&self) -> usize {
@@ -146,18 +167,42 @@ impl Recovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wallaroo_wal::StreamPosition;
+    use wallaroo_component::{StepKind, StepSpec};
+    use wallaroo_wal::{StateSteps, StreamPosition};
+
+    fn spec(steps: &[(&str, StepKind)]) -> StatefulSteps {
+        let steps: Vec<StepSpec> = steps
+            .iter()
+            .map(|(name, kind)| StepSpec {
+                name: name.to_string(),
+                kind: *kind,
+            })
+            .collect();
+        StatefulSteps::of(&steps)
+    }
+
+    /// The application most tests run: a decoder, then the stateful step "count" at
+    /// position 1.
+    fn counter() -> StatefulSteps {
+        spec(&[("decode", StepKind::Decoder), ("count", StepKind::Stateful)])
+    }
+
+    fn read(log: Vec<Record>, sinks: usize, upto: Option<u64>) -> Recovery {
+        Recovery::from_log(numbered(log), sinks, upto, &counter()).unwrap()
+    }
 
     /// Records with their LSNs, from 1.
     fn numbered(log: Vec<Record>) -> Vec<(Lsn, Record)> {
         (1..).zip(log).collect()
     }
 
+    /// State of "count", as the counter application logs it.
     fn state(checkpoint: u64, key: &str, value: u8) -> Record {
         Record::State {
             checkpoint,
+            steps: StateSteps::Named(vec!["count".into()]),
             entries: vec![KeyState {
-                step: 1,
+                step: 0,
                 key: key.into(),
                 value: vec![value],
             }],
@@ -205,7 +250,7 @@ mod tests {
                 payloads: vec![b"lost".to_vec()],
             },
         ];
-        let r = Recovery::from_log(numbered(log), 1, None);
+        let r = read(log, 1, None);
         assert_eq!(r.checkpoint, 2);
         assert_eq!(r.highest_seen, 3);
         assert_eq!(r.state[&(1, b"a".to_vec())], vec![2]);
@@ -232,7 +277,7 @@ mod tests {
             out(3, "three"),
             commit(3, 6, 0),
         ];
-        let r = Recovery::from_log(numbered(log), 2, None);
+        let r = read(log, 2, None);
         assert_eq!(r.released, 1);
         let epochs: Vec<_> = r.unreleased.keys().copied().collect();
         assert_eq!(epochs, vec![2, 3]);
@@ -258,7 +303,7 @@ mod tests {
             out(2, "a 2"),       // 7
             commit(2, 6, 2),     // 8: prepared here, never committed everywhere
         ];
-        let r = Recovery::from_log(numbered(log), 1, Some(1));
+        let r = read(log, 1, Some(1));
         assert_eq!(r.checkpoint, 1);
         assert_eq!(r.highest_seen, 2, "new checkpoints are numbered above 2");
         assert_eq!(r.state[&(1, b"a".to_vec())], vec![1]);
@@ -292,9 +337,9 @@ mod tests {
             state(3, "c", 1), // 9: checkpoint 3, after the replay of 4
             commit(3, 9, 2),  // 10: the cluster's
         ];
-        let before = Recovery::from_log(numbered(log[..7].to_vec()), 0, Some(1));
+        let before = read(log[..7].to_vec(), 0, Some(1));
         assert!(before.rolls_back, "a commit above 1 is not yet voided");
-        let r = Recovery::from_log(numbered(log.clone()), 0, Some(3));
+        let r = read(log.clone(), 0, Some(3));
         assert_eq!(r.checkpoint, 3);
         assert!(!r.rolls_back);
         assert_eq!(
@@ -310,16 +355,188 @@ mod tests {
         // Without the rollback record, checkpoint 2 would count again.
         let mut unmarked = log;
         unmarked.remove(7);
-        let wrong = Recovery::from_log(numbered(unmarked), 0, Some(3));
+        let wrong = read(unmarked, 0, Some(3));
         assert_eq!(wrong.state[&(1, b"a".to_vec())], vec![7]);
     }
 
     #[test]
     fn without_a_commit_everything_is_replayed() {
         let log = vec![input(0, 0, &["x"]), state(1, "x", 1), input(0, 0, &["y"])];
-        let r = Recovery::from_log(numbered(log), 0, None);
+        let r = read(log, 0, None);
         assert_eq!(r.checkpoint, 0);
         assert!(r.state.is_empty());
         assert_eq!(r.replayed_messages(), 2);
+    }
+
+    fn key_state(step: u32, key: &str, value: u8) -> KeyState {
+        KeyState {
+            step,
+            key: key.into(),
+            value: vec![value],
+        }
+    }
+
+    /// Checkpoint 1 of "count" (keys a = 3, b = 1) and of "sum" (key a = 7), as version 1 of
+    /// an application (decode, count, sum) logs it, then its commit.
+    fn version_1_log() -> Vec<Record> {
+        vec![
+            Record::State {
+                checkpoint: 1,
+                steps: StateSteps::Named(vec!["count".into(), "sum".into()]),
+                entries: vec![
+                    key_state(0, "a", 3),
+                    key_state(0, "b", 1),
+                    key_state(1, "a", 7),
+                ],
+            },
+            commit(1, 2, 0),
+        ]
+    }
+
+    #[test]
+    fn state_goes_to_its_step_by_name_when_a_new_version_inserts_a_step_before_it() {
+        let v2 = spec(&[
+            ("decode", StepKind::Decoder),
+            ("clean", StepKind::Stateless),
+            ("count", StepKind::Stateful),
+            ("sum", StepKind::Stateful),
+            ("average", StepKind::Stateful),
+        ]);
+        let r = Recovery::from_log(numbered(version_1_log()), 0, None, &v2).unwrap();
+        let expected: StateMap = [
+            ((2, b"a".to_vec()), vec![3]),
+            ((2, b"b".to_vec()), vec![1]),
+            ((3, b"a".to_vec()), vec![7]),
+        ]
+        .into();
+        // Not at positions 1 and 2 ("clean", and "count" with "sum"'s state); "average",
+        // which the log does not know, starts empty.
+        assert_eq!(r.state, expected);
+    }
+
+    #[test]
+    fn state_of_a_step_the_new_version_lacks_is_refused_with_the_steps_name() {
+        let v2 = spec(&[
+            ("decode", StepKind::Decoder),
+            ("count", StepKind::Stateful),
+            ("total", StepKind::Stateful),
+        ]);
+        let err = Recovery::from_log(numbered(version_1_log()), 0, None, &v2)
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(text.contains("stateful step 'sum' (1 key)"), "{text}");
+        assert!(!text.contains("'count'"), "{text}");
+        // A step of that name that is no longer stateful does not take the state either.
+        let stateless = spec(&[("count", StepKind::Stateful), ("sum", StepKind::Stateless)]);
+        let err = Recovery::from_log(numbered(version_1_log()), 0, None, &stateless)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("'sum'"), "{err}");
+    }
+
+    #[test]
+    fn of_two_stateful_steps_sharing_a_name_the_one_a_new_version_lacks_is_named_by_its_order() {
+        let log = vec![
+            Record::State {
+                checkpoint: 1,
+                steps: StateSteps::Named(vec!["count".into(), "count".into()]),
+                entries: vec![key_state(0, "a", 1), key_state(1, "a", 2)],
+            },
+            commit(1, 2, 0),
+        ];
+        let both = spec(&[
+            ("count", StepKind::Stateful),
+            ("split", StepKind::Stateless),
+            ("count", StepKind::Stateful),
+        ]);
+        let r = Recovery::from_log(numbered(log.clone()), 0, None, &both).unwrap();
+        assert_eq!(r.state[&(0, b"a".to_vec())], vec![1]);
+        assert_eq!(r.state[&(2, b"a".to_vec())], vec![2]);
+        let err = Recovery::from_log(numbered(log), 0, None, &counter())
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("step 'count' #2 (1 key)"), "{err}");
+    }
+
+    #[test]
+    fn state_of_an_unknown_step_in_a_checkpoint_never_committed_is_no_obstacle() {
+        let mut log = version_1_log();
+        log.push(Record::State {
+            checkpoint: 2,
+            steps: StateSteps::Named(vec!["gone".into()]),
+            entries: vec![key_state(0, "x", 1)],
+        });
+        let v1 = spec(&[
+            ("decode", StepKind::Decoder),
+            ("count", StepKind::Stateful),
+            ("sum", StepKind::Stateful),
+        ]);
+        let r = Recovery::from_log(numbered(log), 0, None, &v1).unwrap();
+        assert_eq!(r.state.len(), 3, "checkpoint 1's keys");
+    }
+
+    #[test]
+    fn state_logged_by_position_goes_to_the_step_at_that_position() {
+        // Log formats 1 and 2: the step's position in the app spec that wrote it.
+        let log = vec![
+            Record::State {
+                checkpoint: 1,
+                steps: StateSteps::Positions,
+                entries: vec![key_state(1, "a", 3)],
+            },
+            commit(1, 2, 0),
+        ];
+        let r = Recovery::from_log(numbered(log.clone()), 0, None, &counter()).unwrap();
+        assert_eq!(r.state[&(1, b"a".to_vec())], vec![3]);
+        // A position that is not a stateful step in this version is refused, not attached.
+        let moved = spec(&[
+            ("decode", StepKind::Decoder),
+            ("clean", StepKind::Stateless),
+            ("count", StepKind::Stateful),
+        ]);
+        let err = Recovery::from_log(numbered(log), 0, None, &moved)
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(text.contains("position 1"), "{text}");
+        assert!(text.contains("now 'clean', not stateful"), "{text}");
+    }
+
+    /// A format-2 log continued by this build: its first checkpoint after the start is full and
+    /// names every key's step, so a later version with other positions reads the log.
+    #[test]
+    fn state_before_the_last_full_checkpoint_is_superseded_positions_and_all() {
+        let log = vec![
+            Record::State {
+                checkpoint: 1,
+                steps: StateSteps::Positions,
+                entries: vec![key_state(1, "a", 3)],
+            },
+            commit(1, 2, 0),
+            state(2, "a", 4),
+            Record::Commit {
+                checkpoint: 2,
+                cut: 4,
+                full: true,
+                streams: Vec::new(),
+            },
+            state(3, "b", 1),
+            commit(3, 6, 0),
+        ];
+        let moved = spec(&[
+            ("decode", StepKind::Decoder),
+            ("clean", StepKind::Stateless),
+            ("count", StepKind::Stateful),
+        ]);
+        let r = Recovery::from_log(numbered(log.clone()), 0, None, &moved).unwrap();
+        let expected: StateMap =
+            [((2, b"a".to_vec()), vec![4]), ((2, b"b".to_vec()), vec![1])].into();
+        assert_eq!(r.state, expected);
+        // Rolled back below the full checkpoint, the positions count again.
+        let err = Recovery::from_log(numbered(log), 0, Some(1), &moved)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("position 1"), "{err}");
     }
 }

@@ -23,6 +23,7 @@ use wallaroo_wal::KeyState;
 use crate::dead_letter::{Entry, bounded_error, display_key};
 use crate::node::{NodeConfig, Owner, Part, Resilience, Shared, SinkBatch, Work};
 use crate::recovery::StateMap;
+use crate::state_steps::StatefulSteps;
 
 pub(crate) struct Worker {
     id: usize,
@@ -30,6 +31,7 @@ pub(crate) struct Worker {
     instance: Instance,
     args: Vec<String>,
     step_names: Vec<String>,
+    stateful: StatefulSteps,
     has_state: bool,
     shared: Arc<Shared>,
     sinks: Vec<flume::Sender<SinkBatch>>,
@@ -137,6 +139,7 @@ impl Worker {
             instance,
             args: config.args.clone(),
             step_names: spec.steps.iter().map(|s| s.name.clone()).collect(),
+            stateful: StatefulSteps::of(&spec.steps),
             has_state: spec.steps.iter().any(|s| s.kind == StepKind::Stateful),
             shared,
             owners,
@@ -254,25 +257,33 @@ impl Worker {
     fn take_part(&mut self, full: bool) -> Part {
         self.save_state();
         let dirty = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
-        let entry = |(step, key): (u32, Vec<u8>), value: &Vec<u8>| KeyState {
-            step,
-            key,
-            value: value.clone(),
-        };
-        let entries = if full {
-            self.state
-                .iter()
-                .map(|((step, key), value)| entry((*step, key.clone()), value))
-                .collect()
+        let changed: Vec<_> = if full {
+            self.state.iter().collect()
         } else {
             dirty
-                .into_iter()
-                .filter_map(|k| {
-                    let value = self.state.get(&k)?;
-                    Some(entry(k, value))
-                })
+                .iter()
+                .filter_map(|k| self.state.get_key_value(k))
                 .collect()
         };
+        // The log names each entry's step by its index in the table of stateful steps.
+        let reported = changed.len();
+        let entries: Vec<KeyState> = changed
+            .into_iter()
+            .filter_map(|((step, key), value)| {
+                Some(KeyState {
+                    step: self.stateful.slot(*step)?,
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+            })
+            .collect();
+        if entries.len() < reported {
+            tracing::error!(
+                worker = self.id,
+                keys = reported - entries.len(),
+                "the guest reported state of steps that are not stateful; it is not checkpointed"
+            );
+        }
         let held = match &mut self.held {
             Some(held) => held.iter_mut().map(std::mem::take).collect(),
             None => Vec::new(),
@@ -280,6 +291,7 @@ impl Worker {
         self.held_bytes = 0;
         Part {
             worker: self.id,
+            steps: self.stateful.table(),
             entries,
             held,
         }

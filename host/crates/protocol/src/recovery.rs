@@ -13,8 +13,13 @@ use crate::Lsn;
 /// What recovery needs of one log record, in log order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
-    /// The member committed `checkpoint`, its input cut at `cut`.
-    Commit { checkpoint: u64, cut: Lsn },
+    /// The member committed `checkpoint`, its input cut at `cut`; `full`: it wrote every
+    /// key's state.
+    Commit {
+        checkpoint: u64,
+        cut: Lsn,
+        full: bool,
+    },
     /// Checkpoints above `to` committed before this record are void.
     Rollback { to: u64 },
     /// State or output of epoch/checkpoint `epoch` (numbers above it are new).
@@ -32,6 +37,9 @@ pub struct Point {
     pub cut: Lsn,
     /// Every checkpoint whose state and output count, the restored one included.
     pub committed: BTreeSet<u64>,
+    /// The last of them that wrote every key (0: none): state of earlier checkpoints is
+    /// superseded by it.
+    pub last_full: u64,
     /// The log holds commits above `upto`: the member must log a rollback to `upto` before it
     /// commits anything again.
     pub rolls_back: bool,
@@ -44,13 +52,17 @@ pub struct Point {
 /// The resume point of a log with these marks, rolled back to `upto` if given (a cluster
 /// member: the last checkpoint the whole cluster committed).
 pub fn point(marks: impl IntoIterator<Item = Mark>, upto: Option<u64>) -> Point {
-    let mut commits: BTreeMap<u64, Lsn> = BTreeMap::new();
+    let mut commits: BTreeMap<u64, (Lsn, bool)> = BTreeMap::new();
     let (mut highest_seen, mut released) = (0, 0);
     for mark in marks {
         match mark {
-            Mark::Commit { checkpoint, cut } => {
+            Mark::Commit {
+                checkpoint,
+                cut,
+                full,
+            } => {
                 highest_seen = highest_seen.max(checkpoint);
-                commits.insert(checkpoint, cut);
+                commits.insert(checkpoint, (cut, full));
             }
             Mark::Rollback { to } => {
                 commits.split_off(&(to + 1));
@@ -63,10 +75,18 @@ pub fn point(marks: impl IntoIterator<Item = Mark>, upto: Option<u64>) -> Point 
     if let Some(upto) = upto {
         commits.split_off(&(upto + 1));
     }
-    let (checkpoint, cut) = commits.last_key_value().map_or((0, 1), |(c, l)| (*c, *l));
+    let (checkpoint, cut) = commits
+        .last_key_value()
+        .map_or((0, 1), |(c, (cut, _))| (*c, *cut));
+    let last_full = commits
+        .iter()
+        .rev()
+        .find(|(_, (_, full))| *full)
+        .map_or(0, |(c, _)| *c);
     Point {
         checkpoint,
         cut,
+        last_full,
         committed: commits.into_keys().collect(),
         rolls_back,
         highest_seen,
@@ -79,7 +99,39 @@ mod tests {
     use super::*;
 
     fn commit(checkpoint: u64, cut: Lsn) -> Mark {
-        Mark::Commit { checkpoint, cut }
+        Mark::Commit {
+            checkpoint,
+            cut,
+            full: false,
+        }
+    }
+
+    fn full(checkpoint: u64, cut: Lsn) -> Mark {
+        Mark::Commit {
+            checkpoint,
+            cut,
+            full: true,
+        }
+    }
+
+    #[test]
+    fn state_before_the_last_full_checkpoint_kept_is_superseded() {
+        let p = point([full(1, 2), commit(2, 5), full(3, 9), commit(4, 12)], None);
+        assert_eq!(p.last_full, 3);
+        // Rolled back below the second full checkpoint: the first is the base again.
+        let p = point([full(1, 2), commit(2, 5), full(3, 9)], Some(2));
+        assert_eq!(p.last_full, 1);
+        // A full checkpoint voided by a rollback is no base.
+        let p = point(
+            [
+                full(1, 2),
+                full(2, 5),
+                Mark::Rollback { to: 1 },
+                commit(3, 9),
+            ],
+            None,
+        );
+        assert_eq!(p.last_full, 1);
     }
 
     #[test]

@@ -215,6 +215,7 @@ pub fn marks(wal: &Wal) -> Vec<Mark> {
             } => Some(Mark::Commit {
                 checkpoint: *checkpoint,
                 cut: *cut,
+                full: false,
             }),
             Rec::Rollback { to } => Some(Mark::Rollback { to: *to }),
             Rec::State { checkpoint, .. } => Some(Mark::Seen { epoch: *checkpoint }),

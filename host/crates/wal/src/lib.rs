@@ -41,15 +41,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use corruption::{Corruption, Lost, StreamRange, Why};
-pub use record::{KeyState, Record, StreamPosition};
+pub use record::{KeyState, Record, StateSteps, StreamPosition};
 use segment::{HEADER_LEN, Segment};
 
 /// The position of a record in the log, from 1.
 pub type Lsn = u64;
 
 /// The on-disk format this build writes.
-pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format this build reads (format 2 added the rollback record).
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format this build reads (format 2 added the rollback record; format 3 names the
+/// step of each state entry, where formats 1 and 2 gave its position in the app spec).
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]

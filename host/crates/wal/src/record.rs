@@ -16,9 +16,10 @@ pub enum Record {
         frames: Vec<Vec<u8>>,
     },
     /// Keys' state as of a checkpoint (the keys changed since the one before, or every key in
-    /// a full checkpoint).
+    /// a full checkpoint). `steps` says which stateful step each entry belongs to.
     State {
         checkpoint: u64,
+        steps: StateSteps,
         entries: Vec<KeyState>,
     },
     /// Every worker has written its part of `checkpoint`. The checkpoint holds the effect of
@@ -43,8 +44,20 @@ pub enum Record {
     Rollback { to: u64 },
 }
 
+/// How a state record's entries name their step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSteps {
+    /// Format 3 on: [`KeyState::step`] indexes this table of stateful step names, so state
+    /// stays with its step when a new version of the application adds or moves steps.
+    Named(Vec<String>),
+    /// Formats 1 and 2: [`KeyState::step`] is the step's position in the app spec of the
+    /// component that wrote the record.
+    Positions,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyState {
+    /// Which step, as the record's [`StateSteps`] says.
     pub step: u32,
     pub key: Vec<u8>,
     pub value: Vec<u8>,
@@ -59,11 +72,14 @@ pub struct StreamPosition {
 }
 
 const INPUT: u8 = 1;
-const STATE: u8 = 2;
+/// State whose entries give their step's position in the app spec (formats 1 and 2).
+const STATE_BY_POSITION: u8 = 2;
 const COMMIT: u8 = 3;
 const OUTPUT: u8 = 4;
 const RELEASED: u8 = 5;
 const ROLLBACK: u8 = 6;
+/// State whose entries index a table of step names carried before them (format 3 on).
+const STATE: u8 = 7;
 
 impl Record {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -83,10 +99,21 @@ impl Record {
             }
             Record::State {
                 checkpoint,
+                steps,
                 entries,
             } => {
-                out.push(STATE);
-                put_u64(out, *checkpoint);
+                match steps {
+                    StateSteps::Named(names) => {
+                        out.push(STATE);
+                        put_u64(out, *checkpoint);
+                        put_u32(out, names.len() as u32);
+                        names.iter().for_each(|n| put_bytes(out, n.as_bytes()));
+                    }
+                    StateSteps::Positions => {
+                        out.push(STATE_BY_POSITION);
+                        put_u64(out, *checkpoint);
+                    }
+                }
                 put_u32(out, entries.len() as u32);
                 for e in entries {
                     put_u32(out, e.step);
@@ -135,7 +162,7 @@ impl Record {
 
     /// Whether `byte` is the first byte of some record's body.
     pub(crate) fn known_kind(byte: u8) -> bool {
-        (INPUT..=ROLLBACK).contains(&byte)
+        (INPUT..=STATE).contains(&byte)
     }
 
     /// None when the body is not a well-formed record (its checksum matched, so this means a
@@ -150,16 +177,24 @@ impl Record {
                 seq: take_u64(r)?,
                 frames: take_list(r, take_bytes)?,
             },
-            STATE => Record::State {
+            STATE_BY_POSITION => Record::State {
                 checkpoint: take_u64(r)?,
-                entries: take_list(r, |r| {
-                    Some(KeyState {
-                        step: take_u32(r)?,
-                        key: take_bytes(r)?,
-                        value: take_bytes(r)?,
-                    })
-                })?,
+                steps: StateSteps::Positions,
+                entries: take_list(r, take_key_state)?,
             },
+            STATE => {
+                let checkpoint = take_u64(r)?;
+                let names = take_list(r, |r| String::from_utf8(take_bytes(r)?).ok())?;
+                let entries = take_list(r, take_key_state)?;
+                if entries.iter().any(|e| e.step as usize >= names.len()) {
+                    return None;
+                }
+                Record::State {
+                    checkpoint,
+                    steps: StateSteps::Named(names),
+                    entries,
+                }
+            }
             COMMIT => Record::Commit {
                 checkpoint: take_u64(r)?,
                 cut: take_u64(r)?,
@@ -189,6 +224,14 @@ impl Record {
         };
         rest.is_empty().then_some(record)
     }
+}
+
+fn take_key_state(r: &mut &[u8]) -> Option<KeyState> {
+    Some(KeyState {
+        step: take_u32(r)?,
+        key: take_bytes(r)?,
+        value: take_bytes(r)?,
+    })
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {

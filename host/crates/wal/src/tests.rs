@@ -10,9 +10,10 @@ fn samples() -> Vec<Record> {
         },
         Record::State {
             checkpoint: 3,
+            steps: StateSteps::Named(vec!["count word".into(), "sums".into()]),
             entries: vec![
                 KeyState {
-                    step: 4,
+                    step: 0,
                     key: b"word".to_vec(),
                     value: vec![0, 1, 2, 255],
                 },
@@ -421,14 +422,35 @@ fn empty_and_missing_directories_start_an_empty_log() {
     assert_eq!(open(&missing).1.records.len(), 1);
 }
 
+/// `samples()` as format 1 wrote them (state by position, no rollback record), in a segment of
+/// that format.
+fn format_1_segment(dir: &Path) -> PathBuf {
+    let segment = segment::path(dir, 1);
+    let mut data = b"WALLAROO".to_vec();
+    data.extend_from_slice(&1u32.to_le_bytes());
+    for r in samples() {
+        let r = match r {
+            Record::State {
+                checkpoint,
+                entries,
+                ..
+            } => Record::State {
+                checkpoint,
+                steps: StateSteps::Positions,
+                entries,
+            },
+            other => other,
+        };
+        segment::write_record(&mut data, &r).unwrap();
+    }
+    std::fs::write(&segment, data).unwrap();
+    segment
+}
+
 #[test]
 fn a_rollback_record_survives_a_reopen_and_format_1_segments_still_read() {
     let dir = tempfile::tempdir().unwrap();
-    let segment = log_of_samples(dir.path());
-    // Format 1 had every record kind but the rollback: its segments read as they are.
-    let mut data = std::fs::read(&segment).unwrap();
-    data[8..12].copy_from_slice(&1u32.to_le_bytes());
-    std::fs::write(&segment, data).unwrap();
+    format_1_segment(dir.path());
     let (mut wal, recovered) = open(dir.path());
     assert_eq!(recovered.records.len(), samples().len());
     wal.append(&Record::Rollback { to: 2 }).unwrap();
@@ -445,6 +467,117 @@ fn a_rollback_record_survives_a_reopen_and_format_1_segments_still_read() {
         recovered.records.last().unwrap().1,
         Record::Rollback { to: 2 }
     );
+}
+
+/// A format-2 segment as that format's builds wrote it, byte for byte: checkpoint 1's state of
+/// the keys "word" (5) and "bird" (1) in the step at position 3 of the app spec, then its
+/// commit.
+#[rustfmt::skip]
+const FORMAT_2_SEGMENT: &[u8] = &[
+    // header: magic, format 2
+    b'W', b'A', b'L', b'L', b'A', b'R', b'O', b'O', 0x02, 0x00, 0x00, 0x00,
+    // state record: length 47, crc32; kind 2, checkpoint 1, 2 entries
+    0x2f, 0x00, 0x00, 0x00, 0x0c, 0x59, 0x5d, 0xc2,
+    0x02, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+    // step 3, key "word", value [5]
+    0x03, 0x00, 0x00, 0x00,
+    0x04, 0x00, 0x00, 0x00, b'w', b'o', b'r', b'd', 0x01, 0x00, 0x00, 0x00, 0x05,
+    // step 3, key "bird", value [1]
+    0x03, 0x00, 0x00, 0x00,
+    0x04, 0x00, 0x00, 0x00, b'b', b'i', b'r', b'd', 0x01, 0x00, 0x00, 0x00, 0x01,
+    // commit record: length 22, crc32; kind 3, checkpoint 1, cut 1, not full, no streams
+    0x16, 0x00, 0x00, 0x00, 0xbb, 0x46, 0x1d, 0xd3,
+    0x03, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+];
+
+#[test]
+fn a_format_2_log_reads_its_state_by_position_and_new_records_go_to_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = segment::path(dir.path(), 1);
+    std::fs::write(&old, FORMAT_2_SEGMENT).unwrap();
+    let (mut wal, recovered) = open(dir.path());
+    let key = |key: &[u8], value| KeyState {
+        step: 3,
+        key: key.to_vec(),
+        value: vec![value],
+    };
+    let records: Vec<Record> = recovered.records.into_iter().map(|(_, r)| r).collect();
+    assert_eq!(
+        records,
+        vec![
+            Record::State {
+                checkpoint: 1,
+                steps: StateSteps::Positions,
+                entries: vec![key(b"word", 5), key(b"bird", 1)],
+            },
+            Record::Commit {
+                checkpoint: 1,
+                cut: 1,
+                full: false,
+                streams: Vec::new(),
+            },
+        ]
+    );
+    assert_eq!(recovered.truncated_bytes, 0);
+    let named = Record::State {
+        checkpoint: 2,
+        steps: StateSteps::Named(vec!["count word".into()]),
+        entries: vec![KeyState {
+            step: 0,
+            ..key(b"word", 6)
+        }],
+    };
+    wal.append(&named).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    assert_eq!(
+        std::fs::read(&old).unwrap(),
+        FORMAT_2_SEGMENT,
+        "the old segment changed"
+    );
+    let (wal, recovered) = open(dir.path());
+    assert_eq!(
+        segment::version(&wal.segments()[1]).unwrap(),
+        FORMAT_VERSION
+    );
+    assert_eq!(recovered.records.last().unwrap().1, named);
+}
+
+#[test]
+fn a_state_record_carries_its_step_names_and_entries_refer_to_them_by_index() {
+    let record = Record::State {
+        checkpoint: 4,
+        steps: StateSteps::Named(vec!["sums".into(), "count word".into()]),
+        entries: vec![KeyState {
+            step: 1,
+            key: b"a".to_vec(),
+            value: vec![9],
+        }],
+    };
+    #[rustfmt::skip]
+    let bytes: &[u8] = &[
+        // kind 7, checkpoint 4
+        0x07, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        // 2 step names: "sums", "count word"
+        0x02, 0x00, 0x00, 0x00,
+        0x04, 0x00, 0x00, 0x00, b's', b'u', b'm', b's',
+        0x0a, 0x00, 0x00, 0x00, b'c', b'o', b'u', b'n', b't', b' ', b'w', b'o', b'r', b'd',
+        // 1 entry: step 1 ("count word"), key "a", value [9]
+        0x01, 0x00, 0x00, 0x00,
+        0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, b'a', 0x01, 0x00, 0x00, 0x00, 0x09,
+    ];
+    let mut body = Vec::new();
+    record.encode(&mut body);
+    assert_eq!(body, bytes);
+    assert_eq!(Record::decode(bytes), Some(record));
+    // An entry naming a step past the table, or a name that is not UTF-8, is no record.
+    let mut past = bytes.to_vec();
+    past[39] = 2;
+    assert_eq!(Record::decode(&past), None);
+    let mut not_utf8 = bytes.to_vec();
+    not_utf8[17] = 0xff;
+    assert_eq!(Record::decode(&not_utf8), None);
 }
 
 #[test]
