@@ -29,6 +29,8 @@ type RoutedBatch = (u32, u64, Vec<Message>);
 pub(crate) struct NetPeers {
     queues: Vec<Option<flume::Sender<RoutedBatch>>>,
     queued: AtomicUsize,
+    /// Notified when `queued` falls back to [`CONGESTED_AT`].
+    relieved: tokio::sync::Notify,
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
 }
@@ -42,13 +44,19 @@ impl Peers for NetPeers {
         self.messages
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
         self.queued.fetch_add(1, Ordering::SeqCst);
-        if queue.send((segment, epoch, messages)).is_err() {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
+        if queue.send((segment, epoch, messages)).is_err()
+            && self.queued.fetch_sub(1, Ordering::SeqCst) == CONGESTED_AT + 1
+        {
+            self.relieved.notify_waiters();
         }
     }
 
     fn congested(&self) -> bool {
         self.queued.load(Ordering::SeqCst) > CONGESTED_AT
+    }
+
+    fn relieved(&self) -> &tokio::sync::Notify {
+        &self.relieved
     }
 }
 
@@ -151,6 +159,7 @@ impl AppRun {
         let peers = Arc::new(NetPeers {
             queues,
             queued: AtomicUsize::new(0),
+            relieved: tokio::sync::Notify::new(),
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         });
@@ -367,7 +376,9 @@ async fn feed_peer(
                 .collect(),
         };
         let sent = tx.send(&batch).await;
-        peers.queued.fetch_sub(1, Ordering::SeqCst);
+        if peers.queued.fetch_sub(1, Ordering::SeqCst) == CONGESTED_AT + 1 {
+            peers.relieved.notify_waiters();
+        }
         if let Err(e) = sent {
             tracing::error!(
                 "the data stream to {addr} broke ({e:#}); the cluster rolls back to its last \

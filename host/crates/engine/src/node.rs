@@ -88,6 +88,9 @@ pub trait Peers: Send + Sync {
     fn send(&self, node: usize, segment: u32, epoch: u64, messages: Vec<Message>);
     /// Too much is queued for the network: sources wait until it drains.
     fn congested(&self) -> bool;
+    /// Notified (all waiters) when the network is no longer congested, and when the node
+    /// stops.
+    fn relieved(&self) -> &tokio::sync::Notify;
 }
 
 /// This node's place in a cluster: which node owns each key group.
@@ -275,6 +278,14 @@ impl Shared {
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.progressed();
+    }
+
+    /// Sources get no more credits, and a source waiting for the network is let go.
+    fn stop_taking_input(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(peers) = &self.peers {
+            peers.relieved().notify_waiters();
+        }
     }
 
     /// Wakes whoever waits for progress (alignment, drain).
@@ -729,7 +740,7 @@ impl Node {
     /// is left undone and nothing is checkpointed. A cluster rolling back to its last committed
     /// checkpoint stops its nodes so; what was left undone is replayed from the log.
     pub async fn abort(self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stop_taking_input();
         self.shared.aborting.store(true, Ordering::SeqCst);
         for credits in &self.shared.credits {
             credits.close();
@@ -799,7 +810,7 @@ impl Node {
     /// after every source has stopped; sinks see their queues close once the workers exit.
     /// Returns the node's final totals.
     pub async fn shutdown(self) -> NodeTotals {
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stop_taking_input();
         for credits in &self.shared.credits {
             credits.close();
         }
@@ -988,11 +999,20 @@ impl SourceHandle {
             return Err(NotAccepted::LogFailed);
         }
         // The network to other nodes is behind: wait rather than queue more for it.
-        while self.shared.peers.as_ref().is_some_and(|p| p.congested()) {
-            if self.shared.stopping.load(Ordering::SeqCst) {
-                return Err(NotAccepted::Stopping);
+        if let Some(peers) = &self.shared.peers {
+            loop {
+                let relieved = peers.relieved().notified();
+                tokio::pin!(relieved);
+                // Registered before the test, so a relief between the two is not missed.
+                relieved.as_mut().enable();
+                if self.shared.stopping.load(Ordering::SeqCst) {
+                    return Err(NotAccepted::Stopping);
+                }
+                if !peers.congested() {
+                    break;
+                }
+                relieved.await;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let credit = self.shared.credits[self.worker]
             .clone()
