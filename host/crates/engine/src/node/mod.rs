@@ -1,4 +1,13 @@
-//! A node: the application's spec, its worker threads, and the handles sources and sinks use.
+//! A node: its configuration, its start (recovering from the log, spawning the workers, building
+//! the routing table and the checkpointing), its stop (drain or abort), and the handles to a
+//! running node's checkpoints and metrics. The workers' shared inbox state is in [`inbox`],
+//! the routing table in [`routing`], the handles sources and sinks use in [`sources`] and
+//! [`sinks`].
+
+mod inbox;
+mod routing;
+mod sinks;
+mod sources;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -7,10 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use wallaroo_component::{AppSpec, GuestError, Message, Runtime, SourceConfig};
 use wallaroo_types::KeyGroups;
-use wallaroo_wal::{KeyState, Lsn, StateSteps, Wal, WalOptions};
+use wallaroo_wal::{Wal, WalOptions};
 
 use crate::DeadLetters;
 use crate::checkpoint::Member;
@@ -23,27 +32,11 @@ use crate::worker::Worker;
 use wallaroo_protocol::participant::{Event as MemberEvent, Reply as MemberReply, Resume};
 use wallaroo_protocol::quiescence::Alignment;
 
-/// Encoded output for one sink, in order.
-#[derive(Debug, Default)]
-pub struct SinkBatch {
-    /// The checkpoint epoch this output belongs to, when it is released only after that
-    /// checkpoint commits (exactly-once); 0 otherwise.
-    pub epoch: u64,
-    pub frames: Vec<Vec<u8>>,
-}
-
-/// One sink's queue, and where the sink reports how far it has written.
-pub struct SinkQueue {
-    pub batches: flume::Receiver<SinkBatch>,
-    written: Arc<AtomicU64>,
-}
-
-impl SinkQueue {
-    /// The sink has written out (and flushed) everything of `epoch` and before.
-    pub fn written(&self, epoch: u64) {
-        self.written.fetch_max(epoch, Ordering::SeqCst);
-    }
-}
+pub(crate) use inbox::{Part, Shared, Work};
+pub(crate) use routing::Owner;
+pub use routing::{Peers, Placement, RemoteInput};
+pub use sinks::{SinkBatch, SinkQueue};
+pub use sources::{NotAccepted, SourceHandle, SourceHandles};
 
 /// What a crash may cost. Named on the command line and in a deployment's manifest as
 /// `none`, `at-least-once`, `exactly-once`.
@@ -78,49 +71,6 @@ impl std::fmt::Display for Resilience {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// Where routed messages for key groups owned by other nodes go (a cluster's transport).
-pub trait Peers: Send + Sync {
-    /// Hands a batch of routed messages for node `node` to the network, with the epoch of the
-    /// worker that made it (see [`RemoteInput::deliver`]). Must not block: a worker calls it,
-    /// and a worker blocked on the network could deadlock the cluster.
-    fn send(&self, node: usize, segment: u32, epoch: u64, messages: Vec<Message>);
-    /// Too much is queued for the network: sources wait until it drains.
-    fn congested(&self) -> bool;
-    /// Notified (all waiters) when the network is no longer congested, and when the node
-    /// stops.
-    fn relieved(&self) -> &tokio::sync::Notify;
-}
-
-/// This node's place in a cluster: which node owns each key group.
-#[derive(Clone)]
-pub struct Placement {
-    /// This node's index in the cluster.
-    pub node: usize,
-    /// The node owning each key group.
-    pub table: Arc<Vec<u16>>,
-    pub peers: Arc<dyn Peers>,
-    /// Roll back to this checkpoint, the last the whole cluster committed, even if this node's
-    /// log has a later one.
-    pub recover_to: u64,
-}
-
-impl std::fmt::Debug for Placement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Placement")
-            .field("node", &self.node)
-            .field("key_groups", &self.table.len())
-            .field("recover_to", &self.recover_to)
-            .finish()
-    }
-}
-
-/// Who processes a key group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Owner {
-    Worker(usize),
-    Node(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -168,186 +118,6 @@ impl NodeConfig {
             placement: None,
             discard_corrupt_log: false,
         }
-    }
-}
-
-/// Why a source's batch was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum NotAccepted {
-    #[error("the node is stopping")]
-    Stopping,
-    /// The write-ahead log cannot store input (a full disk): the source must stop reading
-    /// rather than accept what it cannot keep.
-    #[error("the node's write-ahead log cannot store input")]
-    LogFailed,
-}
-
-pub(crate) enum Work {
-    Batch {
-        segment: u32,
-        messages: Vec<Message>,
-        /// Held until the batch is processed: how sources (and peers) feel backpressure.
-        credit: Option<Arc<OwnedSemaphorePermit>>,
-        /// Source input (logged, and cut by barriers), rather than a routed batch.
-        from_source: bool,
-        /// For a routed batch, how many snapshots the worker that made it had taken. A worker
-        /// that has taken fewer takes its own snapshot first: the batch comes from input after
-        /// the cut.
-        epoch: u64,
-    },
-    /// A checkpoint's barrier: source input after it belongs to the next epoch.
-    Barrier,
-    /// Every worker is at the barrier and nothing routed is in flight: hand over the state
-    /// changed since the last checkpoint (every key's, if `full`) and the output held.
-    Snapshot {
-        full: bool,
-        reply: flume::Sender<Part>,
-    },
-    Stop,
-}
-
-/// One worker's share of a checkpoint.
-pub(crate) struct Part {
-    pub(crate) worker: usize,
-    /// The steps `entries` refer to.
-    pub(crate) steps: StateSteps,
-    pub(crate) entries: Vec<KeyState>,
-    /// Per sink, the output held since the last checkpoint (exactly-once).
-    pub(crate) held: Vec<Vec<Vec<u8>>>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) inboxes: Vec<flume::Sender<Work>>,
-    credits: Vec<Arc<Semaphore>>,
-    /// Work items sent and not yet processed; zero with all sources stopped means drained.
-    in_flight: AtomicUsize,
-    /// Routed batches sent and not yet processed.
-    pub(crate) routed_in_flight: AtomicUsize,
-    /// Workers waiting at the current checkpoint's barrier.
-    pub(crate) aligned: AtomicUsize,
-    /// A worker holds more output than it should: take the next checkpoint now.
-    pub(crate) checkpoint_wanted: AtomicBool,
-    stopping: AtomicBool,
-    /// Stop now, leaving queued work undone (a cluster rolling back to a checkpoint).
-    pub(crate) aborting: AtomicBool,
-    /// Why the node cannot go on (a worker that cannot make a guest instance), once it cannot:
-    /// see [`Node::failed`].
-    failure: tokio::sync::watch::Sender<Option<String>>,
-    next_worker: AtomicUsize,
-    /// Routed batches handed to other nodes, and received from them.
-    pub(crate) sent: AtomicU64,
-    pub(crate) received: AtomicU64,
-    pub(crate) peers: Option<Arc<dyn Peers>>,
-    pub(crate) counters: NodeCounters,
-    pub(crate) metrics: Metrics,
-    pub(crate) dead_letters: DeadLetters,
-    pub(crate) log: Option<Arc<Log>>,
-    pub(crate) resilience: Resilience,
-    /// Signalled (coalesced) when work is done or a worker reaches a barrier: what alignment
-    /// and drain wait on.
-    progress: (flume::Sender<()>, flume::Receiver<()>),
-    /// Signalled when a worker asks for a checkpoint now.
-    nudge: (flume::Sender<()>, flume::Receiver<()>),
-}
-
-impl Shared {
-    pub(crate) fn enqueue(&self, worker: usize, work: Work) {
-        let (routed, n) = match &work {
-            Work::Batch {
-                from_source,
-                messages,
-                ..
-            } => (!from_source, messages.len()),
-            _ => (false, 0),
-        };
-        self.counters.backlog.inc_by(n as i64);
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if routed {
-            self.routed_in_flight.fetch_add(1, Ordering::SeqCst);
-        }
-        if self.inboxes[worker].send(work).is_err() {
-            // Only after shutdown, when every source has stopped and nothing is in flight.
-            self.done(!routed, n);
-        }
-    }
-
-    pub(crate) fn done(&self, from_source: bool, messages: usize) {
-        self.counters.backlog.dec_by(messages as i64);
-        if !from_source {
-            self.routed_in_flight.fetch_sub(1, Ordering::SeqCst);
-        }
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.progressed();
-    }
-
-    /// Sources get no more credits, and a source waiting for the network is let go.
-    fn stop_taking_input(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        if let Some(peers) = &self.peers {
-            peers.relieved().notify_waiters();
-        }
-    }
-
-    /// Wakes whoever waits for progress (alignment, drain).
-    pub(crate) fn progressed(&self) {
-        let _ = self.progress.0.try_send(());
-    }
-
-    /// Waits until some work is done or a worker reaches a barrier, or `timeout` passed.
-    pub(crate) fn wait_progress(&self, timeout: Duration) {
-        let _ = self.progress.1.recv_timeout(timeout);
-    }
-
-    /// A worker holds too much output: asks the coordinator for a checkpoint now.
-    pub(crate) fn want_checkpoint(&self) {
-        self.checkpoint_wanted.store(true, Ordering::SeqCst);
-        let _ = self.nudge.0.try_send(());
-    }
-
-    pub(crate) fn in_flight(&self) -> usize {
-        // A failed log commits nothing more, so output held back (and the source input a
-        // worker holding too much output keeps waiting) can never go; a failed node's workers
-        // take no more work: nothing to wait for.
-        if self.log.as_ref().is_some_and(|l| l.failed()) || self.has_failed() {
-            return 0;
-        }
-        self.in_flight.load(Ordering::SeqCst)
-    }
-
-    /// Waits until nothing is queued (see [`Shared::in_flight`]) or `deadline`.
-    pub(crate) fn wait_idle(&self, deadline: Instant) {
-        loop {
-            let now = Instant::now();
-            if self.in_flight() == 0 || now >= deadline {
-                return;
-            }
-            self.wait_progress(deadline - now);
-        }
-    }
-
-    /// The node cannot go on (`why`): its sources stop accepting, and its owner, waiting on
-    /// [`Node::failed`], stops it. The first failure is the one kept.
-    pub(crate) fn fail(&self, why: String) {
-        self.failure.send_if_modified(|failure| {
-            let first = failure.is_none();
-            if first {
-                *failure = Some(why);
-            }
-            first
-        });
-        self.stopping.store(true, Ordering::SeqCst);
-        for credits in &self.credits {
-            credits.close();
-        }
-    }
-
-    pub(crate) fn has_failed(&self) -> bool {
-        self.failure.borrow().is_some()
-    }
-
-    /// Barriers and snapshot requests: not work a drain waits for.
-    pub(crate) fn control(&self, worker: usize, work: Work) {
-        let _ = self.inboxes[worker].send(work);
     }
 }
 
@@ -585,16 +355,11 @@ impl Node {
             progress: flume::bounded(1),
             nudge: flume::bounded(1),
         });
-        let owners: Arc<Vec<Owner>> = Arc::new(
-            (0..config.key_groups.count() as usize)
-                .map(|g| match &config.placement {
-                    Some(p) if p.table.get(g).is_some_and(|&n| n as usize != p.node) => {
-                        Owner::Node(p.table[g] as usize)
-                    }
-                    _ => Owner::Worker(g % config.workers),
-                })
-                .collect(),
-        );
+        let owners: Arc<Vec<Owner>> = Arc::new(routing::owners(
+            config.key_groups,
+            config.workers,
+            config.placement.as_ref(),
+        ));
         let mut recovered = Recovered {
             checkpoint: recovery.checkpoint,
             keys: recovery.state.len(),
@@ -896,205 +661,6 @@ impl MetricsHandle {
             self.0.sent.load(Ordering::SeqCst),
             self.0.received.load(Ordering::SeqCst),
         )
-    }
-}
-
-/// Takes batches other nodes routed to key groups this node owns.
-#[derive(Clone)]
-pub struct RemoteInput {
-    shared: Arc<Shared>,
-    key_groups: KeyGroups,
-    /// The owner of each key group, as the workers route.
-    owners: Arc<Vec<Owner>>,
-}
-
-impl RemoteInput {
-    /// Queues a batch to the workers owning its keys. `epoch` is the sending worker's (from
-    /// [`Peers::send`]). `credit` is held until every part of the batch has been processed: how
-    /// a peer feels this node's backpressure.
-    pub fn deliver(
-        &self,
-        segment: u32,
-        epoch: u64,
-        messages: Vec<Message>,
-        credit: Option<OwnedSemaphorePermit>,
-    ) {
-        let credit = credit.map(Arc::new);
-        let workers = self.shared.inboxes.len();
-        let mut per_worker: Vec<Vec<Message>> = vec![Vec::new(); workers];
-        for m in messages {
-            let group = self.key_groups.of(&m.key).0 as usize;
-            let worker = match self.owners[group] {
-                Owner::Worker(w) => w,
-                // Another node's group (a peer with another table): processed here, on the
-                // worker that would own it.
-                Owner::Node(_) => group % workers,
-            };
-            per_worker[worker].push(m);
-        }
-        for (worker, messages) in per_worker.into_iter().enumerate() {
-            if messages.is_empty() {
-                continue;
-            }
-            self.shared.enqueue(
-                worker,
-                Work::Batch {
-                    segment,
-                    messages,
-                    credit: credit.clone(),
-                    from_source: false,
-                    epoch,
-                },
-            );
-        }
-        self.shared.received.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Makes a [`SourceHandle`] per connection (or generator) of one source.
-#[derive(Clone)]
-pub struct SourceHandles {
-    shared: Arc<Shared>,
-    source: u32,
-    segment: u32,
-}
-
-impl SourceHandles {
-    /// A handle feeding one worker, chosen round robin. A connection keeps its handle, so the
-    /// order of its messages is kept.
-    pub fn next(&self) -> SourceHandle {
-        let workers = self.shared.inboxes.len();
-        SourceHandle {
-            shared: self.shared.clone(),
-            source: self.source,
-            segment: self.segment,
-            worker: self.shared.next_worker.fetch_add(1, Ordering::Relaxed) % workers,
-        }
-    }
-}
-
-/// Feeds one worker with batches of one source's frames.
-#[derive(Clone)]
-pub struct SourceHandle {
-    shared: Arc<Shared>,
-    source: u32,
-    segment: u32,
-    worker: usize,
-}
-
-impl SourceHandle {
-    /// Hands a batch of frame payloads to the worker, waiting for a credit first. With a log,
-    /// the batch is logged first and its LSN returned: it is durable once
-    /// [`SourceHandle::durable`] reaches it. `stream` is an acknowledged client stream's id and
-    /// the position of the batch's first frame in it.
-    pub async fn send(
-        &self,
-        frames: Vec<Vec<u8>>,
-        stream: Option<(u64, u64)>,
-    ) -> Result<Option<Lsn>, NotAccepted> {
-        if self.shared.stopping.load(Ordering::SeqCst) {
-            return Err(NotAccepted::Stopping);
-        }
-        if self.shared.log.as_ref().is_some_and(|l| l.failed()) {
-            return Err(NotAccepted::LogFailed);
-        }
-        // The network to other nodes is behind: wait rather than queue more for it.
-        if let Some(peers) = &self.shared.peers {
-            loop {
-                let relieved = peers.relieved().notified();
-                tokio::pin!(relieved);
-                // Registered before the test, so a relief between the two is not missed.
-                relieved.as_mut().enable();
-                if self.shared.stopping.load(Ordering::SeqCst) {
-                    return Err(NotAccepted::Stopping);
-                }
-                if !peers.congested() {
-                    break;
-                }
-                relieved.await;
-            }
-        }
-        let credit = self.shared.credits[self.worker]
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| NotAccepted::Stopping)?;
-        let n = frames.len() as u64;
-        let enqueue = |frames: Vec<Vec<u8>>, credit| {
-            let messages = frames
-                .into_iter()
-                .map(|payload| Message {
-                    key: Vec::new(),
-                    payload,
-                })
-                .collect();
-            self.shared.enqueue(
-                self.worker,
-                Work::Batch {
-                    segment: self.segment,
-                    messages,
-                    credit: Some(Arc::new(credit)),
-                    from_source: true,
-                    epoch: 0,
-                },
-            );
-        };
-        let lsn = match &self.shared.log {
-            None => {
-                enqueue(frames, credit);
-                None
-            }
-            Some(log) => {
-                let lsn = log.append_input(self.source, stream, frames, |frames| {
-                    enqueue(frames, credit)
-                });
-                Some(lsn.ok_or(NotAccepted::LogFailed)?)
-            }
-        };
-        self.shared.counters.received.inc_by(n);
-        Ok(lsn)
-    }
-
-    /// Passes the frame at `stream`'s position (an acknowledged stream's id and the frame's
-    /// position) without handing it on: it was dead-lettered at the source. With a log, the
-    /// new position is logged and its LSN returned, so a restart resumes after the frame.
-    pub fn skip(&self, stream: (u64, u64)) -> Result<Option<Lsn>, NotAccepted> {
-        if self.shared.stopping.load(Ordering::SeqCst) {
-            return Err(NotAccepted::Stopping);
-        }
-        let Some(log) = &self.shared.log else {
-            return Ok(None);
-        };
-        if log.failed() {
-            return Err(NotAccepted::LogFailed);
-        }
-        let (id, seq) = stream;
-        // A batch of no frames whose first would stand after the skipped one.
-        log.append_input(self.source, Some((id, seq + 1)), Vec::new(), |_| {})
-            .map(Some)
-            .ok_or(NotAccepted::LogFailed)
-    }
-
-    /// The log's durable position; None without a log.
-    pub fn durable(&self) -> Option<tokio::sync::watch::Receiver<Lsn>> {
-        self.shared.log.as_ref().map(|l| l.durable())
-    }
-
-    /// Where an acknowledged stream resumes: the position of the first frame this node has not
-    /// logged. None without a log (nothing is remembered across a restart).
-    pub fn stream_position(&self, stream: u64) -> Option<u64> {
-        self.shared
-            .log
-            .as_ref()
-            .map(|l| l.stream_position(self.source, stream))
-    }
-
-    pub fn dead_letters(&self) -> &DeadLetters {
-        &self.shared.dead_letters
-    }
-
-    pub fn counters(&self) -> &NodeCounters {
-        &self.shared.counters
     }
 }
 

@@ -1,0 +1,186 @@
+//! The workers' inboxes and the state every part of a node shares: the work items a worker
+//! takes ([`Work`]) and hands back at a checkpoint ([`Part`]), and [`Shared`], which owns the
+//! inboxes, the source credits, the in-flight counts that alignment and drain read, the
+//! progress and checkpoint-nudge signals, and the node's failure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wallaroo_component::Message;
+use wallaroo_wal::{KeyState, StateSteps};
+
+use super::{Peers, Resilience};
+use crate::DeadLetters;
+use crate::log::Log;
+use crate::metrics::{Metrics, NodeCounters};
+
+pub(crate) enum Work {
+    Batch {
+        segment: u32,
+        messages: Vec<Message>,
+        /// Held until the batch is processed: how sources (and peers) feel backpressure.
+        credit: Option<Arc<OwnedSemaphorePermit>>,
+        /// Source input (logged, and cut by barriers), rather than a routed batch.
+        from_source: bool,
+        /// For a routed batch, how many snapshots the worker that made it had taken. A worker
+        /// that has taken fewer takes its own snapshot first: the batch comes from input after
+        /// the cut.
+        epoch: u64,
+    },
+    /// A checkpoint's barrier: source input after it belongs to the next epoch.
+    Barrier,
+    /// Every worker is at the barrier and nothing routed is in flight: hand over the state
+    /// changed since the last checkpoint (every key's, if `full`) and the output held.
+    Snapshot {
+        full: bool,
+        reply: flume::Sender<Part>,
+    },
+    Stop,
+}
+
+/// One worker's share of a checkpoint.
+pub(crate) struct Part {
+    pub(crate) worker: usize,
+    /// The steps `entries` refer to.
+    pub(crate) steps: StateSteps,
+    pub(crate) entries: Vec<KeyState>,
+    /// Per sink, the output held since the last checkpoint (exactly-once).
+    pub(crate) held: Vec<Vec<Vec<u8>>>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) inboxes: Vec<flume::Sender<Work>>,
+    pub(super) credits: Vec<Arc<Semaphore>>,
+    /// Work items sent and not yet processed; zero with all sources stopped means drained.
+    pub(super) in_flight: AtomicUsize,
+    /// Routed batches sent and not yet processed.
+    pub(crate) routed_in_flight: AtomicUsize,
+    /// Workers waiting at the current checkpoint's barrier.
+    pub(crate) aligned: AtomicUsize,
+    /// A worker holds more output than it should: take the next checkpoint now.
+    pub(crate) checkpoint_wanted: AtomicBool,
+    pub(super) stopping: AtomicBool,
+    /// Stop now, leaving queued work undone (a cluster rolling back to a checkpoint).
+    pub(crate) aborting: AtomicBool,
+    /// Why the node cannot go on (a worker that cannot make a guest instance), once it cannot:
+    /// see [`Node::failed`](super::Node::failed).
+    pub(super) failure: tokio::sync::watch::Sender<Option<String>>,
+    pub(super) next_worker: AtomicUsize,
+    /// Routed batches handed to other nodes, and received from them.
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) peers: Option<Arc<dyn Peers>>,
+    pub(crate) counters: NodeCounters,
+    pub(crate) metrics: Metrics,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) log: Option<Arc<Log>>,
+    pub(crate) resilience: Resilience,
+    /// Signalled (coalesced) when work is done or a worker reaches a barrier: what alignment
+    /// and drain wait on.
+    pub(super) progress: (flume::Sender<()>, flume::Receiver<()>),
+    /// Signalled when a worker asks for a checkpoint now.
+    pub(super) nudge: (flume::Sender<()>, flume::Receiver<()>),
+}
+
+impl Shared {
+    pub(crate) fn enqueue(&self, worker: usize, work: Work) {
+        let (routed, n) = match &work {
+            Work::Batch {
+                from_source,
+                messages,
+                ..
+            } => (!from_source, messages.len()),
+            _ => (false, 0),
+        };
+        self.counters.backlog.inc_by(n as i64);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if routed {
+            self.routed_in_flight.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.inboxes[worker].send(work).is_err() {
+            // Only after shutdown, when every source has stopped and nothing is in flight.
+            self.done(!routed, n);
+        }
+    }
+
+    pub(crate) fn done(&self, from_source: bool, messages: usize) {
+        self.counters.backlog.dec_by(messages as i64);
+        if !from_source {
+            self.routed_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.progressed();
+    }
+
+    /// Sources get no more credits, and a source waiting for the network is let go.
+    pub(super) fn stop_taking_input(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(peers) = &self.peers {
+            peers.relieved().notify_waiters();
+        }
+    }
+
+    /// Wakes whoever waits for progress (alignment, drain).
+    pub(crate) fn progressed(&self) {
+        let _ = self.progress.0.try_send(());
+    }
+
+    /// Waits until some work is done or a worker reaches a barrier, or `timeout` passed.
+    pub(crate) fn wait_progress(&self, timeout: Duration) {
+        let _ = self.progress.1.recv_timeout(timeout);
+    }
+
+    /// A worker holds too much output: asks the coordinator for a checkpoint now.
+    pub(crate) fn want_checkpoint(&self) {
+        self.checkpoint_wanted.store(true, Ordering::SeqCst);
+        let _ = self.nudge.0.try_send(());
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        // A failed log commits nothing more, so output held back (and the source input a
+        // worker holding too much output keeps waiting) can never go; a failed node's workers
+        // take no more work: nothing to wait for.
+        if self.log.as_ref().is_some_and(|l| l.failed()) || self.has_failed() {
+            return 0;
+        }
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until nothing is queued (see [`Shared::in_flight`]) or `deadline`.
+    pub(crate) fn wait_idle(&self, deadline: Instant) {
+        loop {
+            let now = Instant::now();
+            if self.in_flight() == 0 || now >= deadline {
+                return;
+            }
+            self.wait_progress(deadline - now);
+        }
+    }
+
+    /// The node cannot go on (`why`): its sources stop accepting, and its owner, waiting on
+    /// [`Node::failed`](super::Node::failed), stops it. The first failure is the one kept.
+    pub(crate) fn fail(&self, why: String) {
+        self.failure.send_if_modified(|failure| {
+            let first = failure.is_none();
+            if first {
+                *failure = Some(why);
+            }
+            first
+        });
+        self.stopping.store(true, Ordering::SeqCst);
+        for credits in &self.credits {
+            credits.close();
+        }
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failure.borrow().is_some()
+    }
+
+    /// Barriers and snapshot requests: not work a drain waits for.
+    pub(crate) fn control(&self, worker: usize, work: Work) {
+        let _ = self.inboxes[worker].send(work);
+    }
+}
