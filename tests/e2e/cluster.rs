@@ -148,14 +148,21 @@ impl Cluster {
             .unwrap()
     }
 
-    fn deploy(&self, wasm: &Path, receiver: &str, extra: &[&str]) -> Vec<String> {
+    /// `wallaroo deploy` of `wasm` as every test deploys (one worker a node, the source and
+    /// the receiver as the application's arguments).
+    fn deploy_command(&self, wasm: &Path, receiver: &str, extra: &[&str]) -> std::process::Output {
         let mut args = vec!["deploy", "--workers", "1"];
         args.extend(extra);
         let wasm = wasm.to_string_lossy().into_owned();
         args.push(&wasm);
         let in_arg = format!("127.0.0.1:{APP_SOURCE_PORT}");
         args.extend(["--in", &in_arg, "--out", receiver]);
-        let out = self.command(&args);
+        self.command(&args)
+    }
+
+    /// [`Cluster::deploy_command`], which must succeed: its stdout.
+    fn deploy_output(&self, wasm: &Path, receiver: &str, extra: &[&str]) -> String {
+        let out = self.deploy_command(wasm, receiver, extra);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -163,6 +170,11 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr),
             self.logs()
         );
+        stdout
+    }
+
+    fn deploy(&self, wasm: &Path, receiver: &str, extra: &[&str]) -> Vec<String> {
+        let stdout = self.deploy_output(wasm, receiver, extra);
         // "source node 0: Split and Count 10.200.1.2:1024"
         let mut sources = vec![String::new(); self.addrs.len()];
         for line in stdout.lines().filter(|l| l.starts_with("source node ")) {
@@ -238,14 +250,17 @@ fn word_count_on_three_nodes_counts_exactly_as_one_node() {
     assert!(report.contains("bytes on the wire"), "{report}");
     eprintln!("{report}");
 
-    // A second deploy over the running application is refused, naming it.
+    // A deploy over the running application with other options is refused, naming them;
+    // the same deploy again changes nothing and says so.
     let out = cluster.command(&["deploy", &wasm.to_string_lossy()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("already runs application 'Word Count Application'"),
+        err.contains("these options differ from the running ones: --workers"),
         "{err}"
     );
+    let again = cluster.deploy_output(&wasm, &receiver.addr, &[]);
+    assert!(again.contains("nothing to change"), "{again}");
 
     let stop = cluster.command(&["stop"]);
     let said = String::from_utf8_lossy(&stop.stdout);
@@ -317,6 +332,16 @@ fn a_stop_asked_while_a_node_is_down_waits_for_it_and_loses_nothing() {
     kill_and_restart(2, Kill::BeforeStop);
 }
 
+/// The options of an exactly-once deployment with tagged output.
+const EXACTLY_ONCE: &[&str] = &[
+    "--resilience",
+    "exactly-once",
+    "--sink-framing",
+    "tagged",
+    "--checkpoint-interval",
+    "200",
+];
+
 /// Exactly-once word count deployed on a cluster, with two acknowledged senders' input (of
 /// `lines` lines each) for the sources of nodes 1 and 2.
 struct Workload {
@@ -339,18 +364,7 @@ impl Workload {
         }
         let words = totals.values().sum();
         let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
-        let sources = cluster.deploy(
-            &wasm,
-            &receiver.addr,
-            &[
-                "--resilience",
-                "exactly-once",
-                "--sink-framing",
-                "tagged",
-                "--checkpoint-interval",
-                "200",
-            ],
-        );
+        let sources = cluster.deploy(&wasm, &receiver.addr, EXACTLY_ONCE);
         Workload {
             a,
             b,
@@ -690,4 +704,112 @@ fn a_lost_node_is_named_and_status_says_what_the_cluster_waits_for() {
     assert_eq!(last.len(), 2, "{report}");
     assert!(last.iter().all(|&n| n >= from), "{report}");
     eprintln!("{report}");
+}
+
+/// The word count example with a stateless step before its key_by and another output format
+/// (`WORD := COUNT`), and one whose stateful step has another name.
+const WORD_COUNT_SWAP: &str = "tests/apps/word_count_swap/word_count.py";
+const WORD_COUNT_RENAMED: &str = "tests/apps/word_count_renamed/word_count.py";
+
+/// `wallaroo send --ack` of `input` to `source`, spread over about `secs` seconds.
+fn slow_ack_sender(source: &str, input: &Path, stream_id: &str, lines: usize, secs: u64) -> Proc {
+    let writes = lines.div_ceil(100).max(1) as u64;
+    let interval = (secs * 1_000_000_000 / writes).to_string();
+    let mut cmd = Command::new(wallaroo());
+    cmd.args(["send", "--host", source, "--file"])
+        .arg(input)
+        .args(["--ack", "--stream-id", stream_id, "--batch-size", "100"])
+        .args(["--interval", &interval]);
+    Proc::spawn(&format!("send {stream_id}"), cmd)
+}
+
+/// Every word's counts in `text` (lines `WORD => N` of the first version, `WORD := N` of the
+/// second) run 1, 2, 3... with no gap or repeat across the swap, and switch format once, from
+/// the first to the second. Returns the last count per word.
+fn counts_across_a_swap(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut last: std::collections::BTreeMap<String, (u64, bool)> = Default::default();
+    for line in text.lines() {
+        let (word, n, swapped) = match line.rsplit_once(" := ") {
+            Some((w, n)) => (w, n, true),
+            None => {
+                let (w, n) = line
+                    .rsplit_once(" => ")
+                    .unwrap_or_else(|| panic!("not a word count line: {line:?}"));
+                (w, n, false)
+            }
+        };
+        let n: u64 = n
+            .parse()
+            .unwrap_or_else(|_| panic!("bad count in {line:?}"));
+        let (prev, was_swapped) = last.get(word).copied().unwrap_or((0, false));
+        assert_eq!(n, prev + 1, "count for {word:?} went from {prev} to {n}");
+        assert!(
+            swapped || !was_swapped,
+            "{word:?} went back to the old output format at {n}"
+        );
+        last.insert(word.to_string(), (n, swapped));
+    }
+    for (word, (_, swapped)) in &last {
+        assert!(swapped, "{word:?} never switched to the new output format");
+    }
+    last.into_iter().map(|(w, (n, _))| (w, n)).collect()
+}
+
+/// A hot swap on three nodes while acknowledged senders stream into two of them: the new
+/// version changes the output format and inserts a stateless step before the key_by. Every
+/// word's counts run on with nothing lost or repeated, and switch format once. A version that
+/// renames the stateful step is refused, naming it, and the running version goes on.
+#[test]
+fn a_hot_swap_keeps_every_count_exactly_once_and_switches_the_format_once() {
+    let cluster = Cluster::new(3);
+    let mut rng = seeded("hot swap");
+    let w = Workload::deploy(&cluster, 4000, &mut rng);
+    let v2 = build_app(WORD_COUNT_SWAP);
+    let renamed = build_app(WORD_COUNT_RENAMED);
+    let mut senders = [
+        slow_ack_sender(&w.sources[1], &w.a, "1", 4000, 20),
+        slow_ack_sender(&w.sources[2], &w.b, "2", 4000, 20),
+    ];
+    w.receiver.wait_lines(2000, Duration::from_secs(120));
+
+    let swapped = cluster.deploy_output(&v2, &w.receiver.addr, EXACTLY_ONCE);
+    assert!(swapped.contains("swapped to component"), "{swapped}");
+    eprintln!("{swapped}");
+    let status = cluster.command(&["status"]);
+    let report = String::from_utf8_lossy(&status.stdout).into_owned();
+    let prefix: String = {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(std::fs::read(&v2).unwrap());
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    };
+    assert_eq!(
+        report.matches(&format!("component {prefix}")).count(),
+        3,
+        "{report}"
+    );
+
+    let refused = cluster.deploy_command(&renamed, &w.receiver.addr, EXACTLY_ONCE);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(err.contains("no stateful step 'count word'"), "{err}");
+
+    // More input after the swap, so every word is counted by the new version too.
+    let c = cluster.dir.path().join("c.txt");
+    let mut totals = w.totals.clone();
+    for (word, n) in random_words(&c, 2000, 8, &mut rng) {
+        *totals.entry(word).or_insert(0) += n;
+    }
+    let mut after = [ack_sender(&w.sources[0], &c, "3")];
+    Workload::wait(&mut senders, &cluster);
+    Workload::wait(&mut after, &cluster);
+    let stop = cluster.command(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&stop.stderr),
+        cluster.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let text = w.receiver.text();
+    assert_eq!(counts_across_a_swap(&text), totals, "{}", cluster.logs());
 }

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::proto::Rejoin;
 use tokio::task::JoinSet;
-use wallaroo_component::{CompileCache, Runtime, Sandbox};
+use wallaroo_component::{AppSpec, CompileCache, Runtime, Sandbox, StepKind};
 use wallaroo_connectors::{Edge, EdgePlan, Edges, SinkFraming, SourceAddress};
 use wallaroo_engine::{Checkpoints, Message, MetricsHandle, Node, Peers, Placement, RemoteInput};
 
@@ -106,6 +106,9 @@ pub(crate) struct AppRun {
     pub(crate) source_addrs: Vec<String>,
     pub(crate) inbound: Inbound,
     pub(crate) workers: usize,
+    /// The running component's SHA-256, and its spec.
+    pub(crate) component: String,
+    spec: AppSpec,
 }
 
 impl AppRun {
@@ -115,6 +118,7 @@ impl AppRun {
     pub(crate) async fn start(
         ctx: &Arc<Context>,
         assignment: &Assignment,
+        component: &str,
         generation: u64,
         recover_to: u64,
         trouble: Arc<Trouble>,
@@ -122,27 +126,8 @@ impl AppRun {
         let m = &assignment.manifest;
         assignment.check()?;
         let me = assignment.index as usize;
-        let wasm_path = ctx.data.component(&m.component);
-        let limits = m.settings.limits();
         let workers = m.settings.workers_or(ctx.options.workers);
-        // Compiling a component takes seconds of CPU: off the async threads, which must keep
-        // answering the other nodes meanwhile.
-        let deployment = m.deployment.clone();
-        let cache =
-            CompileCache::at_or_default(ctx.options.cache_dir.as_deref()).on_compile(move || {
-                // Seconds with nothing else to show: say why (a cache hit says nothing).
-                tracing::info!(
-                    "compiling the component of deployment {deployment} (first run on this \
-                     node; cached afterwards)"
-                );
-            });
-        let (runtime, _) = tokio::task::spawn_blocking(move || {
-            let wasm = std::fs::read(&wasm_path)
-                .with_context(|| format!("cannot read {}", wasm_path.display()))?;
-            Runtime::new(&wasm, &cache, limits, Sandbox::default()).context("loading the component")
-        })
-        .await
-        .context("loading the component")??;
+        let runtime = load_runtime(ctx, m, component).await?;
 
         let mut queues = Vec::new();
         let mut receivers = Vec::new();
@@ -195,6 +180,7 @@ impl AppRun {
                 .await
                 .context("starting the engine")??;
         let spec = node.spec().clone();
+        let running_spec = spec.clone();
         if let Some(c) = &recovered.discarded {
             tracing::warn!("generation {generation}: {}", c.dropped());
         }
@@ -242,7 +228,53 @@ impl AppRun {
             source_addrs,
             inbound,
             workers,
+            component: component.to_string(),
+            spec: running_spec,
         })
+    }
+
+    /// Makes component `component` ready to take over: compiles it (into the cache, so its
+    /// start does not wait for that) and checks that its spec keeps every stateful step of
+    /// the running one, by name.
+    pub(crate) async fn ready(
+        &self,
+        ctx: &Arc<Context>,
+        assignment: &Assignment,
+        component: &str,
+    ) -> anyhow::Result<()> {
+        let m = &assignment.manifest;
+        let runtime = load_runtime(ctx, m, component).await?;
+        let args = m.args.clone();
+        let spec = tokio::task::spawn_blocking(move || {
+            let mut instance = runtime.instantiate()?;
+            instance
+                .describe(&args)
+                .map_err(|e| anyhow::anyhow!("application_setup failed: {e}"))
+        })
+        .await
+        .context("describing the new version")??;
+        let stateful = |s: &AppSpec| -> Vec<String> {
+            s.steps
+                .iter()
+                .filter(|step| step.kind == StepKind::Stateful)
+                .map(|step| step.name.clone())
+                .collect()
+        };
+        let now = stateful(&spec);
+        let dropped: Vec<String> = stateful(&self.spec)
+            .into_iter()
+            .filter(|name| !now.contains(name))
+            .map(|name| format!("'{name}'"))
+            .collect();
+        if !dropped.is_empty() {
+            anyhow::bail!(
+                "the new version has no stateful step {} of the running application '{}': its \
+                 state would be lost; keep the step's name in the new version",
+                dropped.join(", "),
+                self.app
+            );
+        }
+        Ok(())
     }
 
     pub(crate) fn checkpoints(&self) -> Option<Checkpoints> {
@@ -394,4 +426,32 @@ async fn feed_peer(
         last_bytes = now;
     }
     let _ = tx.finish().await;
+}
+
+/// Compiles (or takes from the cache) component `component` of deployment `m`, off the async
+/// threads, which must keep answering the other nodes meanwhile.
+async fn load_runtime(
+    ctx: &Context,
+    m: &crate::Manifest,
+    component: &str,
+) -> anyhow::Result<Runtime> {
+    let wasm_path = ctx.data.component(component);
+    let limits = m.settings.limits();
+    let deployment = m.deployment.clone();
+    let cache =
+        CompileCache::at_or_default(ctx.options.cache_dir.as_deref()).on_compile(move || {
+            // Seconds with nothing else to show: say why (a cache hit says nothing).
+            tracing::info!(
+                "compiling the component of deployment {deployment} (first run on this node; \
+             cached afterwards)"
+            );
+        });
+    let (runtime, _) = tokio::task::spawn_blocking(move || {
+        let wasm = std::fs::read(&wasm_path)
+            .with_context(|| format!("cannot read {}", wasm_path.display()))?;
+        Runtime::new(&wasm, &cache, limits, Sandbox::default()).context("loading the component")
+    })
+    .await
+    .context("loading the component")??;
+    Ok(runtime)
 }

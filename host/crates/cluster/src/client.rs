@@ -116,6 +116,10 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Msg::Changed { app, what } => {
+            println!("'{app}': {what}");
+            Ok(())
+        }
         other => anyhow::bail!("unexpected answer {}", other.name()),
     }
 }
@@ -134,8 +138,12 @@ pub async fn status(hosts: &Path, certs: &Path) -> anyhow::Result<()> {
                 continue;
             }
         };
+        let component = match s.component.get(..12) {
+            Some(prefix) => format!("  component {prefix}"),
+            None => String::new(),
+        };
         println!(
-            "node {i}  {}  {}  {}  generation {}",
+            "node {i}  {}  {}  {}  generation {}{component}",
             client.nodes[i], s.state, s.app, s.generation
         );
         if let Some(r) = &s.recovery {

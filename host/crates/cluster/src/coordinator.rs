@@ -31,6 +31,11 @@ pub(crate) enum Joined {
         stream: Box<Stream>,
     },
     Stop(oneshot::Sender<Msg>),
+    /// `wallaroo deploy` of component `component` onto the running application.
+    Swap {
+        component: String,
+        reply: oneshot::Sender<Msg>,
+    },
 }
 
 /// What the driver's own tasks hand in.
@@ -77,7 +82,7 @@ struct Driver {
     /// The stream of the join being handled, until the core accepts or refuses it.
     joining: Option<Box<Stream>>,
     inner_tx: mpsc::UnboundedSender<Inner>,
-    records: mpsc::UnboundedSender<core::Record>,
+    records: mpsc::UnboundedSender<ClusterRecord>,
     deployed: Option<oneshot::Sender<anyhow::Result<Msg>>>,
     stops: Vec<oneshot::Sender<Msg>>,
     app_name: String,
@@ -85,6 +90,10 @@ struct Driver {
     /// Stopped).
     sources: Vec<Vec<String>>,
     totals: Vec<Totals>,
+    /// The component the cluster's record names (the deployment's until a swap).
+    component: String,
+    /// A swap under way: its version, component, reply and start.
+    swap: Option<(u64, String, oneshot::Sender<Msg>, Instant)>,
 }
 
 impl Coordinator {
@@ -121,9 +130,14 @@ impl Coordinator {
         };
         let first_deploy = deployed.is_some();
         let start = tokio::time::Instant::now();
+        let component = record
+            .component
+            .clone()
+            .unwrap_or_else(|| manifest.component.clone());
         let record = core::Record {
             generation: record.generation,
             committed: record.committed,
+            version: record.version,
         };
         let (mut core, actions) =
             core::Coordinator::new(config, record, first_deploy, Duration::ZERO);
@@ -152,6 +166,8 @@ impl Coordinator {
             app_name: String::new(),
             sources: vec![Vec::new(); members],
             totals: vec![Totals::default(); members],
+            component,
+            swap: None,
         };
         if !first_deploy {
             driver.announce_restart(record.generation);
@@ -169,6 +185,7 @@ impl Coordinator {
                         driver.stops.push(reply);
                         Some(Event::Stop)
                     }
+                    Ok(Joined::Swap { component, reply }) => driver.swap_asked(component, reply),
                     // The node is stopping.
                     Err(_) => return,
                 },
@@ -193,14 +210,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 fn record_writer(
     ctx: Arc<Context>,
     done: mpsc::UnboundedSender<Inner>,
-) -> mpsc::UnboundedSender<core::Record> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<core::Record>();
+) -> mpsc::UnboundedSender<ClusterRecord> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ClusterRecord>();
     tokio::spawn(async move {
         while let Some(record) = rx.recv().await {
-            let record = ClusterRecord {
-                generation: record.generation,
-                committed: record.committed,
-            };
             let data = ctx.data.clone();
             let written = tokio::task::spawn_blocking(move || data.write_cluster_record(&record))
                 .await
@@ -261,11 +274,12 @@ impl Driver {
                 None
             }
             Action::Send { member, command } => {
+                let command = self.message(command);
                 let Some(tx) = self.links[member].as_mut().and_then(|l| l.tx.as_mut()) else {
                     let why = "not joined".to_string();
                     return Some(Event::Lost { member, why });
                 };
-                match tx.send(&message(command)).await {
+                match tx.send(&command).await {
                     Ok(()) => None,
                     Err(e) => {
                         self.links[member] = None;
@@ -281,7 +295,34 @@ impl Driver {
                 None
             }
             Action::Record(record) => {
-                let _ = self.records.send(record);
+                let component = self.component_of(record.version);
+                let _ = self.records.send(ClusterRecord {
+                    generation: record.generation,
+                    committed: record.committed,
+                    version: record.version,
+                    component: (component != self.manifest.component).then_some(component),
+                });
+                None
+            }
+            Action::Swapped(answer) => {
+                let (version, component, reply, started) = self.swap.take()?;
+                let answer = match answer {
+                    Ok(_) => {
+                        self.component = component.clone();
+                        let line = format!(
+                            "swapped to component {} (version {version}) in {} ms",
+                            &component[..component.len().min(12)],
+                            started.elapsed().as_millis()
+                        );
+                        tracing::info!("{line}");
+                        Msg::Changed {
+                            app: self.app_name.clone(),
+                            what: line,
+                        }
+                    }
+                    Err(why) => Msg::Refused(Refusal::new(RefusalKind::Failed, why)),
+                };
+                let _ = reply.send(answer);
                 None
             }
             Action::Running {
@@ -491,15 +532,58 @@ async fn read_answers(
     }
 }
 
-/// The wire message for a core command.
-fn message(command: Command) -> Msg {
+impl Driver {
+    /// A swap asked by `wallaroo deploy`: the core's event, or the answer at once.
+    fn swap_asked(&mut self, component: String, reply: oneshot::Sender<Msg>) -> Option<Event> {
+        if component == self.component && self.swap.is_none() {
+            let _ = reply.send(Msg::Changed {
+                app: self.app_name.clone(),
+                what: format!(
+                    "the cluster already runs component {}: nothing to change",
+                    &component[..component.len().min(12)]
+                ),
+            });
+            return None;
+        }
+        if self.swap.is_some() {
+            let why = "another change of the application is under way; try again once it is done";
+            let refusal = Refusal::new(RefusalKind::Recovering, why);
+            let _ = reply.send(Msg::Refused(refusal));
+            return None;
+        }
+        let version = self.core.record().version + 1;
+        self.swap = Some((version, component, reply, Instant::now()));
+        Some(Event::Swap { version })
+    }
+
+    /// The component of application version `version`.
+    fn component_of(&self, version: u64) -> String {
+        match &self.swap {
+            Some((v, component, ..)) if *v == version => component.clone(),
+            _ => self.component.clone(),
+        }
+    }
+
+    /// The wire message for a core command.
+    fn message(&self, command: Command) -> Msg {
+        message(command, |version| self.component_of(version))
+    }
+}
+
+/// The wire message for a core command; `component` names a version's component.
+fn message(command: Command, component: impl Fn(u64) -> String) -> Msg {
     match command {
         Command::Start {
             generation,
             recover_to,
+            version,
         } => Msg::Start {
             generation,
             recover_to,
+            component: component(version),
+        },
+        Command::Ready { version } => Msg::Ready {
+            component: component(version),
         },
         Command::Begin { checkpoint } => Msg::Begin { checkpoint },
         Command::Align => Msg::Align,

@@ -142,11 +142,17 @@ impl Assignment {
 }
 
 /// The coordinator's durable record of the cluster.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClusterRecord {
     pub generation: u64,
     /// The last checkpoint every node prepared and the coordinator committed.
     pub committed: u64,
+    /// How many swaps the application has had (0: it runs the deployed component).
+    #[serde(default)]
+    pub version: u64,
+    /// SHA-256 of the component the cluster runs, once a swap changed it.
+    #[serde(default)]
+    pub component: Option<String>,
 }
 
 impl DataDir {

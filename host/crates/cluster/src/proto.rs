@@ -62,6 +62,19 @@ pub enum Msg {
     Start {
         generation: u64,
         recover_to: u64,
+        /// SHA-256 of the component to run (the deployment's, or the one a swap put in).
+        component: String,
+    },
+    /// Make component `component` ready to take over the running application: compile it
+    /// and check that its spec keeps every stateful step of the running one. Answered Ok or
+    /// Refused.
+    Ready {
+        component: String,
+    },
+    /// To `Deploy` onto a running application: what changed (or that nothing needed to).
+    Changed {
+        app: String,
+        what: String,
     },
     Begin {
         checkpoint: u64,
@@ -130,6 +143,8 @@ impl Msg {
             Msg::Assign { .. } => "Assign",
             Msg::Join { .. } => "Join",
             Msg::Start { .. } => "Start",
+            Msg::Ready { .. } => "Ready",
+            Msg::Changed { .. } => "Changed",
             Msg::Begin { .. } => "Begin",
             Msg::Align => "Align",
             Msg::Prepare => "Prepare",
@@ -266,6 +281,9 @@ pub struct NodeStatus {
     pub app: String,
     pub state: String,
     pub generation: u64,
+    /// SHA-256 of the component running here (empty: none).
+    #[serde(default)]
+    pub component: String,
     pub key_groups: Vec<(u32, u32)>,
     pub workers: usize,
     pub received: u64,

@@ -54,6 +54,7 @@ impl Local {
         let record = Record {
             generation: 0,
             committed,
+            version: 0,
         };
         let (core, _) = Coordinator::new(config, record, true, start.elapsed());
         Local {
@@ -150,7 +151,11 @@ impl Local {
                 tracing::debug!("{text}");
                 None
             }
-            Action::Accept { .. } | Action::Refuse { .. } | Action::Running { .. } => None,
+            // Nothing here asks for a swap.
+            Action::Accept { .. }
+            | Action::Refuse { .. }
+            | Action::Running { .. }
+            | Action::Swapped(_) => None,
         }
     }
 
@@ -192,6 +197,7 @@ impl Local {
             Command::StopSources => Reply::Ok,
             Command::Drain => drained(shared),
             Command::Shutdown => Reply::Stopped,
+            Command::Ready { .. } => Reply::Refused("no other version is at hand".into()),
         }
     }
 

@@ -921,6 +921,7 @@ impl World {
                         self.violate(format!("the stop failed after faults stopped: {e}"));
                     }
                 }
+                A::Swapped(answer) => self.note(format!("coord: swap answered {answer:?}")),
                 A::Note { warn, text } => self.note(format!(
                     "coord {}: {text}",
                     if warn { "warns" } else { "notes" }
@@ -1207,6 +1208,7 @@ impl World {
             Command::Start {
                 generation,
                 recover_to,
+                ..
             } => {
                 let reply = self.start_app(m, generation, recover_to);
                 self.reply(m, conn, reply);
@@ -1262,6 +1264,8 @@ impl World {
                         };
                         self.reply(m, conn, reply);
                     }
+                    // The model has one version of its application: any is ready.
+                    Command::Ready { .. } => self.reply(m, conn, Reply::Ok),
                     Command::Start { .. } | Command::Shutdown => unreachable!(),
                 }
             }

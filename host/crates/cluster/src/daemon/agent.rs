@@ -145,6 +145,7 @@ async fn obey(
         Msg::Start {
             generation,
             recover_to,
+            component,
         } => {
             if let Some(app) = run.take() {
                 stop_run(ctx, app).await;
@@ -154,7 +155,16 @@ async fn obey(
             ctx.connections.lock().unwrap().clear();
             // A link of an earlier generation that broke says nothing about this one.
             *trouble = Arc::new(Trouble::default());
-            match AppRun::start(ctx, assignment, generation, recover_to, trouble.clone()).await {
+            let started = AppRun::start(
+                ctx,
+                assignment,
+                &component,
+                generation,
+                recover_to,
+                trouble.clone(),
+            )
+            .await;
+            match started {
                 Ok(app) => {
                     let started = Msg::Started {
                         app: app.app.clone(),
@@ -169,6 +179,7 @@ async fn obey(
                         sources: app.source_addrs.clone(),
                         workers: app.workers,
                         peers: app.peers(),
+                        component: app.component.clone(),
                     });
                     ctx.inbound.send_replace(Some(app.inbound.clone()));
                     *run = Some(app);
@@ -198,6 +209,18 @@ async fn obey(
             }
             tracing::info!("deployment {} stopped", assignment.manifest.deployment);
             Msg::Stopped(totals)
+        }
+        Msg::Ready { component } => {
+            let Some(app) = run.as_ref() else {
+                return Msg::Refused(Refusal::new(
+                    RefusalKind::NotRunning,
+                    "the application is not running here",
+                ));
+            };
+            match app.ready(ctx, assignment, &component).await {
+                Ok(()) => Msg::Ok,
+                Err(e) => Msg::Refused(Refusal::from_error(RefusalKind::Invalid, &e)),
+            }
         }
         other => {
             let Some(app) = run.as_mut() else {

@@ -15,6 +15,9 @@ pub(super) async fn deploy(
     mut manifest: crate::manifest::Manifest,
 ) -> anyhow::Result<Msg> {
     if let Some(current) = ctx.assignment() {
+        if let Some(change) = reconcile(&current.manifest, &manifest)? {
+            return swap(ctx, change).await;
+        }
         let app = ctx
             .view
             .lock()
@@ -64,4 +67,85 @@ pub(super) async fn deploy(
     let (deployed, started) = tokio::sync::oneshot::channel();
     start_roles(ctx, assignment, Some(deployed));
     started.await.context("the coordinator stopped")?
+}
+
+/// What a deploy onto a running deployment asks to change. Only the component can change
+/// live today: anything else is refused, naming what differs.
+fn reconcile(
+    running: &crate::manifest::Manifest,
+    asked: &crate::manifest::Manifest,
+) -> anyhow::Result<Option<String>> {
+    let refuse = |what: String| -> anyhow::Result<Option<String>> {
+        Err(Refusal::new(
+            RefusalKind::Invalid,
+            format!(
+                "the cluster runs deployment {} and {what}; only the component can change \
+                 while it runs (a hot swap): deploy with the running hosts and options, or stop \
+                 it first with `wallaroo stop --nodes HOSTS`",
+                running.deployment
+            ),
+        )
+        .into())
+    };
+    if asked.nodes != running.nodes {
+        return refuse(format!(
+            "the hosts differ ({} running, {} asked): growing or shrinking a running cluster is \
+             not supported yet",
+            running.nodes.join(", "),
+            asked.nodes.join(", ")
+        ));
+    }
+    let differing = differing_settings(&running.settings, &asked.settings);
+    if !differing.is_empty() {
+        return refuse(format!(
+            "these options differ from the running ones: {}",
+            differing.join(", ")
+        ));
+    }
+    if asked.args != running.args {
+        return refuse("the application's arguments differ".into());
+    }
+    Ok(Some(asked.component.clone()))
+}
+
+/// The command-line names of the settings that differ.
+fn differing_settings(a: &crate::Settings, b: &crate::Settings) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(a), serde_json::to_value(b))
+    else {
+        return vec!["(settings that cannot be compared)".into()];
+    };
+    a.iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, _)| {
+            let name = match k.as_str() {
+                "tagged" => "sink_framing",
+                "max_memory_mib" => "max_memory",
+                "call_timeout_ms" => "call_timeout",
+                "checkpoint_interval_ms" => "checkpoint_interval",
+                other => other,
+            };
+            format!("--{}", name.replace('_', "-"))
+        })
+        .collect()
+}
+
+/// Hands a hot swap to the coordinator and waits for its answer.
+async fn swap(ctx: &Arc<Context>, component: String) -> anyhow::Result<Msg> {
+    let joins = ctx.joins.lock().unwrap().clone();
+    let Some(joins) = joins else {
+        return Err(Refusal::new(
+            RefusalKind::NotCoordinator,
+            "this node does not coordinate the running deployment; deploy to the first node in \
+             hosts.txt",
+        )
+        .into());
+    };
+    let (reply, replied) = tokio::sync::oneshot::channel();
+    let _ = joins.send(crate::coordinator::Joined::Swap { component, reply });
+    match replied.await {
+        Ok(Msg::Refused(why)) => Err(why.into()),
+        Ok(answer) => Ok(answer),
+        Err(_) => anyhow::bail!("the coordinator stopped before answering"),
+    }
 }

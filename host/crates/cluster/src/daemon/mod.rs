@@ -84,6 +84,7 @@ struct View {
     sources: Vec<String>,
     workers: usize,
     peers: Arc<crate::app::NetPeers>,
+    component: String,
 }
 
 impl Context {

@@ -201,6 +201,7 @@ fn status(ctx: &Arc<Context>) -> NodeStatus {
         s.app = v.app;
         s.state = "running".into();
         s.generation = v.generation;
+        s.component = v.component;
         s.workers = v.workers;
         s.received = totals.received;
         s.emitted = totals.emitted;

@@ -43,6 +43,8 @@ pub(super) enum Then {
     Drain,
     /// The last checkpoint of a stop.
     Shutdown,
+    /// The checkpoint a swap to this version starts from.
+    Swap(u64),
 }
 
 impl Checkpoint {
@@ -161,6 +163,7 @@ impl Coordinator {
                 let record = Record {
                     generation: self.record.generation,
                     committed: n,
+                    version: self.record.version,
                 };
                 self.records_unanswered.push_back(record);
                 actions.push(Action::Record(record));
@@ -178,6 +181,7 @@ impl Coordinator {
                     Then::Run => self.run_until_next_checkpoint(now, actions),
                     Then::Drain => self.begin_drain(now, actions),
                     Then::Shutdown => self.begin_shutdown(now, actions),
+                    Then::Swap(version) => self.record_swap(version, actions),
                 }
             }
         }

@@ -23,6 +23,7 @@ mod recovering;
 mod running;
 mod starting;
 mod stopping;
+mod swapping;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +56,9 @@ pub enum Event {
     /// A member holds more output than it should: take the next checkpoint now rather than
     /// when it is due.
     CheckpointNow,
+    /// `wallaroo deploy` of another version of the application: swap to version `version`
+    /// (above the record's) at a checkpoint. Answered with [`Action::Swapped`].
+    Swap { version: u64 },
     /// The time [`Coordinator::poll_timeout`] gave has come.
     Timeout,
 }
@@ -62,10 +66,17 @@ pub enum Event {
 /// A command to one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    /// Start the application at `generation`, rolled back to checkpoint `recover_to`.
+    /// Start version `version` of the application at `generation`, rolled back to
+    /// checkpoint `recover_to`.
     Start {
         generation: u64,
         recover_to: u64,
+        version: u64,
+    },
+    /// Make ready to run version `version`: have it compiled, and check that it can take
+    /// over the running version's state.
+    Ready {
+        version: u64,
     },
     Begin {
         checkpoint: u64,
@@ -116,6 +127,9 @@ pub struct Rejoin {
 pub struct Record {
     pub generation: u64,
     pub committed: u64,
+    /// The version of the application the cluster runs (changed by a swap).
+    #[serde(default)]
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +164,9 @@ pub enum Action {
     DeployFailed(String),
     /// Answer every stop asked so far: Ok once the application stopped everywhere.
     AnswerStops(Result<(), String>),
+    /// The answer to [`Event::Swap`]: Ok(version) once the new version runs everywhere; Err
+    /// if the cluster still runs the version before.
+    Swapped(Result<u64, String>),
     /// A line for the operator.
     Note {
         warn: bool,
@@ -213,6 +230,7 @@ enum Phase {
     Running(running::Running),
     Checkpoint(checkpoint::Checkpoint),
     Stopping(stopping::Stopping),
+    Swapping(swapping::Swapping),
     /// A deploy that failed: members are told to forget it; ends when they answered.
     Abandoning(Round),
     Done,
@@ -257,6 +275,8 @@ pub struct Coordinator {
     recovering_since: Option<Time>,
     /// Members' names for notes (see [`Coordinator::set_names`]).
     names: Vec<String>,
+    /// A swap asked and not yet answered.
+    swap: Option<swapping::Asked>,
     /// Records asked for and not answered, in order. A loss can leave the state that asked
     /// for one before its answer comes; only the answer to the last one asked is for the
     /// state, but every one that is durable counts (see [`Coordinator::recorded`]).
@@ -309,6 +329,7 @@ impl Coordinator {
             last_loss: String::new(),
             recovering_since: None,
             names: Vec::new(),
+            swap: None,
             records_unanswered: VecDeque::new(),
         };
         let mut actions = Vec::new();
@@ -347,6 +368,7 @@ impl Coordinator {
             Phase::Running(_) => "running",
             Phase::Checkpoint(c) => c.name(),
             Phase::Stopping(s) => s.name(),
+            Phase::Swapping(s) => s.name(),
             Phase::Abandoning(_) => "abandoning",
             Phase::Done => "done",
         }
@@ -372,6 +394,7 @@ impl Coordinator {
             Phase::Running(r) => r.poll_timeout(),
             Phase::Checkpoint(c) => c.poll_timeout(),
             Phase::Stopping(s) => s.poll_timeout(),
+            Phase::Swapping(s) => s.poll_timeout(),
             Phase::Abandoning(r) => round(r),
             Phase::Done => None,
         };
@@ -406,6 +429,7 @@ impl Coordinator {
                 Phase::Stopping(_) => self.checkpoint_while_draining(now, &mut actions),
                 _ => {}
             },
+            Event::Swap { version } => self.swap_asked(now, version, &mut actions),
             Event::Timeout => self.timeout(now, &mut actions),
         }
         actions
@@ -472,6 +496,7 @@ impl Coordinator {
         match &mut self.phase {
             Phase::Starting(_) => self.started(now, actions),
             Phase::Checkpoint(_) => self.checkpoint_replies(now, actions),
+            Phase::Swapping(_) => self.swapping_replies(now, actions),
             Phase::Stopping(_) => self.stopping_replies(now, actions),
             Phase::Abandoning(_) => {
                 self.phase = Phase::Done;
@@ -486,6 +511,7 @@ impl Coordinator {
             Phase::Starting(s) => Some(&mut s.round),
             Phase::Checkpoint(c) => c.round.as_mut(),
             Phase::Stopping(s) => s.round.as_mut(),
+            Phase::Swapping(s) => s.round.as_mut(),
             Phase::Abandoning(r) => Some(r),
             _ => None,
         }
@@ -530,12 +556,21 @@ impl Coordinator {
             self.record.committed = asked.committed;
             self.next_checkpoint = self.next_checkpoint.max(asked.committed + 1);
         }
+        // Likewise a new version recorded: the cluster runs it from now on, whatever
+        // happens next.
+        if result.is_ok() && asked.version > self.record.version {
+            self.record.version = asked.version;
+            if let Some(swap) = &mut self.swap {
+                swap.recorded |= swap.version == asked.version;
+            }
+        }
         if !self.records_unanswered.is_empty() {
             return;
         }
         match &self.phase {
             Phase::Recovering(_) => self.generation_recorded(now, result, actions),
             Phase::Checkpoint(_) => self.checkpoint_recorded(now, result, actions),
+            Phase::Swapping(_) => self.swap_recorded(now, result, actions),
             _ => {}
         }
     }
@@ -558,7 +593,7 @@ impl Coordinator {
                 self.answer_stops(Err("the application is not running".into()), actions)
             }
             // Carried out after the checkpoint; a stop under way answers it too.
-            Phase::Checkpoint(_) | Phase::Stopping(_) => {}
+            Phase::Checkpoint(_) | Phase::Stopping(_) | Phase::Swapping(_) => {}
         }
     }
 
@@ -630,7 +665,9 @@ impl Coordinator {
             ),
         });
         self.last_loss = format!("node {member} lost{during}: {why}");
-        if matches!(self.phase, Phase::Stopping(_)) {
+        self.swap_lost(&why, actions);
+        // Also a stop asked during a checkpoint, waiting for it to end.
+        if self.stops > 0 {
             actions.push(Action::Note {
                 warn: false,
                 text: "the stop follows once it runs again".into(),

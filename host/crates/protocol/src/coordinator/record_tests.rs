@@ -73,7 +73,8 @@ fn a_checkpoint_recorded_after_a_loss_is_not_undone_by_the_next_generations_reco
         records(&actions),
         [Record {
             generation: first.generation,
-            committed: 1
+            committed: 1,
+            version: 0,
         }]
     );
     let why = "its control stream broke".to_string();
@@ -99,7 +100,8 @@ fn a_checkpoint_recorded_after_a_loss_is_not_undone_by_the_next_generations_reco
         records(&actions),
         [Record {
             generation: first.generation + 1,
-            committed: 1
+            committed: 1,
+            version: 0,
         }]
     );
     let actions = c.handle(t, Event::Recorded(Ok(())));
@@ -113,6 +115,7 @@ fn a_checkpoint_recorded_after_a_loss_is_not_undone_by_the_next_generations_reco
     let start = Command::Start {
         generation: first.generation + 1,
         recover_to: 1,
+        version: 0,
     };
     assert_eq!(starts, [start, start]);
 }
@@ -147,7 +150,8 @@ fn a_failed_checkpoint_record_answered_after_a_loss_changes_nothing() {
         records(&actions),
         [Record {
             generation: c.record().generation + 1,
-            committed: 0
+            committed: 0,
+            version: 0,
         }]
     );
 }

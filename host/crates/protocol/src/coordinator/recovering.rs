@@ -107,6 +107,7 @@ impl Coordinator {
                 let record = Record {
                     generation: self.record.generation + 1,
                     committed: self.record.committed,
+                    version: self.record.version,
                 };
                 self.records_unanswered.push_back(record);
                 actions.push(Action::Record(record));

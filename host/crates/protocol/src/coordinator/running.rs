@@ -22,7 +22,12 @@ impl Coordinator {
             due: self.config.checkpoint_interval.map(|i| now + i),
         });
         if self.stops > 0 {
+            if self.swap.take_if(|s| s.waiting).is_some() {
+                actions.push(Action::Swapped(Err("the application is stopping".into())));
+            }
             self.begin_stop(now, actions);
+        } else {
+            self.swap_waiting(now, actions);
         }
     }
 

@@ -14,6 +14,7 @@ impl Coordinator {
         let command = Command::Start {
             generation: self.record.generation,
             recover_to: self.record.committed,
+            version: self.record.version,
         };
         let round = self.ask_all(now, command, actions);
         self.phase = Phase::Starting(Starting { round });
@@ -54,6 +55,7 @@ impl Coordinator {
             checkpoint: self.record.committed,
             first: std::mem::take(&mut self.first_deploy),
         });
+        self.swap_done(actions);
         self.run_until_next_checkpoint(now, actions);
     }
 }

@@ -25,7 +25,10 @@ fn ok(command: Command) -> Reply {
         Command::Start { recover_to, .. } => Reply::Started {
             next_checkpoint: recover_to + 1,
         },
-        Command::Begin { .. } | Command::Commit { .. } | Command::StopSources => Reply::Ok,
+        Command::Begin { .. }
+        | Command::Commit { .. }
+        | Command::StopSources
+        | Command::Ready { .. } => Reply::Ok,
         Command::Align => Reply::Aligned(settled(0, 0)),
         Command::Prepare => Reply::Prepared(true),
         Command::Drain => Reply::Drained {
@@ -328,6 +331,7 @@ fn start(generation: u64, recover_to: u64) -> Command {
     Command::Start {
         generation,
         recover_to,
+        version: 0,
     }
 }
 
@@ -348,7 +352,8 @@ fn a_first_deploy_waits_for_every_member_to_join_before_recording_its_generation
             Action::Accept { member: 1 },
             Action::Record(Record {
                 generation: 1,
-                committed: 0
+                committed: 0,
+                version: 0,
             })
         ]
     );
@@ -443,6 +448,7 @@ fn the_next_generation_is_recorded_before_it_starts_from_the_committed_checkpoin
     let record = Record {
         generation: 4,
         committed: 7,
+        version: 0,
     };
     let (mut cluster, actions) = Cluster::restarted(2, record);
     assert!(matches!(actions[..], [Action::Note { warn: false, .. }]));
@@ -451,7 +457,8 @@ fn the_next_generation_is_recorded_before_it_starts_from_the_committed_checkpoin
         records(&actions),
         [Record {
             generation: 5,
-            committed: 7
+            committed: 7,
+            version: 0,
         }]
     );
     assert!(sends(&actions).is_empty(), "started before recorded");
@@ -522,6 +529,7 @@ fn a_generation_record_that_cannot_be_written_is_tried_again() {
     let record = Record {
         generation: 2,
         committed: 3,
+        version: 0,
     };
     let (mut cluster, _) = Cluster::restarted(2, record);
     cluster.join_all();
@@ -540,7 +548,8 @@ fn a_generation_record_that_cannot_be_written_is_tried_again() {
         records(&actions),
         [Record {
             generation: 3,
-            committed: 3
+            committed: 3,
+            version: 0,
         }]
     );
     let actions = cluster.handle(Event::Recorded(Ok(())));
@@ -750,7 +759,8 @@ fn a_checkpoint_goes_begin_align_prepare_record_commit() {
         actions,
         [Action::Record(Record {
             generation: 1,
-            committed: 1
+            committed: 1,
+            version: 0,
         })]
     );
     assert_eq!(cluster.c.state(), "checkpoint: record");
@@ -940,7 +950,8 @@ fn the_answer_to_a_checkpoints_record_is_not_taken_for_the_next_generations() {
         records(&actions),
         [Record {
             generation,
-            committed: 1
+            committed: 1,
+            version: 0,
         }]
     );
     let actions = cluster.handle(Event::Recorded(Ok(())));
@@ -960,7 +971,8 @@ fn the_answer_to_a_checkpoints_record_does_not_cut_the_back_off_short() {
         records(&actions),
         [Record {
             generation,
-            committed: 1
+            committed: 1,
+            version: 0,
         }]
     );
     let actions = cluster.handle(Event::Recorded(Ok(())));
@@ -1495,4 +1507,20 @@ fn a_node_that_left_because_its_link_to_another_broke_names_the_other_as_lost() 
         why: "x".into(),
     };
     assert_eq!(rejoined(2, Some(&itself), 3).member, 2);
+}
+
+#[test]
+fn a_stop_asked_during_a_checkpoint_that_a_loss_ends_is_said_to_follow() {
+    let mut cluster = Cluster::running(2, Some(INTERVAL));
+    cluster.fire();
+    assert_eq!(cluster.c.state(), "checkpoint: begin");
+    assert!(cluster.handle(Event::Stop).is_empty());
+    let actions = cluster.lose(1);
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Note { text, .. } if text == "the stop follows once it runs again"
+        )),
+        "{actions:?}"
+    );
 }
