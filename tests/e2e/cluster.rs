@@ -710,6 +710,7 @@ fn a_lost_node_is_named_and_status_says_what_the_cluster_waits_for() {
 /// (`WORD := COUNT`), and one whose stateful step has another name.
 const WORD_COUNT_SWAP: &str = "tests/apps/word_count_swap/word_count.py";
 const WORD_COUNT_RENAMED: &str = "tests/apps/word_count_renamed/word_count.py";
+const WORD_COUNT_NEW_STATE: &str = "tests/apps/word_count_new_state/word_count.py";
 
 /// `wallaroo send --ack` of `input` to `source`, spread over about `secs` seconds.
 fn slow_ack_sender(source: &str, input: &Path, stream_id: &str, lines: usize, secs: u64) -> Proc {
@@ -792,6 +793,16 @@ fn a_hot_swap_keeps_every_count_exactly_once_and_switches_the_format_once() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{err}");
     assert!(err.contains("no stateful step 'count word'"), "{err}");
+    // One whose state class is gone cannot restore the running state: found on a sample of
+    // keys before anything changes.
+    let new_state = build_app(WORD_COUNT_NEW_STATE);
+    let refused = cluster.deploy_command(&new_state, &w.receiver.addr, EXACTLY_ONCE);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("cannot restore the state of stateful step 'count word' for key 'w"),
+        "{err}"
+    );
 
     // More input after the swap, so every word is counted by the new version too.
     let c = cluster.dir.path().join("c.txt");

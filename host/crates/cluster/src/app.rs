@@ -245,11 +245,12 @@ impl AppRun {
         let m = &assignment.manifest;
         let runtime = load_runtime(ctx, m, component).await?;
         let args = m.args.clone();
-        let spec = tokio::task::spawn_blocking(move || {
+        let (mut instance, spec) = tokio::task::spawn_blocking(move || {
             let mut instance = runtime.instantiate()?;
-            instance
+            let spec = instance
                 .describe(&args)
-                .map_err(|e| anyhow::anyhow!("application_setup failed: {e}"))
+                .map_err(|e| anyhow::anyhow!("application_setup failed: {e}"))?;
+            anyhow::Ok((instance, spec))
         })
         .await
         .context("describing the new version")??;
@@ -274,7 +275,41 @@ impl AppRun {
                 self.app
             );
         }
-        Ok(())
+        // State the new code cannot take (a Python class that no longer unpickles) is found
+        // now, on a sample of keys, rather than after the switch.
+        let sample = match &self.node {
+            Some(node) => node.sample_state(16, Duration::from_secs(10)).await,
+            None => Vec::new(),
+        };
+        let positions: std::collections::HashMap<String, u32> = spec
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.kind == StepKind::Stateful)
+            .map(|(i, s)| (s.name.clone(), i as u32))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for (step, key, value) in sample {
+                let Some(&at) = positions.get(&step) else {
+                    continue;
+                };
+                let entry = wallaroo_component::StateEntry {
+                    step: at,
+                    key: key.clone(),
+                    value,
+                };
+                if let Err(e) = instance.restore(std::slice::from_ref(&entry)) {
+                    anyhow::bail!(
+                        "the new version cannot restore the state of stateful step '{step}' \
+                         for key '{}': {e}",
+                        String::from_utf8_lossy(&key)
+                    );
+                }
+            }
+            Ok(())
+        })
+        .await
+        .context("restoring state into the new version")?
     }
 
     pub(crate) fn checkpoints(&self) -> Option<Checkpoints> {

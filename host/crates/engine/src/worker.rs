@@ -223,6 +223,20 @@ impl Worker {
                         self.shared.progressed();
                     }
                 }
+                Work::Sample { per_step, reply } => {
+                    let mut taken: std::collections::HashMap<u32, usize> = Default::default();
+                    let sample = self
+                        .state
+                        .iter()
+                        .filter(|((step, _), _)| {
+                            let n = taken.entry(*step).or_default();
+                            *n += 1;
+                            *n <= per_step
+                        })
+                        .map(|((step, key), value)| (*step, key.clone(), value.clone()))
+                        .collect();
+                    let _ = reply.send(sample);
+                }
                 Work::Snapshot { full, reply } => {
                     let _ = reply.send(self.take_part(full));
                     self.gate.snapshot();

@@ -37,8 +37,17 @@ pub(crate) enum Work {
         full: bool,
         reply: flume::Sender<Part>,
     },
+    /// Hand over up to `per_step` keys' state of each stateful step (a new version's check
+    /// that it can take the state over): (step position, key, state).
+    Sample {
+        per_step: usize,
+        reply: flume::Sender<Vec<SampledState>>,
+    },
     Stop,
 }
+
+/// One key's state in a sample: (step position, key, state).
+pub(crate) type SampledState = (u32, Vec<u8>, Vec<u8>);
 
 /// One worker's share of a checkpoint.
 pub(crate) struct Part {

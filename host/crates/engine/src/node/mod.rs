@@ -517,6 +517,37 @@ impl Node {
         &self.spec
     }
 
+    /// Up to `per_step` keys' state of each stateful step from every worker, by step name:
+    /// (step, key, state), for a new version to show it can restore them. Blocks until every
+    /// worker has answered (behind the work queued for it), at most `patience`.
+    pub async fn sample_state(
+        &self,
+        per_step: usize,
+        patience: Duration,
+    ) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        let (reply, sampled) = flume::unbounded();
+        for w in 0..self.shared.inboxes.len() {
+            self.shared.control(
+                w,
+                Work::Sample {
+                    per_step,
+                    reply: reply.clone(),
+                },
+            );
+        }
+        drop(reply);
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut out = Vec::new();
+        while let Ok(Ok(part)) = tokio::time::timeout_at(deadline, sampled.recv_async()).await {
+            for (step, key, value) in part {
+                if let Some(s) = self.spec.steps.get(step as usize) {
+                    out.push((s.name.clone(), key, value));
+                }
+            }
+        }
+        out
+    }
+
     pub fn counters(&self) -> &NodeCounters {
         &self.shared.counters
     }
