@@ -23,9 +23,11 @@ mod recovering;
 mod running;
 mod starting;
 mod stopping;
+#[cfg(test)]
+mod swap_tests;
 mod swapping;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 use std::collections::VecDeque;
 use std::time::Duration;
