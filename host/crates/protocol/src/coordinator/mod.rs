@@ -566,6 +566,9 @@ impl Coordinator {
                 swap.recorded |= swap.version == asked.version;
             }
         }
+        if let Err(e) = &result {
+            self.swap_record_failed(&asked, e, actions);
+        }
         if !self.records_unanswered.is_empty() {
             return;
         }

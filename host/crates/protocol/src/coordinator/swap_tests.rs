@@ -353,3 +353,43 @@ fn a_coordinator_restarted_from_a_record_of_version_2_starts_version_2() {
     let actions = cluster.swap(3);
     assert_eq!(sends(&actions), to_all(2, Command::Ready { version: 3 }));
 }
+/// A loss while the new version's record is being written: whether the swap happened is the
+/// record's answer, and the swap's answer waits for it.
+#[test]
+fn a_loss_while_the_record_is_written_then_a_failed_write_recovers_the_old_version() {
+    let (actions, mut cluster) = lost_in("swapping: record");
+    assert!(
+        swapped(&actions).is_empty(),
+        "answered before the record's answer: {actions:?}"
+    );
+    let actions = cluster.handle(Event::Recorded(Err("disk full".into())));
+    assert!(matches!(swapped(&actions)[..], [Err(_)]), "{actions:?}");
+    let mut actions = cluster.join_all();
+    actions.extend(cluster.recover());
+    assert!(swapped(&actions).is_empty(), "{actions:?}");
+    assert_eq!(starts(&actions), [start_v(2, 1, 0); 3]);
+    assert_eq!(cluster.c.record().version, 0);
+}
+
+#[test]
+fn a_loss_while_the_record_is_written_then_a_durable_record_recovers_the_new_version() {
+    let (actions, mut cluster) = lost_in("swapping: record");
+    assert!(
+        swapped(&actions).is_empty(),
+        "answered before the record's answer: {actions:?}"
+    );
+    let mut actions = cluster.handle(Event::Recorded(Ok(())));
+    actions.extend(cluster.join_all());
+    actions.extend(cluster.recover());
+    // The record of version 1 is durable: it runs, never version 0 again.
+    let starts = starts(&actions);
+    assert!(!starts.is_empty());
+    for start in &starts {
+        assert!(
+            matches!(start, Command::Start { version: 1, .. }),
+            "{actions:?}"
+        );
+    }
+    assert_eq!(swapped(&actions), [&Ok(1)]);
+    assert_eq!(cluster.c.record().version, 1);
+}
