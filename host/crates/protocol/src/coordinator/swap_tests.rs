@@ -393,3 +393,21 @@ fn a_loss_while_the_record_is_written_then_a_durable_record_recovers_the_new_ver
     assert_eq!(swapped(&actions), [&Ok(1)]);
     assert_eq!(cluster.c.record().version, 1);
 }
+#[test]
+fn a_swap_asked_while_a_stop_is_under_way_is_refused() {
+    let mut cluster = Cluster::running(2, Some(INTERVAL));
+    cluster.handle(Event::Stop);
+    // In each step of the stop, its last checkpoint included.
+    let mut asked = 0;
+    while !cluster.c.done() {
+        let actions = cluster.swap(1);
+        let answers = swapped(&actions);
+        let [Err(why)] = &answers[..] else {
+            panic!("{}: {actions:?}", cluster.c.state())
+        };
+        assert!(why.contains("stop"), "{why}");
+        asked += 1;
+        cluster.drive_once().expect("the stop to go on");
+    }
+    assert!(asked > 5);
+}

@@ -66,6 +66,13 @@ impl Coordinator {
             ))));
             return;
         }
+        if self.stops > 0 || matches!(self.phase, Phase::Stopping(_)) {
+            // Also in the stop's last checkpoint, after which nothing would begin it.
+            actions.push(Action::Swapped(Err(
+                "the application is stopping; deploy it again once it stopped".into(),
+            )));
+            return;
+        }
         if self.config.checkpoint_interval.is_none() {
             actions.push(Action::Swapped(Err(
                 "a live swap carries state over at a checkpoint, and this deployment takes none \
