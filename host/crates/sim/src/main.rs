@@ -87,6 +87,8 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let (mut sim_time, mut events, mut checkpoints, mut recoveries) = (Duration::ZERO, 0, 0, 0);
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut swaps: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut swap_faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut failed = None;
     for (i, &seed) in seeds.iter().enumerate() {
         let outcome = run(seed, &args.options);
@@ -96,6 +98,12 @@ fn main() -> ExitCode {
         recoveries += outcome.recoveries;
         for (k, n) in &outcome.faults {
             *faults.entry(k).or_default() += n;
+        }
+        for (k, n) in &outcome.swaps {
+            *swaps.entry(k).or_default() += n;
+        }
+        for (k, n) in &outcome.swap_faults {
+            *swap_faults.entry(k).or_default() += n;
         }
         if args.trace {
             for line in &outcome.trace {
@@ -121,13 +129,19 @@ fn main() -> ExitCode {
         }
     }
     let wall = started.elapsed();
-    let faults: Vec<String> = faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let list = |m: &BTreeMap<&str, u64>| {
+        let items: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        items.join(", ")
+    };
     println!(
         "seeds {}, simulated time {:.1} s, events {events}, checkpoints committed {checkpoints}, \
-         recoveries {recoveries}\nfaults: {}\nwall {:.2} s, {:.0} simulated events per second",
+         recoveries {recoveries}\nfaults: {}\nswaps: {}\nfaults during a swap, by step: {}\n\
+         wall {:.2} s, {:.0} simulated events per second",
         seeds.len(),
         sim_time.as_secs_f64(),
-        faults.join(", "),
+        list(&faults),
+        list(&swaps),
+        list(&swap_faults),
         wall.as_secs_f64(),
         events as f64 / wall.as_secs_f64().max(1e-9)
     );

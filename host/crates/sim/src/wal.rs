@@ -25,10 +25,11 @@ pub enum Rec {
         checkpoint: u64,
         entries: Vec<(Key, u64)>,
     },
-    /// Output held for epoch `epoch`: (key, count) in the order it was made.
+    /// Output held for epoch `epoch`: (key, count, version of the application that made
+    /// it) in the order it was made.
     Output {
         epoch: u64,
-        payloads: Vec<(Key, u64)>,
+        payloads: Vec<(Key, u64, u64)>,
     },
     Released {
         epoch: u64,
@@ -184,7 +185,7 @@ impl Wal {
     }
 
     /// Epoch `epoch`'s output in log order.
-    pub fn output(&self, epoch: u64) -> Vec<(Key, u64)> {
+    pub fn output(&self, epoch: u64) -> Vec<(Key, u64, u64)> {
         self.live()
             .filter_map(|(_, r)| match r {
                 Rec::Output { epoch: e, payloads } if *e == epoch => Some(payloads.clone()),
@@ -348,7 +349,7 @@ mod tests {
         });
         wal.append(Rec::Output {
             epoch: 1,
-            payloads: vec![(1, 1), (2, 1)],
+            payloads: vec![(1, 1, 0), (2, 1, 0)],
         });
         wal.append(Rec::Commit {
             checkpoint: 1,
@@ -362,7 +363,7 @@ mod tests {
         assert_eq!(r.replay, vec![(0, 1, vec![1])]);
         assert_eq!(r.positions, BTreeMap::from([(0, 2)]));
         assert_eq!(r.unreleased, vec![(1, 4)]);
-        assert_eq!(wal.output(1), vec![(1, 1), (2, 1)]);
+        assert_eq!(wal.output(1), vec![(1, 1, 0), (2, 1, 0)]);
         // The cluster never committed 1: everything replays.
         let r = restore(&wal, 0);
         assert_eq!((r.point.checkpoint, r.replay.len()), (0, 2));

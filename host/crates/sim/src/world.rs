@@ -51,6 +51,10 @@ pub struct Outcome {
     pub faults: BTreeMap<&'static str, u64>,
     pub checkpoints: u64,
     pub recoveries: u64,
+    /// Swaps asked, answered Ok, answered Err, and unanswered (the coordinator crashed).
+    pub swaps: BTreeMap<&'static str, u64>,
+    /// Faults injected while a swap was under way, per step of the swap.
+    pub swap_faults: BTreeMap<&'static str, u64>,
     pub violation: Option<String>,
     /// The last trace lines (all of them with `full_trace`).
     pub trace: Vec<String>,
@@ -113,7 +117,8 @@ enum Msg {
     },
     Output {
         epoch: u64,
-        items: Vec<(u64, Key, u64)>,
+        /// (seq, key, count, version).
+        items: Vec<(u64, Key, u64, u64)>,
     },
 }
 
@@ -168,6 +173,9 @@ enum Ev {
         inc: u64,
     },
     Fault,
+    /// One more fault, aimed at a step of a swap (the steps are short: few random faults
+    /// fall in them).
+    SwapFault,
     Heal {
         a: usize,
         b: usize,
@@ -180,6 +188,7 @@ enum Ev {
         committed: u64,
     },
     AskStop,
+    AskSwap,
 }
 
 struct Scheduled {
@@ -223,7 +232,8 @@ struct Worker {
     ahead: VecDeque<Item>,
     state: BTreeMap<Key, u64>,
     dirty: BTreeSet<Key>,
-    held: Vec<(Key, u64)>,
+    /// (key, count, version).
+    held: Vec<(Key, u64, u64)>,
     scheduled: bool,
 }
 
@@ -241,7 +251,7 @@ enum Pending {
 }
 
 /// A worker's share of a checkpoint: its changed (or every) counter, and its held output.
-type Part = (Vec<(Key, u64)>, Vec<(Key, u64)>);
+type Part = (Vec<(Key, u64)>, Vec<(Key, u64, u64)>);
 
 #[derive(Debug)]
 struct Snapshot {
@@ -256,6 +266,8 @@ struct Snapshot {
 struct App {
     id: u64,
     generation: u64,
+    /// The version of the application it runs (its output is tagged with it).
+    version: u64,
     participant: Participant,
     workers: Vec<Worker>,
     sent: u64,
@@ -378,11 +390,27 @@ pub struct World {
     max_started: u64,
     sink_last: Vec<(u64, u64)>,
     sink_count: BTreeMap<Key, u64>,
+    /// Swaps: the version asked and not yet answered, whether its Ready was sent, the
+    /// next version to ask for, versions whose swap was answered Err, how often a member
+    /// refuses Ready, and time between swaps (ms, at least and at most).
+    swap_asked: Option<u64>,
+    swap_ready: bool,
+    next_version: u64,
+    failed_versions: BTreeSet<u64>,
+    refuse_ready: f64,
+    swap_gap: (u64, u64),
+    swaps_rng: Rng,
+    /// The version each generation started with, and the last version each key's output
+    /// released had.
+    generation_version: BTreeMap<u64, u64>,
+    sink_version: BTreeMap<Key, u64>,
     // Numbers.
     events: u64,
     faults: BTreeMap<&'static str, u64>,
     checkpoints: u64,
     recoveries: u64,
+    swaps: BTreeMap<&'static str, u64>,
+    swap_faults: BTreeMap<&'static str, u64>,
     trace: VecDeque<String>,
     full: Option<Vec<String>>,
     violation: Option<String>,
@@ -401,6 +429,7 @@ impl World {
         let mut rng = Rng::new(seed);
         let mut shape = rng.fork();
         let faults_rng = rng.fork();
+        let swaps_rng = rng.fork();
         let members = options
             .members
             .unwrap_or_else(|| shape.range(1, 5) as usize);
@@ -460,6 +489,9 @@ impl World {
         let net_delay = (shape.range(50, 500) * US, shape.range(1, 20) * MS);
         let gap = shape.range(50, 1500);
         let fault_gap = (gap / 4, gap * 2);
+        let refuse_ready = shape.range(0, 10) as f64 / 100.0;
+        let swap_gap = shape.range(200, 3000);
+        let swap_gap = (swap_gap / 4, swap_gap * 2);
         let mut w = World {
             rng,
             faults_rng,
@@ -507,15 +539,30 @@ impl World {
             faults: BTreeMap::new(),
             checkpoints: 0,
             recoveries: 0,
+            swap_asked: None,
+            swap_ready: false,
+            next_version: 1,
+            failed_versions: BTreeSet::new(),
+            refuse_ready,
+            swap_gap,
+            swaps_rng,
+            generation_version: BTreeMap::new(),
+            sink_version: BTreeMap::new(),
+            swaps: BTreeMap::new(),
+            swap_faults: BTreeMap::new(),
             trace: VecDeque::new(),
             full: options.full_trace.then(Vec::new),
             violation: None,
         };
         w.note(format!(
             "seed {seed}: {members} members x {workers} workers, {keys} keys, {nclients} clients, \
-             checkpoint every {interval} ms, faults for {} s, weights {:?}",
+             checkpoint every {interval} ms, faults for {} s, weights {:?}, a swap every \
+             {}-{} ms, Ready refused {:.0}%",
             secs(fault_time),
-            w.fault_weights
+            w.fault_weights,
+            w.swap_gap.0,
+            w.swap_gap.1,
+            w.refuse_ready * 100.0
         ));
         let (coord, actions) =
             Coordinator::new(w.config.clone(), Record::default(), true, Time::ZERO);
@@ -591,6 +638,8 @@ impl World {
             faults: self.faults,
             checkpoints: self.checkpoints,
             recoveries: self.recoveries,
+            swaps: self.swaps,
+            swap_faults: self.swap_faults,
             violation: self.violation,
             trace,
         }
@@ -724,7 +773,14 @@ impl World {
             Ev::ClientTick { client } => self.client_tick(client),
             Ev::Restart { member } => self.restart(member),
             Ev::AgentJoin { member, inc } => self.agent_join(member, inc),
-            Ev::Fault => self.fault(),
+            Ev::Fault => {
+                if self.faults_on && !self.faults_over {
+                    self.fault();
+                    let d = self.faults_rng.range(self.fault_gap.0, self.fault_gap.1) * MS;
+                    self.after(d, Ev::Fault);
+                }
+            }
+            Ev::SwapFault => self.fault(),
             Ev::Heal { a, b } => {
                 if self.partitions.remove(&(a, b)) {
                     self.note(format!("heal {a}-{b}"));
@@ -733,6 +789,7 @@ impl World {
             Ev::DiskFree { member } => self.members[member].wal.full = false,
             Ev::FaultsEnd => self.faults_end(),
             Ev::AskStop => self.ask_stop(),
+            Ev::AskSwap => self.ask_swap(),
             Ev::Liveness { committed } => {
                 if !self.finished && self.durable.committed <= committed {
                     self.violate(format!(
@@ -884,6 +941,19 @@ impl World {
                 }
                 A::Refuse { member, why } => self.note(format!("coord refuses {member}: {why}")),
                 A::Send { member, command } => {
+                    match command {
+                        Command::Ready { .. } if member == 0 => {
+                            self.swap_ready = true;
+                            self.aim_fault();
+                        }
+                        Command::Start { version, .. }
+                            if member == 0 && version > self.durable_started_version() =>
+                        {
+                            self.aim_fault()
+                        }
+                        _ => {}
+                    }
+                    let Some(host) = &mut self.coord else { return };
                     if let Some(c) = host.streams[member] {
                         self.note(format!("coord -> {member}: {command:?}"));
                         self.send(c, End::Coord, Msg::Command(command));
@@ -895,11 +965,15 @@ impl World {
                     }
                 }
                 A::Record(record) => {
+                    if record.version > self.durable.version {
+                        self.aim_fault();
+                    }
+                    let Some(host) = &mut self.coord else { return };
                     host.writes.push_back(record);
                     if !host.writing {
                         host.writing = true;
                         let inc = host.inc;
-                        let d = self.rng.range(200 * US, 5 * MS);
+                        let d = self.record_time();
                         self.after(d, Ev::RecordDone { inc });
                     }
                     self.note(format!("coord records {record:?}"));
@@ -921,7 +995,7 @@ impl World {
                         self.violate(format!("the stop failed after faults stopped: {e}"));
                     }
                 }
-                A::Swapped(answer) => self.note(format!("coord: swap answered {answer:?}")),
+                A::Swapped(answer) => self.swapped(answer),
                 A::Note { warn, text } => self.note(format!(
                     "coord {}: {text}",
                     if warn { "warns" } else { "notes" }
@@ -1011,7 +1085,7 @@ impl World {
             host.writing = false;
         } else {
             let inc = host.inc;
-            let d = self.rng.range(200 * US, 5 * MS);
+            let d = self.record_time();
             self.after(d, Ev::RecordDone { inc });
         }
         self.coord_event(coordinator::Event::Recorded(result), None);
@@ -1030,6 +1104,18 @@ impl World {
             self.violate(format!(
                 "the durable record's generation went back from {} to {}",
                 before.generation, record.generation
+            ));
+        }
+        if record.version < before.version {
+            self.violate(format!(
+                "the durable record's version went back from {} to {}",
+                before.version, record.version
+            ));
+        }
+        if self.failed_versions.contains(&record.version) {
+            self.violate(format!(
+                "the durable record holds version {}, whose swap was answered with an error",
+                record.version
             ));
         }
         self.durable = record;
@@ -1091,6 +1177,7 @@ impl World {
             ));
         }
         self.last_running = generation;
+        let version = self.generation_version.get(&generation).copied();
         for (m, member) in self.members.iter().enumerate() {
             if let Some(app) = &member.app
                 && app.generation != generation
@@ -1101,8 +1188,20 @@ impl World {
                 ));
                 return;
             }
+            if let Some(app) = &member.app
+                && Some(app.version) != version
+            {
+                let v = app.version;
+                self.violate(format!(
+                    "generation {generation} runs version {version:?}, but member {m} runs \
+                     version {v}"
+                ));
+                return;
+            }
         }
         if first {
+            let d = self.swaps_rng.range(self.swap_gap.0, self.swap_gap.1) * MS;
+            self.after(d, Ev::AskSwap);
             self.faults_on = true;
             self.fault_end += self.now;
             let d = self.faults_rng.range(50, 400) * MS;
@@ -1208,9 +1307,9 @@ impl World {
             Command::Start {
                 generation,
                 recover_to,
-                ..
+                version,
             } => {
-                let reply = self.start_app(m, generation, recover_to);
+                let reply = self.start_app(m, generation, recover_to, version);
                 self.reply(m, conn, reply);
                 if self.members[m].app.is_some() {
                     self.start_actions(m);
@@ -1264,8 +1363,18 @@ impl World {
                         };
                         self.reply(m, conn, reply);
                     }
-                    // The model has one version of its application: any is ready.
-                    Command::Ready { .. } => self.reply(m, conn, Reply::Ok),
+                    // Any version of the model can take over any state, unless this member
+                    // is made to refuse (as a new version that cannot restore a key would).
+                    Command::Ready { version } => {
+                        let reply = if self.rng.chance(self.refuse_ready) {
+                            Reply::Refused(format!(
+                                "version {version} cannot restore key 0 (simulated)"
+                            ))
+                        } else {
+                            Reply::Ok
+                        };
+                        self.reply(m, conn, reply);
+                    }
                     Command::Start { .. } | Command::Shutdown => unreachable!(),
                 }
             }
@@ -1285,8 +1394,21 @@ impl World {
         }
     }
 
-    fn start_app(&mut self, m: usize, generation: u64, recover_to: u64) -> Reply {
+    fn start_app(&mut self, m: usize, generation: u64, recover_to: u64, version: u64) -> Reply {
         self.abort_app(m, "a new generation starts");
+        let first = *self.generation_version.entry(generation).or_insert(version);
+        if first != version {
+            self.violate(format!(
+                "member {m} starts generation {generation} with version {version}, another \
+                 member with version {first}"
+            ));
+        }
+        if version < self.durable.version {
+            self.violate(format!(
+                "member {m} starts version {version} after the durable record holds version {}",
+                self.durable.version
+            ));
+        }
         if generation < self.max_started {
             self.violate(format!(
                 "member {m} starts generation {generation} after generation {} started",
@@ -1333,7 +1455,8 @@ impl World {
         let id = self.next_app;
         let sink = self.open(End::Member(m), End::Sink, Kind::Sink { member: m, app: id });
         self.note(format!(
-            "member {m} starts generation {generation} at checkpoint {} (asked {recover_to}), \
+            "member {m} starts generation {generation} version {version} at checkpoint {} \
+             (asked {recover_to}), \
              replays {} frames, releases again {:?}",
             restored.point.checkpoint,
             restored.replay.len(),
@@ -1342,6 +1465,7 @@ impl World {
         self.members[m].app = Some(App {
             id,
             generation,
+            version,
             participant,
             workers,
             sent: 0,
@@ -1478,12 +1602,12 @@ impl World {
             ));
             return;
         }
-        let items: Vec<(u64, Key, u64)> = self.members[m]
+        let items: Vec<(u64, Key, u64, u64)> = self.members[m]
             .wal
             .output(epoch)
             .into_iter()
             .enumerate()
-            .map(|(i, (k, v))| (i as u64, k, v))
+            .map(|(i, (k, c, v))| (i as u64, k, c, v))
             .collect();
         let Some(app) = &self.members[m].app else {
             return;
@@ -1500,11 +1624,21 @@ impl World {
         let (Kind::Sink { member, app }, Msg::Output { epoch, items }) = (kind, msg) else {
             return;
         };
-        for (seq, key, count) in items {
+        for (seq, key, count, version) in items {
             if (epoch, seq) <= self.sink_last[member] {
                 continue;
             }
             self.sink_last[member] = (epoch, seq);
+            let last_version = self.sink_version.entry(key).or_default();
+            if version < *last_version {
+                let was = *last_version;
+                self.violate(format!(
+                    "released output of key {key} goes from version {was} back to {version} \
+                     (member {member}, epoch {epoch}, seq {seq})"
+                ));
+                return;
+            }
+            *last_version = version;
             let last = self.sink_count.entry(key).or_default();
             if count != *last + 1 {
                 let was = *last;
@@ -1661,12 +1795,13 @@ impl World {
         let Some(app) = &mut self.members[m].app else {
             return;
         };
+        let version = app.version;
         let worker = &mut app.workers[w];
         for &k in keys {
             let c = worker.state.entry(k).or_default();
             *c += 1;
             worker.dirty.insert(k);
-            worker.held.push((k, *c));
+            worker.held.push((k, *c, version));
         }
     }
 
@@ -1978,6 +2113,89 @@ impl World {
         self.coord_event(coordinator::Event::Stop, None);
     }
 
+    // ---- swaps ---------------------------------------------------------------------------
+
+    /// `wallaroo deploy` of the next version, at random times until the stop, during faults
+    /// too. Versions asked are never asked again, so one answered Err can be checked never to
+    /// be recorded later.
+    fn ask_swap(&mut self) {
+        if self.stop_asked {
+            return;
+        }
+        let d = self.swaps_rng.range(self.swap_gap.0, self.swap_gap.1) * MS;
+        self.after(d, Ev::AskSwap);
+        if self.coord.is_none() || self.swap_asked.is_some() {
+            return;
+        }
+        let version = self.next_version;
+        self.next_version += 1;
+        self.swap_asked = Some(version);
+        self.swap_ready = false;
+        *self.swaps.entry("asked").or_default() += 1;
+        self.note(format!("SWAP to version {version} asked"));
+        self.coord_event(coordinator::Event::Swap { version }, None);
+    }
+
+    fn swapped(&mut self, answer: Result<u64, String>) {
+        self.note(format!("coord: swap answered {answer:?}"));
+        let Some(version) = self.swap_asked.take() else {
+            self.violate(format!("a swap answered {answer:?}, none asked"));
+            return;
+        };
+        match answer {
+            Ok(v) => {
+                *self.swaps.entry("ok").or_default() += 1;
+                if v != version || self.durable.version != version {
+                    self.violate(format!(
+                        "the swap to version {version} answered Ok({v}), but the durable record \
+                         holds version {}",
+                        self.durable.version
+                    ));
+                }
+            }
+            Err(_) => {
+                *self.swaps.entry("err").or_default() += 1;
+                self.failed_versions.insert(version);
+                if self.durable.version >= version {
+                    self.violate(format!(
+                        "the swap to version {version} answered with an error, but the durable \
+                         record holds version {}",
+                        self.durable.version
+                    ));
+                }
+            }
+        }
+    }
+
+    /// How long a record write of the coordinator takes: now and then long (a slow disk), so
+    /// that losses fall while a record is unanswered.
+    fn record_time(&mut self) -> u64 {
+        if self.rng.chance(0.05) {
+            self.rng.range(20 * MS, 300 * MS)
+        } else {
+            self.rng.range(200 * US, 5 * MS)
+        }
+    }
+
+    /// The highest version any generation started with.
+    fn durable_started_version(&self) -> u64 {
+        self.generation_version.values().copied().max().unwrap_or(0)
+    }
+
+    /// The step of the swap under way, if any: for the faults injected during each.
+    fn swap_step(&self) -> Option<&'static str> {
+        self.swap_asked?;
+        let state = self.coord.as_ref()?.coord.state();
+        Some(match state {
+            "swapping: ready" => "ready",
+            "swapping: record" => "record",
+            s if s.starts_with("checkpoint") && self.swap_ready => "checkpoint",
+            s if s.starts_with("checkpoint") => "waiting",
+            "starting" => "start",
+            _ => "recovery",
+        })
+    }
+
     // ---- faults --------------------------------------------------------------------------
 
     fn fault(&mut self) {
@@ -1996,6 +2214,7 @@ impl World {
         }
         let n = self.members.len();
         let m = self.faults_rng.below(n);
+        let phase = self.swap_step();
         let did = match FAULT_KINDS[kind] {
             "crash" => self.crash(m),
             "control-drop" => match self.members[m].control {
@@ -2055,12 +2274,21 @@ impl World {
             _ => false,
         };
         if did {
+            if let Some(step) = phase {
+                *self.swap_faults.entry(step).or_default() += 1;
+            }
             let kind = FAULT_KINDS[kind];
             *self.faults.entry(kind).or_default() += 1;
             self.note(format!("FAULT {kind} (member {m})"));
         }
-        let d = self.faults_rng.range(self.fault_gap.0, self.fault_gap.1) * MS;
-        self.after(d, Ev::Fault);
+    }
+
+    /// A swap's step begins: now and then a fault falls in it.
+    fn aim_fault(&mut self) {
+        if self.faults_on && !self.faults_over && self.faults_rng.chance(0.25) {
+            let d = self.faults_rng.range(0, 8_000) * US;
+            self.after(d, Ev::SwapFault);
+        }
     }
 
     fn crash(&mut self, m: usize) -> bool {
@@ -2092,6 +2320,11 @@ impl World {
                 }
             }
             self.record_fails = false;
+            // The deploy that asked for a swap hears nothing: its node is gone.
+            if let Some(version) = self.swap_asked.take() {
+                self.note(format!("the swap to version {version} is never answered"));
+                *self.swaps.entry("unanswered").or_default() += 1;
+            }
         }
         // Every connection to the crashed node breaks.
         let mine: Vec<ConnId> = (0..self.conns.len())

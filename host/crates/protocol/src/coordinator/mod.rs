@@ -23,9 +23,11 @@ mod recovering;
 mod running;
 mod starting;
 mod stopping;
+#[cfg(test)]
+mod swap_tests;
 mod swapping;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -563,6 +565,9 @@ impl Coordinator {
             if let Some(swap) = &mut self.swap {
                 swap.recorded |= swap.version == asked.version;
             }
+        }
+        if let Err(e) = &result {
+            self.swap_record_failed(&asked, e, actions);
         }
         if !self.records_unanswered.is_empty() {
             return;

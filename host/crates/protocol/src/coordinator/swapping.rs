@@ -66,6 +66,13 @@ impl Coordinator {
             ))));
             return;
         }
+        if self.stops > 0 || matches!(self.phase, Phase::Stopping(_)) {
+            // Also in the stop's last checkpoint, after which nothing would begin it.
+            actions.push(Action::Swapped(Err(
+                "the application is stopping; deploy it again once it stopped".into(),
+            )));
+            return;
+        }
         if self.config.checkpoint_interval.is_none() {
             actions.push(Action::Swapped(Err(
                 "a live swap carries state over at a checkpoint, and this deployment takes none \
@@ -183,12 +190,47 @@ impl Coordinator {
     }
 
     /// A loss during a swap: if its record is not durable, the swap failed and the cluster
-    /// recovers with the old version.
+    /// recovers with the old version. If that record is being written, the write's answer
+    /// decides: once durable it holds, and the
+    /// cluster recovers with the new version.
     pub(super) fn swap_lost(&mut self, why: &str, actions: &mut Vec<Action>) {
+        let writing = |s: &Asked| {
+            self.records_unanswered
+                .iter()
+                .any(|r| r.version == s.version)
+        };
+        if self.swap.as_ref().is_some_and(writing) {
+            return;
+        }
         if let Some(swap) = self.swap.take_if(|s| !s.recorded) {
             let waited = if swap.waiting { " before it began" } else { "" };
             actions.push(Action::Swapped(Err(format!(
                 "the cluster lost a node{waited} ({why}) and rolls back to the version it ran"
+            ))));
+        }
+    }
+
+    /// A swap's record that a loss left unanswered could not be written: the swap failed,
+    /// and the cluster recovers with the old version. (A durable one makes the swap happen:
+    /// see [`Coordinator::recorded`].)
+    pub(super) fn swap_record_failed(
+        &mut self,
+        asked: &Record,
+        e: &str,
+        actions: &mut Vec<Action>,
+    ) {
+        if matches!(self.phase, Phase::Swapping(_)) {
+            // The swap's own step takes the answer.
+            return;
+        }
+        if self
+            .swap
+            .take_if(|s| s.version == asked.version && !s.recorded)
+            .is_some()
+        {
+            actions.push(Action::Swapped(Err(format!(
+                "the cluster lost a node while the new version was being recorded, and the \
+                 record could not be written ({e}): it rolls back to the version it ran"
             ))));
         }
     }

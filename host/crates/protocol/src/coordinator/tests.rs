@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::*;
 
-const DEPLOYMENT: &str = "d1";
+pub(super) const DEPLOYMENT: &str = "d1";
 
-fn settled(sent: u64, received: u64) -> Alignment {
+pub(super) fn settled(sent: u64, received: u64) -> Alignment {
     Alignment {
         aligned: true,
         routed_in_flight: 0,
@@ -20,7 +20,7 @@ fn settled(sent: u64, received: u64) -> Alignment {
 }
 
 /// The answer of a healthy member.
-fn ok(command: Command) -> Reply {
+pub(super) fn ok(command: Command) -> Reply {
     match command {
         Command::Start { recover_to, .. } => Reply::Started {
             next_checkpoint: recover_to + 1,
@@ -40,7 +40,7 @@ fn ok(command: Command) -> Reply {
     }
 }
 
-fn config(members: usize, checkpoint_interval: Option<Duration>) -> Config {
+pub(super) fn config(members: usize, checkpoint_interval: Option<Duration>) -> Config {
     Config {
         deployment: DEPLOYMENT.into(),
         members,
@@ -49,32 +49,32 @@ fn config(members: usize, checkpoint_interval: Option<Duration>) -> Config {
     }
 }
 
-const INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const INTERVAL: Duration = Duration::from_secs(1);
 
 /// A coordinator and its members, with a clock the test advances.
-struct Cluster {
-    c: Coordinator,
-    now: Time,
+pub(super) struct Cluster {
+    pub(super) c: Coordinator,
+    pub(super) now: Time,
     /// The command each member was last sent and has not answered.
-    asked: Vec<Option<Command>>,
+    pub(super) asked: Vec<Option<Command>>,
     /// Records asked for and not answered.
-    records: usize,
+    pub(super) records: usize,
     /// Stops asked and not answered.
-    stops: usize,
+    pub(super) stops: usize,
 }
 
 impl Cluster {
     /// A first deploy of `members` nodes.
-    fn deploy(members: usize, interval: Option<Duration>) -> (Self, Vec<Action>) {
+    pub(super) fn deploy(members: usize, interval: Option<Duration>) -> (Self, Vec<Action>) {
         Self::with(config(members, interval), Record::default(), true)
     }
 
     /// A coordinator that restarted with `record` on disk.
-    fn restarted(members: usize, record: Record) -> (Self, Vec<Action>) {
+    pub(super) fn restarted(members: usize, record: Record) -> (Self, Vec<Action>) {
         Self::with(config(members, Some(INTERVAL)), record, false)
     }
 
-    fn with(config: Config, record: Record, first_deploy: bool) -> (Self, Vec<Action>) {
+    pub(super) fn with(config: Config, record: Record, first_deploy: bool) -> (Self, Vec<Action>) {
         let members = config.members;
         let (c, actions) = Coordinator::new(config, record, first_deploy, Time::ZERO);
         let mut cluster = Cluster {
@@ -90,7 +90,7 @@ impl Cluster {
     }
 
     /// A first deploy of `members` nodes, running generation 1.
-    fn running(members: usize, interval: Option<Duration>) -> Self {
+    pub(super) fn running(members: usize, interval: Option<Duration>) -> Self {
         let (mut cluster, _) = Self::deploy(members, interval);
         cluster.join_all();
         let actions = cluster.drive();
@@ -103,11 +103,11 @@ impl Cluster {
         cluster
     }
 
-    fn members(&self) -> usize {
+    pub(super) fn members(&self) -> usize {
         self.asked.len()
     }
 
-    fn handle(&mut self, event: Event) -> Vec<Action> {
+    pub(super) fn handle(&mut self, event: Event) -> Vec<Action> {
         let timeout = event == Event::Timeout;
         match &event {
             Event::Reply { member, .. } | Event::Lost { member, .. } => self.asked[*member] = None,
@@ -121,7 +121,7 @@ impl Cluster {
         actions
     }
 
-    fn note(&mut self, actions: &[Action]) {
+    pub(super) fn note(&mut self, actions: &[Action]) {
         for action in actions {
             match action {
                 Action::Send { member, command } => self.asked[*member] = Some(*command),
@@ -137,7 +137,7 @@ impl Cluster {
         }
     }
 
-    fn check(&self, after_timeout: bool) {
+    pub(super) fn check(&self, after_timeout: bool) {
         let timeout = self.c.poll_timeout();
         if self.c.done() {
             assert_eq!(timeout, None, "done, yet a timeout is asked for");
@@ -155,22 +155,22 @@ impl Cluster {
         }
     }
 
-    fn advance(&mut self, by: Duration) {
+    pub(super) fn advance(&mut self, by: Duration) {
         self.now += by;
     }
 
     /// Advances the clock to the next timeout and handles it.
-    fn fire(&mut self) -> Vec<Action> {
+    pub(super) fn fire(&mut self) -> Vec<Action> {
         let at = self.c.poll_timeout().expect("a timeout to wait for");
         self.now = self.now.max(at);
         self.handle(Event::Timeout)
     }
 
-    fn join(&mut self, member: u16) -> Vec<Action> {
+    pub(super) fn join(&mut self, member: u16) -> Vec<Action> {
         self.rejoin(member, None)
     }
 
-    fn rejoin(&mut self, member: u16, rejoin: Option<Rejoin>) -> Vec<Action> {
+    pub(super) fn rejoin(&mut self, member: u16, rejoin: Option<Rejoin>) -> Vec<Action> {
         self.handle(Event::Join {
             member,
             deployment: DEPLOYMENT.into(),
@@ -178,13 +178,13 @@ impl Cluster {
         })
     }
 
-    fn join_all(&mut self) -> Vec<Action> {
+    pub(super) fn join_all(&mut self) -> Vec<Action> {
         (0..self.members() as u16)
             .flat_map(|m| self.join(m))
             .collect()
     }
 
-    fn lose(&mut self, member: usize) -> Vec<Action> {
+    pub(super) fn lose(&mut self, member: usize) -> Vec<Action> {
         self.handle(Event::Lost {
             member,
             why: "connection reset".into(),
@@ -192,7 +192,7 @@ impl Cluster {
     }
 
     /// Answers every member's last command with `reply(member, command)`, in member order.
-    fn answer(&mut self, mut reply: impl FnMut(usize, Command) -> Reply) -> Vec<Action> {
+    pub(super) fn answer(&mut self, mut reply: impl FnMut(usize, Command) -> Reply) -> Vec<Action> {
         let asked: Vec<(usize, Command)> = (0..self.members())
             .filter_map(|m| self.asked[m].map(|c| (m, c)))
             .collect();
@@ -205,12 +205,12 @@ impl Cluster {
         actions
     }
 
-    fn answer_ok(&mut self) -> Vec<Action> {
+    pub(super) fn answer_ok(&mut self) -> Vec<Action> {
         self.answer(|_, command| ok(command))
     }
 
     /// Answers like healthy members and a healthy disk until nothing is awaited.
-    fn drive(&mut self) -> Vec<Action> {
+    pub(super) fn drive(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         while let Some(more) = self.drive_once() {
             actions.extend(more);
@@ -219,7 +219,7 @@ impl Cluster {
     }
 
     /// One step of [`Cluster::drive`]; None if nothing is awaited.
-    fn drive_once(&mut self) -> Option<Vec<Action>> {
+    pub(super) fn drive_once(&mut self) -> Option<Vec<Action>> {
         if self.records > 0 {
             Some(self.handle(Event::Recorded(Ok(()))))
         } else if self.asked.iter().any(Option::is_some) {
@@ -232,7 +232,7 @@ impl Cluster {
     }
 
     /// From running, the next checkpoint, taken by healthy members.
-    fn checkpoint(&mut self) -> Vec<Action> {
+    pub(super) fn checkpoint(&mut self) -> Vec<Action> {
         assert!(self.c.running());
         let mut actions = self.fire();
         assert!(matches!(
@@ -244,7 +244,7 @@ impl Cluster {
     }
 
     /// A running cluster loses `member` and comes back, in a new generation.
-    fn lose_and_recover(&mut self, member: usize) -> Vec<Action> {
+    pub(super) fn lose_and_recover(&mut self, member: usize) -> Vec<Action> {
         let mut actions = self.lose(member);
         actions.extend(self.join_all());
         actions.extend(self.recover());
@@ -253,7 +253,7 @@ impl Cluster {
 
     /// Every member has joined: waits out any back-off, then starts the generation (and
     /// carries out a stop that waited, if any).
-    fn recover(&mut self) -> Vec<Action> {
+    pub(super) fn recover(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         while self.c.state() == "recovering" {
             actions.extend(self.fire());
@@ -265,7 +265,7 @@ impl Cluster {
 }
 
 /// The commands sent, to whom, in order.
-fn sends(actions: &[Action]) -> Vec<(usize, Command)> {
+pub(super) fn sends(actions: &[Action]) -> Vec<(usize, Command)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -276,11 +276,11 @@ fn sends(actions: &[Action]) -> Vec<(usize, Command)> {
 }
 
 /// `command` sent to every one of `members`, in member order.
-fn to_all(members: usize, command: Command) -> Vec<(usize, Command)> {
+pub(super) fn to_all(members: usize, command: Command) -> Vec<(usize, Command)> {
     (0..members).map(|m| (m, command)).collect()
 }
 
-fn disconnects(actions: &[Action]) -> Vec<usize> {
+pub(super) fn disconnects(actions: &[Action]) -> Vec<usize> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -290,7 +290,7 @@ fn disconnects(actions: &[Action]) -> Vec<usize> {
         .collect()
 }
 
-fn records(actions: &[Action]) -> Vec<Record> {
+pub(super) fn records(actions: &[Action]) -> Vec<Record> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -300,7 +300,7 @@ fn records(actions: &[Action]) -> Vec<Record> {
         .collect()
 }
 
-fn warnings(actions: &[Action]) -> Vec<&str> {
+pub(super) fn warnings(actions: &[Action]) -> Vec<&str> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -310,14 +310,14 @@ fn warnings(actions: &[Action]) -> Vec<&str> {
         .collect()
 }
 
-fn deploy_failure(actions: &[Action]) -> Option<&str> {
+pub(super) fn deploy_failure(actions: &[Action]) -> Option<&str> {
     actions.iter().find_map(|a| match a {
         Action::DeployFailed(why) => Some(why.as_str()),
         _ => None,
     })
 }
 
-fn answered_stops(actions: &[Action]) -> Vec<&Result<(), String>> {
+pub(super) fn answered_stops(actions: &[Action]) -> Vec<&Result<(), String>> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -327,7 +327,7 @@ fn answered_stops(actions: &[Action]) -> Vec<&Result<(), String>> {
         .collect()
 }
 
-fn start(generation: u64, recover_to: u64) -> Command {
+pub(super) fn start(generation: u64, recover_to: u64) -> Command {
     Command::Start {
         generation,
         recover_to,
