@@ -760,6 +760,18 @@ fn counts_across_a_swap(text: &str) -> std::collections::BTreeMap<String, u64> {
 /// version changes the output format and inserts a stateless step before the key_by. Every
 /// word's counts run on with nothing lost or repeated, and switch format once. A version that
 /// renames the stateful step is refused, naming it, and the running version goes on.
+/// `wallaroo status --json`, which must succeed, parsed.
+fn status_json(cluster: &Cluster) -> serde_json::Value {
+    let out = cluster.command(&["status", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 #[test]
 fn a_hot_swap_keeps_every_count_exactly_once_and_switches_the_format_once() {
     let cluster = Cluster::new(3);
@@ -772,22 +784,75 @@ fn a_hot_swap_keeps_every_count_exactly_once_and_switches_the_format_once() {
         slow_ack_sender(&w.sources[2], &w.b, "2", 4000, 20),
     ];
     w.receiver.wait_lines(2000, Duration::from_secs(120));
+    let before = status_json(&cluster);
 
     let swapped = cluster.deploy_output(&v2, &w.receiver.addr, EXACTLY_ONCE);
     assert!(swapped.contains("swapped to component"), "{swapped}");
     eprintln!("{swapped}");
     let status = cluster.command(&["status"]);
     let report = String::from_utf8_lossy(&status.stdout).into_owned();
-    let prefix: String = {
+    let hash = |wasm: &Path| -> String {
         use sha2::Digest as _;
-        let digest = sha2::Sha256::digest(std::fs::read(&v2).unwrap());
-        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+        let digest = sha2::Sha256::digest(std::fs::read(wasm).unwrap());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
     };
+    let (v1_hash, v2_hash) = (hash(&build_app(WORD_COUNT)), hash(&v2));
+    let prefix = &v2_hash[..12];
     assert_eq!(
         report.matches(&format!("component {prefix}")).count(),
         3,
         "{report}"
     );
+    assert!(
+        report.contains(&format!("version {prefix}, built ")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("swap {} -> {prefix}", &v1_hash[..12])),
+        "{report}"
+    );
+    eprintln!("{report}");
+
+    // The same as one JSON object: the new version, a later generation, every key group on
+    // one of the three nodes, and the swap with the stream's pause.
+    let after = status_json(&cluster);
+    assert_eq!(after["app"], "Word Count Application", "{after}");
+    assert_eq!(before["component"], v1_hash.as_str(), "{before}");
+    assert_eq!(after["component"], v2_hash.as_str(), "{after}");
+    assert!(after["component_built_ms"].as_u64().is_some(), "{after}");
+    let generation = |s: &serde_json::Value| s["generation"].as_u64().unwrap();
+    assert!(
+        generation(&after) > generation(&before),
+        "{before}\n{after}"
+    );
+    let nodes = after["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{after}");
+    for (i, node) in nodes.iter().enumerate() {
+        assert_eq!(node["address"], cluster.addrs[i].as_str(), "{after}");
+        assert_eq!(node["component"], v2_hash.as_str(), "{after}");
+        assert_eq!(node["state"], "running", "{after}");
+    }
+    let groups: u64 = nodes
+        .iter()
+        .map(|n| n["key_groups"].as_u64().unwrap())
+        .sum();
+    // The default number of key groups.
+    assert_eq!(groups, 1024, "{after}");
+    let changes = after["changes"].as_array().unwrap();
+    assert_eq!(changes[0]["kind"], "deploy", "{after}");
+    let swap = changes
+        .iter()
+        .find(|c| c["kind"] == "swap")
+        .unwrap_or_else(|| panic!("no swap in {after}"));
+    assert_eq!(swap["from"], v1_hash.as_str(), "{after}");
+    assert_eq!(swap["to"], v2_hash.as_str(), "{after}");
+    assert_eq!(swap["failed"], false, "{after}");
+    assert_eq!(
+        swap["generation"].as_u64(),
+        Some(generation(&after)),
+        "{after}"
+    );
+    assert!(swap["paused_ms"].as_u64().is_some(), "{after}");
 
     let refused = cluster.deploy_command(&renamed, &w.receiver.addr, EXACTLY_ONCE);
     let err = String::from_utf8_lossy(&refused.stderr);
@@ -813,6 +878,33 @@ fn a_hot_swap_keeps_every_count_exactly_once_and_switches_the_format_once() {
     let mut after = [ack_sender(&w.sources[0], &c, "3")];
     Workload::wait(&mut senders, &cluster);
     Workload::wait(&mut after, &cluster);
+    // The refused version is a change that did not happen. Every word is a key with state
+    // on one node, once the workers have copied it (at a checkpoint at the latest).
+    let status = status_json(&cluster);
+    let changes = status["changes"].as_array().unwrap();
+    assert_eq!(changes.last().unwrap()["failed"], true, "{status}");
+    let keys = |s: &serde_json::Value| -> u64 {
+        let nodes = s["nodes"].as_array().unwrap();
+        nodes
+            .iter()
+            .map(|n| n["state_keys"].as_u64().unwrap())
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut status = status;
+    while keys(&status) != totals.len() as u64 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        status = status_json(&cluster);
+    }
+    assert_eq!(keys(&status), totals.len() as u64, "{status}");
+    assert!(
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state_bytes"].as_u64() > n["state_keys"].as_u64()),
+        "{status}"
+    );
     let stop = cluster.command(&["stop"]);
     assert!(
         stop.status.success(),

@@ -70,6 +70,15 @@ pub struct NodesArgs {
     certs: PathBuf,
 }
 
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    nodes: NodesArgs,
+    /// Print one JSON object (the cluster, its nodes, its last changes) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     let options = NodeOptions {
         listen: args.listen,
@@ -111,8 +120,9 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     crate::io_runtime()?.block_on(wallaroo_cluster::deploy(options))
 }
 
-pub fn status(args: NodesArgs) -> anyhow::Result<()> {
-    crate::io_runtime()?.block_on(wallaroo_cluster::status(&args.nodes, &args.certs))
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let StatusArgs { nodes, json } = args;
+    crate::io_runtime()?.block_on(wallaroo_cluster::status(&nodes.nodes, &nodes.certs, json))
 }
 
 pub fn stop(args: NodesArgs) -> anyhow::Result<()> {

@@ -39,8 +39,9 @@ enum Command {
     Node(cluster::NodeArgs),
     /// Ship a component to the nodes in a hosts file and start it across them.
     Deploy(cluster::DeployArgs),
-    /// Show every node of a cluster: key groups, counts, backlog, last checkpoint.
-    Status(cluster::NodesArgs),
+    /// Show the cluster: the running version, every node's key groups, state, counts and last
+    /// checkpoint, and the last changes.
+    Status(cluster::StatusArgs),
     /// Stop a cluster's application after processing everything it accepted.
     Stop(cluster::NodesArgs),
 }

@@ -11,6 +11,7 @@ use wallaroo_transport::{ClusterTls, Connection, Endpoint};
 use crate::daemon::{request, resolve};
 use crate::manifest::{Manifest, Settings, component_hash, read_hosts};
 use crate::proto::Msg;
+use crate::report::StatusReport;
 
 #[derive(Debug, Clone)]
 pub struct DeployOptions {
@@ -64,6 +65,11 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
     let wasm = std::fs::read(&options.app)
         .with_context(|| format!("cannot read {}", options.app.display()))?;
     let hash = component_hash(&wasm);
+    // The time the build wrote it, which the nodes keep and `wallaroo status` shows.
+    let modified_ms = std::fs::metadata(&options.app)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(crate::manifest::unix_ms);
     for i in 0..client.nodes.len() {
         let have = client
             .ask(i, &Msg::HasComponent { hash: hash.clone() })
@@ -79,6 +85,7 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
                 &Msg::PutComponent {
                     hash: hash.clone(),
                     bytes: ByteBuf::from(wasm.clone()),
+                    modified_ms,
                 },
             )
             .await?;
@@ -124,96 +131,27 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
     }
 }
 
-/// Prints every node's figures. Fails if a node cannot be reached.
-pub async fn status(hosts: &Path, certs: &Path) -> anyhow::Result<()> {
+/// Prints every node's figures, as text or (`json`) as one JSON object (see
+/// [`StatusReport`]). Fails if a node cannot be reached, after printing what the others said.
+pub async fn status(hosts: &Path, certs: &Path, json: bool) -> anyhow::Result<()> {
     let client = Client::new(hosts, certs)?;
-    let mut unreachable = 0;
+    let mut answers = Vec::with_capacity(client.nodes.len());
     for i in 0..client.nodes.len() {
-        let s = match client.ask(i, &Msg::Status).await {
-            Ok(Msg::NodeStatus(s)) => s,
+        answers.push(match client.ask(i, &Msg::Status).await {
+            Ok(Msg::NodeStatus(s)) => Ok(*s),
             Ok(other) => anyhow::bail!("unexpected answer {}", other.name()),
-            Err(e) => {
-                println!("node {i}  {}  unreachable: {e:#}", client.nodes[i]);
-                unreachable += 1;
-                continue;
-            }
-        };
-        let component = match s.component.get(..12) {
-            Some(prefix) => format!("  component {prefix}"),
-            None => String::new(),
-        };
-        println!(
-            "node {i}  {}  {}  {}  generation {}{component}",
-            client.nodes[i], s.state, s.app, s.generation
-        );
-        if let Some(r) = &s.recovery {
-            println!("  {}", recovery_line(r));
-        }
-        if s.key_groups.is_empty() {
-            continue;
-        }
-        let owned: u64 = s
-            .key_groups
-            .iter()
-            .map(|&(a, b)| u64::from(b.saturating_sub(a)) + 1)
-            .sum();
-        let ranges: Vec<String> = s
-            .key_groups
-            .iter()
-            .map(|(a, b)| {
-                if a == b {
-                    format!("{a}")
-                } else {
-                    format!("{a}-{b}")
-                }
-            })
-            .collect();
-        println!(
-            "  key groups {} ({owned}), {} workers",
-            ranges.join(","),
-            s.workers
-        );
-        println!(
-            "  received {}, emitted {}, backlog {}, dead letters {}, last checkpoint {}",
-            s.received, s.emitted, s.backlog, s.dead_lettered, s.last_checkpoint
-        );
-        if !s.steps.is_empty() {
-            let steps: Vec<String> = s.steps.iter().map(|(n, c)| format!("{n} {c}")).collect();
-            println!("  steps: {}", steps.join(", "));
-        }
-        if s.remote_messages > 0 {
-            println!(
-                "  to other nodes: {} messages, {} bytes on the wire ({:.1} bytes/message)",
-                s.remote_messages,
-                s.remote_bytes,
-                s.remote_bytes as f64 / s.remote_messages as f64
-            );
-        }
-        for source in &s.sources {
-            println!("  source {source}");
-        }
+            Err(e) => Err(format!("{e:#}")),
+        });
     }
+    let report = StatusReport::new(&client.nodes, answers);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    let unreachable = report.unreachable();
     anyhow::ensure!(unreachable == 0, "{unreachable} node(s) unreachable");
     Ok(())
-}
-
-/// What a recovering cluster waits for, as `wallaroo status` shows it under the coordinator.
-fn recovery_line(r: &crate::proto::Recovery) -> String {
-    let waiting = if r.missing.is_empty() {
-        "starting the application on every node".to_string()
-    } else {
-        format!("waiting for {} to join", r.missing.join(", "))
-    };
-    let why = if r.reason.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", r.reason)
-    };
-    format!(
-        "cluster recovering for {} s, from checkpoint {}: {waiting}{why}",
-        r.waited_ms / 1000,
-        r.checkpoint
-    )
 }
 
 /// Stops the application everywhere after processing everything accepted.

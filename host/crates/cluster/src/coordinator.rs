@@ -20,7 +20,7 @@ use wallaroo_transport::FrameSender;
 
 use crate::daemon::{Context, Stream};
 use crate::manifest::{ClusterRecord, Manifest};
-use crate::proto::{Msg, Recovery, Refusal, RefusalKind, Rejoin, Totals};
+use crate::proto::{Change, Msg, Recovery, Refusal, RefusalKind, Rejoin, Totals};
 
 /// What reaches the coordinator: a node's control stream, or a client's stop.
 pub(crate) enum Joined {
@@ -94,6 +94,13 @@ struct Driver {
     component: String,
     /// A swap under way: its version, component, reply and start.
     swap: Option<(u64, String, oneshot::Sender<Msg>, Instant)>,
+    /// When every node had committed the checkpoint of the swap under way (the core then
+    /// asks for the record of the new version).
+    swap_committed: Option<Instant>,
+    /// While the cluster recovers: since when (the loss), and why.
+    recovering: Option<(Instant, String)>,
+    /// The last changes (see [`Change`]), oldest first; published to `ctx.changes`.
+    changes: VecDeque<Change>,
 }
 
 impl Coordinator {
@@ -168,6 +175,9 @@ impl Coordinator {
             totals: vec![Totals::default(); members],
             component,
             swap: None,
+            swap_committed: None,
+            recovering: None,
+            changes: VecDeque::new(),
         };
         if !first_deploy {
             driver.announce_restart(record.generation);
@@ -295,6 +305,9 @@ impl Driver {
                 None
             }
             Action::Record(record) => {
+                if matches!(&self.swap, Some((v, ..)) if *v == record.version) {
+                    self.swap_committed.get_or_insert_with(Instant::now);
+                }
                 let component = self.component_of(record.version);
                 let _ = self.records.send(ClusterRecord {
                     generation: record.generation,
@@ -306,13 +319,27 @@ impl Driver {
             }
             Action::Swapped(answer) => {
                 let (version, component, reply, started) = self.swap.take()?;
+                let committed = self.swap_committed.take();
+                let mut change = Change {
+                    kind: "swap".into(),
+                    generation: self.core.record().generation,
+                    from: self.component.clone(),
+                    to: component.clone(),
+                    took_ms: millis(started.elapsed()),
+                    ..Change::default()
+                };
                 let answer = match answer {
                     Ok(_) => {
                         self.component = component.clone();
+                        change.paused_ms = committed.map(|at| millis(at.elapsed()));
+                        let paused = match change.paused_ms {
+                            Some(ms) => format!(", the stream paused {ms} ms"),
+                            None => String::new(),
+                        };
                         let line = format!(
-                            "swapped to component {} (version {version}) in {} ms",
+                            "swapped to component {} (version {version}) in {} ms{paused}",
                             &component[..component.len().min(12)],
-                            started.elapsed().as_millis()
+                            change.took_ms,
                         );
                         tracing::info!("{line}");
                         Msg::Changed {
@@ -320,8 +347,13 @@ impl Driver {
                             what: line,
                         }
                     }
-                    Err(why) => Msg::Refused(Refusal::new(RefusalKind::Failed, why)),
+                    Err(why) => {
+                        change.failed = true;
+                        change.reason = why.clone();
+                        Msg::Refused(Refusal::new(RefusalKind::Failed, why))
+                    }
                 };
+                self.changed(change);
                 let _ = reply.send(answer);
                 None
             }
@@ -330,6 +362,28 @@ impl Driver {
                 checkpoint,
                 first,
             } => {
+                let recovered = self.recovering.take();
+                if first {
+                    self.changed(Change {
+                        kind: "deploy".into(),
+                        generation,
+                        to: self.component.clone(),
+                        took_ms: millis(self.start.elapsed()),
+                        ..Change::default()
+                    });
+                } else if let Some((since, reason)) = recovered {
+                    let ms = millis(since.elapsed());
+                    self.changed(Change {
+                        kind: "recovery".into(),
+                        generation,
+                        from: self.component.clone(),
+                        to: self.component.clone(),
+                        reason,
+                        paused_ms: Some(ms),
+                        took_ms: ms,
+                        ..Change::default()
+                    });
+                }
                 if let (true, Some(d)) = (first, self.deployed.take()) {
                     let sources = self.sources_text();
                     let app = self.app_name.clone();
@@ -463,8 +517,32 @@ impl Driver {
             .collect()
     }
 
-    /// Publishes what recovery waits for (None: the cluster runs), for `wallaroo status`.
-    fn publish_recovery(&self) {
+    /// Keeps a change, and publishes the last ones for `wallaroo status`.
+    fn changed(&mut self, change: Change) {
+        let change = Change {
+            at_ms: crate::manifest::unix_ms(std::time::SystemTime::now()).unwrap_or(0),
+            ..change
+        };
+        self.changes.push_back(change);
+        while self.changes.len() > Change::KEPT {
+            self.changes.pop_front();
+        }
+        *self.ctx.changes.lock().unwrap() = self.changes.iter().cloned().collect();
+    }
+
+    /// Publishes what recovery waits for (None: the cluster runs), for `wallaroo status`,
+    /// and keeps since when the cluster recovers and why, for its [`Change`].
+    fn publish_recovery(&mut self) {
+        if let Some(r) = self.core.recovery() {
+            let since = Instant::now() - self.now().saturating_sub(r.since);
+            let reason = match r.reason.as_str() {
+                "" => "the coordinator restarted".to_string(),
+                why => why.to_string(),
+            };
+            // Since the first loss, if another follows before the cluster runs again.
+            let since = self.recovering.as_ref().map_or(since, |(at, _)| *at);
+            self.recovering = Some((since, reason));
+        }
         let recovery = self.core.recovery().map(|r| {
             let since = Instant::now() - self.now().saturating_sub(r.since);
             let missing = r.missing.iter().map(|&m| self.core.name(m)).collect();
@@ -506,6 +584,10 @@ impl Driver {
             });
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Reads a member's answers until its stream ends, handing each in with the stream's number.

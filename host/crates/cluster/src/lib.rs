@@ -12,6 +12,7 @@ mod coordinator;
 mod daemon;
 pub mod manifest;
 pub mod proto;
+pub mod report;
 
 pub use client::{DeployOptions, deploy, status, stop};
 pub use daemon::{NodeOptions, run_node};

@@ -164,14 +164,44 @@ impl DataDir {
         self.component(hash).is_file()
     }
 
-    /// Stores a component under its hash, after checking the hash.
-    pub fn put_component(&self, hash: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    /// Stores a component under its hash, after checking the hash. `modified_ms`: the time
+    /// the file it came from was written (unix ms), given to the copy here as its own (see
+    /// [`DataDir::component_built_ms`]).
+    pub fn put_component(
+        &self,
+        hash: &str,
+        bytes: &[u8],
+        modified_ms: Option<u64>,
+    ) -> anyhow::Result<()> {
         let actual = component_hash(bytes);
         anyhow::ensure!(
             actual == hash,
             "the component's content hashes to {actual}, not {hash}"
         );
-        write_atomically(&self.component(hash), bytes)
+        let path = self.component(hash);
+        write_atomically(&path, bytes)?;
+        if let Some(ms) = modified_ms {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            // Only what `wallaroo status` shows depends on it.
+            if let Err(e) = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(at))
+            {
+                tracing::warn!("cannot set the time of {}: {e}", path.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// When component `hash` was built, as far as this node knows (unix ms): its file's
+    /// modification time here, which is that of the file `wallaroo deploy` shipped (normally
+    /// written by `wallaroo build`) or, for a component shipped without it, when it arrived.
+    pub fn component_built_ms(&self, hash: &str) -> Option<u64> {
+        let modified = std::fs::metadata(self.component(hash))
+            .and_then(|m| m.modified())
+            .ok()?;
+        unix_ms(modified)
     }
 
     pub fn app(&self) -> PathBuf {
@@ -214,6 +244,12 @@ impl DataDir {
     pub fn write_cluster_record(&self, record: &ClusterRecord) -> anyhow::Result<()> {
         write_json(&self.app().join("cluster.json"), record)
     }
+}
+
+/// `at` in milliseconds since the Unix epoch (None before it).
+pub fn unix_ms(at: std::time::SystemTime) -> Option<u64> {
+    let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
@@ -261,6 +297,18 @@ mod tests {
         let err = parse_hosts("a:1\na:1\n", path).unwrap_err();
         assert!(err.to_string().contains("listed twice"), "{err}");
         assert!(parse_hosts("# none\n", path).is_err());
+    }
+
+    #[test]
+    fn a_shipped_component_keeps_the_time_its_file_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir(dir.path().to_path_buf());
+        let bytes = b"component";
+        let hash = component_hash(bytes);
+        let built = 1_700_000_000_123;
+        data.put_component(&hash, bytes, Some(built)).unwrap();
+        assert_eq!(data.component_built_ms(&hash), Some(built));
+        assert_eq!(data.component_built_ms("absent"), None);
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub enum Msg {
     PutComponent {
         hash: String,
         bytes: ByteBuf,
+        /// When the component file was last written where `wallaroo deploy` read it (unix
+        /// ms; normally by `wallaroo build`): the node gives its copy that time, which
+        /// `wallaroo status` reports as the build time.
+        #[serde(default)]
+        modified_ms: Option<u64>,
     },
     Deploy {
         manifest: Manifest,
@@ -260,7 +265,7 @@ impl Refusal {
 }
 
 /// What a recovering cluster waits for, as its coordinator sees it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recovery {
     /// How long the cluster has been recovering, in milliseconds.
     pub waited_ms: u64,
@@ -298,6 +303,56 @@ pub struct NodeStatus {
     pub sources: Vec<String>,
     /// On the coordinator, while the cluster recovers: what it waits for.
     pub recovery: Option<Recovery>,
+    /// When the component running here was built (unix ms): the modification time of its
+    /// file in the node's data directory, which `wallaroo deploy` sets to that of the file it
+    /// shipped (None: unknown).
+    #[serde(default)]
+    pub component_built_ms: Option<u64>,
+    /// Keys whose state the workers here hold, and the bytes of those keys and states.
+    #[serde(default)]
+    pub state_keys: u64,
+    #[serde(default)]
+    pub state_bytes: u64,
+    /// On the coordinator: the last changes of the running application, oldest first.
+    #[serde(default)]
+    pub changes: Vec<Change>,
+}
+
+/// A change of the running application, as its coordinator saw it. Kept in memory by the
+/// coordinator (the last [`Change::KEPT`]), so a restarted coordinator starts a new list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// "deploy", "swap" or "recovery".
+    pub kind: String,
+    /// When it was done (unix ms): the application ran again everywhere, or a swap failed.
+    pub at_ms: u64,
+    /// The generation running after it.
+    pub generation: u64,
+    /// SHA-256 of the component before (a swap) and after it.
+    pub from: String,
+    pub to: String,
+    /// A recovery: why the cluster rolled back (the node lost, and why). A swap that did not
+    /// happen: why (the old version runs on).
+    pub reason: String,
+    /// A swap that did not happen (the cluster runs the version before).
+    #[serde(default)]
+    pub failed: bool,
+    /// How long the stream paused, in milliseconds, as the coordinator measures it:
+    /// - a swap: from every node having committed the swap's checkpoint until every node
+    ///   answered Started on the new version. The old version runs on through the recording
+    ///   of the new generation, but what it does after that checkpoint is dropped and done
+    ///   again by the new version, so this is the time the stream makes no progress that
+    ///   counts (the stop of the old instances and the start of the new ones are in it);
+    /// - a recovery: from the loss until every node answered Started again;
+    /// - a deploy, or a swap that did not happen: None.
+    pub paused_ms: Option<u64>,
+    /// From when it was asked (the deploy, the swap, the loss) until it was done.
+    pub took_ms: u64,
+}
+
+impl Change {
+    /// How many changes the coordinator keeps.
+    pub const KEPT: usize = 10;
 }
 
 /// What a node did, reported when the application stops.

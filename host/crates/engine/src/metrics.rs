@@ -30,6 +30,11 @@ pub struct NodeCounters {
     /// Messages queued for workers and not yet processed.
     pub backlog: Gauge,
     pub checkpoints: Counter,
+    /// Keys whose state the workers hold a copy of (see [`crate::worker`]), and the bytes of
+    /// those keys and states: running totals kept as the workers copy state, so reading them
+    /// costs nothing however many keys there are.
+    pub state_keys: Gauge,
+    pub state_bytes: Gauge,
 }
 
 /// A reading of [`NodeCounters`].
@@ -123,6 +128,16 @@ impl Metrics {
             "checkpoints",
             "Checkpoints committed",
             c.checkpoints.clone(),
+        );
+        registry.register(
+            "state_keys",
+            "Keys whose state the workers hold",
+            c.state_keys.clone(),
+        );
+        registry.register(
+            "state_bytes",
+            "Bytes of the keys and states the workers hold",
+            c.state_bytes.clone(),
         );
 
         let step_messages = Family::<StepLabel, Counter>::default();

@@ -133,6 +133,14 @@ impl Worker {
             restore(&mut instance, &state)
                 .map_err(|e| anyhow::anyhow!("worker {id}: restoring {} keys: {e}", state.len()))?;
         }
+        let counters = &shared.counters;
+        counters.state_keys.inc_by(state.len() as i64);
+        counters.state_bytes.inc_by(
+            state
+                .iter()
+                .map(|((_, k), v)| (k.len() + v.len()) as i64)
+                .sum(),
+        );
         let worker = Self {
             id,
             runtime,
@@ -549,7 +557,17 @@ impl Worker {
                     if let Some(dirty) = &mut self.dirty {
                         dirty.insert((step, key.clone()));
                     }
-                    self.state.insert((step, key), value);
+                    let counters = &self.shared.counters;
+                    let (key_len, value_len) = (key.len() as i64, value.len() as i64);
+                    match self.state.insert((step, key), value) {
+                        Some(old) => {
+                            counters.state_bytes.inc_by(value_len - old.len() as i64);
+                        }
+                        None => {
+                            counters.state_keys.inc();
+                            counters.state_bytes.inc_by(key_len + value_len);
+                        }
+                    }
                 }
                 self.unsaved.clear();
                 self.unsaved_messages = 0;

@@ -29,7 +29,7 @@ use wallaroo_transport::{ClusterTls, Connection, Endpoint, FrameReceiver, FrameS
 use crate::app::Inbound;
 use crate::coordinator::{Coordinator, Joined};
 use crate::manifest::{Assignment, DataDir};
-use crate::proto::{Msg, Recovery};
+use crate::proto::{Change, Msg, Recovery};
 
 pub(crate) use rpc::request;
 
@@ -70,6 +70,8 @@ pub(crate) struct Context {
     coordinator_restarted: watch::Sender<u64>,
     /// On the coordinator, while the cluster recovers: since when, and what it waits for.
     pub(crate) recovery: Mutex<Option<(std::time::Instant, Recovery)>>,
+    /// On the coordinator: the application's last changes, oldest first.
+    pub(crate) changes: Mutex<Vec<Change>>,
     /// The application's last run here (generation, name, last committed checkpoint), for
     /// `wallaroo status` while it does not run.
     last_run: Mutex<Option<(u64, String, u64)>>,
@@ -161,6 +163,7 @@ pub async fn run_node(
         coordinator_restarted: watch::channel(0).0,
         failure: watch::channel(None).0,
         recovery: Mutex::new(None),
+        changes: Mutex::new(Vec::new()),
         last_run: Mutex::new(None),
         options,
     });

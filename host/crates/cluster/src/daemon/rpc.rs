@@ -67,9 +67,14 @@ pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
     let refused = |e: anyhow::Error| Msg::Refused(Refusal::from_error(RefusalKind::Failed, &e));
     match request {
         Msg::HasComponent { hash } => Msg::Have(ctx.data.has_component(&hash)),
-        Msg::PutComponent { hash, bytes } => {
+        Msg::PutComponent {
+            hash,
+            bytes,
+            modified_ms,
+        } => {
             let data = ctx.data.clone();
-            match tokio::task::spawn_blocking(move || data.put_component(&hash, &bytes)).await {
+            let put = move || data.put_component(&hash, &bytes, modified_ms);
+            match tokio::task::spawn_blocking(put).await {
                 Ok(Ok(())) => Msg::Ok,
                 Ok(Err(e)) => refused(e),
                 Err(e) => refused(e.into()),
@@ -195,9 +200,14 @@ fn status(ctx: &Arc<Context>) -> NodeStatus {
             waited_ms: since.elapsed().as_millis() as u64,
             ..recovery
         });
+    if a.index == 0 {
+        s.changes = ctx.changes.lock().unwrap().clone();
+    }
     let view = ctx.view.lock().unwrap().clone();
     if let Some(v) = view {
         let totals = v.metrics.totals();
+        (s.state_keys, s.state_bytes) = v.metrics.state_size();
+        s.component_built_ms = ctx.data.component_built_ms(&v.component);
         s.app = v.app;
         s.state = "running".into();
         s.generation = v.generation;

@@ -681,6 +681,16 @@ impl MetricsHandle {
         self.0.metrics.step_counts()
     }
 
+    /// Keys whose state the workers hold, and the bytes of those keys and states (running
+    /// totals: cheap to read).
+    pub fn state_size(&self) -> (u64, u64) {
+        let c = &self.0.counters;
+        (
+            c.state_keys.get().max(0) as u64,
+            c.state_bytes.get().max(0) as u64,
+        )
+    }
+
     /// Work items queued and not yet processed (zero with every source stopped: drained).
     pub fn in_flight(&self) -> usize {
         self.0.in_flight()
