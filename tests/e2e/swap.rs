@@ -21,7 +21,7 @@ fn replace(component: &Path, watched: &Path) {
 
 /// Word count v1 runs with `--watch`, exactly-once and tagged sinks, while an acknowledged
 /// sender streams. First a version that renames the stateful step replaces the file: it is
-/// refused, naming the step, and v1 counts on. Then v2 (another output format, a stateless
+/// refused, naming the step, and v1 counts on what is sent next. Then v2 (another output format, a stateless
 /// step before the key_by): it is swapped in, and more input follows. Every word's counts run
 /// 1..n with no gap or repeat and switch format exactly once.
 #[test]
@@ -67,8 +67,21 @@ fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
         "{refused}"
     );
     assert!(refused.contains("runs on"), "{refused}");
-    // v1 counts on: more output comes, in its format.
+    // v1 counts on: input sent now (the slow sender may be done on a slow machine) comes
+    // out, in its format.
     let seen = receiver.text().lines().count();
+    let c = dir.path().join("c.txt");
+    for (word, n) in random_words(&c, 200, 8, &mut rng) {
+        *totals.entry(word).or_insert(0) += n;
+    }
+    let mut more = ack_sender(&source, &c, "3");
+    assert_eq!(
+        more.wait(Duration::from_secs(180)),
+        Some(0),
+        "{}\n{}",
+        more.stderr(),
+        node.proc.stderr()
+    );
     receiver.wait_lines(seen + 100, Duration::from_secs(120));
     assert!(!receiver.text().contains(" := "), "{}", node.proc.stderr());
 
