@@ -37,6 +37,7 @@ fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
     let mut totals = random_words(&a, 3000, 8, &mut rng);
     let receiver = Receiver::start(dir.path());
     let source = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
     let mut node = Node::start_at(
         &watched,
         &source,
@@ -52,6 +53,8 @@ fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
             "200",
             "--sink-framing",
             "tagged",
+            "--metrics",
+            &metrics,
         ],
     );
     node.proc.wait_line("watching", Duration::from_secs(10));
@@ -127,6 +130,12 @@ fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
     assert_eq!(
         node.proc.stop(Duration::from_secs(60)),
         Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+    // The metrics are served on after the swap, on the same address.
+    assert!(
+        !node.proc.stderr().contains("metrics are not served"),
         "{}",
         node.proc.stderr()
     );

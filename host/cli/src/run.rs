@@ -246,19 +246,24 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                             for edge in &edges.started {
                                 eprintln!("{edge}");
                             }
-                            if let Some(server) = &metrics_server {
+                            // The metrics server serves the new node's figures, on the
+                            // same address once the old server has let it go.
+                            if let Some(server) = metrics_server.take() {
                                 server.abort();
+                                let _ = server.await;
                             }
-                            metrics_server = match &metrics_addr {
-                                Some(addr) => {
-                                    let listener = crate::status::bind_metrics(addr).await?;
-                                    Some(tokio::spawn(crate::status::serve_metrics(
-                                        listener,
-                                        node.metrics(),
-                                    )))
+                            if let Some(addr) = &metrics_addr {
+                                match crate::status::bind_metrics(addr).await {
+                                    Ok(listener) => {
+                                        metrics_server = Some(tokio::spawn(
+                                            crate::status::serve_metrics(listener, node.metrics()),
+                                        ));
+                                    }
+                                    Err(e) => eprintln!(
+                                        "metrics are not served after the swap: {e:#}"
+                                    ),
                                 }
-                                None => None,
-                            };
+                            }
                         }
                     }
                     status = crate::status::spawn_status_line(node.metrics());
