@@ -706,55 +706,8 @@ fn a_lost_node_is_named_and_status_says_what_the_cluster_waits_for() {
     eprintln!("{report}");
 }
 
-/// The word count example with a stateless step before its key_by and another output format
-/// (`WORD := COUNT`), and one whose stateful step has another name.
-const WORD_COUNT_SWAP: &str = "tests/apps/word_count_swap/word_count.py";
-const WORD_COUNT_RENAMED: &str = "tests/apps/word_count_renamed/word_count.py";
+/// A version of word count whose state class has another name (see its docstring).
 const WORD_COUNT_NEW_STATE: &str = "tests/apps/word_count_new_state/word_count.py";
-
-/// `wallaroo send --ack` of `input` to `source`, spread over about `secs` seconds.
-fn slow_ack_sender(source: &str, input: &Path, stream_id: &str, lines: usize, secs: u64) -> Proc {
-    let writes = lines.div_ceil(100).max(1) as u64;
-    let interval = (secs * 1_000_000_000 / writes).to_string();
-    let mut cmd = Command::new(wallaroo());
-    cmd.args(["send", "--host", source, "--file"])
-        .arg(input)
-        .args(["--ack", "--stream-id", stream_id, "--batch-size", "100"])
-        .args(["--interval", &interval]);
-    Proc::spawn(&format!("send {stream_id}"), cmd)
-}
-
-/// Every word's counts in `text` (lines `WORD => N` of the first version, `WORD := N` of the
-/// second) run 1, 2, 3... with no gap or repeat across the swap, and switch format once, from
-/// the first to the second. Returns the last count per word.
-fn counts_across_a_swap(text: &str) -> std::collections::BTreeMap<String, u64> {
-    let mut last: std::collections::BTreeMap<String, (u64, bool)> = Default::default();
-    for line in text.lines() {
-        let (word, n, swapped) = match line.rsplit_once(" := ") {
-            Some((w, n)) => (w, n, true),
-            None => {
-                let (w, n) = line
-                    .rsplit_once(" => ")
-                    .unwrap_or_else(|| panic!("not a word count line: {line:?}"));
-                (w, n, false)
-            }
-        };
-        let n: u64 = n
-            .parse()
-            .unwrap_or_else(|_| panic!("bad count in {line:?}"));
-        let (prev, was_swapped) = last.get(word).copied().unwrap_or((0, false));
-        assert_eq!(n, prev + 1, "count for {word:?} went from {prev} to {n}");
-        assert!(
-            swapped || !was_swapped,
-            "{word:?} went back to the old output format at {n}"
-        );
-        last.insert(word.to_string(), (n, swapped));
-    }
-    for (word, (_, swapped)) in &last {
-        assert!(swapped, "{word:?} never switched to the new output format");
-    }
-    last.into_iter().map(|(w, (n, _))| (w, n)).collect()
-}
 
 /// A hot swap on three nodes while acknowledged senders stream into two of them: the new
 /// version changes the output format and inserts a stateless step before the key_by. Every

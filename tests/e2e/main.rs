@@ -14,3 +14,4 @@ mod sandbox;
 mod send;
 mod startup;
 mod state;
+mod swap;

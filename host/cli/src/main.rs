@@ -9,6 +9,7 @@ mod receive;
 mod run;
 mod send;
 mod status;
+mod watch;
 
 use clap::{Parser, Subcommand};
 

@@ -54,6 +54,10 @@ struct Options {
     /// Give the application a directory, as HOST_DIR or HOST_DIR:GUEST_PATH.
     #[arg(long)]
     allow_dir: Vec<String>,
+    /// Swap in the new version when APP.wasm is rebuilt: at a checkpoint, state kept, output
+    /// exactly-once (needs a --resilience other than none).
+    #[arg(long)]
+    watch: bool,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -83,6 +87,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         allow_network: o.allow_network,
         dirs: o.allow_dir.iter().map(|d| parse_dir_grant(d)).collect(),
     };
+    if o.watch && settings.resilience == Resilience::None {
+        anyhow::bail!(
+            "--watch needs --resilience at-least-once or exactly-once: a swap restarts the node \
+             from a checkpoint of its state, and without a write-ahead log the state would be \
+             lost"
+        );
+    }
     let workers = settings.workers_or(None);
     let config = settings.node_config(
         &o.data_dir,
@@ -98,6 +109,19 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let _inside = io.enter();
         crate::Signals::catch()?
     };
+    let component = wallaroo_cluster::manifest::component_hash(&wasm);
+    let watch = o.watch.then(|| crate::watch::Watch {
+        path: args.app.clone(),
+        // A new version is compiled on its own notice ("compiling the new version").
+        cache: match (&args.local.cache_dir, o.no_cache) {
+            (_, true) => CompileCache::disabled(),
+            (dir, false) => CompileCache::at_or_default(dir.as_deref()),
+        },
+        limits: limits.clone(),
+        sandbox: sandbox.clone(),
+        args: args.app_args.clone(),
+        running: component.clone(),
+    });
     let started = Instant::now();
     let (runtime, outcome) = io.block_on(signals.unless_stopped(
         &format!("loading {app_name}"),
@@ -109,6 +133,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let loaded = started.elapsed();
     let (mut node, recovered) = {
         let runtime = runtime.clone();
+        let config = config.clone();
         io.block_on(
             signals.unless_stopped("recovering from the write-ahead log", move || {
                 Node::start(&runtime, config)
@@ -163,7 +188,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         for edge in &edges.started {
             eprintln!("{edge}");
         }
-        let metrics_server = match &metrics_addr {
+        let mut metrics_server = match &metrics_addr {
             Some(addr) => {
                 let listener = crate::status::bind_metrics(addr).await?;
                 eprintln!("metrics at http://{}/metrics", listener.local_addr()?);
@@ -175,11 +200,75 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             None => None,
         };
         eprintln!("running; Ctrl-C or SIGTERM stops after processing what was accepted");
-        let status = crate::status::spawn_status_line(node.metrics());
+        let mut candidates = watch.map(|w| {
+            eprintln!(
+                "watching {}: a rebuilt component is swapped in at a checkpoint",
+                w.path.display()
+            );
+            crate::watch::spawn(w)
+        });
+        let mut running = Running {
+            runtime,
+            component,
+            config,
+        };
+        let mut status = crate::status::spawn_status_line(node.metrics());
 
-        let failure = tokio::select! {
-            _ = signals.next() => None,
-            why = node.failed() => Some(why),
+        let failure = loop {
+            let candidate = async {
+                match &mut candidates {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = signals.next() => break None,
+                why = node.failed() => break Some(why),
+                Some(candidate) = candidate => {
+                    crate::status::clear_status_line(status);
+                    let file = args.app.display();
+                    match candidate.and_then(|c| {
+                        wallaroo_component::check_keeps_state(node.spec(), &c.spec)?;
+                        Ok(c)
+                    }) {
+                        Err(why) => eprintln!(
+                            "refused the new version of {file}: {why:#}; the running version \
+                             (component {}) runs on",
+                            &running.component[..12]
+                        ),
+                        Ok(c) if c.component == running.component => {
+                            eprintln!("{file} is the running version again: nothing to swap");
+                        }
+                        Ok(c) => {
+                            (node, edges) =
+                                swap(node, edges, &mut running, c, &plan, &file.to_string())
+                                    .await?;
+                            for edge in &edges.started {
+                                eprintln!("{edge}");
+                            }
+                            // The metrics server serves the new node's figures, on the
+                            // same address once the old server has let it go.
+                            if let Some(server) = metrics_server.take() {
+                                server.abort();
+                                let _ = server.await;
+                            }
+                            if let Some(addr) = &metrics_addr {
+                                match crate::status::bind_metrics(addr).await {
+                                    Ok(listener) => {
+                                        metrics_server = Some(tokio::spawn(
+                                            crate::status::serve_metrics(listener, node.metrics()),
+                                        ));
+                                    }
+                                    Err(e) => eprintln!(
+                                        "metrics are not served after the swap: {e:#}"
+                                    ),
+                                }
+                            }
+                        }
+                    }
+                    status = crate::status::spawn_status_line(node.metrics());
+                }
+            }
         };
         crate::status::clear_status_line(status);
         if let Some(why) = failure {
@@ -239,9 +328,76 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     })
 }
 
+/// What runs now, and what a swap starts the next version with.
+struct Running {
+    runtime: Runtime,
+    /// The component's SHA-256, in hex.
+    component: String,
+    config: wallaroo_engine::NodeConfig,
+}
+
+/// Swaps `candidate` in for the running version: the sources stop, the node takes a
+/// checkpoint and stops at it without draining, a new node with the new version recovers
+/// from that checkpoint on the same data directory and replays what came after its cut from
+/// the log (so output stays exactly-once), and the edges start again. If the new version
+/// cannot start, the running one starts again the same way.
+async fn swap(
+    node: Node,
+    mut edges: Edges,
+    running: &mut Running,
+    candidate: crate::watch::Candidate,
+    plan: &EdgePlan,
+    file: &str,
+) -> anyhow::Result<(Node, Edges)> {
+    let paused = Instant::now();
+    edges.abort_sources_and_wait().await;
+    let cut = node.abort_at_checkpoint().await;
+    edges.abort_sinks();
+    if let Err(why) = &cut {
+        eprintln!(
+            "no checkpoint before the swap ({why}): the new version recovers from the last \
+             committed one and replays the rest"
+        );
+    }
+    let start = |runtime: Runtime, config: wallaroo_engine::NodeConfig| {
+        tokio::task::spawn_blocking(move || Node::start(&runtime, config))
+    };
+    let started = start(candidate.runtime.clone(), running.config.clone())
+        .await
+        .context("starting the new version")?;
+    let (mut node, recovered) = match started {
+        Ok(started) => {
+            running.runtime = candidate.runtime;
+            running.component = candidate.component;
+            started
+        }
+        Err(e) => {
+            eprintln!(
+                "the new version of {file} could not start: {e:#}; starting the running \
+                 version (component {}) again",
+                &running.component[..12]
+            );
+            start(running.runtime.clone(), running.config.clone())
+                .await
+                .context("starting the running version again")?
+                .context("starting the running version again")?
+        }
+    };
+    let edges = Edges::start(&mut node, plan).await?;
+    let pause = paused.elapsed();
+    eprintln!(
+        "swapped to {file} (component {}) in {} ms: from checkpoint {}, {} messages replayed",
+        &running.component[..12],
+        pause.as_millis(),
+        recovered.checkpoint,
+        recovered.replayed_messages
+    );
+    Ok((node, edges))
+}
+
 /// The bytes of the component at `path`, or what `path` is instead and how to make a
 /// component of it (wasmtime would try a Python file as WebAssembly text: "expected '('").
-fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
     let shown = path.display();
     if path.is_dir() {
         anyhow::bail!(

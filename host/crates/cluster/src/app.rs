@@ -254,27 +254,7 @@ impl AppRun {
         })
         .await
         .context("describing the new version")??;
-        let stateful = |s: &AppSpec| -> Vec<String> {
-            s.steps
-                .iter()
-                .filter(|step| step.kind == StepKind::Stateful)
-                .map(|step| step.name.clone())
-                .collect()
-        };
-        let now = stateful(&spec);
-        let dropped: Vec<String> = stateful(&self.spec)
-            .into_iter()
-            .filter(|name| !now.contains(name))
-            .map(|name| format!("'{name}'"))
-            .collect();
-        if !dropped.is_empty() {
-            anyhow::bail!(
-                "the new version has no stateful step {} of the running application '{}': its \
-                 state would be lost; keep the step's name in the new version",
-                dropped.join(", "),
-                self.app
-            );
-        }
+        wallaroo_component::check_keeps_state(&self.spec, &spec)?;
         // State the new code cannot take (a Python class that no longer unpickles) is found
         // now, on a sample of keys, rather than after the switch.
         let sample = match &self.node {

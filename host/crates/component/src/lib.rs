@@ -7,6 +7,7 @@ mod bindings;
 mod cache;
 mod runtime;
 mod sandbox;
+mod spec;
 mod wire;
 
 pub use bindings::types::{
@@ -16,6 +17,7 @@ pub use bindings::types::{
 pub use cache::{CacheOutcome, CompileCache};
 pub use runtime::{GuestError, Instance, Limits, Runtime, TrapKind};
 pub use sandbox::Sandbox;
+pub use spec::{DroppedState, check_keeps_state};
 pub use wire::{Emitted, Failure, Malformed, Message, Output, Routed, StateEntry, StateKey};
 
 impl From<Framing> for wallaroo_types::Framing {

@@ -154,6 +154,13 @@ impl Edges {
         self.sources.abort_all();
     }
 
+    /// Stops the sources now, as [`Edges::abort_sources`], and returns once they are gone:
+    /// their ports are free to bind again.
+    pub async fn abort_sources_and_wait(&mut self) {
+        self.abort_sources();
+        while self.sources.join_next().await.is_some() {}
+    }
+
     /// Stops the sinks now: nothing more is written.
     pub fn abort_sinks(&mut self) {
         self.sinks.abort_all();

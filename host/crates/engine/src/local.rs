@@ -23,6 +23,8 @@ use crate::node::Shared;
 pub(crate) enum Ask {
     /// Drain, take a last checkpoint, stop; answer once done.
     Stop(flume::Sender<()>),
+    /// Take a checkpoint now; answer with its number once it has committed (or why not).
+    Checkpoint(flume::Sender<Result<u64, String>>),
 }
 
 pub(crate) struct Local {
@@ -32,6 +34,8 @@ pub(crate) struct Local {
     start: Instant,
     /// Stops asked and not yet answered.
     stops: Vec<flume::Sender<()>>,
+    /// Checkpoints asked and not yet answered, each with the last committed one when asked.
+    checkpoints: Vec<(u64, flume::Sender<Result<u64, String>>)>,
     /// The member cannot take part any more (its log failed): nothing commits again.
     failed: bool,
 }
@@ -63,6 +67,7 @@ impl Local {
             shared,
             start,
             stops: Vec::new(),
+            checkpoints: Vec::new(),
             failed: false,
         }
     }
@@ -83,6 +88,7 @@ impl Local {
                     }
                 }
             }
+            self.answer_checkpoints();
             if self.core.done() || self.failed {
                 break;
             }
@@ -96,6 +102,16 @@ impl Local {
                         self.stops.push(reply);
                         Some(Event::Stop)
                     }
+                    Ok(Ask::Checkpoint(reply)) => match &self.member {
+                        Some(member) => {
+                            self.checkpoints.push((member.last_committed(), reply));
+                            Some(Event::CheckpointNow)
+                        }
+                        None => {
+                            let _ = reply.send(Err("this node keeps no log".into()));
+                            None
+                        }
+                    },
                     // The node is aborting: nothing more to coordinate.
                     Err(_) => None,
                 })
@@ -116,10 +132,39 @@ impl Local {
             }
         }
         self.answer_stops();
-        // A failed member: stops asked later are answered at once.
-        while let Ok(Ask::Stop(reply)) = asks.recv() {
-            let _ = reply.send(());
+        self.answer_checkpoints();
+        // A failed member: what is asked later is answered at once.
+        while let Ok(ask) = asks.recv() {
+            match ask {
+                Ask::Stop(reply) => {
+                    let _ = reply.send(());
+                }
+                Ask::Checkpoint(reply) => {
+                    let _ = reply.send(Err(Self::CANNOT.into()));
+                }
+            }
         }
+    }
+
+    const CANNOT: &str = "the node takes no more checkpoints (its write-ahead log failed or it \
+                          stopped)";
+
+    /// Answers the checkpoints asked for once one committed after the ask (a checkpoint
+    /// already under way when asked also serves: its cut is earlier, its replay longer).
+    fn answer_checkpoints(&mut self) {
+        let done = self.core.done() || self.failed;
+        let committed = self.member.as_ref().map_or(0, Member::last_committed);
+        self.checkpoints.retain(|(asked_at, reply)| {
+            if committed > *asked_at {
+                let _ = reply.send(Ok(committed));
+                false
+            } else if done {
+                let _ = reply.send(Err(Self::CANNOT.into()));
+                false
+            } else {
+                true
+            }
+        });
     }
 
     fn carry_out(&mut self, action: Action) -> Option<Event> {

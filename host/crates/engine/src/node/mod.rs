@@ -513,6 +513,29 @@ impl Node {
         stop_threads(self.shared.clone(), self.threads, self.checkpointing).await;
     }
 
+    /// Takes a checkpoint, then stops as [`Node::abort`] does: what was accepted after the
+    /// checkpoint's cut is left undone, and a node started on the same data directory
+    /// recovers from that checkpoint and replays it from the log. Stop the sources first.
+    /// Returns the checkpoint's number, or why none was taken (the node is stopped anyway,
+    /// and recovers from its last committed checkpoint).
+    pub async fn abort_at_checkpoint(self) -> Result<u64, String> {
+        let asked = match &self.checkpointing {
+            Checkpointing::Local(_, asks) => {
+                let (reply, answer) = flume::bounded(1);
+                match asks.send(Ask::Checkpoint(reply)) {
+                    Ok(()) => answer
+                        .recv_async()
+                        .await
+                        .unwrap_or_else(|_| Err("the coordinator stopped".into())),
+                    Err(_) => Err("the coordinator stopped".into()),
+                }
+            }
+            _ => Err("a cluster's coordinator takes this node's checkpoints".into()),
+        };
+        self.abort().await;
+        asked
+    }
+
     pub fn spec(&self) -> &AppSpec {
         &self.spec
     }

@@ -1,0 +1,177 @@
+//! `wallaroo run --watch`: rebuilding the component swaps the new version in while input
+//! streams, state kept and output exactly-once; a version that would lose state is refused
+//! and the running one goes on.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use wallaroo_tests::*;
+
+const WORD_COUNT: &str = "componentize-py-examples/word_count/word_count.py";
+
+/// Puts `component` at `watched` as a build would, whole at once: a copy beside it, renamed
+/// over it.
+fn replace(component: &Path, watched: &Path) {
+    let next = watched.with_extension("wasm.next");
+    std::fs::copy(component, &next).unwrap();
+    std::fs::rename(&next, watched).unwrap();
+}
+
+/// Word count v1 runs with `--watch`, exactly-once and tagged sinks, while an acknowledged
+/// sender streams. First a version that renames the stateful step replaces the file: it is
+/// refused, naming the step, and v1 counts on what is sent next. Then v2 (another output format, a stateless
+/// step before the key_by): it is swapped in, and more input follows. Every word's counts run
+/// 1..n with no gap or repeat and switch format exactly once.
+#[test]
+fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
+    let mut rng = StdRng::seed_from_u64(test_seed("run --watch"));
+    let v1 = build_app(WORD_COUNT);
+    let v2 = build_app(WORD_COUNT_SWAP);
+    let renamed = build_app(WORD_COUNT_RENAMED);
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("app.wasm");
+    std::fs::copy(&v1, &watched).unwrap();
+    let a = dir.path().join("a.txt");
+    let mut totals = random_words(&a, 3000, 8, &mut rng);
+    let receiver = Receiver::start(dir.path());
+    let source = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut node = Node::start_at(
+        &watched,
+        &source,
+        &receiver.addr,
+        dir.path(),
+        &[
+            "--watch",
+            "--workers",
+            "2",
+            "--resilience",
+            "exactly-once",
+            "--checkpoint-interval",
+            "200",
+            "--sink-framing",
+            "tagged",
+            "--metrics",
+            &metrics,
+        ],
+    );
+    node.proc.wait_line("watching", Duration::from_secs(10));
+    let mut sender = slow_ack_sender(&source, &a, "1", 3000, 30);
+    receiver.wait_lines(2000, Duration::from_secs(120));
+
+    replace(&renamed, &watched);
+    let refused = node
+        .proc
+        .wait_line("refused the new version", Duration::from_secs(120));
+    assert!(
+        refused.contains("no stateful step 'count word'"),
+        "{refused}"
+    );
+    assert!(refused.contains("runs on"), "{refused}");
+    // v1 counts on: input sent now (the slow sender may be done on a slow machine) comes
+    // out, in its format.
+    let seen = receiver.text().lines().count();
+    let c = dir.path().join("c.txt");
+    for (word, n) in random_words(&c, 200, 8, &mut rng) {
+        *totals.entry(word).or_insert(0) += n;
+    }
+    let mut more = ack_sender(&source, &c, "3");
+    assert_eq!(
+        more.wait(Duration::from_secs(180)),
+        Some(0),
+        "{}\n{}",
+        more.stderr(),
+        node.proc.stderr()
+    );
+    receiver.wait_lines(seen + 100, Duration::from_secs(120));
+    assert!(!receiver.text().contains(" := "), "{}", node.proc.stderr());
+
+    replace(&v2, &watched);
+    let swapped = node.proc.wait_line("swapped to", Duration::from_secs(120));
+    eprintln!(
+        "{swapped} (the sender was {})",
+        if sender.has_exited() {
+            "done"
+        } else {
+            "still streaming"
+        }
+    );
+    let prefix = {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(std::fs::read(&v2).unwrap());
+        digest
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert!(
+        swapped.contains(&format!("(component {prefix}")),
+        "{swapped}"
+    );
+
+    // More input after the swap, so every word is counted by the new version too.
+    let b = dir.path().join("b.txt");
+    for (word, n) in random_words(&b, 2000, 8, &mut rng) {
+        *totals.entry(word).or_insert(0) += n;
+    }
+    let mut after = ack_sender(&source, &b, "2");
+    for s in [&mut sender, &mut after] {
+        assert_eq!(
+            s.wait(Duration::from_secs(180)),
+            Some(0),
+            "the sender did not finish; it said:\n{}\nthe node said:\n{}",
+            s.stderr(),
+            node.proc.stderr()
+        );
+    }
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+    // The metrics are served on after the swap, on the same address.
+    assert!(
+        !node.proc.stderr().contains("metrics are not served"),
+        "{}",
+        node.proc.stderr()
+    );
+    // The sink has flushed and closed; let the receiver write the last bytes.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        counts_across_a_swap(&receiver.text()),
+        totals,
+        "{}",
+        node.proc.stderr()
+    );
+}
+
+/// Without a log a swap would lose the state: `--watch` is refused at the start.
+#[test]
+fn watch_without_resilience_is_refused_at_the_start() {
+    let wasm = build_app(WORD_COUNT);
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(wallaroo())
+        .arg("run")
+        .arg(&wasm)
+        .args([
+            "--watch",
+            "--in",
+            "127.0.0.1:0",
+            "--out",
+            "127.0.0.1:9",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--watch needs --resilience at-least-once or exactly-once"),
+        "{err}"
+    );
+}
