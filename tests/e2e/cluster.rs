@@ -869,3 +869,85 @@ fn a_hot_swap_keeps_every_count_exactly_once_and_switches_the_format_once() {
     let text = w.receiver.text();
     assert_eq!(counts_across_a_swap(&text), totals, "{}", cluster.logs());
 }
+
+/// Node 2 is killed with SIGKILL at a random moment of a hot swap (while the nodes make the new
+/// version ready, during its checkpoint, or after its record) and restarted. The cluster ends
+/// with one version everywhere: the deploy succeeds and every word switches to the new output
+/// format once, or it fails and no word ever does; either way every word's counts run 1..n
+/// with nothing lost or repeated.
+#[test]
+fn a_node_killed_during_a_hot_swap_leaves_one_version_with_exactly_once_output() {
+    let mut cluster = Cluster::new(3);
+    let mut rng = seeded("kill during a swap");
+    let w = Workload::deploy(&cluster, 4000, &mut rng);
+    let v2 = build_app(WORD_COUNT_SWAP);
+    let mut senders = [
+        slow_ack_sender(&w.sources[1], &w.a, "1", 4000, 20),
+        slow_ack_sender(&w.sources[2], &w.b, "2", 4000, 20),
+    ];
+    w.receiver.wait_lines(1000, Duration::from_secs(120));
+
+    let mut deploy = Command::new(wallaroo());
+    deploy.args(["deploy", "--workers", "1"]).args(EXACTLY_ONCE);
+    deploy
+        .arg(&v2)
+        .args(["--in", &format!("127.0.0.1:{APP_SOURCE_PORT}")])
+        .args(["--out", &w.receiver.addr])
+        .arg("--nodes")
+        .arg(&cluster.hosts_file)
+        .arg("--certs")
+        .arg(&cluster.certs);
+    let (done, deployed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(deploy.output().unwrap()));
+    let delay = Duration::from_millis(rng.random_range(0..400));
+    std::thread::sleep(delay);
+    eprintln!("killing node 2 {} ms into the swap", delay.as_millis());
+    cluster.nodes[2].signal(libc::SIGKILL);
+    cluster.nodes[2].wait(Duration::from_secs(10));
+    let own = cluster.node_certs[2].clone();
+    cluster.nodes[2] = cluster.start_node(2, &own);
+    let deployed = deployed
+        .recv_timeout(Duration::from_secs(240))
+        .unwrap_or_else(|_| panic!("the deploy still waits after 240 s\n{}", cluster.logs()));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&deployed.stdout),
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let swapped = deployed.status.success();
+    eprintln!(
+        "the swap {}: {said}",
+        if swapped { "happened" } else { "failed" }
+    );
+    if swapped {
+        assert!(said.contains("swapped to component"), "{said}");
+    }
+
+    // More input once the cluster runs again, so every word is counted after the swap.
+    let c = cluster.dir.path().join("c.txt");
+    let mut totals = w.totals.clone();
+    for (word, n) in random_words(&c, 2000, 8, &mut rng) {
+        *totals.entry(word).or_insert(0) += n;
+    }
+    let mut after = [ack_sender(&w.sources[0], &c, "3")];
+    Workload::wait(&mut senders, &cluster);
+    Workload::wait(&mut after, &cluster);
+    let stop = cluster.command(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&stop.stderr),
+        cluster.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let text = w.receiver.text();
+    if swapped {
+        assert_eq!(counts_across_a_swap(&text), totals, "{}", cluster.logs());
+    } else {
+        assert!(
+            !text.contains(" := "),
+            "a failed swap let the new version's output out"
+        );
+        assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
+    }
+}

@@ -350,7 +350,13 @@ impl Driver {
                     Err(why) => {
                         change.failed = true;
                         change.reason = why.clone();
-                        Msg::Refused(Refusal::new(RefusalKind::Failed, why))
+                        // The cluster not running (starting, recovering from a lost node):
+                        // the same deploy can succeed once it runs again.
+                        let kind = match self.core.running() {
+                            true => RefusalKind::Failed,
+                            false => RefusalKind::Recovering,
+                        };
+                        Msg::Refused(Refusal::new(kind, why))
                     }
                 };
                 self.changed(change);
