@@ -470,6 +470,14 @@ impl Driver {
             }
         };
         let reply = match msg {
+            Msg::Leaving(rejoin) => {
+                // The node whose link broke is the one lost (see `rejoined`).
+                let lost = core::rejoined(member, Some(&rejoin), self.links.len());
+                return Some(Event::Lost {
+                    member: lost.member,
+                    why: lost.why,
+                });
+            }
             Msg::Started {
                 app,
                 next_checkpoint,

@@ -76,6 +76,9 @@ pub enum Msg {
     Ready {
         component: String,
     },
+    /// A node to the coordinator as it leaves its control stream: why (e.g. its data stream
+    /// to another node broke, and which).
+    Leaving(Rejoin),
     /// To `Deploy` onto a running application: what changed (or that nothing needed to).
     Changed {
         app: String,
@@ -149,6 +152,7 @@ impl Msg {
             Msg::Join { .. } => "Join",
             Msg::Start { .. } => "Start",
             Msg::Ready { .. } => "Ready",
+            Msg::Leaving(_) => "Leaving",
             Msg::Changed { .. } => "Changed",
             Msg::Begin { .. } => "Begin",
             Msg::Align => "Align",

@@ -71,6 +71,9 @@ pub(super) async fn agent(ctx: Arc<Context>, assignment: Assignment) {
                         Some(peer) => format!("node {peer}: {}", link.why),
                         None => link.why.clone(),
                     };
+                    // Said on the way out, so that the coordinator, which sees this stream
+                    // close first, names the node whose link broke rather than this one.
+                    let _ = tx.send(&Msg::Leaving(link.clone())).await;
                     left = Some(link);
                     break ended;
                 }
