@@ -82,6 +82,16 @@ impl Member {
         self.participant.last_committed()
     }
 
+    /// Feeds the participant one event as [`Member::handle`] does, and turns its answer into
+    /// Ok if it is `want`, else why not.
+    pub(crate) fn expect(&mut self, event: Event, want: Reply) -> Result<(), String> {
+        match self.handle(event) {
+            Some(r) if r == want => Ok(()),
+            Some(Reply::Refused(why)) => Err(why),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
     /// Feeds the participant one event and carries out what follows, until it answers.
     pub(crate) fn handle(&mut self, event: Event) -> Option<Reply> {
         let written = self.written();

@@ -215,29 +215,21 @@ impl Local {
                 other => Reply::Refused(format!("{other:?}: this node keeps no log")),
             };
         };
-        let answer = |reply: Option<MemberReply>, want: MemberReply, ok: Reply| match reply {
-            Some(r) if r == want => ok,
-            Some(MemberReply::Refused(why)) => Reply::Refused(why),
-            other => Reply::Refused(format!("unexpected {other:?}")),
-        };
+        let answer = |done: Result<(), String>| done.map_or_else(Reply::Refused, |()| Reply::Ok);
         match command {
             Command::Start { .. } => Reply::Started {
                 next_checkpoint: member.next_number(),
             },
-            Command::Begin { checkpoint } => answer(
-                member.handle(MemberEvent::Begin { checkpoint }),
-                MemberReply::Began,
-                Reply::Ok,
-            ),
+            Command::Begin { checkpoint } => {
+                answer(member.expect(MemberEvent::Begin { checkpoint }, MemberReply::Began))
+            }
             Command::Align => Reply::Aligned(member.wait_alignment(Instant::now() + ALIGN_WAIT)),
             Command::Prepare => {
                 Reply::Prepared(member.handle(MemberEvent::Prepare) == Some(MemberReply::Prepared))
             }
-            Command::Commit { checkpoint } => answer(
-                member.handle(MemberEvent::Commit { checkpoint }),
-                MemberReply::Committed,
-                Reply::Ok,
-            ),
+            Command::Commit { checkpoint } => {
+                answer(member.expect(MemberEvent::Commit { checkpoint }, MemberReply::Committed))
+            }
             // `wallaroo run` stops its sources before it stops the node.
             Command::StopSources => Reply::Ok,
             Command::Drain => drained(shared),

@@ -185,11 +185,7 @@ impl Checkpoints {
     }
 
     fn expect(&self, event: MemberEvent, want: MemberReply) -> Result<(), String> {
-        match self.lock().handle(event) {
-            Some(r) if r == want => Ok(()),
-            Some(MemberReply::Refused(why)) => Err(why),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
+        self.lock().expect(event, want)
     }
 }
 
