@@ -951,3 +951,86 @@ fn a_node_killed_during_a_hot_swap_leaves_one_version_with_exactly_once_output()
         assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
     }
 }
+
+/// Word count deployed on three of four nodes, with acknowledged input streaming throughout:
+/// a deploy naming all four grows the cluster (the fourth takes a quarter of the key groups,
+/// with their state), then one naming two shrinks it (the other two hand theirs over and stop,
+/// saying so). Every word's counts run 1..n across both, with nothing lost or repeated.
+#[test]
+fn a_grow_and_a_shrink_move_key_groups_with_their_state_and_every_count_stays_exactly_once() {
+    let cluster = Cluster::new(4);
+    let hosts = |nodes: &[usize]| {
+        let lines: Vec<&str> = nodes.iter().map(|&i| cluster.addrs[i].as_str()).collect();
+        std::fs::write(&cluster.hosts_file, lines.join("\n") + "\n").unwrap();
+    };
+    hosts(&[0, 1, 2]);
+    let mut rng = seeded("grow and shrink");
+    let a = cluster.dir.path().join("a.txt");
+    let b = cluster.dir.path().join("b.txt");
+    let mut totals = random_words(&a, 3000, 8, &mut rng);
+    for (w, n) in random_words(&b, 1500, 8, &mut rng) {
+        *totals.entry(w).or_insert(0) += n;
+    }
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    let wasm = build_app(WORD_COUNT);
+    let deployed = cluster.deploy_output(&wasm, &receiver.addr, EXACTLY_ONCE);
+    // "source node 0: Split and Count 10.200.1.2:1024"
+    let source = |i: usize| -> String {
+        let prefix = format!("source node {i}: ");
+        let line = deployed.lines().find(|l| l.starts_with(&prefix));
+        line.unwrap_or_else(|| panic!("{deployed}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let mut first = [slow_ack_sender(&source(0), &a, "1", 3000, 25)];
+    receiver.wait_lines(2000, Duration::from_secs(120));
+
+    let key_groups = |status: &serde_json::Value| -> Vec<u64> {
+        let nodes = status["nodes"].as_array().unwrap();
+        nodes
+            .iter()
+            .map(|n| n["key_groups"].as_u64().unwrap())
+            .collect()
+    };
+    hosts(&[0, 1, 2, 3]);
+    let grown = cluster.deploy_output(&wasm, &receiver.addr, EXACTLY_ONCE);
+    assert!(
+        grown.contains(&format!("added {}", cluster.addrs[3])),
+        "{grown}"
+    );
+    let status = status_json(&cluster);
+    assert_eq!(key_groups(&status), [256, 256, 256, 256], "{status}");
+    let changes = status["changes"].as_array().unwrap();
+    assert_eq!(changes.last().unwrap()["kind"], "grow", "{status}");
+    // Deploying the same again changes nothing.
+    let same = cluster.deploy_output(&wasm, &receiver.addr, EXACTLY_ONCE);
+    assert!(same.contains("nothing to change"), "{same}");
+    let seen = receiver.text().lines().count();
+    receiver.wait_lines(seen + 1000, Duration::from_secs(120));
+
+    hosts(&[0, 1]);
+    let shrunk = cluster.deploy_output(&wasm, &receiver.addr, EXACTLY_ONCE);
+    assert!(shrunk.contains("removed"), "{shrunk}");
+    let status = status_json(&cluster);
+    assert_eq!(key_groups(&status), [512, 512], "{status}");
+    for i in [2, 3] {
+        cluster.nodes[i].wait_line("no longer a member", Duration::from_secs(30));
+    }
+    // Node 1's source takes input again after the shrink.
+    let mut second = [ack_sender(&source(1), &b, "2")];
+    Workload::wait(&mut first, &cluster);
+    Workload::wait(&mut second, &cluster);
+    let stop = cluster.command(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&stop.stderr),
+        cluster.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let text = receiver.text();
+    assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
+    assert_eq!(text.lines().count() as u64, totals.values().sum::<u64>());
+}

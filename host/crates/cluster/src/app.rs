@@ -163,7 +163,10 @@ impl AppRun {
 
         let mut links = JoinSet::new();
         for (n, rx) in receivers.into_iter().enumerate() {
-            let Some(rx) = rx else { continue };
+            // A removed node is sent nothing: it owns no key group.
+            let Some(rx) = rx.filter(|_| !m.retired.contains(&(n as u16))) else {
+                continue;
+            };
             links.spawn(feed_peer(
                 ctx.clone(),
                 (n, m.nodes[n].clone()),
@@ -294,6 +297,75 @@ impl AppRun {
 
     pub(crate) fn checkpoints(&self) -> Option<Checkpoints> {
         self.checkpoints.clone()
+    }
+
+    /// Hands the state of the key groups this node owns and `next` gives to other nodes to
+    /// them, as of committed checkpoint `checkpoint` (the cluster is drained at it, so the
+    /// workers hold its state), and returns once each has logged it.
+    pub(crate) async fn hand_over(
+        &self,
+        ctx: &Arc<Context>,
+        assignment: &Assignment,
+        checkpoint: u64,
+        next: &crate::Manifest,
+    ) -> anyhow::Result<()> {
+        let me = assignment.index;
+        let table = &assignment.manifest.table;
+        if next.table.len() != table.len() {
+            anyhow::bail!(
+                "the new key-group table has {} groups, this node's {}",
+                next.table.len(),
+                table.len()
+            );
+        }
+        let leaving = |g: u32| {
+            let g = g as usize;
+            table[g] == me && next.table[g] != me
+        };
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let state = node.state_of_groups(leaving, Duration::from_secs(60)).await;
+        let groups = wallaroo_types::KeyGroups::try_new(next.settings.key_groups)?;
+        let mut by_owner: std::collections::BTreeMap<u16, Vec<_>> = Default::default();
+        for (step, key, value) in state {
+            let owner = next.table[groups.of(&key).0 as usize];
+            by_owner.entry(owner).or_default().push((step, key, value));
+        }
+        let keys: usize = by_owner.values().map(Vec::len).sum();
+        for (owner, state) in by_owner {
+            let addr = &next.nodes[owner as usize];
+            let to = || format!("handing key state to node {owner} ({addr})");
+            let handoff = wallaroo_engine::Handoff::of(state);
+            let conn = ctx.connection(addr).await.with_context(to)?;
+            // In parts well under a frame's limit.
+            let mut entries = handoff.entries.into_iter().peekable();
+            while entries.peek().is_some() {
+                let mut bytes = 0;
+                let mut part = Vec::new();
+                while let Some(e) = entries.next_if(|_| bytes < HANDOFF_PART_BYTES) {
+                    bytes += e.key.len() + e.value.len() + 16;
+                    part.push((e.step, ByteBuf::from(e.key), ByteBuf::from(e.value)));
+                }
+                let msg = Msg::Handoff {
+                    deployment: next.deployment.clone(),
+                    checkpoint,
+                    steps: handoff.steps.clone(),
+                    entries: part,
+                };
+                match crate::daemon::request(&conn, &msg).await.with_context(to)? {
+                    Msg::Ok => {}
+                    Msg::Refused(why) => return Err(anyhow::Error::new(why).context(to())),
+                    other => anyhow::bail!("{}: unexpected answer {}", to(), other.name()),
+                }
+            }
+        }
+        tracing::info!(
+            "handed {keys} keys' state over at checkpoint {checkpoint} in {} ms",
+            started.elapsed().as_millis()
+        );
+        Ok(())
     }
 
     pub(crate) fn next_checkpoint(&self) -> u64 {
@@ -441,6 +513,18 @@ async fn feed_peer(
         last_bytes = now;
     }
     let _ = tx.finish().await;
+}
+
+/// Key state handed over in messages of about this many bytes.
+const HANDOFF_PART_BYTES: usize = 8 << 20;
+
+/// Has component `component` compiled (into the cache), for a node that runs nothing yet.
+pub(crate) async fn compile(
+    ctx: &Context,
+    m: &crate::Manifest,
+    component: &str,
+) -> anyhow::Result<()> {
+    load_runtime(ctx, m, component).await.map(drop)
 }
 
 /// Compiles (or takes from the cache) component `component` of deployment `m`, off the async

@@ -106,6 +106,7 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
         args: options.args,
         nodes: client.nodes.clone(),
         table: Vec::new(),
+        retired: Vec::new(),
         settings: Settings {
             key_groups: options.settings.key_groups.max(1),
             ..options.settings

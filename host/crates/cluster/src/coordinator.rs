@@ -31,14 +31,17 @@ pub(crate) enum Joined {
         stream: Box<Stream>,
     },
     Stop(oneshot::Sender<Msg>),
-    /// `wallaroo deploy` of component `component` onto the running application.
+    /// `wallaroo deploy` onto the running application: the deployment as it asks it to be
+    /// (another component, other nodes, other options).
     Swap {
-        component: String,
+        manifest: Box<Manifest>,
         reply: oneshot::Sender<Msg>,
     },
 }
 
-/// What the driver's own tasks hand in.
+/// What the driver's own tasks hand in. Nearly all are answers: boxing them would cost an
+/// allocation each to shrink the rare record answer.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     /// Member `member`'s stream number `stream` gave `msg` (None: it closed).
     Answer {
@@ -90,10 +93,10 @@ struct Driver {
     /// Stopped).
     sources: Vec<Vec<String>>,
     totals: Vec<Totals>,
-    /// The component the cluster's record names (the deployment's until a swap).
-    component: String,
-    /// A swap under way: its version, component, reply and start.
-    swap: Option<(u64, String, oneshot::Sender<Msg>, Instant)>,
+    /// The deployment as the running version has it (the one deployed until a change).
+    current: Manifest,
+    /// A change under way: its version, the deployment it makes, reply and start.
+    swap: Option<(u64, Manifest, oneshot::Sender<Msg>, Instant)>,
     /// When every node had committed the checkpoint of the swap under way (the core then
     /// asks for the record of the new version).
     swap_committed: Option<Instant>,
@@ -125,22 +128,23 @@ impl Coordinator {
             record,
             events,
         } = self;
-        let members = manifest.nodes.len();
-        let interval = Duration::from_millis(manifest.settings.checkpoint_interval_ms.max(1));
+        let current = record.manifest.clone().unwrap_or_else(|| Manifest {
+            component: record
+                .component
+                .clone()
+                .unwrap_or_else(|| manifest.component.clone()),
+            ..manifest.clone()
+        });
+        let members = current.nodes.len();
         let config = Config {
             deployment: manifest.deployment.clone(),
             members,
-            checkpoint_interval: (manifest.settings.resilience
-                != wallaroo_engine::Resilience::None)
-                .then_some(interval),
+            retired: current.retired.iter().map(|&m| m as usize).collect(),
+            checkpoint_interval: checkpoint_interval(&current),
             patience: Patience::default(),
         };
         let first_deploy = deployed.is_some();
         let start = tokio::time::Instant::now();
-        let component = record
-            .component
-            .clone()
-            .unwrap_or_else(|| manifest.component.clone());
         let record = core::Record {
             generation: record.generation,
             committed: record.committed,
@@ -148,14 +152,7 @@ impl Coordinator {
         };
         let (mut core, actions) =
             core::Coordinator::new(config, record, first_deploy, Duration::ZERO);
-        core.set_names(
-            manifest
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, addr)| format!("node {i} ({addr})"))
-                .collect(),
-        );
+        core.set_names(names(&current));
         let (inner_tx, mut inner) = mpsc::unbounded_channel();
         let records = record_writer(ctx.clone(), inner_tx.clone());
         let mut driver = Driver {
@@ -173,7 +170,7 @@ impl Coordinator {
             app_name: String::new(),
             sources: vec![Vec::new(); members],
             totals: vec![Totals::default(); members],
-            component,
+            current,
             swap: None,
             swap_committed: None,
             recovering: None,
@@ -195,7 +192,7 @@ impl Coordinator {
                         driver.stops.push(reply);
                         Some(Event::Stop)
                     }
-                    Ok(Joined::Swap { component, reply }) => driver.swap_asked(component, reply),
+                    Ok(Joined::Swap { manifest, reply }) => driver.swap_asked(*manifest, reply),
                     // The node is stopping.
                     Err(_) => return,
                 },
@@ -276,9 +273,14 @@ impl Driver {
                 });
                 None
             }
-            Action::Refuse { why, .. } => {
+            Action::Refuse { member, why } => {
                 if let Some(mut stream) = self.joining.take() {
-                    let refusal = Refusal::new(RefusalKind::WrongDeployment, why);
+                    // A node a shrink removed stops when told so.
+                    let kind = match self.current.retired.contains(&member) {
+                        true => RefusalKind::Removed,
+                        false => RefusalKind::WrongDeployment,
+                    };
+                    let refusal = Refusal::new(kind, why);
                     let _ = stream.0.send(&Msg::Refused(refusal)).await;
                 }
                 None
@@ -308,37 +310,40 @@ impl Driver {
                 if matches!(&self.swap, Some((v, ..)) if *v == record.version) {
                     self.swap_committed.get_or_insert_with(Instant::now);
                 }
-                let component = self.component_of(record.version);
+                let running = self.manifest_of(record.version);
+                let component = running.component.clone();
                 let _ = self.records.send(ClusterRecord {
                     generation: record.generation,
                     committed: record.committed,
                     version: record.version,
                     component: (component != self.manifest.component).then_some(component),
+                    manifest: (*running != self.manifest).then(|| running.clone()),
                 });
                 None
             }
             Action::Swapped(answer) => {
-                let (version, component, reply, started) = self.swap.take()?;
+                let (version, asked, reply, started) = self.swap.take()?;
                 let committed = self.swap_committed.take();
+                let component = asked.component.clone();
+                let (kind, what) = describe_change(&self.current, &asked);
                 let mut change = Change {
-                    kind: "swap".into(),
+                    kind: kind.into(),
                     generation: self.core.record().generation,
-                    from: self.component.clone(),
+                    from: self.current.component.clone(),
                     to: component.clone(),
                     took_ms: millis(started.elapsed()),
                     ..Change::default()
                 };
                 let answer = match answer {
                     Ok(_) => {
-                        self.component = component.clone();
+                        self.current = asked;
                         change.paused_ms = committed.map(|at| millis(at.elapsed()));
                         let paused = match change.paused_ms {
                             Some(ms) => format!(", the stream paused {ms} ms"),
                             None => String::new(),
                         };
                         let line = format!(
-                            "swapped to component {} (version {version}) in {} ms{paused}",
-                            &component[..component.len().min(12)],
+                            "{what} (version {version}) in {} ms{paused}",
                             change.took_ms,
                         );
                         tracing::info!("{line}");
@@ -348,6 +353,8 @@ impl Driver {
                         }
                     }
                     Err(why) => {
+                        // Slots of new nodes the failed change added are gone.
+                        self.forget_slots_above(self.core.members());
                         change.failed = true;
                         change.reason = why.clone();
                         // The cluster not running (starting, recovering from a lost node):
@@ -373,7 +380,7 @@ impl Driver {
                     self.changed(Change {
                         kind: "deploy".into(),
                         generation,
-                        to: self.component.clone(),
+                        to: self.current.component.clone(),
                         took_ms: millis(self.start.elapsed()),
                         ..Change::default()
                     });
@@ -382,8 +389,8 @@ impl Driver {
                     self.changed(Change {
                         kind: "recovery".into(),
                         generation,
-                        from: self.component.clone(),
-                        to: self.component.clone(),
+                        from: self.current.component.clone(),
+                        to: self.current.component.clone(),
                         reason,
                         paused_ms: Some(ms),
                         took_ms: ms,
@@ -581,7 +588,7 @@ impl Driver {
             deployment: self.manifest.deployment.clone(),
             generation,
         };
-        for addr in self.manifest.nodes.iter().skip(1) {
+        for (_, addr) in self.current.members().skip(1) {
             let (ctx, addr, announce) = (self.ctx.clone(), addr.clone(), announce.clone());
             tokio::spawn(async move {
                 let told = async {
@@ -629,45 +636,147 @@ async fn read_answers(
 }
 
 impl Driver {
-    /// A swap asked by `wallaroo deploy`: the core's event, or the answer at once.
-    fn swap_asked(&mut self, component: String, reply: oneshot::Sender<Msg>) -> Option<Event> {
-        if component == self.component && self.swap.is_none() {
-            let _ = reply.send(Msg::Changed {
-                app: self.app_name.clone(),
-                what: format!(
-                    "the cluster already runs component {}: nothing to change",
-                    &component[..component.len().min(12)]
-                ),
-            });
-            return None;
-        }
+    /// A change asked by `wallaroo deploy` (see `daemon::deploy::reconcile`): the core's
+    /// event, or the answer at once.
+    fn swap_asked(&mut self, asked: Manifest, reply: oneshot::Sender<Msg>) -> Option<Event> {
         if self.swap.is_some() {
             let why = "another change of the application is under way; try again once it is done";
             let refusal = Refusal::new(RefusalKind::Recovering, why);
             let _ = reply.send(Msg::Refused(refusal));
             return None;
         }
+        if asked == self.current {
+            let _ = reply.send(Msg::Changed {
+                app: self.app_name.clone(),
+                what: format!(
+                    "the cluster already runs component {} on these nodes with these options: \
+                     nothing to change",
+                    short(&asked.component)
+                ),
+            });
+            return None;
+        }
         let version = self.core.record().version + 1;
-        self.swap = Some((version, component, reply, Instant::now()));
-        Some(Event::Swap { version })
+        let members = asked.nodes.len();
+        let change = core::Change {
+            version,
+            members,
+            removed: asked
+                .retired
+                .iter()
+                .filter(|m| !self.current.retired.contains(m))
+                .map(|&m| m as usize)
+                .collect(),
+            checkpoint_interval: checkpoint_interval(&asked),
+            moves: asked.table != self.current.table,
+        };
+        // Slots for the nodes the change adds: they join before it begins.
+        self.links
+            .resize_with(members.max(self.links.len()), || None);
+        self.sources
+            .resize(members.max(self.sources.len()), Vec::new());
+        self.totals
+            .resize(members.max(self.totals.len()), Totals::default());
+        self.core.set_names(names(&asked));
+        self.swap = Some((version, asked, reply, Instant::now()));
+        Some(Event::Change(change))
     }
 
-    /// The component of application version `version`.
-    fn component_of(&self, version: u64) -> String {
+    /// A change that added slots failed: the links of the nodes it added go (each was told to
+    /// leave), and the names are the running version's again.
+    fn forget_slots_above(&mut self, members: usize) {
+        for link in self.links.iter_mut().skip(members) {
+            if let Some(mut l) = link.take()
+                && let Some(tx) = l.tx.take()
+            {
+                tokio::spawn(async move {
+                    let _ = tx.finish().await;
+                });
+            }
+        }
+        self.links.truncate(members);
+        self.sources.truncate(members);
+        self.totals.truncate(members);
+        self.core.set_names(names(&self.current));
+    }
+
+    /// The deployment as application version `version` has it.
+    fn manifest_of(&self, version: u64) -> &Manifest {
         match &self.swap {
-            Some((v, component, ..)) if *v == version => component.clone(),
-            _ => self.component.clone(),
+            Some((v, manifest, ..)) if *v == version => manifest,
+            _ => &self.current,
         }
     }
 
     /// The wire message for a core command.
     fn message(&self, command: Command) -> Msg {
-        message(command, |version| self.component_of(version))
+        message(command, |version| self.manifest_of(version))
     }
 }
 
-/// The wire message for a core command; `component` names a version's component.
-fn message(command: Command, component: impl Fn(u64) -> String) -> Msg {
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// Members' names for the core's notes: "node 1 (10.0.0.2:7100)".
+fn names(m: &Manifest) -> Vec<String> {
+    m.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("node {i} ({addr})"))
+        .collect()
+}
+
+fn checkpoint_interval(m: &Manifest) -> Option<Duration> {
+    let interval = Duration::from_millis(m.settings.checkpoint_interval_ms.max(1));
+    (m.settings.resilience != wallaroo_engine::Resilience::None).then_some(interval)
+}
+
+/// What a change from `from` to `to` is (`swap`, `grow`, `shrink`, `resize`, `options`), and
+/// a line saying what it did.
+fn describe_change(from: &Manifest, to: &Manifest) -> (&'static str, String) {
+    let members = |m: &Manifest| -> Vec<String> { m.members().map(|(_, a)| a.clone()).collect() };
+    let (before, after) = (members(from), members(to));
+    let added: Vec<&String> = after.iter().filter(|a| !before.contains(a)).collect();
+    let removed: Vec<&String> = before.iter().filter(|a| !after.contains(a)).collect();
+    let moved = from
+        .table
+        .iter()
+        .zip(&to.table)
+        .filter(|(a, b)| a != b)
+        .count();
+    let mut parts = Vec::new();
+    if from.component != to.component {
+        parts.push(format!("swapped to component {}", short(&to.component)));
+    }
+    let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    if !added.is_empty() {
+        parts.push(format!("added {}", list(&added)));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("removed {}", list(&removed)));
+    }
+    if moved > 0 {
+        parts.push(format!(
+            "moved {moved} key groups, {} nodes now",
+            after.len()
+        ));
+    }
+    if from.settings != to.settings {
+        parts.push("changed options".into());
+    }
+    let kind = match (added.is_empty(), removed.is_empty()) {
+        (false, true) => "grow",
+        (true, false) => "shrink",
+        (false, false) => "resize",
+        (true, true) if from.component != to.component => "swap",
+        (true, true) => "options",
+    };
+    (kind, parts.join("; "))
+}
+
+/// The wire message for a core command; `manifest` gives a version's deployment.
+fn message<'m>(command: Command, manifest: impl Fn(u64) -> &'m Manifest) -> Msg {
     match command {
         Command::Start {
             generation,
@@ -676,11 +785,20 @@ fn message(command: Command, component: impl Fn(u64) -> String) -> Msg {
         } => Msg::Start {
             generation,
             recover_to,
-            component: component(version),
+            component: manifest(version).component.clone(),
+            manifest: Some(Box::new(manifest(version).clone())),
         },
         Command::Ready { version } => Msg::Ready {
-            component: component(version),
+            component: manifest(version).component.clone(),
         },
+        Command::Move {
+            checkpoint,
+            version,
+        } => Msg::Move {
+            checkpoint,
+            manifest: Box::new(manifest(version).clone()),
+        },
+        Command::Leave => Msg::Leave,
         Command::Begin { checkpoint } => Msg::Begin { checkpoint },
         Command::Align => Msg::Align,
         Command::Prepare => Msg::Prepare,

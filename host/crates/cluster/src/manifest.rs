@@ -30,6 +30,20 @@ pub struct Manifest {
     /// The node owning each key group.
     pub table: Vec<u16>,
     pub settings: Settings,
+    /// Nodes a change removed (a shrink): they keep their number, own no key group and take
+    /// no part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<u16>,
+}
+
+impl Manifest {
+    /// The nodes that are members (not removed), by index.
+    pub fn members(&self) -> impl Iterator<Item = (usize, &String)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.retired.contains(&(*i as u16)))
+    }
 }
 
 impl Manifest {
@@ -63,6 +77,17 @@ impl Manifest {
                 self.nodes.len()
             );
         }
+        if let Some((group, node)) = self
+            .table
+            .iter()
+            .enumerate()
+            .find(|(_, n)| self.retired.contains(n))
+        {
+            anyhow::bail!(
+                "deployment {}: key group {group} is assigned to node {node}, which was removed",
+                self.deployment
+            );
+        }
         Ok(())
     }
 }
@@ -71,6 +96,45 @@ impl Manifest {
 pub fn assign_key_groups(key_groups: u32, nodes: usize) -> Vec<u16> {
     let k = key_groups as usize;
     (0..k).map(|g| (g * nodes / k) as u16).collect()
+}
+
+/// The table after a change of members: every member of `members` (node indices) ends with
+/// a fair share (the group count divided by the members, rounded down or up), moving as few
+/// groups as that allows: groups of nodes no longer members, and the surplus of members
+/// above their share, go to the members below theirs.
+pub fn rebalance(table: &[u16], members: &[u16]) -> Vec<u16> {
+    let mut table = table.to_vec();
+    if members.is_empty() {
+        return table;
+    }
+    let k = table.len();
+    let n = members.len();
+    // The first `k % n` members (in `members` order) get one more.
+    let share = |i: usize| k / n + usize::from(i < k % n);
+    let mut owned: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut free = Vec::new();
+    for (g, owner) in table.iter().enumerate() {
+        match members.iter().position(|m| m == owner) {
+            Some(i) => owned[i].push(g),
+            None => free.push(g),
+        }
+    }
+    for (i, groups) in owned.iter_mut().enumerate() {
+        // The last groups a member holds above its share are the ones it gives up.
+        while groups.len() > share(i) {
+            free.push(groups.pop().expect("above its share"));
+        }
+    }
+    free.sort_unstable();
+    let mut free = free.into_iter();
+    for (i, groups) in owned.iter().enumerate() {
+        for _ in groups.len()..share(i) {
+            if let Some(g) = free.next() {
+                table[g] = members[i];
+            }
+        }
+    }
+    table
 }
 
 /// Reads hosts.txt: one `host:port` per line; blank lines and `#` comments are skipped.
@@ -153,6 +217,10 @@ pub struct ClusterRecord {
     /// SHA-256 of the component the cluster runs, once a swap changed it.
     #[serde(default)]
     pub component: Option<String>,
+    /// The deployment as the running version has it, once a change made it differ from the
+    /// one deployed (other nodes, table or options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
 }
 
 impl DataDir {
@@ -217,6 +285,11 @@ impl DataDir {
         if self.app().exists() {
             self.retire()?;
         }
+        write_json(&self.app().join("assignment.json"), assignment)
+    }
+
+    /// Keeps the deployment as a change made it (this node's index stays).
+    pub fn update_assignment(&self, assignment: &Assignment) -> anyhow::Result<()> {
         write_json(&self.app().join("assignment.json"), assignment)
     }
 
@@ -322,6 +395,38 @@ mod tests {
         assert_eq!(assign_key_groups(4, 1), vec![0; 4]);
     }
 
+    fn counts(table: &[u16], nodes: u16) -> Vec<usize> {
+        (0..nodes)
+            .map(|n| table.iter().filter(|&&o| o == n).count())
+            .collect()
+    }
+
+    #[test]
+    fn a_grow_gives_the_new_node_a_fair_share_and_moves_no_more_than_that() {
+        let before = assign_key_groups(1024, 3);
+        let after = rebalance(&before, &[0, 1, 2, 3]);
+        assert_eq!(counts(&after, 4), [256, 256, 256, 256]);
+        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert_eq!(moved, 256, "only the new node's share moves");
+        assert!(before.iter().zip(&after).all(|(a, b)| a == b || *b == 3));
+    }
+
+    #[test]
+    fn a_shrink_gives_the_removed_nodes_groups_to_the_others_evenly() {
+        let before = assign_key_groups(1024, 4);
+        let after = rebalance(&before, &[0, 1]);
+        assert_eq!(counts(&after, 4), [512, 512, 0, 0]);
+        let kept = before.iter().zip(&after).filter(|(a, b)| a == b).count();
+        assert_eq!(kept, 512, "the groups of the nodes that stay do not move");
+        // Uneven: 1000 groups over 3 members.
+        let after = rebalance(&assign_key_groups(1000, 2), &[0, 1, 4]);
+        let mut c = counts(&after, 5);
+        c.sort_unstable();
+        assert_eq!(c, [0, 0, 333, 333, 334]);
+        // Unchanged members: nothing moves.
+        assert_eq!(rebalance(&before, &[0, 1, 2, 3]), before);
+    }
+
     #[test]
     fn a_manifest_whose_table_cannot_be_routed_by_is_refused_naming_why() {
         let good = Manifest {
@@ -334,6 +439,7 @@ mod tests {
                 key_groups: 8,
                 ..Settings::default()
             },
+            retired: vec![],
         };
         good.check().unwrap();
         let refused = |change: fn(&mut Manifest), why: &str| {

@@ -69,7 +69,29 @@ pub enum Msg {
         recover_to: u64,
         /// SHA-256 of the component to run (the deployment's, or the one a swap put in).
         component: String,
+        /// The deployment as the running version has it (nodes, key-group table, options), once
+        /// a change made it differ from the node's assignment: the node keeps it as its own.
+        #[serde(default)]
+        manifest: Option<Box<Manifest>>,
     },
+    /// The cluster is drained at committed checkpoint `checkpoint`: hand the state of the
+    /// key groups `manifest` gives to other nodes to them ([`Msg::Handoff`]), then answer.
+    Move {
+        checkpoint: u64,
+        manifest: Box<Manifest>,
+    },
+    /// Node to node: the state of key groups that move to the receiver at committed
+    /// checkpoint `checkpoint`; answered once logged durably there.
+    Handoff {
+        deployment: String,
+        checkpoint: u64,
+        steps: Vec<String>,
+        /// (index into `steps`, key, state).
+        entries: Vec<(u32, ByteBuf, ByteBuf)>,
+    },
+    /// This node is no longer a member of the deployment: it stops the application and keeps
+    /// its data aside.
+    Leave,
     /// Make component `component` ready to take over the running application: compile it
     /// and check that its spec keeps every stateful step of the running one. Answered Ok or
     /// Refused.
@@ -152,6 +174,9 @@ impl Msg {
             Msg::Join { .. } => "Join",
             Msg::Start { .. } => "Start",
             Msg::Ready { .. } => "Ready",
+            Msg::Move { .. } => "Move",
+            Msg::Handoff { .. } => "Handoff",
+            Msg::Leave => "Leave",
             Msg::Leaving(_) => "Leaving",
             Msg::Changed { .. } => "Changed",
             Msg::Begin { .. } => "Begin",
@@ -207,6 +232,8 @@ pub enum RefusalKind {
     NotRunning,
     /// This node's write-ahead log has failed (e.g. a full disk): the node's operator acts.
     LogFailed,
+    /// This node was removed from the deployment by a change (a shrink).
+    Removed,
     /// The request does not fit the protocol or the node's state: an unexpected message, a
     /// checkpoint that was not prepared, a command for a log the application does not keep.
     Invalid,

@@ -82,6 +82,20 @@ impl Member {
         self.participant.last_committed()
     }
 
+    /// Logs key state handed to this node at committed checkpoint `checkpoint` (key groups
+    /// that move here), and waits for the disk: a recovery to that checkpoint restores it.
+    pub(crate) fn import(&mut self, checkpoint: u64, state: Handoff) -> Result<(), String> {
+        let record = state.record(checkpoint);
+        let lsn = {
+            let mut inner = self.log.lock();
+            self.log.append(&mut inner, &record)
+        };
+        match lsn {
+            Some(lsn) if self.log.wait_durable(lsn) => Ok(()),
+            _ => Err("the write-ahead log has failed".into()),
+        }
+    }
+
     /// Feeds the participant one event as [`Member::handle`] does, and turns its answer into
     /// Ok if it is `want`, else why not.
     pub(crate) fn expect(&mut self, event: Event, want: Reply) -> Result<(), String> {
@@ -321,3 +335,66 @@ impl Member {
 
 /// How long a member waits for alignment before answering with how far it is.
 pub(crate) const ALIGN_WAIT: Duration = Duration::from_millis(20);
+
+/// Key state that moves from one node to another with its key groups: entries name their
+/// stateful step by its index in `steps`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handoff {
+    pub steps: Vec<String>,
+    pub entries: Vec<wallaroo_wal::KeyState>,
+}
+
+impl Handoff {
+    fn record(self, checkpoint: u64) -> wallaroo_wal::Record {
+        wallaroo_wal::Record::State {
+            checkpoint,
+            steps: wallaroo_wal::StateSteps::Named(self.steps),
+            entries: self.entries,
+        }
+    }
+
+    /// Gathers state as `(step name, key, value)`.
+    pub fn of(state: Vec<(String, Vec<u8>, Vec<u8>)>) -> Self {
+        let mut handoff = Handoff::default();
+        for (step, key, value) in state {
+            let index = match handoff.steps.iter().position(|s| *s == step) {
+                Some(i) => i,
+                None => {
+                    handoff.steps.push(step);
+                    handoff.steps.len() - 1
+                }
+            };
+            handoff.entries.push(wallaroo_wal::KeyState {
+                step: index as u32,
+                key,
+                value,
+            });
+        }
+        handoff
+    }
+}
+
+/// Logs key state handed to a node that does not run the application yet (it joins the
+/// cluster in the change that moves key groups to it) as committed at `checkpoint`, in the
+/// log in `dir`, and syncs it: the node recovers it when it starts from that checkpoint.
+pub fn import_offline(
+    dir: &std::path::Path,
+    checkpoint: u64,
+    state: Handoff,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let (mut wal, _) = wallaroo_wal::Wal::open(dir, wallaroo_wal::WalOptions::default())
+        .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
+    let write = |wal: &mut wallaroo_wal::Wal| -> Result<(), wallaroo_wal::WalError> {
+        wal.append(&state.record(checkpoint))?;
+        let cut = wal.next_lsn();
+        wal.append(&wallaroo_wal::Record::Commit {
+            checkpoint,
+            cut,
+            full: false,
+            streams: Vec::new(),
+        })?;
+        wal.sync()
+    };
+    write(&mut wal).with_context(|| format!("writing to the log in {}", dir.display()))
+}

@@ -19,6 +19,7 @@ mod recovery;
 mod state_steps;
 mod worker;
 
+pub use checkpoint::{Handoff, import_offline};
 pub use dead_letter::{
     DEFAULT_MAX_BYTES as DEFAULT_DEAD_LETTER_MAX_BYTES, DeadLetters, Entry as DeadLetterEntry,
     MAX_ERROR_TEXT as DEAD_LETTER_MAX_ERROR_TEXT, MIN_MAX_BYTES as MIN_DEAD_LETTER_MAX_BYTES,
@@ -30,4 +31,4 @@ pub use node::{
 };
 pub use wallaroo_component::Message;
 pub use wallaroo_protocol::quiescence::Alignment;
-pub use wallaroo_wal::Lsn;
+pub use wallaroo_wal::{KeyState, Lsn};

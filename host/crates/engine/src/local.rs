@@ -48,6 +48,7 @@ impl Local {
         let config = Config {
             deployment: "local".into(),
             members: 1,
+            retired: Vec::new(),
             checkpoint_interval: member.as_ref().map(|_| interval),
             patience: Patience {
                 // The member answers at once; drain reports wait for the workers themselves.
@@ -235,6 +236,10 @@ impl Local {
             Command::Drain => drained(shared),
             Command::Shutdown => Reply::Stopped,
             Command::Ready { .. } => Reply::Refused("no other version is at hand".into()),
+            // A cluster of one: nothing moves and no member leaves.
+            Command::Move { .. } | Command::Leave => {
+                Reply::Refused(format!("{command:?}: a cluster of one changes no members"))
+            }
         }
     }
 

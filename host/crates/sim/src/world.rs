@@ -444,6 +444,7 @@ impl World {
         let config = Config {
             deployment: "sim".into(),
             members,
+            retired: Vec::new(),
             checkpoint_interval: Some(Duration::from_millis(interval)),
             patience: Patience {
                 answer: Duration::from_secs(5),
@@ -1375,7 +1376,11 @@ impl World {
                         };
                         self.reply(m, conn, reply);
                     }
-                    Command::Start { .. } | Command::Shutdown => unreachable!(),
+                    // The model's changes keep every member and every key's owner.
+                    Command::Start { .. }
+                    | Command::Shutdown
+                    | Command::Move { .. }
+                    | Command::Leave => unreachable!(),
                 }
             }
         }
@@ -2133,7 +2138,9 @@ impl World {
         self.swap_ready = false;
         *self.swaps.entry("asked").or_default() += 1;
         self.note(format!("SWAP to version {version} asked"));
-        self.coord_event(coordinator::Event::Swap { version }, None);
+        let change =
+            coordinator::Change::swap(version, self.members.len(), self.config.checkpoint_interval);
+        self.coord_event(coordinator::Event::Change(change), None);
     }
 
     fn swapped(&mut self, answer: Result<u64, String>) {
@@ -2187,8 +2194,8 @@ impl World {
         self.swap_asked?;
         let state = self.coord.as_ref()?.coord.state();
         Some(match state {
-            "swapping: ready" => "ready",
-            "swapping: record" => "record",
+            "changing: ready" => "ready",
+            "changing: record" => "record",
             s if s.starts_with("checkpoint") && self.swap_ready => "checkpoint",
             s if s.starts_with("checkpoint") => "waiting",
             "starting" => "start",

@@ -13,7 +13,7 @@ use crate::proto::{Msg, Refusal, RefusalKind, Rejoin};
 
 /// The node's side of the cluster: joins the coordinator and carries out its commands. When
 /// the coordinator goes away, stops the application and joins again.
-pub(super) async fn agent(ctx: Arc<Context>, assignment: Assignment) {
+pub(super) async fn agent(ctx: Arc<Context>, mut assignment: Assignment) {
     let coordinator = assignment.manifest.nodes[0].clone();
     let mut trouble = Arc::new(Trouble::default());
     let mut run: Option<AppRun> = None;
@@ -93,12 +93,22 @@ pub(super) async fn agent(ctx: Arc<Context>, assignment: Assignment) {
                 Err(e) => break format!("{e:#}"),
             };
             if let Msg::Refused(why) = &command {
+                if why.kind == RefusalKind::Removed {
+                    leave(&ctx, &assignment, run.take()).await;
+                    return;
+                }
                 // Also when this node's agent started a moment before the coordinator.
                 tracing::debug!("the coordinator refused this node: {why}");
                 break String::new();
             }
+            if matches!(command, Msg::Leave) {
+                let _ = tx.send(&Msg::Ok).await;
+                let _ = tx.finish().await;
+                leave(&ctx, &assignment, run.take()).await;
+                return;
+            }
             let shutdown = matches!(command, Msg::Shutdown);
-            let reply = obey(&ctx, &assignment, &mut run, command, &mut trouble).await;
+            let reply = obey(&ctx, &mut assignment, &mut run, command, &mut trouble).await;
             if let Err(e) = tx.send(&reply).await {
                 break format!("{e:#}");
             }
@@ -125,6 +135,25 @@ pub(super) async fn agent(ctx: Arc<Context>, assignment: Assignment) {
     }
 }
 
+/// This node is no longer a member of the deployment (a change removed it, or a change
+/// that would have added it failed): it stops the application and keeps its data aside.
+async fn leave(ctx: &Context, assignment: &Assignment, run: Option<AppRun>) {
+    if let Some(app) = run {
+        stop_run(ctx, app).await;
+    }
+    *ctx.assignment.lock().unwrap() = None;
+    *ctx.joins.lock().unwrap() = None;
+    if let Err(e) = ctx.data.retire() {
+        tracing::warn!("{e:#}");
+    }
+    tracing::info!(
+        "this node is no longer a member of deployment {} (node {}): it stopped the \
+         application; its data directory was kept under stopped/",
+        assignment.manifest.deployment,
+        assignment.index
+    );
+}
+
 async fn stop_run(ctx: &Context, app: AppRun) {
     ctx.inbound.send_replace(None);
     let view = ctx.view.lock().unwrap().take();
@@ -138,7 +167,7 @@ async fn stop_run(ctx: &Context, app: AppRun) {
 /// Carries out one coordinator command.
 async fn obey(
     ctx: &Arc<Context>,
-    assignment: &Assignment,
+    assignment: &mut Assignment,
     run: &mut Option<AppRun>,
     command: Msg,
     trouble: &mut Arc<Trouble>,
@@ -149,9 +178,26 @@ async fn obey(
             generation,
             recover_to,
             component,
+            manifest,
         } => {
             if let Some(app) = run.take() {
                 stop_run(ctx, app).await;
+            }
+            if let Some(m) = manifest.filter(|m| **m != assignment.manifest) {
+                // A change made the deployment another (nodes, table, options): this node
+                // keeps it as its own, and keeps its number.
+                let next = Assignment {
+                    manifest: *m,
+                    index: assignment.index,
+                };
+                if let Err(e) = next
+                    .check()
+                    .and_then(|()| ctx.data.update_assignment(&next))
+                {
+                    return refused(e.context("taking the deployment as changed"));
+                }
+                *ctx.assignment.lock().unwrap() = Some(next.clone());
+                *assignment = next;
             }
             // A peer may have restarted since: its old connection would swallow data until
             // it timed out. Each generation's data streams go over new connections.
@@ -214,17 +260,30 @@ async fn obey(
             Msg::Stopped(totals)
         }
         Msg::Ready { component } => {
-            let Some(app) = run.as_ref() else {
-                return Msg::Refused(Refusal::new(
-                    RefusalKind::NotRunning,
-                    "the application is not running here",
-                ));
+            let ready = match run.as_ref() {
+                Some(app) => app.ready(ctx, assignment, &component).await,
+                // A node a change adds: nothing runs here yet, so there is no state to check.
+                None => crate::app::compile(ctx, &assignment.manifest, &component).await,
             };
-            match app.ready(ctx, assignment, &component).await {
+            match ready {
                 Ok(()) => Msg::Ok,
                 Err(e) => Msg::Refused(Refusal::from_error(RefusalKind::Invalid, &e)),
             }
         }
+        Msg::Move {
+            checkpoint,
+            manifest,
+        } => match run.as_ref() {
+            Some(app) => match app.hand_over(ctx, assignment, checkpoint, &manifest).await {
+                Ok(()) => Msg::Ok,
+                Err(e) => refused(e.context(format!(
+                    "node {} cannot hand its key groups over",
+                    assignment.index
+                ))),
+            },
+            // A node a change adds holds nothing to hand over.
+            None => Msg::Ok,
+        },
         other => {
             let Some(app) = run.as_mut() else {
                 return Msg::Refused(Refusal::new(

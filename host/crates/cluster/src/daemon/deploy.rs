@@ -15,26 +15,20 @@ pub(super) async fn deploy(
     mut manifest: crate::manifest::Manifest,
 ) -> anyhow::Result<Msg> {
     if let Some(current) = ctx.assignment() {
-        if let Some(change) = reconcile(&current.manifest, &manifest)? {
-            return swap(ctx, change).await;
-        }
-        let app = ctx
-            .view
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|v| v.app.clone())
-            .unwrap_or_else(|| "(starting)".into());
-        return Err(Refusal::new(
-            RefusalKind::AlreadyDeployed,
-            format!(
-                "the cluster already runs application '{app}' (deployment {}); deploying over \
-                 a running application is how a hot swap will start, which this version \
-                 cannot do yet: stop it first with `wallaroo stop --nodes HOSTS`",
-                current.manifest.deployment
-            ),
-        )
-        .into());
+        return match reconcile(&current.manifest, &manifest)? {
+            Some(next) => swap(ctx, next).await,
+            None => {
+                let app = ctx.view.lock().unwrap().as_ref().map(|v| v.app.clone());
+                Ok(Msg::Changed {
+                    app: app.unwrap_or_else(|| "(starting)".into()),
+                    what: format!(
+                        "the cluster already runs component {} on these nodes with these \
+                         options: nothing to change",
+                        &current.manifest.component[..current.manifest.component.len().min(12)]
+                    ),
+                })
+            }
+        };
     }
     manifest.table =
         crate::manifest::assign_key_groups(manifest.settings.key_groups, manifest.nodes.len());
@@ -69,43 +63,64 @@ pub(super) async fn deploy(
     started.await.context("the coordinator stopped")?
 }
 
-/// What a deploy onto a running deployment asks to change. Only the component can change
-/// live today: anything else is refused, naming what differs.
-fn reconcile(
+/// What a deploy onto a running deployment asks to change: the deployment as it will be
+/// (the component asked, the members the hosts file names, a key-group table that gives each
+/// a fair share, the options asked), or None when that is what runs. What cannot change
+/// while the application runs is refused, naming it.
+pub(crate) fn reconcile(
     running: &crate::manifest::Manifest,
     asked: &crate::manifest::Manifest,
-) -> anyhow::Result<Option<String>> {
-    let refuse = |what: String| -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Option<crate::manifest::Manifest>> {
+    let refuse = |what: String| -> anyhow::Result<Option<crate::manifest::Manifest>> {
         Err(Refusal::new(
             RefusalKind::Invalid,
             format!(
-                "the cluster runs deployment {} and {what}; only the component can change \
-                 while it runs (a hot swap): deploy with the running hosts and options, or stop \
-                 it first with `wallaroo stop --nodes HOSTS`",
+                "the cluster runs deployment {} and {what}; deploy with that as it runs, or \
+                 stop the application first with `wallaroo stop --nodes HOSTS`",
                 running.deployment
             ),
         )
         .into())
     };
-    if asked.nodes != running.nodes {
+    let fixed: Vec<String> = differing_settings(&running.settings, &asked.settings)
+        .into_iter()
+        .filter(|o| o == "--key-groups" || o == "--resilience")
+        .collect();
+    if !fixed.is_empty() {
         return refuse(format!(
-            "the hosts differ ({} running, {} asked): growing or shrinking a running cluster is \
-             not supported yet",
-            running.nodes.join(", "),
-            asked.nodes.join(", ")
-        ));
-    }
-    let differing = differing_settings(&running.settings, &asked.settings);
-    if !differing.is_empty() {
-        return refuse(format!(
-            "these options differ from the running ones: {}",
-            differing.join(", ")
+            "{} cannot change while it runs (state is kept by key group, and durability \
+             by that mode)",
+            fixed.join(" and ")
         ));
     }
     if asked.args != running.args {
         return refuse("the application's arguments differ".into());
     }
-    Ok(Some(asked.component.clone()))
+    let coordinator = &running.nodes[0];
+    if asked.nodes.first() != Some(coordinator) {
+        return refuse(format!(
+            "{coordinator} coordinates it: it stays, first in the hosts file"
+        ));
+    }
+    let mut next = crate::manifest::Manifest {
+        component: asked.component.clone(),
+        settings: asked.settings.clone(),
+        ..running.clone()
+    };
+    let members: Vec<&String> = running.members().map(|(_, a)| a).collect();
+    for (i, addr) in running.members() {
+        if !asked.nodes.contains(addr) {
+            next.retired.push(i as u16);
+        }
+    }
+    for addr in &asked.nodes {
+        if !members.contains(&addr) {
+            next.nodes.push(addr.clone());
+        }
+    }
+    let kept: Vec<u16> = next.members().map(|(i, _)| i as u16).collect();
+    next.table = crate::manifest::rebalance(&running.table, &kept);
+    Ok((next != *running).then_some(next))
 }
 
 /// The command-line names of the settings that differ.
@@ -130,8 +145,9 @@ fn differing_settings(a: &crate::Settings, b: &crate::Settings) -> Vec<String> {
         .collect()
 }
 
-/// Hands a hot swap to the coordinator and waits for its answer.
-async fn swap(ctx: &Arc<Context>, component: String) -> anyhow::Result<Msg> {
+/// Hands a change to the coordinator and waits for its answer. Nodes the change adds are
+/// assigned the deployment first, so that they join the coordinator.
+async fn swap(ctx: &Arc<Context>, next: crate::manifest::Manifest) -> anyhow::Result<Msg> {
     let joins = ctx.joins.lock().unwrap().clone();
     let Some(joins) = joins else {
         return Err(Refusal::new(
@@ -141,8 +157,29 @@ async fn swap(ctx: &Arc<Context>, component: String) -> anyhow::Result<Msg> {
         )
         .into());
     };
+    let known = ctx.assignment().map_or(0, |a| a.manifest.nodes.len());
+    for (i, addr) in next.nodes.iter().enumerate().skip(known) {
+        let assign = Msg::Assign {
+            manifest: next.clone(),
+            index: i as u16,
+        };
+        let conn = ctx
+            .connection(addr)
+            .await
+            .with_context(|| format!("node {i} ({addr}), added by this deploy"))?;
+        match request(&conn, &assign).await? {
+            Msg::Ok => {}
+            Msg::Refused(why) => {
+                return Err(anyhow::Error::new(why).context(format!("node {i} ({addr}) refused")));
+            }
+            other => anyhow::bail!("node {i} ({addr}): unexpected answer {}", other.name()),
+        }
+    }
     let (reply, replied) = tokio::sync::oneshot::channel();
-    let _ = joins.send(crate::coordinator::Joined::Swap { component, reply });
+    let _ = joins.send(crate::coordinator::Joined::Swap {
+        manifest: Box::new(next),
+        reply,
+    });
     match replied.await {
         Ok(Msg::Refused(why)) => Err(why.into()),
         Ok(answer) => Ok(answer),

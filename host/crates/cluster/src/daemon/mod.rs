@@ -75,6 +75,8 @@ pub(crate) struct Context {
     /// The application's last run here (generation, name, last committed checkpoint), for
     /// `wallaroo status` while it does not run.
     last_run: Mutex<Option<(u64, String, u64)>>,
+    /// Held while key state handed to this node is logged (see [`Msg::Handoff`]).
+    handoffs: Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -164,6 +166,7 @@ pub async fn run_node(
         failure: watch::channel(None).0,
         recovery: Mutex::new(None),
         changes: Mutex::new(Vec::new()),
+        handoffs: Mutex::new(()),
         last_run: Mutex::new(None),
         options,
     });

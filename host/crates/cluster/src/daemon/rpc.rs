@@ -80,6 +80,55 @@ pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
                 Err(e) => refused(e.into()),
             }
         }
+        Msg::Handoff {
+            deployment,
+            checkpoint,
+            steps,
+            entries,
+        } => match ctx.assignment() {
+            Some(a) if a.manifest.deployment == deployment => {
+                let handoff = wallaroo_engine::Handoff {
+                    steps,
+                    entries: entries
+                        .into_iter()
+                        .map(|(step, key, value)| wallaroo_engine::KeyState {
+                            step,
+                            key: key.into_vec(),
+                            value: value.into_vec(),
+                        })
+                        .collect(),
+                };
+                let checkpoints = ctx
+                    .view
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .and_then(|v| v.checkpoints.clone());
+                let ctx = ctx.clone();
+                let import = move || {
+                    let _one_at_a_time = ctx.handoffs.lock().unwrap();
+                    match checkpoints {
+                        Some(c) => c.import(checkpoint, handoff).map_err(anyhow::Error::msg),
+                        None => wallaroo_engine::import_offline(
+                            &ctx.data.app().join("wal"),
+                            checkpoint,
+                            handoff,
+                        ),
+                    }
+                };
+                match tokio::task::spawn_blocking(import).await {
+                    Ok(Ok(())) => Msg::Ok,
+                    Ok(Err(e)) => refused(e),
+                    Err(e) => refused(e.into()),
+                }
+            }
+            _ => Msg::Refused(Refusal::new(
+                RefusalKind::WrongDeployment,
+                format!(
+                    "key state of deployment {deployment} handed to a node that does not run it"
+                ),
+            )),
+        },
         Msg::Assign { manifest, index } => {
             if let Some(current) = ctx.assignment() {
                 if current.manifest.deployment == manifest.deployment && current.index == index {

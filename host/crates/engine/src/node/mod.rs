@@ -22,7 +22,7 @@ use wallaroo_types::KeyGroups;
 use wallaroo_wal::{Wal, WalOptions};
 
 use crate::DeadLetters;
-use crate::checkpoint::Member;
+use crate::checkpoint::{Handoff, Member};
 use crate::local::{Ask, Local};
 use crate::log::Log;
 use crate::metrics::{Metrics, NodeCounters, NodeTotals};
@@ -186,6 +186,20 @@ impl Checkpoints {
 
     fn expect(&self, event: MemberEvent, want: MemberReply) -> Result<(), String> {
         self.lock().expect(event, want)
+    }
+
+    /// Logs key state handed to this node with the key groups that move to it, as of the
+    /// last committed checkpoint `checkpoint`, and waits for the disk.
+    pub fn import(&self, checkpoint: u64, state: Handoff) -> Result<(), String> {
+        let mut member = self.lock();
+        if member.last_committed() != checkpoint {
+            return Err(format!(
+                "state handed over at checkpoint {checkpoint}, but this node's last committed \
+                 checkpoint is {}",
+                member.last_committed()
+            ));
+        }
+        member.import(checkpoint, state)
     }
 }
 
@@ -365,15 +379,23 @@ impl Node {
             discarded,
         };
         let mut states: Vec<StateMap> = vec![HashMap::new(); config.workers];
+        let mut elsewhere = 0;
         for ((step, key), value) in recovery.state {
             match owners[config.key_groups.of(&key).0 as usize] {
                 Owner::Worker(w) => {
                     states[w].insert((step, key), value);
                 }
-                Owner::Node(n) => tracing::warn!(
-                    "the log holds state of a key node {n} owns; it is not restored here"
-                ),
+                Owner::Node(_) => elsewhere += 1,
             }
+        }
+        if elsewhere > 0 {
+            // Key groups this node handed to another: gone from the log at its next full
+            // checkpoint.
+            tracing::debug!(
+                keys = elsewhere,
+                "the log holds state of keys other nodes own"
+            );
+            recovered.keys -= elsewhere;
         }
         let mut threads = Vec::new();
         for (id, ((instance, inbox), state)) in
@@ -544,6 +566,28 @@ impl Node {
         per_step: usize,
         patience: Duration,
     ) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        self.state_where(per_step, patience, |_| true).await
+    }
+
+    /// The state of every key in key groups `groups` (`wanted(group)`), by step name, from
+    /// every worker: for key groups that move to another node. Call it with the node drained
+    /// at a checkpoint, when the workers hold that checkpoint's state.
+    pub async fn state_of_groups(
+        &self,
+        wanted: impl Fn(u32) -> bool,
+        patience: Duration,
+    ) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        let groups = self.key_groups;
+        self.state_where(usize::MAX, patience, |key| wanted(groups.of(key).0))
+            .await
+    }
+
+    async fn state_where(
+        &self,
+        per_step: usize,
+        patience: Duration,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Vec<(String, Vec<u8>, Vec<u8>)> {
         let (reply, sampled) = flume::unbounded();
         for w in 0..self.shared.inboxes.len() {
             self.shared.control(
@@ -559,6 +603,9 @@ impl Node {
         let mut out = Vec::new();
         while let Ok(Ok(part)) = tokio::time::timeout_at(deadline, sampled.recv_async()).await {
             for (step, key, value) in part {
+                if !keep(&key) {
+                    continue;
+                }
                 if let Some(s) = self.spec.steps.get(step as usize) {
                     out.push((s.name.clone(), key, value));
                 }

@@ -96,7 +96,7 @@ impl Coordinator {
                     began: now,
                     told: now,
                 };
-                c.round = Some(ask(&self.config, now, Command::Align, actions));
+                c.round = Some(ask(&self.config, &self.roles, now, Command::Align, actions));
             }
             Step::Align {
                 quiescence,
@@ -113,7 +113,13 @@ impl Coordinator {
                 match quiescence.round(&reports) {
                     Quiet::Quiescent => {
                         c.step = Step::Prepare;
-                        c.round = Some(ask(&self.config, now, Command::Prepare, actions));
+                        c.round = Some(ask(
+                            &self.config,
+                            &self.roles,
+                            now,
+                            Command::Prepare,
+                            actions,
+                        ));
                     }
                     Quiet::Busy {
                         members,
@@ -150,7 +156,8 @@ impl Coordinator {
                                 ),
                             });
                         }
-                        c.round = Some(ask(&self.config, now, Command::Align, actions));
+                        c.round =
+                            Some(ask(&self.config, &self.roles, now, Command::Align, actions));
                     }
                 }
             }
@@ -181,7 +188,7 @@ impl Coordinator {
                     Then::Run => self.run_until_next_checkpoint(now, actions),
                     Then::Drain => self.begin_drain(now, actions),
                     Then::Shutdown => self.begin_shutdown(now, actions),
-                    Then::Swap(version) => self.record_swap(version, actions),
+                    Then::Swap(version) => self.swap_checkpointed(now, version, actions),
                 }
             }
         }
@@ -206,6 +213,7 @@ impl Coordinator {
                 c.step = Step::Commit;
                 c.round = Some(ask(
                     &self.config,
+                    &self.roles,
                     now,
                     Command::Commit { checkpoint: n },
                     actions,

@@ -20,6 +20,8 @@ mod checkpoint;
 #[cfg(test)]
 mod record_tests;
 mod recovering;
+#[cfg(test)]
+mod resize_tests;
 mod running;
 mod starting;
 mod stopping;
@@ -58,9 +60,10 @@ pub enum Event {
     /// A member holds more output than it should: take the next checkpoint now rather than
     /// when it is due.
     CheckpointNow,
-    /// `wallaroo deploy` of another version of the application: swap to version `version`
-    /// (above the record's) at a checkpoint. Answered with [`Action::Swapped`].
-    Swap { version: u64 },
+    /// `wallaroo deploy` of another version of the application (another component, other
+    /// members, other options): change to it at a checkpoint. Answered with
+    /// [`Action::Swapped`].
+    Change(Change),
     /// The time [`Coordinator::poll_timeout`] gave has come.
     Timeout,
 }
@@ -80,6 +83,14 @@ pub enum Command {
     Ready {
         version: u64,
     },
+    /// Every member is drained at checkpoint `checkpoint`: hand the state of the key groups
+    /// version `version` gives to other members to them, and log what is handed here, durably.
+    Move {
+        checkpoint: u64,
+        version: u64,
+    },
+    /// This member is no longer one: stop the application and keep its data aside.
+    Leave,
     Begin {
         checkpoint: u64,
     },
@@ -121,6 +132,82 @@ pub struct Rejoin {
     /// The node whose data stream from this one broke, if that was the reason.
     pub peer: Option<u16>,
     pub why: String,
+}
+
+/// A change of the application asked by `wallaroo deploy`: the version it makes, and what
+/// the core must know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Above the record's version.
+    pub version: u64,
+    /// Member slots of the new version: the members there are, and new ones after them, which
+    /// must join before the change begins.
+    pub members: usize,
+    /// Members that the new version has no more: they stop once it is recorded.
+    pub removed: Vec<usize>,
+    /// The new version's time between checkpoints (None: resilience none).
+    pub checkpoint_interval: Option<Duration>,
+    /// Key groups change owners: the sources stop and the cluster drains before the change's
+    /// checkpoint, and the state of the groups that move is handed over after it.
+    pub moves: bool,
+}
+
+impl Change {
+    /// Another component, everything else as it is.
+    pub fn swap(version: u64, members: usize, checkpoint_interval: Option<Duration>) -> Self {
+        Change {
+            version,
+            members,
+            removed: Vec::new(),
+            checkpoint_interval,
+            moves: false,
+        }
+    }
+}
+
+/// What a member slot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Member,
+    /// Joins for a change that adds it: takes part in the change's Ready and Move only.
+    Joining,
+    /// Removed by an earlier change: takes part in nothing.
+    Retired,
+}
+
+impl Role {
+    /// Whether a slot in this role is sent `command`.
+    fn takes(self, command: &Command) -> bool {
+        match self {
+            Role::Member => true,
+            Role::Joining => matches!(
+                command,
+                Command::Ready { .. } | Command::Move { .. } | Command::Shutdown
+            ),
+            Role::Retired => false,
+        }
+    }
+}
+
+/// The answer a slot that is not sent `command` counts as having given.
+fn neutral(command: &Command) -> Reply {
+    match command {
+        Command::Start { .. } => Reply::Started { next_checkpoint: 0 },
+        Command::Align => Reply::Aligned(Alignment {
+            aligned: true,
+            routed_in_flight: 0,
+            sent: 0,
+            received: 0,
+        }),
+        Command::Drain => Reply::Drained {
+            in_flight: 0,
+            sent: 0,
+            received: 0,
+        },
+        Command::Prepare => Reply::Prepared(true),
+        Command::Shutdown => Reply::Stopped,
+        _ => Reply::Ok,
+    }
 }
 
 /// What the coordinator keeps durably: the generation running and the last checkpoint the
@@ -211,8 +298,10 @@ impl Default for Patience {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub deployment: String,
-    /// Members, by index; member 0 is the coordinator's own node.
+    /// Member slots, by index; member 0 is the coordinator's own node.
     pub members: usize,
+    /// Slots of members removed by earlier changes.
+    pub retired: Vec<usize>,
     /// Time between checkpoints; None: no checkpoints (resilience none).
     pub checkpoint_interval: Option<Duration>,
     pub patience: Patience,
@@ -260,6 +349,8 @@ pub struct Coordinator {
     record: Record,
     phase: Phase,
     joined: Vec<bool>,
+    /// Per slot (as long as `joined`).
+    roles: Vec<Role>,
     /// The deploy has not been answered yet.
     first_deploy: bool,
     /// The checkpoint the next one must exceed.
@@ -317,11 +408,18 @@ impl Coordinator {
         now: Time,
     ) -> (Self, Vec<Action>) {
         let members = config.members;
+        let roles = (0..members)
+            .map(|m| match config.retired.contains(&m) {
+                true => Role::Retired,
+                false => Role::Member,
+            })
+            .collect();
         let mut c = Coordinator {
             config,
             record,
             phase: Phase::Done,
             joined: vec![false; members],
+            roles,
             first_deploy,
             next_checkpoint: record.committed + 1,
             rollbacks_in_a_row: 0,
@@ -351,6 +449,11 @@ impl Coordinator {
 
     pub fn record(&self) -> Record {
         self.record
+    }
+
+    /// Member slots (members, retired ones, and new ones a change under way adds).
+    pub fn members(&self) -> usize {
+        self.config.members
     }
 
     /// The application runs (no recovery, no stop under way).
@@ -396,7 +499,7 @@ impl Coordinator {
             Phase::Running(r) => r.poll_timeout(),
             Phase::Checkpoint(c) => c.poll_timeout(),
             Phase::Stopping(s) => s.poll_timeout(),
-            Phase::Swapping(s) => s.poll_timeout(),
+            Phase::Swapping(s) => s.poll_timeout(self.config.patience.first_join),
             Phase::Abandoning(r) => round(r),
             Phase::Done => None,
         };
@@ -406,7 +509,7 @@ impl Coordinator {
     /// When a stop asked while members are missing from a recovering cluster gives up. Once
     /// every member has joined, the stop waits for the start, however long it takes.
     fn stop_deadline(&self) -> Option<Time> {
-        let missing = self.recovering_since.is_some() && self.joined.iter().any(|j| !j);
+        let missing = self.recovering_since.is_some() && !self.all_joined();
         self.stop_asked
             .filter(|_| missing)
             .map(|at| at + self.config.patience.stop)
@@ -431,7 +534,7 @@ impl Coordinator {
                 Phase::Stopping(_) => self.checkpoint_while_draining(now, &mut actions),
                 _ => {}
             },
-            Event::Swap { version } => self.swap_asked(now, version, &mut actions),
+            Event::Change(change) => self.swap_asked(now, change, &mut actions),
             Event::Timeout => self.timeout(now, &mut actions),
         }
         actions
@@ -446,6 +549,16 @@ impl Coordinator {
         actions: &mut Vec<Action>,
     ) {
         let index = member as usize;
+        if deployment == self.config.deployment && self.roles.get(index) == Some(&Role::Retired) {
+            actions.push(Action::Refuse {
+                member,
+                why: format!(
+                    "node {member} was removed from deployment {}",
+                    self.config.deployment
+                ),
+            });
+            return;
+        }
         if deployment != self.config.deployment || index >= self.config.members {
             actions.push(Action::Refuse {
                 member,
@@ -461,6 +574,9 @@ impl Coordinator {
         }
         let was_member = std::mem::replace(&mut self.joined[index], true);
         actions.push(Action::Accept { member: index });
+        if self.roles[index] == Role::Joining {
+            return self.joining_joined(now, index, was_member, actions);
+        }
         if let Phase::Recovering(_) = self.phase {
             self.recovering_step(now, actions);
             return;
@@ -468,13 +584,17 @@ impl Coordinator {
         if matches!(self.phase, Phase::Abandoning(_)) {
             return;
         }
-        if was_member || self.joined.iter().all(|&j| j) {
+        if was_member || self.all_joined() {
             let lost = rejoined(index, rejoin.as_ref(), self.config.members);
             self.lose(now, lost, actions);
         }
     }
 
     fn reply(&mut self, now: Time, member: usize, reply: Reply, actions: &mut Vec<Action>) {
+        if self.roles.get(member).is_none_or(|r| *r == Role::Retired) {
+            // A removed member's (or a new one's the change no longer has) last answer.
+            return;
+        }
         let expected = self.round_mut().and_then(|r| {
             let slot = r.replies.get_mut(member)?;
             slot.is_none().then(|| *slot = Some(reply.clone()))
@@ -523,6 +643,14 @@ impl Coordinator {
         if member >= self.config.members || !self.joined[member] {
             return;
         }
+        match self.roles[member] {
+            Role::Joining => return self.joining_lost(now, member, why, actions),
+            Role::Retired => {
+                self.joined[member] = false;
+                return;
+            }
+            Role::Member => {}
+        }
         let answered = self
             .round_mut()
             .and_then(|r| r.replies.get(member))
@@ -562,8 +690,12 @@ impl Coordinator {
         // happens next.
         if result.is_ok() && asked.version > self.record.version {
             self.record.version = asked.version;
-            if let Some(swap) = &mut self.swap {
-                swap.recorded |= swap.version == asked.version;
+            if self
+                .swap
+                .as_ref()
+                .is_some_and(|s| s.change.version == asked.version)
+            {
+                self.apply_change(actions);
             }
         }
         if let Err(e) = &result {
@@ -630,6 +762,7 @@ impl Coordinator {
             Phase::Running(_) => self.running_timeout(now, actions),
             Phase::Checkpoint(_) => self.checkpoint_timeout(now, actions),
             Phase::Stopping(_) => self.stopping_timeout(now, actions),
+            Phase::Swapping(_) => self.swapping_timeout(now, actions),
             _ => {}
         }
     }
@@ -689,7 +822,7 @@ impl Coordinator {
         self.recovering_since = None;
         let mut round = self.round(now);
         for member in 0..self.config.members {
-            if self.joined[member] {
+            if self.joined[member] && self.roles[member] != Role::Retired {
                 actions.push(Action::Send {
                     member,
                     command: Command::Shutdown,
@@ -706,14 +839,22 @@ impl Coordinator {
         }
     }
 
-    /// A round awaiting every member's answer.
+    /// A round awaiting every slot's answer.
     fn round(&self, now: Time) -> Round {
-        round(&self.config, now)
+        Round {
+            replies: vec![None; self.config.members],
+            deadline: now + self.config.patience.answer,
+        }
     }
 
-    /// Sends `command` to every member and awaits their answers.
+    /// Sends `command` to every slot whose role takes it and awaits their answers.
     fn ask_all(&self, now: Time, command: Command, actions: &mut Vec<Action>) -> Round {
-        ask(&self.config, now, command, actions)
+        ask(&self.config, &self.roles, now, command, actions)
+    }
+
+    /// Every member (not a retired slot, nor one joining for a change) has joined.
+    fn all_joined(&self) -> bool {
+        self.missing().is_empty()
     }
 
     fn answer_stops(&mut self, answer: Result<(), String>, actions: &mut Vec<Action>) {
@@ -726,7 +867,7 @@ impl Coordinator {
 
     fn missing(&self) -> Vec<usize> {
         (0..self.config.members)
-            .filter(|&m| !self.joined[m])
+            .filter(|&m| !self.joined[m] && self.roles[m] == Role::Member)
             .collect()
     }
 
@@ -749,19 +890,30 @@ impl Coordinator {
     }
 }
 
-fn round(config: &Config, now: Time) -> Round {
+/// Sends `command` to every slot whose role takes it; the round awaits their answers, and
+/// counts the others as having given the neutral one.
+fn ask(
+    config: &Config,
+    roles: &[Role],
+    now: Time,
+    command: Command,
+    actions: &mut Vec<Action>,
+) -> Round {
+    let replies = roles
+        .iter()
+        .enumerate()
+        .map(|(member, role)| match role.takes(&command) {
+            true => {
+                actions.push(Action::Send { member, command });
+                None
+            }
+            false => Some(neutral(&command)),
+        })
+        .collect();
     Round {
-        replies: vec![None; config.members],
+        replies,
         deadline: now + config.patience.answer,
     }
-}
-
-/// Sends `command` to every member; the round awaits their answers.
-fn ask(config: &Config, now: Time, command: Command, actions: &mut Vec<Action>) -> Round {
-    for member in 0..config.members {
-        actions.push(Action::Send { member, command });
-    }
-    round(config, now)
 }
 
 /// Node `index`, a member, joined again, for `rejoin`: which node is lost, and why. A node

@@ -9,6 +9,7 @@ fn config() -> Config {
     Config {
         deployment: "d".into(),
         members: 2,
+        retired: Vec::new(),
         checkpoint_interval: Some(Duration::from_secs(1)),
         patience: Patience::default(),
     }

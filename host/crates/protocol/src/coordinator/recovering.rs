@@ -36,7 +36,7 @@ impl Recovering {
             return None;
         }
         let patience = &c.config.patience;
-        let waiting = c.joined.iter().any(|j| !j);
+        let waiting = !c.all_joined();
         let awaiting_record = !c.records_unanswered.is_empty();
         [
             (!waiting && self.not_before > self.since).then_some(self.not_before),
@@ -84,7 +84,7 @@ impl Coordinator {
 
     /// Starts the generation once every member is back and the back-off has passed.
     pub(super) fn recovering_step(&mut self, now: Time, actions: &mut Vec<Action>) {
-        let all = self.joined.iter().all(|&j| j);
+        let all = self.all_joined();
         let first_deploy = self.first_deploy;
         let patience = self.config.patience.clone();
         let Phase::Recovering(r) = &mut self.phase else {
@@ -150,7 +150,7 @@ impl Coordinator {
         match result {
             Ok(()) => {
                 self.record.generation += 1;
-                if self.joined.iter().all(|&j| j) {
+                if self.all_joined() {
                     self.start_generation(now, actions);
                 }
             }

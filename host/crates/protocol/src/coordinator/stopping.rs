@@ -148,7 +148,7 @@ impl Coordinator {
             && next.is_some_and(|at| now >= at)
         {
             *next = None;
-            s.round = Some(ask(&self.config, now, Command::Drain, actions));
+            s.round = Some(ask(&self.config, &self.roles, now, Command::Drain, actions));
         }
     }
 }

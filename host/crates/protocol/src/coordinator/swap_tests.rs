@@ -32,7 +32,12 @@ fn start_v(generation: u64, recover_to: u64, version: u64) -> Command {
 
 impl Cluster {
     fn swap(&mut self, version: u64) -> Vec<Action> {
-        self.handle(Event::Swap { version })
+        let members = self.members();
+        self.handle(Event::Change(Change::swap(
+            version,
+            members,
+            Some(INTERVAL),
+        )))
     }
 
     /// Answers like healthy members and disk until the coordinator is in `state`.
@@ -58,10 +63,10 @@ fn swapping() -> (Cluster, Vec<Action>) {
 fn a_swap_readies_every_member_checkpoints_records_the_new_version_and_starts_it() {
     let (mut cluster, actions) = swapping();
     assert_eq!(sends(&actions), to_all(3, Command::Ready { version: 1 }));
-    assert_eq!(cluster.c.state(), "swapping: ready");
+    assert_eq!(cluster.c.state(), "changing: ready");
     let actions = cluster.answer_ok();
     assert_eq!(sends(&actions), to_all(3, Command::Begin { checkpoint: 1 }));
-    let mut actions = cluster.drive_to("swapping: record");
+    let mut actions = cluster.drive_to("changing: record");
     actions.extend(cluster.handle(Event::Recorded(Ok(()))));
     let written = records(&actions);
     assert_eq!(
@@ -182,7 +187,7 @@ fn a_second_swap_while_one_runs_is_refused_and_the_first_goes_on() {
     assert!(why.contains("another change"), "{why}");
     assert!(sends(&actions).is_empty());
     cluster.answer_ok();
-    cluster.drive_to("swapping: record");
+    cluster.drive_to("changing: record");
     let actions = cluster.swap(2);
     assert!(matches!(swapped(&actions)[..], [Err(_)]), "{actions:?}");
     let actions = cluster.drive();
@@ -224,7 +229,7 @@ fn a_version_not_above_the_running_one_is_refused() {
 /// and the recovery's Start.
 fn lost_in(state: &str) -> (Vec<Action>, Cluster) {
     let (mut cluster, _) = swapping();
-    if state != "swapping: ready" {
+    if state != "changing: ready" {
         cluster.answer_ok();
         cluster.drive_to(state);
     }
@@ -258,7 +263,7 @@ fn assert_rolled_back_to_the_old_version(mut actions: Vec<Action>, mut cluster: 
 
 #[test]
 fn a_loss_during_ready_fails_the_swap_and_recovers_the_old_version() {
-    let (actions, cluster) = lost_in("swapping: ready");
+    let (actions, cluster) = lost_in("changing: ready");
     assert!(matches!(swapped(&actions)[..], [Err(_)]), "{actions:?}");
     assert_rolled_back_to_the_old_version(actions, cluster);
 }
@@ -283,7 +288,7 @@ fn a_loss_during_the_swaps_checkpoint_fails_the_swap_and_recovers_the_old_versio
 fn a_swap_whose_record_cannot_be_written_fails_and_recovers_the_old_version() {
     let (mut cluster, _) = swapping();
     cluster.answer_ok();
-    cluster.drive_to("swapping: record");
+    cluster.drive_to("changing: record");
     let actions = cluster.handle(Event::Recorded(Err("disk full".into())));
     assert_eq!(disconnects(&actions), [0, 1, 2]);
     let mut actions = actions;
@@ -297,7 +302,7 @@ fn a_swap_whose_record_cannot_be_written_fails_and_recovers_the_old_version() {
 fn a_loss_after_the_record_is_durable_recovers_the_new_version_and_answers_ok_once_running() {
     let (mut cluster, _) = swapping();
     cluster.answer_ok();
-    cluster.drive_to("swapping: record");
+    cluster.drive_to("changing: record");
     let actions = cluster.handle(Event::Recorded(Ok(())));
     assert_eq!(starts(&actions), [start_v(2, 1, 1); 3]);
     let mut actions = cluster.lose(2);
@@ -357,7 +362,7 @@ fn a_coordinator_restarted_from_a_record_of_version_2_starts_version_2() {
 /// record's answer, and the swap's answer waits for it.
 #[test]
 fn a_loss_while_the_record_is_written_then_a_failed_write_recovers_the_old_version() {
-    let (actions, mut cluster) = lost_in("swapping: record");
+    let (actions, mut cluster) = lost_in("changing: record");
     assert!(
         swapped(&actions).is_empty(),
         "answered before the record's answer: {actions:?}"
@@ -373,7 +378,7 @@ fn a_loss_while_the_record_is_written_then_a_failed_write_recovers_the_old_versi
 
 #[test]
 fn a_loss_while_the_record_is_written_then_a_durable_record_recovers_the_new_version() {
-    let (actions, mut cluster) = lost_in("swapping: record");
+    let (actions, mut cluster) = lost_in("changing: record");
     assert!(
         swapped(&actions).is_empty(),
         "answered before the record's answer: {actions:?}"

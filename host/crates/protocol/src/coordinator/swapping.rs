@@ -1,33 +1,54 @@
-//! Swapping the application for another version (`wallaroo deploy` of a new component onto a
-//! running cluster):
-//! 1. Ready: every member makes the new version ready (compiled, and checked against the
-//!    running version's state). A refusal ends the swap; nothing changed.
-//! 2. A checkpoint N, as any other.
-//! 3. Record: the coordinator records the next generation running the new version from N,
+//! Changing the application to another version (`wallaroo deploy` onto a running cluster of
+//! another component, other hosts or other options); a hot swap is the simplest change:
+//! 1. Join: members the new version adds (new nodes) join. One that does not join in time
+//!    ends the change; nothing changed.
+//! 2. Ready: every member, and every joining one, makes the new version ready (compiled, and
+//!    checked against the running version's state). A refusal ends the change; nothing
+//!    changed.
+//! 3. Only when key groups move: the sources stop and the cluster drains, so that the state
+//!    at the next checkpoint is the state the members hold.
+//! 4. A checkpoint N, as any other.
+//! 5. Only when key groups move: Move: every member hands the state its groups had at N to
+//!    their new owners, which log it durably before the member answers.
+//! 6. Record: the coordinator records the next generation running the new version from N,
 //!    durably. Before this record the cluster runs the old version after any failure; from
-//!    it on, the new one: never a mix.
-//! 4. Start: every member starts the new generation with the new version, from N.
+//!    it on, the new one: never a mix. Joining members become members, removed ones leave.
+//! 7. Start: every member starts the new generation with the new version, from N.
 //!
 //! Input after N's cut that the old version processed is processed again by the new one
 //! (replayed from the log), and its held output is dropped, so output stays exactly-once.
 
 use super::checkpoint::Then;
-use super::{Action, Command, Coordinator, Lost, Phase, Record, Reply, Round};
+use super::{
+    Action, Change, Command, Coordinator, Lost, Phase, Record, Reply, Role, Round, ask, reports,
+};
 use crate::Time;
+use crate::quiescence::{Quiescence, Round as Quiet};
 
-/// A swap asked of the coordinator and not yet answered.
-#[derive(Debug, Clone, Copy)]
+/// A change asked of the coordinator and not yet answered.
+#[derive(Debug, Clone)]
 pub(super) struct Asked {
-    pub(super) version: u64,
-    /// The record of the new version is durable: the swap happens, whatever follows.
+    pub(super) change: Change,
+    /// The record of the new version is durable: the change happens, whatever follows.
     pub(super) recorded: bool,
     /// Waiting for the current checkpoint to end before it starts.
     pub(super) waiting: bool,
+    /// Member slots before the change, to go back to if it fails before its record.
+    pub(super) members_before: usize,
 }
 
 #[derive(Debug)]
 pub(super) enum Step {
+    Join {
+        since: Time,
+    },
     Ready,
+    StopSources,
+    Drain {
+        quiescence: Quiescence,
+        next: Option<Time>,
+    },
+    Move,
     Record,
 }
 
@@ -41,85 +62,164 @@ pub(super) struct Swapping {
 impl Swapping {
     pub(super) fn name(&self) -> &'static str {
         match self.step {
-            Step::Ready => "swapping: ready",
-            Step::Record => "swapping: record",
+            Step::Join { .. } => "changing: join",
+            Step::Ready => "changing: ready",
+            Step::StopSources => "changing: stop sources",
+            Step::Drain { .. } => "changing: drain",
+            Step::Move => "changing: move",
+            Step::Record => "changing: record",
         }
     }
 
-    pub(super) fn poll_timeout(&self) -> Option<Time> {
-        self.round.as_ref().map(|r| r.deadline)
+    pub(super) fn poll_timeout(&self, first_join: std::time::Duration) -> Option<Time> {
+        match (&self.round, &self.step) {
+            (Some(r), _) => Some(r.deadline),
+            (None, Step::Join { since }) => Some(*since + first_join),
+            (None, Step::Drain { next, .. }) => *next,
+            _ => None,
+        }
     }
 }
 
 impl Coordinator {
-    pub(super) fn swap_asked(&mut self, now: Time, version: u64, actions: &mut Vec<Action>) {
+    pub(super) fn swap_asked(&mut self, now: Time, change: Change, actions: &mut Vec<Action>) {
+        let refuse =
+            |why: String, actions: &mut Vec<Action>| actions.push(Action::Swapped(Err(why)));
         if self.swap.is_some() {
-            actions.push(Action::Swapped(Err(
+            return refuse(
                 "another change of the application is under way; try again once it is done".into(),
-            )));
-            return;
+                actions,
+            );
         }
-        if version <= self.record.version {
-            actions.push(Action::Swapped(Err(format!(
-                "version {version} is not above the running version {}",
-                self.record.version
-            ))));
-            return;
+        if change.version <= self.record.version {
+            return refuse(
+                format!(
+                    "version {} is not above the running version {}",
+                    change.version, self.record.version
+                ),
+                actions,
+            );
+        }
+        if change.members < self.config.members {
+            return refuse(
+                format!(
+                    "a change keeps every member slot ({} asked, {} there are)",
+                    change.members, self.config.members
+                ),
+                actions,
+            );
+        }
+        if change.removed.contains(&0) {
+            return refuse(
+                format!(
+                    "{} coordinates the cluster and cannot be removed from it",
+                    self.name(0)
+                ),
+                actions,
+            );
+        }
+        if let Some(&m) = change
+            .removed
+            .iter()
+            .find(|&&m| self.roles.get(m) != Some(&Role::Member))
+        {
+            return refuse(
+                format!("node {m} is not a member and cannot be removed"),
+                actions,
+            );
         }
         if self.stops > 0 || matches!(self.phase, Phase::Stopping(_)) {
             // Also in the stop's last checkpoint, after which nothing would begin it.
-            actions.push(Action::Swapped(Err(
+            return refuse(
                 "the application is stopping; deploy it again once it stopped".into(),
-            )));
-            return;
+                actions,
+            );
         }
         if self.config.checkpoint_interval.is_none() {
-            actions.push(Action::Swapped(Err(
-                "a live swap carries state over at a checkpoint, and this deployment takes none \
-                 (resilience none): stop it and deploy the new version"
+            return refuse(
+                "a live change carries state over at a checkpoint, and this deployment takes \
+                 none (resilience none): stop it and deploy the new version"
                     .into(),
-            )));
-            return;
+                actions,
+            );
         }
-        match self.phase {
-            Phase::Running(_) => {
-                self.swap = Some(Asked {
-                    version,
-                    recorded: false,
-                    waiting: false,
-                });
-                self.begin_swap(now, version, actions);
-            }
+        let waiting = match self.phase {
+            Phase::Running(_) => false,
             // Begins once the checkpoint under way has committed.
-            Phase::Checkpoint(_) => {
-                self.swap = Some(Asked {
-                    version,
-                    recorded: false,
-                    waiting: true,
-                });
+            Phase::Checkpoint(_) => true,
+            _ => {
+                return refuse(
+                    format!(
+                        "the cluster is {}: deploy again once it runs (`wallaroo status` says \
+                         what it waits for)",
+                        self.state()
+                    ),
+                    actions,
+                );
             }
-            _ => actions.push(Action::Swapped(Err(format!(
-                "the cluster is {}: deploy again once it runs (`wallaroo status` says what it \
-                 waits for)",
-                self.state()
-            )))),
+        };
+        self.swap = Some(Asked {
+            change,
+            recorded: false,
+            waiting,
+            members_before: self.config.members,
+        });
+        if !waiting {
+            self.begin_swap(now, actions);
         }
     }
 
-    /// A swap that waited for a checkpoint begins (called when the cluster runs again).
+    /// A change that waited for a checkpoint begins (called when the cluster runs again).
     pub(super) fn swap_waiting(&mut self, now: Time, actions: &mut Vec<Action>) -> bool {
         match &mut self.swap {
             Some(swap) if swap.waiting => {
                 swap.waiting = false;
-                let version = swap.version;
-                self.begin_swap(now, version, actions);
+                self.begin_swap(now, actions);
                 true
             }
             _ => false,
         }
     }
 
-    fn begin_swap(&mut self, now: Time, version: u64, actions: &mut Vec<Action>) {
+    fn asked(&self) -> Option<&Change> {
+        self.swap.as_ref().map(|s| &s.change)
+    }
+
+    /// Adds the slots the change makes, and waits for them to join (or makes the new version
+    /// ready at once when there are none).
+    fn begin_swap(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let Some(change) = self.asked().cloned() else {
+            return;
+        };
+        while self.config.members < change.members {
+            self.config.members += 1;
+            self.roles.push(Role::Joining);
+            self.joined.push(false);
+        }
+        self.phase = Phase::Swapping(Swapping {
+            version: change.version,
+            step: Step::Join { since: now },
+            round: None,
+        });
+        self.joining_step(now, actions);
+    }
+
+    fn joining_missing(&self) -> Vec<usize> {
+        (0..self.config.members)
+            .filter(|&m| self.roles[m] == Role::Joining && !self.joined[m])
+            .collect()
+    }
+
+    /// In the change's Join step: Ready once every new member has joined.
+    fn joining_step(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let all_joined = self.joining_missing().is_empty();
+        let Phase::Swapping(s) = &mut self.phase else {
+            return;
+        };
+        if !matches!(s.step, Step::Join { .. }) || !all_joined {
+            return;
+        }
+        let version = s.version;
         let round = self.ask_all(now, Command::Ready { version }, actions);
         self.phase = Phase::Swapping(Swapping {
             version,
@@ -128,35 +228,205 @@ impl Coordinator {
         });
     }
 
+    /// A slot joining for the change joined (`again`: it had joined before, and restarted).
+    pub(super) fn joining_joined(
+        &mut self,
+        now: Time,
+        member: usize,
+        again: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let joining = matches!(
+            self.phase,
+            Phase::Swapping(Swapping {
+                step: Step::Join { .. },
+                ..
+            })
+        );
+        if again && !joining {
+            let why = format!("{} restarted during the change", self.name(member));
+            return self.joining_lost(now, member, why, actions);
+        }
+        self.joining_step(now, actions);
+    }
+
+    /// A slot joining for the change is lost before the change is recorded: the change fails.
+    pub(super) fn joining_lost(
+        &mut self,
+        now: Time,
+        member: usize,
+        why: String,
+        actions: &mut Vec<Action>,
+    ) {
+        self.joined[member] = false;
+        let why = format!("{} was lost during the change: {why}", self.name(member));
+        match &self.phase {
+            // Before the sources stopped: the cluster runs on as it was.
+            Phase::Swapping(Swapping {
+                step: Step::Join { .. } | Step::Ready,
+                ..
+            }) => {
+                self.fail_change(why, actions);
+                self.run_until_next_checkpoint(now, actions);
+            }
+            // The sources stopped: the cluster recovers from its last checkpoint, as it was.
+            _ => self.lose(now, Lost { member, why }, actions),
+        }
+    }
+
+    /// The change fails before its record: the slots it added go (the new nodes that joined
+    /// are told to forget the deployment), and the deploy is answered.
+    fn fail_change(&mut self, why: String, actions: &mut Vec<Action>) {
+        let Some(asked) = self.swap.take() else {
+            return;
+        };
+        for member in asked.members_before..self.config.members {
+            if std::mem::take(&mut self.joined[member]) {
+                actions.push(Action::Send {
+                    member,
+                    command: Command::Leave,
+                });
+            }
+        }
+        self.config.members = asked.members_before;
+        self.roles.truncate(asked.members_before);
+        self.joined.truncate(asked.members_before);
+        actions.push(Action::Swapped(Err(why)));
+    }
+
     pub(super) fn swapping_replies(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let drain_poll = self.config.patience.drain_poll;
+        let moves = self.asked().is_some_and(|c| c.moves);
         let Phase::Swapping(s) = &mut self.phase else {
             return;
         };
         let replies = s.round.take().map(|mut r| r.take()).unwrap_or_default();
         let version = s.version;
-        for (member, reply) in replies.into_iter().enumerate() {
-            match reply {
-                Reply::Ok => {}
-                Reply::Refused(why) => {
-                    // Nothing changed: the old version runs on.
-                    self.swap = None;
-                    actions.push(Action::Swapped(Err(format!(
-                        "{} cannot run the new version: {why}",
-                        self.name(member)
-                    ))));
-                    return self.run_until_next_checkpoint(now, actions);
+        match &mut s.step {
+            Step::Join { .. } | Step::Record => {}
+            Step::Ready => {
+                for (member, reply) in replies.into_iter().enumerate() {
+                    match reply {
+                        Reply::Ok => {}
+                        Reply::Refused(why) => {
+                            // Nothing changed: the old version runs on.
+                            let why =
+                                format!("{} cannot run the new version: {why}", self.name(member));
+                            self.fail_change(why, actions);
+                            return self.run_until_next_checkpoint(now, actions);
+                        }
+                        other => {
+                            let why = format!("it answered Ready with {other:?}");
+                            return self.lose(now, Lost { member, why }, actions);
+                        }
+                    }
                 }
-                other => {
-                    let why = format!("it answered Ready with {other:?}");
-                    return self.lose(now, Lost { member, why }, actions);
+                if moves {
+                    let round = self.ask_all(now, Command::StopSources, actions);
+                    self.phase = Phase::Swapping(Swapping {
+                        version,
+                        step: Step::StopSources,
+                        round: Some(round),
+                    });
+                } else {
+                    self.begin_checkpoint(now, Then::Swap(version), actions);
                 }
             }
+            Step::StopSources => {
+                if let Some(member) = replies.iter().position(|r| *r != Reply::Ok) {
+                    let why = format!("it answered StopSources with {:?}", replies[member]);
+                    return self.lose(now, Lost { member, why }, actions);
+                }
+                s.step = Step::Drain {
+                    quiescence: Quiescence::default(),
+                    next: None,
+                };
+                s.round = Some(ask(&self.config, &self.roles, now, Command::Drain, actions));
+            }
+            Step::Drain { quiescence, next } => {
+                let reports = match reports(replies) {
+                    Ok(r) => r,
+                    Err((member, reply)) => {
+                        let why = format!("it answered Drain with {reply:?}");
+                        return self.lose(now, Lost { member, why }, actions);
+                    }
+                };
+                match quiescence.round(&reports) {
+                    Quiet::Quiescent => self.begin_checkpoint(now, Then::Swap(version), actions),
+                    Quiet::Busy { .. } => *next = Some(now + drain_poll),
+                }
+            }
+            Step::Move => {
+                for (member, reply) in replies.into_iter().enumerate() {
+                    match reply {
+                        Reply::Ok => {}
+                        Reply::Refused(why) => {
+                            // The sources stopped: the cluster recovers as it was.
+                            let why = format!(
+                                "{} could not hand its key groups over: {why}",
+                                self.name(member)
+                            );
+                            return self.lose(now, Lost { member, why }, actions);
+                        }
+                        other => {
+                            let why = format!("it answered Move with {other:?}");
+                            return self.lose(now, Lost { member, why }, actions);
+                        }
+                    }
+                }
+                self.record_swap(version, actions);
+            }
         }
-        self.begin_checkpoint(now, Then::Swap(version), actions);
     }
 
-    /// The swap's checkpoint committed: record the new version's generation.
-    pub(super) fn record_swap(&mut self, version: u64, actions: &mut Vec<Action>) {
+    pub(super) fn swapping_timeout(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let first_join = self.config.patience.first_join;
+        let Phase::Swapping(s) = &mut self.phase else {
+            return;
+        };
+        match &mut s.step {
+            Step::Join { since } if now >= *since + first_join => {
+                let missing: Vec<String> = self
+                    .joining_missing()
+                    .iter()
+                    .map(|&m| self.name(m))
+                    .collect();
+                let why = format!(
+                    "{} did not join within {} s: start each with `wallaroo node` at its address \
+                     and deploy again",
+                    missing.join(", "),
+                    first_join.as_secs()
+                );
+                self.fail_change(why, actions);
+                self.run_until_next_checkpoint(now, actions);
+            }
+            Step::Drain { next, .. } if next.is_some_and(|at| now >= at) => {
+                *next = None;
+                s.round = Some(ask(&self.config, &self.roles, now, Command::Drain, actions));
+            }
+            _ => {}
+        }
+    }
+
+    /// The change's checkpoint committed: hand over the groups that move, or record the new
+    /// version's generation.
+    pub(super) fn swap_checkpointed(&mut self, now: Time, version: u64, actions: &mut Vec<Action>) {
+        if !self.asked().is_some_and(|c| c.moves) {
+            return self.record_swap(version, actions);
+        }
+        let command = Command::Move {
+            checkpoint: self.record.committed,
+            version,
+        };
+        let round = self.ask_all(now, command, actions);
+        self.phase = Phase::Swapping(Swapping {
+            version,
+            step: Step::Move,
+            round: Some(round),
+        });
+    }
+
+    fn record_swap(&mut self, version: u64, actions: &mut Vec<Action>) {
         let record = Record {
             generation: self.record.generation + 1,
             committed: self.record.committed,
@@ -189,29 +459,54 @@ impl Coordinator {
         }
     }
 
-    /// A loss during a swap: if its record is not durable, the swap failed and the cluster
-    /// recovers with the old version. If that record is being written, the write's answer
-    /// decides: once durable it holds, and the
-    /// cluster recovers with the new version.
+    /// The change's record is durable: its members are the cluster's from now on. Removed
+    /// members leave.
+    pub(super) fn apply_change(&mut self, actions: &mut Vec<Action>) {
+        let Some(asked) = self.swap.as_mut() else {
+            return;
+        };
+        asked.recorded = true;
+        let change = asked.change.clone();
+        for role in &mut self.roles {
+            if *role == Role::Joining {
+                *role = Role::Member;
+            }
+        }
+        for &member in &change.removed {
+            self.roles[member] = Role::Retired;
+            if std::mem::take(&mut self.joined[member]) {
+                actions.push(Action::Send {
+                    member,
+                    command: Command::Leave,
+                });
+            }
+        }
+        self.config.checkpoint_interval = change.checkpoint_interval;
+    }
+
+    /// A loss during a change: if its record is not durable, the change failed and the
+    /// cluster recovers as it was. If that record is being written, the write's answer
+    /// decides: once durable it holds, and the cluster recovers with the new version.
     pub(super) fn swap_lost(&mut self, why: &str, actions: &mut Vec<Action>) {
         let writing = |s: &Asked| {
             self.records_unanswered
                 .iter()
-                .any(|r| r.version == s.version)
+                .any(|r| r.version == s.change.version)
         };
         if self.swap.as_ref().is_some_and(writing) {
             return;
         }
-        if let Some(swap) = self.swap.take_if(|s| !s.recorded) {
+        if let Some(swap) = self.swap.as_ref().filter(|s| !s.recorded) {
             let waited = if swap.waiting { " before it began" } else { "" };
-            actions.push(Action::Swapped(Err(format!(
+            let why = format!(
                 "the cluster lost a node{waited} ({why}) and rolls back to the version it ran"
-            ))));
+            );
+            self.fail_change(why, actions);
         }
     }
 
-    /// A swap's record that a loss left unanswered could not be written: the swap failed,
-    /// and the cluster recovers with the old version. (A durable one makes the swap happen:
+    /// A change's record that a loss left unanswered could not be written: the change
+    /// failed, and the cluster recovers as it was. (A durable one makes the change happen:
     /// see [`Coordinator::recorded`].)
     pub(super) fn swap_record_failed(
         &mut self,
@@ -220,25 +515,26 @@ impl Coordinator {
         actions: &mut Vec<Action>,
     ) {
         if matches!(self.phase, Phase::Swapping(_)) {
-            // The swap's own step takes the answer.
+            // The change's own step takes the answer.
             return;
         }
         if self
             .swap
-            .take_if(|s| s.version == asked.version && !s.recorded)
-            .is_some()
+            .as_ref()
+            .is_some_and(|s| s.change.version == asked.version && !s.recorded)
         {
-            actions.push(Action::Swapped(Err(format!(
+            let why = format!(
                 "the cluster lost a node while the new version was being recorded, and the \
                  record could not be written ({e}): it rolls back to the version it ran"
-            ))));
+            );
+            self.fail_change(why, actions);
         }
     }
 
-    /// The cluster runs: a recorded swap is done.
+    /// The cluster runs: a recorded change is done.
     pub(super) fn swap_done(&mut self, actions: &mut Vec<Action>) {
         if let Some(swap) = self.swap.take_if(|s| s.recorded) {
-            actions.push(Action::Swapped(Ok(swap.version)));
+            actions.push(Action::Swapped(Ok(swap.change.version)));
         }
     }
 }

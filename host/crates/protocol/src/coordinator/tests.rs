@@ -28,6 +28,8 @@ pub(super) fn ok(command: Command) -> Reply {
         Command::Begin { .. }
         | Command::Commit { .. }
         | Command::StopSources
+        | Command::Move { .. }
+        | Command::Leave
         | Command::Ready { .. } => Reply::Ok,
         Command::Align => Reply::Aligned(settled(0, 0)),
         Command::Prepare => Reply::Prepared(true),
@@ -44,6 +46,7 @@ pub(super) fn config(members: usize, checkpoint_interval: Option<Duration>) -> C
     Config {
         deployment: DEPLOYMENT.into(),
         members,
+        retired: Vec::new(),
         checkpoint_interval,
         patience: Patience::default(),
     }
@@ -124,7 +127,21 @@ impl Cluster {
     pub(super) fn note(&mut self, actions: &[Action]) {
         for action in actions {
             match action {
-                Action::Send { member, command } => self.asked[*member] = Some(*command),
+                // A member leaving is not awaited.
+                Action::Send {
+                    member,
+                    command: Command::Leave,
+                } => {
+                    if let Some(asked) = self.asked.get_mut(*member) {
+                        *asked = None;
+                    }
+                }
+                Action::Send { member, command } => {
+                    if *member >= self.asked.len() {
+                        self.asked.resize(member + 1, None);
+                    }
+                    self.asked[*member] = Some(*command)
+                }
                 Action::Disconnect { member } => self.asked[*member] = None,
                 Action::Record(_) => self.records += 1,
                 Action::AnswerStops(_) => self.stops = 0,
@@ -224,7 +241,7 @@ impl Cluster {
             Some(self.handle(Event::Recorded(Ok(()))))
         } else if self.asked.iter().any(Option::is_some) {
             Some(self.answer_ok())
-        } else if self.c.state() == "stopping: drain" {
+        } else if matches!(self.c.state(), "stopping: drain" | "changing: drain") {
             Some(self.fire())
         } else {
             None
