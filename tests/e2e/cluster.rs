@@ -250,15 +250,19 @@ fn word_count_on_three_nodes_counts_exactly_as_one_node() {
     assert!(report.contains("bytes on the wire"), "{report}");
     eprintln!("{report}");
 
-    // A deploy over the running application with other options is refused, naming them;
-    // the same deploy again changes nothing and says so.
-    let out = cluster.command(&["deploy", &wasm.to_string_lossy()]);
+    // A deploy over the running application with options that cannot change while it runs
+    // is refused, naming them; the same deploy again changes nothing and says so.
+    let out = cluster.deploy_command(&wasm, &receiver.addr, &["--key-groups", "64"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("these options differ from the running ones: --workers"),
+        err.contains("--key-groups cannot change while it runs"),
         "{err}"
     );
+    let out = cluster.command(&["deploy", &wasm.to_string_lossy()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("the application's arguments differ"), "{err}");
     let again = cluster.deploy_output(&wasm, &receiver.addr, &[]);
     assert!(again.contains("nothing to change"), "{again}");
 
