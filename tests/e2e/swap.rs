@@ -69,6 +69,7 @@ fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
         refused.contains("no stateful step 'count word'"),
         "{refused}"
     );
+    assert!(refused.contains("--drop-state 'count word'"), "{refused}");
     assert!(refused.contains("runs on"), "{refused}");
     // v1 counts on: input sent now (the slow sender may be done on a slow machine) comes
     // out, in its format.

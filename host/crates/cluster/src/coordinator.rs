@@ -34,17 +34,20 @@ pub(crate) enum Joined {
     /// `wallaroo deploy` of component `component` onto the running application.
     Swap {
         component: String,
+        /// `--drop-state`: stateful steps whose state the new version may drop.
+        drop_state: Vec<String>,
         reply: oneshot::Sender<Msg>,
     },
 }
 
 /// What the driver's own tasks hand in.
 enum Inner {
-    /// Member `member`'s stream number `stream` gave `msg` (None: it closed).
+    /// Member `member`'s stream number `stream` gave `msg` (None: it closed). Boxed: a
+    /// `Msg` is large beside the other variant.
     Answer {
         member: usize,
         stream: u64,
-        msg: Result<Option<Msg>, String>,
+        msg: Box<Result<Option<Msg>, String>>,
     },
     Recorded(Result<(), String>),
 }
@@ -94,6 +97,8 @@ struct Driver {
     component: String,
     /// A swap under way: its version, component, reply and start.
     swap: Option<(u64, String, oneshot::Sender<Msg>, Instant)>,
+    /// The stateful steps whose state the swap under way drops.
+    swap_drops: Vec<String>,
     /// When every node had committed the checkpoint of the swap under way (the core then
     /// asks for the record of the new version).
     swap_committed: Option<Instant>,
@@ -175,6 +180,7 @@ impl Coordinator {
             totals: vec![Totals::default(); members],
             component,
             swap: None,
+            swap_drops: Vec::new(),
             swap_committed: None,
             recovering: None,
             changes: VecDeque::new(),
@@ -195,7 +201,9 @@ impl Coordinator {
                         driver.stops.push(reply);
                         Some(Event::Stop)
                     }
-                    Ok(Joined::Swap { component, reply }) => driver.swap_asked(component, reply),
+                    Ok(Joined::Swap { component, drop_state, reply }) => {
+                        driver.swap_asked(component, drop_state, reply)
+                    }
                     // The node is stopping.
                     Err(_) => return,
                 },
@@ -319,6 +327,7 @@ impl Driver {
             }
             Action::Swapped(answer) => {
                 let (version, component, reply, started) = self.swap.take()?;
+                let drops = std::mem::take(&mut self.swap_drops);
                 let committed = self.swap_committed.take();
                 let mut change = Change {
                     kind: "swap".into(),
@@ -336,11 +345,17 @@ impl Driver {
                             Some(ms) => format!(", the stream paused {ms} ms"),
                             None => String::new(),
                         };
-                        let line = format!(
+                        let mut line = format!(
                             "swapped to component {} (version {version}) in {} ms{paused}",
                             &component[..component.len().min(12)],
                             change.took_ms,
                         );
+                        if !drops.is_empty() {
+                            line += &format!(
+                                "; the state of stateful step '{}' was dropped (--drop-state)",
+                                drops.join("', '")
+                            );
+                        }
                         tracing::info!("{line}");
                         Msg::Changed {
                             app: self.app_name.clone(),
@@ -451,7 +466,7 @@ impl Driver {
                 member,
                 stream,
                 msg,
-            } => (member, stream, msg),
+            } => (member, stream, *msg),
         };
         if self.links[member].as_ref().map(|l| l.number) != Some(stream) {
             // From a stream let go of already.
@@ -618,7 +633,7 @@ async fn read_answers(
             .send(Inner::Answer {
                 member,
                 stream,
-                msg,
+                msg: Box::new(msg),
             })
             .is_err()
             || end
@@ -630,7 +645,12 @@ async fn read_answers(
 
 impl Driver {
     /// A swap asked by `wallaroo deploy`: the core's event, or the answer at once.
-    fn swap_asked(&mut self, component: String, reply: oneshot::Sender<Msg>) -> Option<Event> {
+    fn swap_asked(
+        &mut self,
+        component: String,
+        drop_state: Vec<String>,
+        reply: oneshot::Sender<Msg>,
+    ) -> Option<Event> {
         if component == self.component && self.swap.is_none() {
             let _ = reply.send(Msg::Changed {
                 app: self.app_name.clone(),
@@ -649,6 +669,7 @@ impl Driver {
         }
         let version = self.core.record().version + 1;
         self.swap = Some((version, component, reply, Instant::now()));
+        self.swap_drops = drop_state;
         Some(Event::Swap { version })
     }
 
@@ -662,7 +683,12 @@ impl Driver {
 
     /// The wire message for a core command.
     fn message(&self, command: Command) -> Msg {
-        message(command, |version| self.component_of(version))
+        let mut msg = message(command, |version| self.component_of(version));
+        // Only the swap under way is made ready.
+        if let Msg::Ready { drop_state, .. } = &mut msg {
+            drop_state.clone_from(&self.swap_drops);
+        }
+        msg
     }
 }
 
@@ -680,6 +706,7 @@ fn message(command: Command, component: impl Fn(u64) -> String) -> Msg {
         },
         Command::Ready { version } => Msg::Ready {
             component: component(version),
+            drop_state: Vec::new(),
         },
         Command::Begin { checkpoint } => Msg::Begin { checkpoint },
         Command::Align => Msg::Align,

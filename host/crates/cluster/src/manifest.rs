@@ -30,6 +30,10 @@ pub struct Manifest {
     /// The node owning each key group.
     pub table: Vec<u16>,
     pub settings: Settings,
+    /// `--drop-state`: stateful steps of the running application a new version may lack,
+    /// their state dropped. Only a hot swap reads it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop_state: Vec<String>,
 }
 
 impl Manifest {
@@ -237,6 +241,32 @@ impl DataDir {
         Ok(())
     }
 
+    /// The stateful steps whose state component `hash` drops when it starts (see
+    /// [`DataDir::allow_dropped_state`]).
+    pub fn dropped_state(&self, hash: &str) -> anyhow::Result<Vec<String>> {
+        Ok(read_json(&self.drop_state_file(hash))?.unwrap_or_default())
+    }
+
+    /// Lets component `hash`, a new version made ready for a hot swap, drop the state of the
+    /// stateful steps `steps` the running one has and it lacks: on every start of it, also a
+    /// restart from the swap's checkpoint after a crash, until the deployment stops.
+    pub fn allow_dropped_state(&self, hash: &str, steps: &[String]) -> anyhow::Result<()> {
+        let path = self.drop_state_file(hash);
+        if steps.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("cannot remove {}", path.display()))
+                }
+                _ => Ok(()),
+            };
+        }
+        write_json(&path, &steps)
+    }
+
+    fn drop_state_file(&self, hash: &str) -> PathBuf {
+        self.app().join("drop-state").join(format!("{hash}.json"))
+    }
+
     pub fn cluster_record(&self) -> anyhow::Result<ClusterRecord> {
         Ok(read_json(&self.app().join("cluster.json"))?.unwrap_or_default())
     }
@@ -334,6 +364,7 @@ mod tests {
                 key_groups: 8,
                 ..Settings::default()
             },
+            drop_state: Vec::new(),
         };
         good.check().unwrap();
         let refused = |change: fn(&mut Manifest), why: &str| {

@@ -213,14 +213,17 @@ async fn obey(
             tracing::info!("deployment {} stopped", assignment.manifest.deployment);
             Msg::Stopped(totals)
         }
-        Msg::Ready { component } => {
+        Msg::Ready {
+            component,
+            drop_state,
+        } => {
             let Some(app) = run.as_ref() else {
                 return Msg::Refused(Refusal::new(
                     RefusalKind::NotRunning,
                     "the application is not running here",
                 ));
             };
-            match app.ready(ctx, assignment, &component).await {
+            match app.ready(ctx, assignment, &component, &drop_state).await {
                 Ok(()) => Msg::Ok,
                 Err(e) => Msg::Refused(Refusal::from_error(RefusalKind::Invalid, &e)),
             }

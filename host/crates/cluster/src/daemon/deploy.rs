@@ -16,7 +16,7 @@ pub(super) async fn deploy(
 ) -> anyhow::Result<Msg> {
     if let Some(current) = ctx.assignment() {
         if let Some(change) = reconcile(&current.manifest, &manifest)? {
-            return swap(ctx, change).await;
+            return swap(ctx, change, manifest.drop_state).await;
         }
         let app = ctx
             .view
@@ -32,6 +32,17 @@ pub(super) async fn deploy(
                  a running application is how a hot swap will start, which this version \
                  cannot do yet: stop it first with `wallaroo stop --nodes HOSTS`",
                 current.manifest.deployment
+            ),
+        )
+        .into());
+    }
+    if !manifest.drop_state.is_empty() {
+        return Err(Refusal::new(
+            RefusalKind::Invalid,
+            format!(
+                "--drop-state {}: the cluster runs no application whose state it could drop; \
+                 deploy without --drop-state",
+                manifest.drop_state.join(", ")
             ),
         )
         .into());
@@ -131,7 +142,11 @@ fn differing_settings(a: &crate::Settings, b: &crate::Settings) -> Vec<String> {
 }
 
 /// Hands a hot swap to the coordinator and waits for its answer.
-async fn swap(ctx: &Arc<Context>, component: String) -> anyhow::Result<Msg> {
+async fn swap(
+    ctx: &Arc<Context>,
+    component: String,
+    drop_state: Vec<String>,
+) -> anyhow::Result<Msg> {
     let joins = ctx.joins.lock().unwrap().clone();
     let Some(joins) = joins else {
         return Err(Refusal::new(
@@ -142,7 +157,11 @@ async fn swap(ctx: &Arc<Context>, component: String) -> anyhow::Result<Msg> {
         .into());
     };
     let (reply, replied) = tokio::sync::oneshot::channel();
-    let _ = joins.send(crate::coordinator::Joined::Swap { component, reply });
+    let _ = joins.send(crate::coordinator::Joined::Swap {
+        component,
+        drop_state,
+        reply,
+    });
     match replied.await {
         Ok(Msg::Refused(why)) => Err(why.into()),
         Ok(answer) => Ok(answer),
