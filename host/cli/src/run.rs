@@ -407,6 +407,7 @@ async fn swap(
     let started = start(candidate.runtime.clone(), running.config.clone())
         .await
         .context("starting the new version")?;
+    let swapped = started.is_ok();
     let (mut node, recovered) = match started {
         Ok(started) => {
             running.runtime = candidate.runtime;
@@ -428,7 +429,12 @@ async fn swap(
     let edges = Edges::start(&mut node, plan).await?;
     let pause = paused.elapsed();
     eprintln!(
-        "swapped to {file} (component {}) in {} ms: from checkpoint {}, {} messages replayed",
+        "{} {file} (component {}) in {} ms: from checkpoint {}, {} messages replayed",
+        if swapped {
+            "swapped to"
+        } else {
+            "no swap: started again the running version of"
+        },
         &running.component[..12],
         pause.as_millis(),
         recovered.checkpoint,
