@@ -26,13 +26,35 @@ fn replace(component: &Path, watched: &Path) {
 /// 1..n with no gap or repeat and switch format exactly once.
 #[test]
 fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
-    let mut rng = StdRng::seed_from_u64(test_seed("run --watch"));
-    let v1 = build_app(WORD_COUNT);
-    let v2 = build_app(WORD_COUNT_SWAP);
-    let renamed = build_app(WORD_COUNT_RENAMED);
+    swapped_with_every_count_exactly_once(
+        "run --watch",
+        &build_app(WORD_COUNT),
+        &build_app(WORD_COUNT_SWAP),
+        Some(&build_app(WORD_COUNT_RENAMED)),
+    );
+}
+
+/// v2's state is another class of another shape (see tests/apps/word_count_stats), which
+/// converts v1's in `upgrade_state`: every word's counts go on from v1's, exactly once.
+#[test]
+fn a_version_with_another_state_class_converts_the_running_state_and_counts_go_on() {
+    swapped_with_every_count_exactly_once(
+        "run --watch, state converted",
+        &build_app(WORD_COUNT),
+        &build_app("tests/apps/word_count_stats/word_count.py"),
+        None,
+    );
+}
+
+/// `v1` runs with `--watch` while an acknowledged sender streams; `refused` (if any), a
+/// version that renames the stateful step, replaces the file first and is refused, and v1
+/// counts on; then `v2` is swapped in, and more input follows. Every word's counts run 1..n,
+/// from v1's `WORD => N` to v2's `WORD := N` exactly once.
+fn swapped_with_every_count_exactly_once(seed: &str, v1: &Path, v2: &Path, refused: Option<&Path>) {
+    let mut rng = StdRng::seed_from_u64(test_seed(seed));
     let dir = tempfile::tempdir().unwrap();
     let watched = dir.path().join("app.wasm");
-    std::fs::copy(&v1, &watched).unwrap();
+    std::fs::copy(v1, &watched).unwrap();
     let a = dir.path().join("a.txt");
     let mut totals = random_words(&a, 3000, 8, &mut rng);
     let receiver = Receiver::start(dir.path());
@@ -61,35 +83,37 @@ fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
     let mut sender = slow_ack_sender(&source, &a, "1", 3000, 30);
     receiver.wait_lines(2000, Duration::from_secs(120));
 
-    replace(&renamed, &watched);
-    let refused = node
-        .proc
-        .wait_line("refused the new version", Duration::from_secs(120));
-    assert!(
-        refused.contains("no stateful step 'count word'"),
-        "{refused}"
-    );
-    assert!(refused.contains("--drop-state 'count word'"), "{refused}");
-    assert!(refused.contains("runs on"), "{refused}");
-    // v1 counts on: input sent now (the slow sender may be done on a slow machine) comes
-    // out, in its format.
-    let seen = receiver.text().lines().count();
-    let c = dir.path().join("c.txt");
-    for (word, n) in random_words(&c, 200, 8, &mut rng) {
-        *totals.entry(word).or_insert(0) += n;
+    if let Some(renamed) = refused {
+        replace(renamed, &watched);
+        let refused = node
+            .proc
+            .wait_line("refused the new version", Duration::from_secs(120));
+        assert!(
+            refused.contains("no stateful step 'count word'"),
+            "{refused}"
+        );
+        assert!(refused.contains("--drop-state 'count word'"), "{refused}");
+        assert!(refused.contains("runs on"), "{refused}");
+        // v1 counts on: input sent now (the slow sender may be done on a slow machine) comes
+        // out, in its format.
+        let seen = receiver.text().lines().count();
+        let c = dir.path().join("c.txt");
+        for (word, n) in random_words(&c, 200, 8, &mut rng) {
+            *totals.entry(word).or_insert(0) += n;
+        }
+        let mut more = ack_sender(&source, &c, "3");
+        assert_eq!(
+            more.wait(Duration::from_secs(180)),
+            Some(0),
+            "{}\n{}",
+            more.stderr(),
+            node.proc.stderr()
+        );
+        receiver.wait_lines(seen + 100, Duration::from_secs(120));
+        assert!(!receiver.text().contains(" := "), "{}", node.proc.stderr());
     }
-    let mut more = ack_sender(&source, &c, "3");
-    assert_eq!(
-        more.wait(Duration::from_secs(180)),
-        Some(0),
-        "{}\n{}",
-        more.stderr(),
-        node.proc.stderr()
-    );
-    receiver.wait_lines(seen + 100, Duration::from_secs(120));
-    assert!(!receiver.text().contains(" := "), "{}", node.proc.stderr());
 
-    replace(&v2, &watched);
+    replace(v2, &watched);
     let swapped = node.proc.wait_line("swapped to", Duration::from_secs(120));
     eprintln!(
         "{swapped} (the sender was {})",
@@ -101,7 +125,7 @@ fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
     );
     let prefix = {
         use sha2::Digest as _;
-        let digest = sha2::Sha256::digest(std::fs::read(&v2).unwrap());
+        let digest = sha2::Sha256::digest(std::fs::read(v2).unwrap());
         digest
             .iter()
             .take(6)
@@ -110,7 +134,8 @@ fn a_rebuilt_component_is_swapped_in_with_every_count_exactly_once() {
     };
     assert!(
         swapped.contains(&format!("(component {prefix}")),
-        "{swapped}"
+        "{swapped}\n{}",
+        node.proc.stderr()
     );
 
     // More input after the swap, so every word is counted by the new version too.
