@@ -355,7 +355,11 @@ struct Workload {
 
 impl Workload {
     fn deploy(cluster: &Cluster, lines: usize, rng: &mut StdRng) -> Workload {
-        let wasm = build_app(WORD_COUNT);
+        Workload::deploy_app(cluster, &build_app(WORD_COUNT), lines, rng)
+    }
+
+    /// [`Workload::deploy`] of the word count `wasm`.
+    fn deploy_app(cluster: &Cluster, wasm: &Path, lines: usize, rng: &mut StdRng) -> Workload {
         let a = cluster.dir.path().join("a.txt");
         let b = cluster.dir.path().join("b.txt");
         let mut totals = random_words(&a, lines, 8, rng);
@@ -364,7 +368,7 @@ impl Workload {
         }
         let words = totals.values().sum();
         let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
-        let sources = cluster.deploy(&wasm, &receiver.addr, EXACTLY_ONCE);
+        let sources = cluster.deploy(wasm, &receiver.addr, EXACTLY_ONCE);
         Workload {
             a,
             b,
@@ -935,6 +939,45 @@ fn a_hot_swap_with_drop_state_lets_a_version_without_the_stateful_step_in_and_st
         *last += 1;
     }
     assert_eq!(counts, again, "{}", cluster.logs());
+}
+
+/// The Go word count example hot-swapped on three nodes for a version with another output
+/// format, a stateless step before the KeyBy and another state type (converted with
+/// `wallaroo.UpgradeState`), while acknowledged senders stream into two nodes: every word's
+/// counts run on exactly once and switch format once.
+#[test]
+fn a_go_app_is_hot_swapped_on_three_nodes_with_every_count_exactly_once() {
+    let cluster = Cluster::new(3);
+    let mut rng = seeded("hot swap, Go");
+    let v1 = build_go_app("guest-sdks/go/examples/word_count");
+    let v2 = build_go_app("tests/apps/go_word_count_swap");
+    let w = Workload::deploy_app(&cluster, &v1, 4000, &mut rng);
+    let mut senders = [
+        slow_ack_sender(&w.sources[1], &w.a, "1", 4000, 20),
+        slow_ack_sender(&w.sources[2], &w.b, "2", 4000, 20),
+    ];
+    w.receiver.wait_lines(2000, Duration::from_secs(120));
+    let swapped = cluster.deploy_output(&v2, &w.receiver.addr, EXACTLY_ONCE);
+    assert!(swapped.contains("swapped to component"), "{swapped}");
+    eprintln!("{swapped}");
+
+    let c = cluster.dir.path().join("c.txt");
+    let mut totals = w.totals.clone();
+    for (word, n) in random_words(&c, 2000, 8, &mut rng) {
+        *totals.entry(word).or_insert(0) += n;
+    }
+    let mut after = [ack_sender(&w.sources[0], &c, "3")];
+    Workload::wait(&mut senders, &cluster);
+    Workload::wait(&mut after, &cluster);
+    let stop = cluster.command(&["stop"]);
+    assert!(stop.status.success(), "{}", cluster.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        counts_across_a_swap(&w.receiver.text()),
+        totals,
+        "{}",
+        cluster.logs()
+    );
 }
 
 /// Node 2 is killed with SIGKILL at a random moment of a hot swap (while the nodes make the new

@@ -46,6 +46,19 @@ fn a_version_with_another_state_class_converts_the_running_state_and_counts_go_o
     );
 }
 
+/// The Go word count example swapped for a version with another output format, a stateless
+/// step before the KeyBy and another state type converted with `wallaroo.UpgradeState` (see
+/// tests/apps/go_word_count_swap).
+#[test]
+fn a_go_app_is_swapped_in_with_every_count_exactly_once() {
+    swapped_with_every_count_exactly_once(
+        "run --watch, Go",
+        &build_go_app("guest-sdks/go/examples/word_count"),
+        &build_go_app("tests/apps/go_word_count_swap"),
+        None,
+    );
+}
+
 /// `v1` runs with `--watch` while an acknowledged sender streams; `refused` (if any), a
 /// version that renames the stateful step, replaces the file first and is refused, and v1
 /// counts on; then `v2` is swapped in, and more input follows. Every word's counts run 1..n,
