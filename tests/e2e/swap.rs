@@ -188,6 +188,118 @@ fn swapped_with_every_count_exactly_once(seed: &str, v1: &Path, v2: &Path, refus
     );
 }
 
+/// `run --watch --drop-state 'count word'`: a rebuilt version without that step is swapped in
+/// rather than refused, says it dropped the step's state, and counts every word from 1 again.
+/// A `--drop-state` naming no stateful step is refused at the start, naming it.
+#[test]
+fn with_drop_state_a_version_without_the_stateful_step_is_swapped_in_and_counts_afresh() {
+    let mut rng = StdRng::seed_from_u64(test_seed("run --watch --drop-state"));
+    let v1 = build_app(WORD_COUNT);
+    let renamed = build_app(WORD_COUNT_RENAMED);
+    let dir = tempfile::tempdir().unwrap();
+    let watched = dir.path().join("app.wasm");
+    std::fs::copy(&v1, &watched).unwrap();
+    let receiver = Receiver::start(dir.path());
+    let source = format!("127.0.0.1:{}", free_port());
+    let options = [
+        "--watch",
+        "--resilience",
+        "exactly-once",
+        "--checkpoint-interval",
+        "200",
+        "--sink-framing",
+        "tagged",
+        "--drop-state",
+    ];
+    let unknown = std::process::Command::new(wallaroo())
+        .arg("run")
+        .arg(&watched)
+        .args(options)
+        .args([
+            "count words",
+            "--in",
+            &source,
+            "--out",
+            &receiver.addr,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--cache-dir")
+        .arg(scratch().join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "--drop-state 'count words': Word Count Application has no stateful step 'count \
+             words' and its log holds no state of one"
+        ),
+        "{err}"
+    );
+
+    let mut node = Node::start_at(
+        &watched,
+        &source,
+        &receiver.addr,
+        dir.path(),
+        &[&options[..], &["count word"]].concat(),
+    );
+    node.proc.wait_line("watching", Duration::from_secs(10));
+    let a = dir.path().join("a.txt");
+    let first = random_words(&a, 300, 8, &mut rng);
+    let mut sender = ack_sender(&source, &a, "1");
+    assert_eq!(
+        sender.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        sender.stderr()
+    );
+    let words: u64 = first.values().sum();
+    receiver.wait_lines(words as usize, Duration::from_secs(120));
+
+    replace(&renamed, &watched);
+    node.proc.wait_line("swapped to", Duration::from_secs(120));
+    let said = node.proc.stderr();
+    assert!(
+        said.contains("has no stateful step 'count word': its state is dropped (--drop-state)"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "dropped the state of stateful step 'count word' ({} keys)",
+            first.len()
+        )),
+        "{said}"
+    );
+    let b = dir.path().join("b.txt");
+    let again = random_words(&b, 300, 8, &mut rng);
+    let mut sender = ack_sender(&source, &b, "2");
+    assert_eq!(
+        sender.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}",
+        sender.stderr()
+    );
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let text = receiver.text();
+    let lines: Vec<&str> = text.lines().collect();
+    let (before, after) = lines.split_at(words as usize);
+    assert_eq!(final_values(&before.join("\n")), first);
+    assert_eq!(
+        final_values(&after.join("\n")),
+        again,
+        "{}",
+        node.proc.stderr()
+    );
+}
+
 /// Without a log a swap would lose the state: `--watch` is refused at the start.
 #[test]
 fn watch_without_resilience_is_refused_at_the_start() {

@@ -342,6 +342,24 @@ mod tests {
     }
 
     #[test]
+    fn the_state_a_new_version_may_drop_is_kept_per_component_until_the_deployment_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir(dir.path().to_path_buf());
+        assert_eq!(data.dropped_state("v2").unwrap(), Vec::<String>::new());
+        let steps = vec!["count word".to_string()];
+        data.allow_dropped_state("v2", &steps).unwrap();
+        // Read again on every start of v2, also by a node restarted after the swap.
+        assert_eq!(data.dropped_state("v2").unwrap(), steps);
+        assert!(data.dropped_state("v3").unwrap().is_empty());
+        // A later swap to v2 without --drop-state lets nothing go.
+        data.allow_dropped_state("v2", &[]).unwrap();
+        assert!(data.dropped_state("v2").unwrap().is_empty());
+        data.allow_dropped_state("v2", &steps).unwrap();
+        data.retire().unwrap();
+        assert!(data.dropped_state("v2").unwrap().is_empty());
+    }
+
+    #[test]
     fn key_groups_split_evenly_in_runs() {
         let table = assign_key_groups(1024, 3);
         let counts: Vec<usize> = (0..3)
