@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"reflect"
+	"strings"
 	"sync"
 	"unsafe"
 )
@@ -443,4 +445,58 @@ func mapCodec(t reflect.Type, inProgress map[reflect.Type]*typeCodec) (encodeFun
 			m.Set(made)
 			return rest, nil
 		}, nil
+}
+
+// stateMark starts every state value the SDK writes, before the layout of its type: a restore
+// tells a state of an earlier version's type (see UpgradeState) from one of the step's own.
+const stateMark = 0xf7
+
+// stateHeader is stateMark and the FNV-1a hash of t's layout (see layout).
+func stateHeader(t reflect.Type) []byte {
+	h := fnv.New64a()
+	h.Write([]byte(layout(t, map[reflect.Type]bool{})))
+	return h.Sum([]byte{stateMark})
+}
+
+// layout describes how the codec encodes t: two types of the same layout read each other's
+// encodings. Field names and type names do not count.
+func layout(t reflect.Type, seen map[reflect.Type]bool) string {
+	if reflect.PointerTo(t).Implements(binaryMarshalerType) && reflect.PointerTo(t).Implements(binaryUnmarshalType) {
+		// Its own bytes, which it may version itself.
+		return "m"
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "i"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "u"
+	case reflect.Float32:
+		return "f32"
+	case reflect.Float64:
+		return "f64"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 && !reflect.PointerTo(t.Elem()).Implements(binaryMarshalerType) {
+			return "y"
+		}
+		return "[" + layout(t.Elem(), seen) + "]"
+	case reflect.Array:
+		return fmt.Sprintf("[%d]%s", t.Len(), layout(t.Elem(), seen))
+	case reflect.Map:
+		return "map[" + layout(t.Key(), seen) + "]" + layout(t.Elem(), seen)
+	case reflect.Pointer:
+		return "*" + layout(t.Elem(), seen)
+	case reflect.Struct:
+		if seen[t] {
+			// A recursive type: named where it recurs.
+			return "@" + t.String()
+		}
+		seen[t] = true
+		defer delete(seen, t)
+		fields := make([]string, t.NumField())
+		for i := range fields {
+			fields[i] = layout(t.Field(i).Type, seen)
+		}
+		return "{" + strings.Join(fields, ",") + "}"
+	}
+	return t.Kind().String()
 }

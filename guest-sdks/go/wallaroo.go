@@ -32,9 +32,32 @@
 //
 // Values that leave a segment (at a KeyBy) are encoded with the SDK's own codec (see the
 // types it accepts in KeyBy); state values are encoded the same way for snapshots.
+//
+// # Changing state between versions
+//
+// A hot swap (or a start on an earlier version's log) restores each key's state into the new
+// version's state step of the same name. The codec writes a struct's fields in order, without
+// their names, after a header that records the layout of the state type (its field types in
+// order, nested): a new version whose state type has the same layout (fields renamed, the type
+// renamed) reads the old state as it is. A new layout (a field added, removed or of another
+// type) needs a conversion: keep the old type under any name and register it with
+// UpgradeState, which decodes each old state as that type and converts it:
+//
+//	type wordTotal struct{ Count int }               // version 1's state, kept for the upgrade
+//	type wordStats struct{ Total int64; Longest int } // version 2's
+//
+//	counts := wallaroo.ToState(keyed, "count word", newWordStats, countWord)
+//	counts = wallaroo.UpgradeState(counts, func(old *wordTotal) (*wordStats, error) {
+//		return &wordStats{Total: int64(old.Count)}, nil
+//	})
+//
+// A state of a layout neither the step's type nor an UpgradeState knows is refused, naming
+// UpgradeState; the host then refuses the swap before anything changes. A type that
+// implements encoding.BinaryMarshaler versions its own bytes instead.
 package wallaroo
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -195,6 +218,9 @@ type stepStage struct {
 	newState func() any
 	encState func(state any) []byte
 	decState func(data []byte) (any, error)
+	// stateType is S; upgrades decode states an earlier version wrote (see UpgradeState)
+	stateType reflect.Type
+	upgrades  []stateUpgrade
 	// key-by: the key (the value is encoded for the route with encodeIn)
 	key func(v any) string
 	// decode and encode the step's input when it arrives routed, or leaves to be routed (a
@@ -310,15 +336,93 @@ func stateStep[In, S any](p Pipeline[In], name string, newState func() *S, where
 		n.err = fmt.Errorf("state of step %q: %w", name, err)
 		return n
 	}
-	s.encState = func(state any) []byte { return c.appendValue(nil, state.(*S)) }
-	s.decState = func(data []byte) (any, error) {
+	s.stateType = reflect.TypeFor[S]()
+	header := stateHeader(s.stateType)
+	s.encState = func(state any) []byte {
+		return c.appendValue(append(make([]byte, 0, 32), header...), state.(*S))
+	}
+	decode := func(data []byte) (any, error) {
 		v, err := c.decode(data)
 		if err != nil {
 			return nil, err
 		}
 		return &v, nil
 	}
+	s.decState = func(data []byte) (any, error) {
+		if body, ok := bytes.CutPrefix(data, header); ok {
+			return decode(body)
+		}
+		for _, u := range s.upgrades {
+			if body, ok := bytes.CutPrefix(data, u.header); ok {
+				return u.decode(body)
+			}
+		}
+		// Written without a header, by an SDK from before headers: as an S.
+		v, err := decode(data)
+		if err != nil && len(data) >= len(header) && data[0] == header[0] {
+			return nil, fmt.Errorf("the state was written for another state type than %s (its "+
+				"layout %x); convert it with wallaroo.UpgradeState from that type", s.stateType, data[1:len(header)])
+		}
+		return v, err
+	}
 	return n
+}
+
+// stateUpgrade decodes a state of an earlier version's state type and makes the step's of it.
+type stateUpgrade struct {
+	header []byte
+	decode func(data []byte) (any, error)
+}
+
+// UpgradeState lets the state step p comes out of (a ToState or ToStateMulti) take over the
+// state an earlier version of the application wrote with state type Old: on a restore (a hot
+// swap, or a start on that version's log) such a state is decoded as an Old and upgrade makes
+// the step's state of it. Old is the earlier version's type as it was (same field types in
+// the same order; names may differ): a state records the layout of its type, not its name,
+// so a state whose type's layout did not change is restored as it is, and one whose layout
+// matches neither the step's type nor an UpgradeState's is refused, naming it. Call it once
+// per earlier type; an error from upgrade refuses the restore, naming the step and key.
+func UpgradeState[Out, Old, S any](p Pipeline[Out], upgrade func(*Old) (*S, error)) Pipeline[Out] {
+	n := p.n
+	s, ok := n.stage.(*stepStage)
+	switch {
+	case n.err != nil:
+		return p
+	case !ok || s.kind != "stateful":
+		n.err = errors.New("UpgradeState: the pipeline does not come out of a state step (ToState or ToStateMulti)")
+		return p
+	case reflect.TypeFor[S]() != s.stateType:
+		n.err = fmt.Errorf("UpgradeState for step %q makes a %s, but the step's state is a %s", s.name, reflect.TypeFor[S](), s.stateType)
+		return p
+	}
+	c, err := newCodec[Old]()
+	if err != nil {
+		n.err = fmt.Errorf("UpgradeState for step %q: the old state: %w", s.name, err)
+		return p
+	}
+	header := stateHeader(reflect.TypeFor[Old]())
+	if bytes.Equal(header, stateHeader(s.stateType)) {
+		n.err = fmt.Errorf("UpgradeState for step %q: %s is encoded as %s is, so such state is restored as it is; drop the UpgradeState", s.name, reflect.TypeFor[Old](), s.stateType)
+		return p
+	}
+	s.upgrades = append(s.upgrades, stateUpgrade{
+		header: header,
+		decode: func(data []byte) (any, error) {
+			old, err := c.decode(data)
+			if err != nil {
+				return nil, fmt.Errorf("as the earlier state type %s: %w", reflect.TypeFor[Old](), err)
+			}
+			state, err := upgrade(&old)
+			if err != nil {
+				return nil, fmt.Errorf("upgrading its %s: %w", reflect.TypeFor[Old](), err)
+			}
+			if state == nil {
+				return nil, fmt.Errorf("upgrading its %s gave no state", reflect.TypeFor[Old]())
+			}
+			return state, nil
+		},
+	})
+	return p
 }
 
 // ToState runs fn on every value with the state of the value's key (created with newState the

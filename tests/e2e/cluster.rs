@@ -359,7 +359,11 @@ struct Workload {
 
 impl Workload {
     fn deploy(cluster: &Cluster, lines: usize, rng: &mut StdRng) -> Workload {
-        let wasm = build_app(WORD_COUNT);
+        Workload::deploy_app(cluster, &build_app(WORD_COUNT), lines, rng)
+    }
+
+    /// [`Workload::deploy`] of the word count `wasm`.
+    fn deploy_app(cluster: &Cluster, wasm: &Path, lines: usize, rng: &mut StdRng) -> Workload {
         let a = cluster.dir.path().join("a.txt");
         let b = cluster.dir.path().join("b.txt");
         let mut totals = random_words(&a, lines, 8, rng);
@@ -368,7 +372,7 @@ impl Workload {
         }
         let words = totals.values().sum();
         let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
-        let sources = cluster.deploy(&wasm, &receiver.addr, EXACTLY_ONCE);
+        let sources = cluster.deploy(wasm, &receiver.addr, EXACTLY_ONCE);
         Workload {
             a,
             b,
@@ -872,6 +876,112 @@ fn a_hot_swap_keeps_every_count_exactly_once_and_switches_the_format_once() {
     std::thread::sleep(Duration::from_millis(300));
     let text = w.receiver.text();
     assert_eq!(counts_across_a_swap(&text), totals, "{}", cluster.logs());
+}
+
+/// A version whose stateful step has another name is refused, naming the step and the flag
+/// that lets its state go; `--drop-state` naming a step that does not run is refused naming
+/// it; with `--drop-state 'count word'` the version goes in, says the state was dropped, and
+/// every word is counted from 1 again, exactly once.
+#[test]
+fn a_hot_swap_with_drop_state_lets_a_version_without_the_stateful_step_in_and_starts_afresh() {
+    let cluster = Cluster::new(2);
+    let mut rng = seeded("drop state");
+    let w = Workload::deploy(&cluster, 1000, &mut rng);
+    let renamed = build_app(WORD_COUNT_RENAMED);
+    let mut senders = [
+        ack_sender(&w.sources[0], &w.a, "1"),
+        ack_sender(&w.sources[1], &w.b, "2"),
+    ];
+    Workload::wait(&mut senders, &cluster);
+    w.receiver
+        .wait_lines(w.words as usize, Duration::from_secs(120));
+
+    let refused = cluster.deploy_command(&renamed, &w.receiver.addr, EXACTLY_ONCE);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(err.contains("no stateful step 'count word'"), "{err}");
+    assert!(err.contains("--drop-state 'count word'"), "{err}");
+
+    let mut extra = EXACTLY_ONCE.to_vec();
+    extra.extend(["--drop-state", "count words"]);
+    let refused = cluster.deploy_command(&renamed, &w.receiver.addr, &extra);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "--drop-state 'count words': the running application 'Word Count Application' has \
+             no stateful step of that name (its stateful steps: 'count word')"
+        ),
+        "{err}"
+    );
+
+    let mut extra = EXACTLY_ONCE.to_vec();
+    extra.extend(["--drop-state", "count word"]);
+    let swapped = cluster.deploy_output(&renamed, &w.receiver.addr, &extra);
+    assert!(swapped.contains("swapped to component"), "{swapped}");
+    assert!(
+        swapped.contains("the state of stateful step 'count word' was dropped"),
+        "{swapped}"
+    );
+
+    let c = cluster.dir.path().join("c.txt");
+    let again = random_words(&c, 500, 8, &mut rng);
+    Workload::wait(&mut [ack_sender(&w.sources[1], &c, "3")], &cluster);
+    let stop = cluster.command(&["stop"]);
+    assert!(stop.status.success(), "{}", cluster.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    // Every word's counts: 1..n of the first input, then 1..m of the input after the swap.
+    let text = w.receiver.text();
+    let lines: Vec<&str> = text.lines().collect();
+    let (before, after) = lines.split_at(w.words as usize);
+    assert_eq!(final_values(&before.join("\n")), w.totals);
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for line in after {
+        let (word, n) = line.rsplit_once(" => ").expect("a word count line");
+        let last = counts.entry(word.to_string()).or_insert(0);
+        assert_eq!(n.parse::<u64>().unwrap(), *last + 1, "{word}: {line}");
+        *last += 1;
+    }
+    assert_eq!(counts, again, "{}", cluster.logs());
+}
+
+/// The Go word count example hot-swapped on three nodes for a version with another output
+/// format, a stateless step before the KeyBy and another state type (converted with
+/// `wallaroo.UpgradeState`), while acknowledged senders stream into two nodes: every word's
+/// counts run on exactly once and switch format once.
+#[test]
+fn a_go_app_is_hot_swapped_on_three_nodes_with_every_count_exactly_once() {
+    let cluster = Cluster::new(3);
+    let mut rng = seeded("hot swap, Go");
+    let v1 = build_go_app("guest-sdks/go/examples/word_count");
+    let v2 = build_go_app("tests/apps/go_word_count_swap");
+    let w = Workload::deploy_app(&cluster, &v1, 4000, &mut rng);
+    let mut senders = [
+        slow_ack_sender(&w.sources[1], &w.a, "1", 4000, 20),
+        slow_ack_sender(&w.sources[2], &w.b, "2", 4000, 20),
+    ];
+    w.receiver.wait_lines(2000, Duration::from_secs(120));
+    let swapped = cluster.deploy_output(&v2, &w.receiver.addr, EXACTLY_ONCE);
+    assert!(swapped.contains("swapped to component"), "{swapped}");
+    eprintln!("{swapped}");
+
+    let c = cluster.dir.path().join("c.txt");
+    let mut totals = w.totals.clone();
+    for (word, n) in random_words(&c, 2000, 8, &mut rng) {
+        *totals.entry(word).or_insert(0) += n;
+    }
+    let mut after = [ack_sender(&w.sources[0], &c, "3")];
+    Workload::wait(&mut senders, &cluster);
+    Workload::wait(&mut after, &cluster);
+    let stop = cluster.command(&["stop"]);
+    assert!(stop.status.success(), "{}", cluster.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        counts_across_a_swap(&w.receiver.text()),
+        totals,
+        "{}",
+        cluster.logs()
+    );
 }
 
 /// Node 2 is killed with SIGKILL at a random moment of a hot swap (while the nodes make the new

@@ -63,15 +63,16 @@ pub fn build_app(app: &str) -> PathBuf {
 }
 
 /// Builds the Go main package `package` (a path relative to the repository root), once per
-/// distinct content of the Go SDK module (which holds the examples) and the WIT.
+/// distinct content of the Go SDK module (which holds the examples), the package's own
+/// directory (a test app with its own go.mod) and the WIT.
 pub fn build_go_app(package: &str) -> PathBuf {
     let mut inputs = Vec::new();
-    collect_files(
-        &root().join("guest-sdks/go"),
-        &["go", "mod", "sum"],
-        &mut inputs,
-    );
     let source = root().join(package);
+    for dir in [root().join("guest-sdks/go"), source.clone()] {
+        collect_files(&dir, &["go", "mod", "sum"], &mut inputs);
+    }
+    inputs.sort();
+    inputs.dedup();
     let stem = source.file_name().unwrap().to_string_lossy().into_owned();
     build_component(package, &source, inputs, &format!("go-{stem}"))
 }

@@ -25,6 +25,7 @@ __all__ = [
     "KeyExtractor",
     "OctetDecoder",
     "OctetEncoder",
+    "OldState",
     "StateComputation",
     "StateComputationMulti",
     "TCPSinkConfig",
@@ -55,6 +56,23 @@ __all__ = [
 
 class WallarooParameterError(Exception):
     """The application uses the API in a way that cannot run (raised while it is set up)."""
+
+
+class OldState:
+    """A restored state, or an object in one, whose class the running version no longer has.
+
+    Only a state class with ``upgrade_state`` sees these: when the new version restores state
+    an earlier version pickled, a class that cannot be found under its pickled module and name
+    is made an ``OldState`` subclass of that module and name, with the pickled attributes, and
+    ``upgrade_state`` receives it (``type(old).__name__`` is the old class's name)."""
+
+    def __init__(self, *args, **kwargs):
+        # Objects pickled by construction (``__reduce__``) keep their arguments.
+        self.args, self.kwargs = args, kwargs
+
+    def __repr__(self):
+        cls = type(self)
+        return f"<old state {cls.__module__}.{cls.__qualname__} {vars(self)!r}>"
 
 
 def serialize(obj):
@@ -251,7 +269,16 @@ def state_computation(name, state=None):
 
     With ``state`` (Wallaroo 0.6), the class of per-key state; ``fn`` returns the output.
     Without (Wallaroo 0.4/0.5), ``ApplicationBuilder.to_stateful`` or ``to_state_partition``
-    gives the state, and ``fn`` returns ``(output, state_changed)``."""
+    gives the state, and ``fn`` returns ``(output, state_changed)``.
+
+    States are pickled for checkpoints, and a new version of the application (a hot swap, or a
+    start on an older version's log) unpickles the old version's. Pickle finds a class by its
+    module and name and sets its attributes without calling ``__init__``: keep both names (an
+    alias such as ``OldName = NewName`` serves a renamed class), give added attributes a class
+    attribute default, or convert the old attributes in ``__setstate__``. A state class with a
+    classmethod ``upgrade_state(cls, old)`` converts any restored state that is not an instance
+    of it: ``old`` is the old class's instance, or an ``OldState`` of the old module and name
+    when the class is gone; it returns an instance of the state class."""
     _check_name("state_computation", name)
     return lambda fn: StateComputation(fn, name, state, False, returns_changed=state is None)
 

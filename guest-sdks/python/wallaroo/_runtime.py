@@ -10,6 +10,8 @@ the generated bindings, so it runs (and is tested) on plain CPython; ``wallaroo.
 adapts it to the WIT exports.
 """
 
+import inspect
+import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from wallaroo import (
     Computation,
     GenSourceConfig,
     KeyExtractor,
+    OldState,
     SinkStage,
     SourceStage,
     StateComputation,
@@ -682,6 +685,53 @@ def _build(steps, flat):
 
 
 # ------------------------------------------------------------------------------------------------
+# State of an earlier version
+
+
+def _upgrades(steps):
+    """``{step id: (state class, upgrade_state)}`` of the stateful steps whose state class
+    converts state of earlier versions."""
+    found = {}
+    for step_id, step in enumerate(steps):
+        cls = getattr(step.stage, "state_class", None) if step.kind == "stateful" else None
+        upgrade = getattr(cls, "upgrade_state", None) if inspect.isclass(cls) else None
+        if upgrade is not None:
+            found[step_id] = (cls, upgrade)
+    return found
+
+
+class _OldStateUnpickler(pickle.Unpickler):
+    """Unpickles a state an earlier version wrote: a class that is gone (its module, or its name
+    in the module) becomes an ``OldState`` subclass of the same module and name."""
+
+    _standins = {}
+
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            known = self._standins.get((module, name))
+            if known is None:
+                known = type(name, (OldState,), {"__module__": module, "__qualname__": name})
+                self._standins[module, name] = known
+            return known
+
+
+def _upgraded(value, cls, upgrade):
+    """The state pickled as ``value``, given to ``upgrade`` (the state class's
+    ``upgrade_state``) unless it is an instance of ``cls`` already; what it returns must be."""
+    state = _OldStateUnpickler(io.BytesIO(value)).load()
+    if isinstance(state, cls):
+        return state
+    new = upgrade(state)
+    if not isinstance(new, cls):
+        raise TypeError(
+            f"{cls.__name__}.upgrade_state returned a {type(new).__name__}, not a {cls.__name__}"
+        )
+    return new
+
+
+# ------------------------------------------------------------------------------------------------
 # The runtime
 
 
@@ -711,6 +761,7 @@ class Runtime:
         self._flat = flat
         self._entries = None  # segment -> its batch runner
         self._stores = None  # stateful step id -> (states by key, keys changed since snapshot)
+        self._upgrades = {}  # stateful step id -> (its state class, the class's upgrade_state)
 
     def describe(self, args):
         """Runs ``application_setup(args)``, compiles its pipeline and returns the AppSpec.
@@ -724,6 +775,7 @@ class Runtime:
         compiler = _Compiler()
         compiler.walk(application.pipeline)
         self._entries, self._stores = _build(compiler.steps, self._flat)
+        self._upgrades = _upgrades(compiler.steps)
         return AppSpec(
             name=application.name,
             sources=compiler.sources,
@@ -782,7 +834,8 @@ class Runtime:
             if store is None:
                 raise RuntimeError(f"cannot restore state into step {step_id}: it keeps none")
             try:
-                state = _loads(value)
+                upgrade = self._upgrades.get(step_id)
+                state = _loads(value) if upgrade is None else _upgraded(value, *upgrade)
             except Exception as error:
                 raise RuntimeError(
                     f"cannot restore the state of step {step_id} for key {key!r}: "

@@ -54,6 +54,10 @@ pub struct DeployArgs {
     certs: PathBuf,
     #[command(flatten)]
     pub(crate) host: HostOptions,
+    /// Let the new version of a hot swap lack stateful step STEP of the running one, whose
+    /// state is then dropped (repeatable).
+    #[arg(long, value_name = "STEP")]
+    drop_state: Vec<String>,
     /// The application component.
     app: PathBuf,
     /// Arguments for the application, as for `wallaroo run`.
@@ -114,8 +118,11 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         app: args.app,
         hosts: args.nodes,
         certs: args.certs,
-        args: args.app_args,
+        // What asks the host to drop state is no argument of the application's: the same
+        // deploy without it has the same arguments.
+        args: without_option(args.app_args, "--drop-state"),
         settings,
+        drop_state: args.drop_state,
     };
     crate::io_runtime()?.block_on(wallaroo_cluster::deploy(options))
 }
@@ -150,10 +157,43 @@ pub fn failure(e: &anyhow::Error) -> std::process::ExitCode {
     }
 }
 
+/// `args` without option `name` and its value (`NAME VALUE` or `NAME=VALUE`).
+fn without_option(args: Vec<String>, name: &str) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == name {
+            args.next();
+        } else if !arg.starts_with(&format!("{name}=")) {
+            out.push(arg);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use wallaroo_cluster::proto::RefusalKind;
+
+    #[test]
+    fn drop_state_after_the_component_is_no_argument_of_the_application() {
+        let args = [
+            "--in",
+            "a:1",
+            "--drop-state",
+            "count",
+            "--drop-state=sum",
+            "--out",
+            "b:2",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            without_option(args, "--drop-state"),
+            ["--in", "a:1", "--out", "b:2"].map(String::from).to_vec()
+        );
+    }
 
     #[test]
     fn a_refusal_that_may_succeed_later_exits_75_and_others_1() {

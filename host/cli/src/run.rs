@@ -58,6 +58,10 @@ struct Options {
     /// exactly-once (needs a --resilience other than none).
     #[arg(long)]
     watch: bool,
+    /// Let this version (or, with --watch, a new one) lack stateful step STEP, whose state in
+    /// the log is then dropped (repeatable).
+    #[arg(long, value_name = "STEP")]
+    drop_state: Vec<String>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
@@ -95,12 +99,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         );
     }
     let workers = settings.workers_or(None);
-    let config = settings.node_config(
+    let mut config = settings.node_config(
         &o.data_dir,
         args.app_args.clone(),
         workers,
         args.local.discard_corrupt_log,
     )?;
+    config.drop_state = o.drop_state.clone();
 
     // Signals are caught from here on: compiling and recovering take seconds, and a signal
     // meanwhile must stop the process at once, not after them.
@@ -144,6 +149,33 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         eprintln!("{}", c.dropped());
     }
     let spec = node.spec().clone();
+    // A step to drop is one this version has (with --watch, for a later version to lack), or
+    // one the log held state of.
+    let stateful = |name: &String| {
+        spec.steps
+            .iter()
+            .any(|s| s.kind == wallaroo_component::StepKind::Stateful && s.name == *name)
+    };
+    let unknown: Vec<&String> = o
+        .drop_state
+        .iter()
+        .filter(|name| !stateful(name) && !recovered.dropped.iter().any(|(d, _)| d == *name))
+        .collect();
+    if let Some(name) = unknown.first() {
+        io.block_on(node.abort());
+        anyhow::bail!(
+            "--drop-state '{name}': {} has no stateful step '{name}' and its log holds no state \
+             of one; name a stateful step of the running application",
+            spec.name
+        );
+    }
+    for (step, keys) in &recovered.dropped {
+        eprintln!(
+            "dropped the state of stateful step '{step}' ({keys} keys), which {} lacks, as \
+             --drop-state asked",
+            spec.name
+        );
+    }
     eprintln!(
         "{}: {} worker{}, code {} in {} ms",
         spec.name,
@@ -228,7 +260,17 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                     crate::status::clear_status_line(status);
                     let file = args.app.display();
                     match candidate.and_then(|c| {
-                        wallaroo_component::check_keeps_state(node.spec(), &c.spec)?;
+                        let dropped = wallaroo_component::check_keeps_state(
+                            node.spec(),
+                            &c.spec,
+                            &running.config.drop_state,
+                        )?;
+                        for step in dropped {
+                            eprintln!(
+                                "the new version of {file} has no stateful step '{step}': \
+                                 its state is dropped (--drop-state)"
+                            );
+                        }
                         Ok(c)
                     }) {
                         Err(why) => eprintln!(
@@ -365,6 +407,7 @@ async fn swap(
     let started = start(candidate.runtime.clone(), running.config.clone())
         .await
         .context("starting the new version")?;
+    let swapped = started.is_ok();
     let (mut node, recovered) = match started {
         Ok(started) => {
             running.runtime = candidate.runtime;
@@ -386,12 +429,20 @@ async fn swap(
     let edges = Edges::start(&mut node, plan).await?;
     let pause = paused.elapsed();
     eprintln!(
-        "swapped to {file} (component {}) in {} ms: from checkpoint {}, {} messages replayed",
+        "{} {file} (component {}) in {} ms: from checkpoint {}, {} messages replayed",
+        if swapped {
+            "swapped to"
+        } else {
+            "no swap: started again the running version of"
+        },
         &running.component[..12],
         pause.as_millis(),
         recovered.checkpoint,
         recovered.replayed_messages
     );
+    for (step, keys) in &recovered.dropped {
+        eprintln!("dropped the state of stateful step '{step}' ({keys} keys)");
+    }
     Ok((node, edges))
 }
 

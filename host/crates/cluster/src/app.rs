@@ -154,6 +154,9 @@ impl AppRun {
             workers,
             ctx.options.discard_corrupt_log,
         )?;
+        // A version a hot swap let drop state drops it on every start, also from the swap's
+        // checkpoint again after a crash.
+        config.drop_state = ctx.data.dropped_state(component)?;
         config.placement = Some(Placement {
             node: me,
             table: Arc::new(m.table.clone()),
@@ -186,6 +189,12 @@ impl AppRun {
         let running_spec = spec.clone();
         if let Some(c) = &recovered.discarded {
             tracing::warn!("generation {generation}: {}", c.dropped());
+        }
+        for (step, keys) in &recovered.dropped {
+            tracing::warn!(
+                "generation {generation}: dropped the state of stateful step '{step}' ({keys} \
+                 keys), which this version lacks, as --drop-state asked"
+            );
         }
         if recovered.checkpoint > 0 || recovered.replayed_messages > 0 {
             tracing::warn!("generation {generation}: {recovered}");
@@ -238,12 +247,13 @@ impl AppRun {
 
     /// Makes component `component` ready to take over: compiles it (into the cache, so its
     /// start does not wait for that) and checks that its spec keeps every stateful step of
-    /// the running one, by name.
+    /// the running one, by name, but those of `drop_state`, whose state it is then let drop.
     pub(crate) async fn ready(
         &self,
         ctx: &Arc<Context>,
         assignment: &Assignment,
         component: &str,
+        drop_state: &[String],
     ) -> anyhow::Result<()> {
         let m = &assignment.manifest;
         let runtime = load_runtime(ctx, m, component).await?;
@@ -257,7 +267,8 @@ impl AppRun {
         })
         .await
         .context("describing the new version")??;
-        wallaroo_component::check_keeps_state(&self.spec, &spec)?;
+        wallaroo_component::check_drop_state(&self.spec, &spec, drop_state)?;
+        wallaroo_component::check_keeps_state(&self.spec, &spec, drop_state)?;
         // State the new code cannot take (a Python class that no longer unpickles) is found
         // now, on a sample of keys, rather than after the switch.
         let sample = match &self.node {
@@ -292,7 +303,8 @@ impl AppRun {
             Ok(())
         })
         .await
-        .context("restoring state into the new version")?
+        .context("restoring state into the new version")??;
+        ctx.data.allow_dropped_state(component, drop_state)
     }
 
     pub(crate) fn checkpoints(&self) -> Option<Checkpoints> {

@@ -20,6 +20,8 @@ pub struct DeployOptions {
     pub certs: PathBuf,
     pub args: Vec<String>,
     pub settings: Settings,
+    /// `--drop-state`: stateful steps a hot swap to this version may drop the state of.
+    pub drop_state: Vec<String>,
 }
 
 struct Client {
@@ -111,6 +113,7 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
             key_groups: options.settings.key_groups.max(1),
             ..options.settings
         },
+        drop_state: options.drop_state,
     };
     let deployment = manifest.deployment.clone();
     match client.ask(0, &Msg::Deploy { manifest }).await? {

@@ -39,15 +39,14 @@ pub(crate) enum Joined {
     },
 }
 
-/// What the driver's own tasks hand in. Nearly all are answers: boxing them would cost an
-/// allocation each to shrink the rare record answer.
-#[allow(clippy::large_enum_variant)]
+/// What the driver's own tasks hand in.
 enum Inner {
-    /// Member `member`'s stream number `stream` gave `msg` (None: it closed).
+    /// Member `member`'s stream number `stream` gave `msg` (None: it closed). Boxed: a
+    /// `Msg` is large beside the other variant.
     Answer {
         member: usize,
         stream: u64,
-        msg: Result<Option<Msg>, String>,
+        msg: Box<Result<Option<Msg>, String>>,
     },
     Recorded(Result<(), String>),
 }
@@ -97,6 +96,8 @@ struct Driver {
     current: Manifest,
     /// A change under way: its version, the deployment it makes, reply and start.
     swap: Option<(u64, Manifest, oneshot::Sender<Msg>, Instant)>,
+    /// The stateful steps whose state the change under way drops.
+    swap_drops: Vec<String>,
     /// When every node had committed the checkpoint of the swap under way (the core then
     /// asks for the record of the new version).
     swap_committed: Option<Instant>,
@@ -172,6 +173,7 @@ impl Coordinator {
             totals: vec![Totals::default(); members],
             current,
             swap: None,
+            swap_drops: Vec::new(),
             swap_committed: None,
             recovering: None,
             changes: VecDeque::new(),
@@ -323,6 +325,7 @@ impl Driver {
             }
             Action::Swapped(answer) => {
                 let (version, asked, reply, started) = self.swap.take()?;
+                let drops = std::mem::take(&mut self.swap_drops);
                 let committed = self.swap_committed.take();
                 let component = asked.component.clone();
                 let (kind, what) = describe_change(&self.current, &asked);
@@ -342,10 +345,16 @@ impl Driver {
                             Some(ms) => format!(", the stream paused {ms} ms"),
                             None => String::new(),
                         };
-                        let line = format!(
+                        let mut line = format!(
                             "{what} (version {version}) in {} ms{paused}",
                             change.took_ms,
                         );
+                        if !drops.is_empty() {
+                            line += &format!(
+                                "; the state of stateful step '{}' was dropped (--drop-state)",
+                                drops.join("', '")
+                            );
+                        }
                         tracing::info!("{line}");
                         Msg::Changed {
                             app: self.app_name.clone(),
@@ -458,7 +467,7 @@ impl Driver {
                 member,
                 stream,
                 msg,
-            } => (member, stream, msg),
+            } => (member, stream, *msg),
         };
         if self.links[member].as_ref().map(|l| l.number) != Some(stream) {
             // From a stream let go of already.
@@ -625,7 +634,7 @@ async fn read_answers(
             .send(Inner::Answer {
                 member,
                 stream,
-                msg,
+                msg: Box::new(msg),
             })
             .is_err()
             || end
@@ -638,7 +647,9 @@ async fn read_answers(
 impl Driver {
     /// A change asked by `wallaroo deploy` (see `daemon::deploy::reconcile`): the core's
     /// event, or the answer at once.
-    fn swap_asked(&mut self, asked: Manifest, reply: oneshot::Sender<Msg>) -> Option<Event> {
+    fn swap_asked(&mut self, mut asked: Manifest, reply: oneshot::Sender<Msg>) -> Option<Event> {
+        // Said at Ready only; the deployment as it runs does not keep it.
+        let drop_state = std::mem::take(&mut asked.drop_state);
         if self.swap.is_some() {
             let why = "another change of the application is under way; try again once it is done";
             let refusal = Refusal::new(RefusalKind::Recovering, why);
@@ -679,6 +690,7 @@ impl Driver {
             .resize(members.max(self.totals.len()), Totals::default());
         self.core.set_names(names(&asked));
         self.swap = Some((version, asked, reply, Instant::now()));
+        self.swap_drops = drop_state;
         Some(Event::Change(change))
     }
 
@@ -710,7 +722,12 @@ impl Driver {
 
     /// The wire message for a core command.
     fn message(&self, command: Command) -> Msg {
-        message(command, |version| self.manifest_of(version))
+        let mut msg = message(command, |version| self.manifest_of(version));
+        // Only the change under way is made ready.
+        if let Msg::Ready { drop_state, .. } = &mut msg {
+            drop_state.clone_from(&self.swap_drops);
+        }
+        msg
     }
 }
 
@@ -790,6 +807,7 @@ fn message<'m>(command: Command, manifest: impl Fn(u64) -> &'m Manifest) -> Msg 
         },
         Command::Ready { version } => Msg::Ready {
             component: manifest(version).component.clone(),
+            drop_state: Vec::new(),
         },
         Command::Move {
             checkpoint,

@@ -34,6 +34,10 @@ pub struct Manifest {
     /// no part.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<u16>,
+    /// `--drop-state`: stateful steps of the running application a new version may lack,
+    /// their state dropped. Only a change of a running application reads it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop_state: Vec<String>,
 }
 
 impl Manifest {
@@ -310,6 +314,32 @@ impl DataDir {
         Ok(())
     }
 
+    /// The stateful steps whose state component `hash` drops when it starts (see
+    /// [`DataDir::allow_dropped_state`]).
+    pub fn dropped_state(&self, hash: &str) -> anyhow::Result<Vec<String>> {
+        Ok(read_json(&self.drop_state_file(hash))?.unwrap_or_default())
+    }
+
+    /// Lets component `hash`, a new version made ready for a hot swap, drop the state of the
+    /// stateful steps `steps` the running one has and it lacks: on every start of it, also a
+    /// restart from the swap's checkpoint after a crash, until the deployment stops.
+    pub fn allow_dropped_state(&self, hash: &str, steps: &[String]) -> anyhow::Result<()> {
+        let path = self.drop_state_file(hash);
+        if steps.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("cannot remove {}", path.display()))
+                }
+                _ => Ok(()),
+            };
+        }
+        write_json(&path, &steps)
+    }
+
+    fn drop_state_file(&self, hash: &str) -> PathBuf {
+        self.app().join("drop-state").join(format!("{hash}.json"))
+    }
+
     pub fn cluster_record(&self) -> anyhow::Result<ClusterRecord> {
         Ok(read_json(&self.app().join("cluster.json"))?.unwrap_or_default())
     }
@@ -385,6 +415,24 @@ mod tests {
     }
 
     #[test]
+    fn the_state_a_new_version_may_drop_is_kept_per_component_until_the_deployment_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir(dir.path().to_path_buf());
+        assert_eq!(data.dropped_state("v2").unwrap(), Vec::<String>::new());
+        let steps = vec!["count word".to_string()];
+        data.allow_dropped_state("v2", &steps).unwrap();
+        // Read again on every start of v2, also by a node restarted after the swap.
+        assert_eq!(data.dropped_state("v2").unwrap(), steps);
+        assert!(data.dropped_state("v3").unwrap().is_empty());
+        // A later swap to v2 without --drop-state lets nothing go.
+        data.allow_dropped_state("v2", &[]).unwrap();
+        assert!(data.dropped_state("v2").unwrap().is_empty());
+        data.allow_dropped_state("v2", &steps).unwrap();
+        data.retire().unwrap();
+        assert!(data.dropped_state("v2").unwrap().is_empty());
+    }
+
+    #[test]
     fn key_groups_split_evenly_in_runs() {
         let table = assign_key_groups(1024, 3);
         let counts: Vec<usize> = (0..3)
@@ -440,6 +488,7 @@ mod tests {
                 ..Settings::default()
             },
             retired: vec![],
+            drop_state: Vec::new(),
         };
         good.check().unwrap();
         let refused = |change: fn(&mut Manifest), why: &str| {

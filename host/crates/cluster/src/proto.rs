@@ -93,10 +93,12 @@ pub enum Msg {
     /// its data aside.
     Leave,
     /// Make component `component` ready to take over the running application: compile it
-    /// and check that its spec keeps every stateful step of the running one. Answered Ok or
-    /// Refused.
+    /// and check that its spec keeps every stateful step of the running one but those of
+    /// `drop_state`, whose state it drops. Answered Ok or Refused.
     Ready {
         component: String,
+        #[serde(default)]
+        drop_state: Vec<String>,
     },
     /// A node to the coordinator as it leaves its control stream: why (e.g. its data stream
     /// to another node broke, and which).

@@ -17,7 +17,7 @@ pub use bindings::types::{
 pub use cache::{CacheOutcome, CompileCache};
 pub use runtime::{GuestError, Instance, Limits, Runtime, TrapKind};
 pub use sandbox::Sandbox;
-pub use spec::{DroppedState, check_keeps_state};
+pub use spec::{DropStateError, DroppedState, check_drop_state, check_keeps_state};
 pub use wire::{Emitted, Failure, Malformed, Message, Output, Routed, StateEntry, StateKey};
 
 impl From<Framing> for wallaroo_types::Framing {

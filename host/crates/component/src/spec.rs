@@ -6,8 +6,9 @@ use crate::{AppSpec, StepKind};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the new version has no stateful step {} of the running application '{app}': its state \
-     would be lost; keep the step's name in the new version",
-    quoted(.steps)
+     would be lost; keep the step's name in the new version, or let its state go with {}",
+    quoted(.steps),
+    flags(.steps)
 )]
 pub struct DroppedState {
     /// The running application's name.
@@ -16,37 +17,109 @@ pub struct DroppedState {
     pub steps: Vec<String>,
 }
 
-fn quoted(steps: &[String]) -> String {
-    steps
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `--drop-state` names a step whose state it cannot drop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DropStateError {
+    #[error(
+        "--drop-state {}: the running application '{app}' has no stateful step of that name \
+         (its stateful steps: {})",
+        quoted(.steps),
+        quoted(.running)
+    )]
+    NotRunning {
+        app: String,
+        steps: Vec<String>,
+        /// The running application's stateful steps.
+        running: Vec<String>,
+    },
+    #[error(
+        "--drop-state {}: the new version keeps that stateful step and takes over its state; \
+         leave it out of --drop-state",
+        quoted(.steps)
+    )]
+    Kept { steps: Vec<String> },
 }
 
-/// Checks that `new` keeps every stateful step of `running`, by name: state is matched to
-/// steps by name when a new version takes over.
-pub fn check_keeps_state(running: &AppSpec, new: &AppSpec) -> Result<(), DroppedState> {
-    let stateful = |s: &AppSpec| -> Vec<String> {
-        s.steps
+fn quoted(steps: &[String]) -> String {
+    match steps {
+        [] => "(none)".into(),
+        _ => steps
             .iter()
-            .filter(|step| step.kind == StepKind::Stateful)
-            .map(|step| step.name.clone())
-            .collect()
-    };
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+fn flags(steps: &[String]) -> String {
+    steps
+        .iter()
+        .map(|s| format!("--drop-state '{s}'"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn stateful(spec: &AppSpec) -> Vec<String> {
+    spec.steps
+        .iter()
+        .filter(|step| step.kind == StepKind::Stateful)
+        .map(|step| step.name.clone())
+        .collect()
+}
+
+/// Checks that `new` keeps every stateful step of `running`, by name, but for those in
+/// `drop_state`: state is matched to steps by name when a new version takes over. Returns the
+/// stateful steps of `running` whose state is dropped (named in `drop_state`, lacking in
+/// `new`).
+pub fn check_keeps_state(
+    running: &AppSpec,
+    new: &AppSpec,
+    drop_state: &[String],
+) -> Result<Vec<String>, DroppedState> {
     let now = stateful(new);
-    let steps: Vec<String> = stateful(running)
+    let (dropped, steps): (Vec<String>, Vec<String>) = stateful(running)
         .into_iter()
         .filter(|name| !now.contains(name))
-        .collect();
+        .partition(|name| drop_state.contains(name));
     if steps.is_empty() {
-        Ok(())
+        Ok(dropped)
     } else {
         Err(DroppedState {
             app: running.name.clone(),
             steps,
         })
     }
+}
+
+/// Checks what a deploy's `--drop-state` names: every step is a stateful step of `running`
+/// that `new` lacks.
+pub fn check_drop_state(
+    running: &AppSpec,
+    new: &AppSpec,
+    drop_state: &[String],
+) -> Result<(), DropStateError> {
+    let (was, now) = (stateful(running), stateful(new));
+    let unknown: Vec<String> = drop_state
+        .iter()
+        .filter(|s| !was.contains(s))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(DropStateError::NotRunning {
+            app: running.name.clone(),
+            steps: unknown,
+            running: was,
+        });
+    }
+    let kept: Vec<String> = drop_state
+        .iter()
+        .filter(|s| now.contains(s))
+        .cloned()
+        .collect();
+    if !kept.is_empty() {
+        return Err(DropStateError::Kept { steps: kept });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -80,7 +153,7 @@ mod tests {
             ("count", StepKind::Stateful),
             ("extra", StepKind::Stateful),
         ]);
-        assert_eq!(check_keeps_state(&running, &new), Ok(()));
+        assert_eq!(check_keeps_state(&running, &new, &[]), Ok(Vec::new()));
     }
 
     #[test]
@@ -88,7 +161,7 @@ mod tests {
         let running = app(&[("count", StepKind::Stateful), ("sum", StepKind::Stateful)]);
         // A step of the same name that keeps no state keeps nothing.
         let new = app(&[("tally", StepKind::Stateful), ("sum", StepKind::Stateless)]);
-        let err = check_keeps_state(&running, &new).unwrap_err();
+        let err = check_keeps_state(&running, &new, &[]).unwrap_err();
         assert_eq!(err.steps, vec!["count".to_string(), "sum".to_string()]);
         let text = err.to_string();
         assert!(
@@ -97,6 +170,46 @@ mod tests {
                  application 'word_count'"
             ),
             "{text}"
+        );
+        assert!(
+            text.ends_with("--drop-state 'count' --drop-state 'sum'"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_version_dropping_a_stateful_step_named_in_drop_state_may_take_over() {
+        let running = app(&[("count", StepKind::Stateful), ("sum", StepKind::Stateful)]);
+        let new = app(&[("sum", StepKind::Stateful)]);
+        let drop = ["count".to_string()];
+        assert_eq!(
+            check_keeps_state(&running, &new, &drop),
+            Ok(vec!["count".to_string()])
+        );
+        assert_eq!(check_drop_state(&running, &new, &drop), Ok(()));
+    }
+
+    #[test]
+    fn drop_state_of_a_step_that_does_not_run_or_is_kept_is_refused_naming_it() {
+        let running = app(&[
+            ("count", StepKind::Stateful),
+            ("split", StepKind::Stateless),
+        ]);
+        let new = app(&[("count", StepKind::Stateful)]);
+        let err = check_drop_state(&running, &new, &["split".into(), "count".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--drop-state 'split': the running application 'word_count' has no stateful step \
+             of that name (its stateful steps: 'count')"
+        );
+        let err = check_drop_state(&running, &new, &["count".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--drop-state 'count': the new version keeps that stateful step"),
+            "{err}"
         );
     }
 }

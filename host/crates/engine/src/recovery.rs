@@ -40,6 +40,8 @@ pub(crate) struct Recovery {
     /// The log holds a commit above `upto` that was not voided: this node rolls back past
     /// it, and must log a [`Record::Rollback`] before it commits anything again.
     pub(crate) rolls_back: bool,
+    /// State dropped as asked (see [`StatefulSteps::dropping`]): keys per step name.
+    pub(crate) dropped: BTreeMap<String, usize>,
 }
 
 impl Recovery {
@@ -47,7 +49,8 @@ impl Recovery {
     /// rolls every node back to the last checkpoint all of them committed.
     ///
     /// State goes to the stateful step of `steps` its record names; state of a step `steps`
-    /// lacks is refused, and a stateful step the log does not name starts empty.
+    /// lacks is refused (or dropped, if `steps` drops it), and a stateful step the log does
+    /// not name starts empty.
     pub(crate) fn from_log(
         records: Vec<(Lsn, Record)>,
         sinks: usize,
@@ -146,7 +149,7 @@ impl Recovery {
             }
         }
         let by_position = attach.by_position;
-        attach.finish()?;
+        recovery.dropped = attach.finish()?;
         if by_position > 0 {
             tracing::warn!(
                 entries = by_position,
@@ -433,6 +436,18 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.to_string().contains("'sum'"), "{err}");
+    }
+
+    #[test]
+    fn state_of_a_step_the_new_version_lacks_is_dropped_when_asked_and_counted() {
+        let v2 = spec(&[("decode", StepKind::Decoder), ("count", StepKind::Stateful)])
+            .dropping(&["sum".into(), "count".into()]);
+        let r = Recovery::from_log(numbered(version_1_log()), 0, None, &v2).unwrap();
+        // "sum" is gone with its key; "count", which this version has, keeps its state.
+        assert_eq!(r.dropped, [("sum".to_string(), 1)].into());
+        let expected: StateMap =
+            [((1, b"a".to_vec()), vec![3]), ((1, b"b".to_vec()), vec![1])].into();
+        assert_eq!(r.state, expected);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub(crate) struct StatefulSteps {
     positions: Vec<u32>,
     /// Per spec position, the step's index in `positions` (None: not stateful).
     slots: Vec<Option<u32>>,
+    /// Steps whose logged state is dropped where this component has no stateful step of
+    /// that name (`--drop-state`), rather than refused.
+    drop: Vec<String>,
 }
 
 impl StatefulSteps {
@@ -41,7 +44,16 @@ impl StatefulSteps {
             all: steps.iter().map(|s| s.name.clone()).collect(),
             positions,
             slots,
+            drop: Vec::new(),
         }
+    }
+
+    /// Drops, rather than refuses, logged state of the steps `names` that this component has
+    /// no stateful step for. State of a step it has is never dropped: the first checkpoint
+    /// after a start writes every key, so state of a step the component has may be its own.
+    pub(crate) fn dropping(mut self, names: &[String]) -> StatefulSteps {
+        self.drop = names.to_vec();
+        self
     }
 
     /// The table a state record written by this component carries.
@@ -90,6 +102,8 @@ pub(crate) struct Attach<'a> {
     last: Option<(Vec<String>, Vec<Option<u32>>)>,
     /// Keys of steps this component does not have, by step.
     unknown: BTreeMap<LoggedStep, HashSet<Vec<u8>>>,
+    /// Keys of steps this component does not have whose state it drops, by step name.
+    dropped: BTreeMap<String, HashSet<Vec<u8>>>,
     /// Entries placed by position (a log of format 1 or 2).
     pub(crate) by_position: usize,
 }
@@ -100,6 +114,7 @@ impl<'a> Attach<'a> {
             steps,
             last: None,
             unknown: BTreeMap::new(),
+            dropped: BTreeMap::new(),
             by_position: 0,
         }
     }
@@ -148,14 +163,26 @@ impl<'a> Attach<'a> {
     }
 
     fn note(&mut self, step: LoggedStep, key: &[u8]) {
+        if let LoggedStep::Named { name, .. } = &step
+            && self.steps.drop.contains(name)
+        {
+            let keys = self.dropped.entry(name.clone()).or_default();
+            keys.insert(key.to_vec());
+            return;
+        }
         self.unknown.entry(step).or_default().insert(key.to_vec());
     }
 
     /// Refuses state of steps this component lacks: attached elsewhere it would be wrong, and
-    /// dropped it would be lost without a word.
-    pub(crate) fn finish(self) -> Result<(), UnknownStateSteps> {
+    /// dropped it would be lost without a word. Returns, for the steps whose state was
+    /// dropped as asked, how many keys' state each lost.
+    pub(crate) fn finish(self) -> Result<BTreeMap<String, usize>, UnknownStateSteps> {
         if self.unknown.is_empty() {
-            return Ok(());
+            return Ok(self
+                .dropped
+                .into_iter()
+                .map(|(name, keys)| (name, keys.len()))
+                .collect());
         }
         let steps = self
             .unknown
@@ -234,8 +261,8 @@ impl fmt::Display for UnknownStateSteps {
         write!(
             f,
             ", and this version of the application has no such stateful step (state is never \
-             given to another step): run the version that wrote it, or start on a new data \
-             directory"
+             given to another step): run the version that wrote it, start on a new data \
+             directory, or drop that state with `--drop-state STEP`"
         )
     }
 }

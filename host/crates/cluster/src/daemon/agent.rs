@@ -259,9 +259,12 @@ async fn obey(
             tracing::info!("deployment {} stopped", assignment.manifest.deployment);
             Msg::Stopped(totals)
         }
-        Msg::Ready { component } => {
+        Msg::Ready {
+            component,
+            drop_state,
+        } => {
             let ready = match run.as_ref() {
-                Some(app) => app.ready(ctx, assignment, &component).await,
+                Some(app) => app.ready(ctx, assignment, &component, &drop_state).await,
                 // A node a change adds: nothing runs here yet, so there is no state to check.
                 None => crate::app::compile(ctx, &assignment.manifest, &component).await,
             };

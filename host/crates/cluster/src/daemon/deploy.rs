@@ -30,6 +30,17 @@ pub(super) async fn deploy(
             }
         };
     }
+    if !manifest.drop_state.is_empty() {
+        return Err(Refusal::new(
+            RefusalKind::Invalid,
+            format!(
+                "--drop-state {}: the cluster runs no application whose state it could drop; \
+                 deploy without --drop-state",
+                manifest.drop_state.join(", ")
+            ),
+        )
+        .into());
+    }
     manifest.table =
         crate::manifest::assign_key_groups(manifest.settings.key_groups, manifest.nodes.len());
     for (i, addr) in manifest.nodes.iter().enumerate() {
@@ -105,6 +116,7 @@ pub(crate) fn reconcile(
     let mut next = crate::manifest::Manifest {
         component: asked.component.clone(),
         settings: asked.settings.clone(),
+        drop_state: Vec::new(),
         ..running.clone()
     };
     let members: Vec<&String> = running.members().map(|(_, a)| a).collect();
@@ -120,7 +132,11 @@ pub(crate) fn reconcile(
     }
     let kept: Vec<u16> = next.members().map(|(i, _)| i as u16).collect();
     next.table = crate::manifest::rebalance(&running.table, &kept);
-    Ok((next != *running).then_some(next))
+    if next == *running {
+        return Ok(None);
+    }
+    next.drop_state = asked.drop_state.clone();
+    Ok(Some(next))
 }
 
 /// The command-line names of the settings that differ.

@@ -100,6 +100,10 @@ pub struct NodeConfig {
     /// from the bad record on; [`Recovered::discarded`] says what was dropped. Off, such a log
     /// makes [`Node::start`] fail and stays as it is.
     pub discard_corrupt_log: bool,
+    /// Stateful steps whose state in the log is dropped if this application has no stateful
+    /// step of that name (a new version without them, `--drop-state`); [`Recovered::dropped`]
+    /// says what was dropped. Other state of steps the application lacks is refused.
+    pub drop_state: Vec<String>,
 }
 
 impl NodeConfig {
@@ -117,6 +121,7 @@ impl NodeConfig {
             held_output_limit: 64 << 20,
             placement: None,
             discard_corrupt_log: false,
+            drop_state: Vec::new(),
         }
     }
 }
@@ -215,6 +220,8 @@ pub struct Recovered {
     pub took: Duration,
     /// What a corrupt log lost when `discard_corrupt_log` let the node start anyway.
     pub discarded: Option<wallaroo_wal::Corruption>,
+    /// State dropped as [`NodeConfig::drop_state`] asked: keys per stateful step.
+    pub dropped: Vec<(String, usize)>,
 }
 
 impl std::fmt::Display for Recovered {
@@ -307,7 +314,7 @@ impl Node {
                     .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
                 discarded = found.discarded;
                 let upto = config.placement.as_ref().map(|p| p.recover_to);
-                let steps = StatefulSteps::of(&spec.steps);
+                let steps = StatefulSteps::of(&spec.steps).dropping(&config.drop_state);
                 let recovery = Recovery::from_log(found.records, spec.sinks.len(), upto, &steps)
                     .with_context(|| format!("recovering from the log in {}", dir.display()))?;
                 if let (Some(to), true) = (upto, recovery.rolls_back) {
@@ -377,6 +384,7 @@ impl Node {
             rereleased_epochs: recovery.unreleased.len(),
             took: Duration::ZERO,
             discarded,
+            dropped: recovery.dropped.clone().into_iter().collect(),
         };
         let mut states: Vec<StateMap> = vec![HashMap::new(); config.workers];
         let mut elsewhere = 0;
