@@ -396,6 +396,11 @@ pub struct World {
     swap_asked: Option<u64>,
     swap_ready: bool,
     next_version: u64,
+    /// The owner of each key, by version: a change that moves keys gives its version another
+    /// table (version 0: key modulo members).
+    tables: BTreeMap<u64, Vec<usize>>,
+    /// How often a change moves keys rather than only swapping the component.
+    move_chance: f64,
     failed_versions: BTreeSet<u64>,
     refuse_ready: f64,
     swap_gap: (u64, u64),
@@ -493,6 +498,7 @@ impl World {
         let refuse_ready = shape.range(0, 10) as f64 / 100.0;
         let swap_gap = shape.range(200, 3000);
         let swap_gap = (swap_gap / 4, swap_gap * 2);
+        let move_chance = shape.range(0, 70) as f64 / 100.0;
         let mut w = World {
             rng,
             faults_rng,
@@ -543,6 +549,8 @@ impl World {
             swap_asked: None,
             swap_ready: false,
             next_version: 1,
+            tables: BTreeMap::from([(0, (0..keys as usize).map(|k| k % members).collect())]),
+            move_chance,
             failed_versions: BTreeSet::new(),
             refuse_ready,
             swap_gap,
@@ -558,12 +566,13 @@ impl World {
         w.note(format!(
             "seed {seed}: {members} members x {workers} workers, {keys} keys, {nclients} clients, \
              checkpoint every {interval} ms, faults for {} s, weights {:?}, a swap every \
-             {}-{} ms, Ready refused {:.0}%",
+             {}-{} ms, Ready refused {:.0}%, keys move in {:.0}% of changes",
             secs(fault_time),
             w.fault_weights,
             w.swap_gap.0,
             w.swap_gap.1,
-            w.refuse_ready * 100.0
+            w.refuse_ready * 100.0,
+            w.move_chance * 100.0
         ));
         let (coord, actions) =
             Coordinator::new(w.config.clone(), Record::default(), true, Time::ZERO);
@@ -952,6 +961,11 @@ impl World {
                         {
                             self.aim_fault()
                         }
+                        // A change that moves keys: its drain and its hand-over.
+                        Command::Move { .. } if member == 0 => self.aim_fault(),
+                        Command::StopSources if member == 0 && self.swap_asked.is_some() => {
+                            self.aim_fault()
+                        }
                         _ => {}
                     }
                     let Some(host) = &mut self.coord else { return };
@@ -1148,7 +1162,10 @@ impl World {
                 return;
             }
             wal::counted_before(wal, cut, &mut expected);
-            actual.extend(wal::restore(wal, n).state);
+        }
+        // Checkpoint n was taken by the version the durable record held when it committed.
+        for m in 0..self.members.len() {
+            actual.extend(self.owned_state(m, n, self.durable.version));
         }
         actual.retain(|_, v| *v > 0);
         if expected != actual {
@@ -1376,14 +1393,72 @@ impl World {
                         };
                         self.reply(m, conn, reply);
                     }
-                    // The model's changes keep every member and every key's owner.
-                    Command::Start { .. }
-                    | Command::Shutdown
-                    | Command::Move { .. }
-                    | Command::Leave => unreachable!(),
+                    Command::Move {
+                        checkpoint,
+                        version,
+                    } => {
+                        let reply = self.hand_over(m, checkpoint, version);
+                        self.reply(m, conn, reply);
+                    }
+                    // The model's changes keep every member.
+                    Command::Start { .. } | Command::Shutdown | Command::Leave => unreachable!(),
                 }
             }
         }
+    }
+
+    /// Move: member `m`, drained at committed checkpoint `checkpoint`, hands the state of
+    /// the keys version `version` gives to other members to them; each logs it durably (as
+    /// `wallaroo node` does on a `Handoff`) before `m` answers.
+    fn hand_over(&mut self, m: usize, checkpoint: u64, version: u64) -> Reply {
+        let Some(app) = &self.members[m].app else {
+            return Reply::Refused("the application is not running here".into());
+        };
+        if app.participant.last_committed() != checkpoint {
+            return Reply::Refused(format!(
+                "asked to hand over at checkpoint {checkpoint}, but the last committed here is {}",
+                app.participant.last_committed()
+            ));
+        }
+        let (old, new) = (self.table(app.version), self.table(version));
+        let mut by_owner: BTreeMap<usize, Vec<(Key, u64)>> = BTreeMap::new();
+        for w in &app.workers {
+            for (&k, &v) in &w.state {
+                let (from, to) = (old[k as usize], new[k as usize]);
+                if from == m && to != m {
+                    by_owner.entry(to).or_default().push((k, v));
+                }
+            }
+        }
+        // Drained at the checkpoint: what the workers hold is what the log holds for it.
+        let logged = wal::restore(&self.members[m].wal, checkpoint).state;
+        for (k, v) in by_owner.values().flatten() {
+            if logged.get(k).copied().unwrap_or(0) != *v {
+                self.violate(format!(
+                    "member {m} hands key {k} over with count {v} at checkpoint {checkpoint}, \
+                     but its log holds {:?} there: the cluster was not drained",
+                    logged.get(k)
+                ));
+            }
+        }
+        let moved: usize = by_owner.values().map(Vec::len).sum();
+        for (to, entries) in by_owner {
+            if !self.members[to].up || !self.reachable(m, to) {
+                return Reply::Refused(format!("member {to} cannot be reached"));
+            }
+            let wal = &mut self.members[to].wal;
+            let record = Rec::State {
+                checkpoint,
+                entries,
+            };
+            if wal.append(record).is_none_or(|lsn| !wal.sync_to(lsn)) {
+                return Reply::Refused(format!("member {to}'s log failed"));
+            }
+        }
+        self.note(format!(
+            "member {m} hands {moved} keys over at checkpoint {checkpoint} for version {version}"
+        ));
+        Reply::Ok
     }
 
     /// Answers a pending Align once settled, or at its deadline whatever the state.
@@ -1440,8 +1515,11 @@ impl World {
         let w = self.workers;
         let mut workers: Vec<Worker> = (0..w).map(|_| Worker::default()).collect();
         for (k, v) in &restored.state {
-            let (_, ow) = self.owner(*k);
-            workers[ow].state.insert(*k, *v);
+            // Keys the log holds that another member owns now (handed over) stay there.
+            let (om, ow) = self.owner(version, *k);
+            if om == m {
+                workers[ow].state.insert(*k, *v);
+            }
         }
         for (stream, _, keys) in &restored.replay {
             workers[*stream as usize % w]
@@ -1491,10 +1569,24 @@ impl World {
         Reply::Started { next_checkpoint }
     }
 
-    fn owner(&self, key: Key) -> (usize, usize) {
-        let n = self.members.len();
+    /// The key table of version `version` (every version asked has one).
+    fn table(&self, version: u64) -> &[usize] {
+        &self.tables[&version]
+    }
+
+    /// Which member and worker own `key` in version `version`.
+    fn owner(&self, version: u64, key: Key) -> (usize, usize) {
         let k = key as usize;
-        (k % n, (k / n) % self.workers)
+        let member = self.table(version)[k];
+        (member, (k / self.members.len()) % self.workers)
+    }
+
+    /// The state member `m` restores at checkpoint `upto`: of the keys it owns in `version`.
+    fn owned_state(&self, m: usize, upto: u64, version: u64) -> BTreeMap<Key, u64> {
+        let table = self.table(version);
+        let mut state = wal::restore(&self.members[m].wal, upto).state;
+        state.retain(|k, _| table[*k as usize] == m);
+        state
     }
 
     // ---- members: the participant --------------------------------------------------------
@@ -1774,9 +1866,10 @@ impl World {
     fn process(&mut self, m: usize, w: usize, item: Item) {
         match item {
             Item::Source { keys } => {
+                let version = self.members[m].app.as_ref().map_or(0, |a| a.version);
                 let mut routes: BTreeMap<(usize, usize), Vec<Key>> = BTreeMap::new();
                 for k in keys {
-                    routes.entry(self.owner(k)).or_default().push(k);
+                    routes.entry(self.owner(version, k)).or_default().push(k);
                 }
                 for ((om, ow), keys) in routes {
                     if (om, ow) == (m, w) {
@@ -2137,9 +2230,25 @@ impl World {
         self.swap_asked = Some(version);
         self.swap_ready = false;
         *self.swaps.entry("asked").or_default() += 1;
-        self.note(format!("SWAP to version {version} asked"));
-        let change =
+        let mut change =
             coordinator::Change::swap(version, self.members.len(), self.config.checkpoint_interval);
+        let n = self.members.len();
+        let mut table = self.table(self.durable.version).to_vec();
+        if n > 1 && self.swaps_rng.chance(self.move_chance) {
+            // Another owner for some keys: the state of each goes with it.
+            for owner in table.iter_mut() {
+                if self.swaps_rng.chance(0.4) {
+                    *owner = self.swaps_rng.below(n);
+                }
+            }
+            change.moves = true;
+            *self.swaps.entry("moves").or_default() += 1;
+        }
+        self.tables.insert(version, table);
+        self.note(format!(
+            "SWAP to version {version} asked{}",
+            if change.moves { ", keys move" } else { "" }
+        ));
         self.coord_event(coordinator::Event::Change(change), None);
     }
 
@@ -2195,6 +2304,8 @@ impl World {
         let state = self.coord.as_ref()?.coord.state();
         Some(match state {
             "changing: ready" => "ready",
+            "changing: stop sources" | "changing: drain" => "drain",
+            "changing: move" => "move",
             "changing: record" => "record",
             s if s.starts_with("checkpoint") && self.swap_ready => "checkpoint",
             s if s.starts_with("checkpoint") => "waiting",
@@ -2434,7 +2545,7 @@ impl World {
         let mut state = BTreeMap::new();
         for m in 0..self.members.len() {
             wal::counted_before(&self.members[m].wal, Lsn::MAX, &mut logged);
-            state.extend(wal::restore(&self.members[m].wal, self.durable.committed).state);
+            state.extend(self.owned_state(m, self.durable.committed, self.durable.version));
         }
         state.retain(|_, v| *v > 0);
         if logged != totals {
