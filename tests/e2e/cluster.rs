@@ -912,7 +912,8 @@ fn a_hot_swap_with_drop_state_lets_a_version_without_the_stateful_step_in_and_st
             "--drop-state 'count words': the running application 'Word Count Application' has \
              no stateful step of that name (its stateful steps: 'count word')"
         ),
-        "{err}"
+        "{err}\n{}",
+        cluster.logs()
     );
 
     let mut extra = EXACTLY_ONCE.to_vec();

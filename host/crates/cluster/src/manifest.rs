@@ -31,12 +31,12 @@ pub struct Manifest {
     pub table: Vec<u16>,
     pub settings: Settings,
     /// Nodes a change removed (a shrink): they keep their number, own no key group and take
-    /// no part.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// no part. (Never skipped when empty: the wire encoding is positional.)
+    #[serde(default)]
     pub retired: Vec<u16>,
     /// `--drop-state`: stateful steps of the running application a new version may lack,
     /// their state dropped. Only a change of a running application reads it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub drop_state: Vec<String>,
 }
 
@@ -223,7 +223,7 @@ pub struct ClusterRecord {
     pub component: Option<String>,
     /// The deployment as the running version has it, once a change made it differ from the
     /// one deployed (other nodes, table or options).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub manifest: Option<Manifest>,
 }
 

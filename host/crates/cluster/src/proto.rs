@@ -424,6 +424,40 @@ mod tests {
     }
 
     #[test]
+    fn a_deployment_crosses_the_wire_whichever_of_its_lists_are_empty() {
+        // The encoding is positional: a field left out when empty would shift the next.
+        let base = Manifest {
+            deployment: "d".into(),
+            component: "c".into(),
+            args: vec!["--in".into()],
+            nodes: vec!["a:1".into(), "b:1".into()],
+            table: vec![0, 1],
+            settings: crate::Settings::default(),
+            retired: Vec::new(),
+            drop_state: Vec::new(),
+        };
+        let variants = [
+            base.clone(),
+            Manifest {
+                drop_state: vec!["count".into()],
+                ..base.clone()
+            },
+            Manifest {
+                retired: vec![1],
+                ..base.clone()
+            },
+        ];
+        for manifest in variants {
+            match round_trip(&Msg::Deploy {
+                manifest: manifest.clone(),
+            }) {
+                Msg::Deploy { manifest: back } => assert_eq!(back, manifest),
+                other => panic!("{}", other.name()),
+            }
+        }
+    }
+
+    #[test]
     fn a_refusal_crosses_the_wire_with_its_kind_hint_and_text() {
         let refusals = [
             Refusal::new(RefusalKind::NotFound, "no application is deployed"),
