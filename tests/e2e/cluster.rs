@@ -1067,85 +1067,225 @@ fn a_node_killed_during_a_hot_swap_leaves_one_version_with_exactly_once_output()
     }
 }
 
+/// Word count deployed with exactly-once output on the first three of four nodes, the fourth
+/// started and holding nothing; the hosts file names what the next deploy asks for.
+struct OnThreeOfFour {
+    cluster: Cluster,
+    wasm: PathBuf,
+    a: PathBuf,
+    b: PathBuf,
+    totals: std::collections::BTreeMap<String, u64>,
+    receiver: Receiver,
+    deployed: String,
+}
+
+impl OnThreeOfFour {
+    fn deploy(what: &str) -> OnThreeOfFour {
+        let cluster = Cluster::new(4);
+        let mut rng = seeded(what);
+        let a = cluster.dir.path().join("a.txt");
+        let b = cluster.dir.path().join("b.txt");
+        let mut totals = random_words(&a, 3000, 8, &mut rng);
+        for (w, n) in random_words(&b, 1500, 8, &mut rng) {
+            *totals.entry(w).or_insert(0) += n;
+        }
+        let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+        let wasm = build_app(WORD_COUNT);
+        let mut setup = OnThreeOfFour {
+            cluster,
+            wasm,
+            a,
+            b,
+            totals,
+            receiver,
+            deployed: String::new(),
+        };
+        setup.hosts(&[0, 1, 2]);
+        setup.deployed = setup.deploy_output();
+        setup
+    }
+
+    /// The hosts file names nodes `nodes`.
+    fn hosts(&self, nodes: &[usize]) {
+        let lines: Vec<&str> = nodes
+            .iter()
+            .map(|&i| self.cluster.addrs[i].as_str())
+            .collect();
+        std::fs::write(&self.cluster.hosts_file, lines.join("\n") + "\n").unwrap();
+    }
+
+    fn deploy_output(&self) -> String {
+        let receiver = &self.receiver.addr;
+        self.cluster
+            .deploy_output(&self.wasm, receiver, EXACTLY_ONCE)
+    }
+
+    /// Where node `i`'s source listens, from the first deploy's output ("source node 0:
+    /// Split and Count 10.200.1.2:1024").
+    fn source(&self, i: usize) -> String {
+        let prefix = format!("source node {i}: ");
+        let line = self.deployed.lines().find(|l| l.starts_with(&prefix));
+        line.unwrap_or_else(|| panic!("{}", self.deployed))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Each running node's key groups, in order.
+    fn key_groups(&self) -> Vec<u64> {
+        let status = status_json(&self.cluster);
+        let nodes = status["nodes"].as_array().unwrap();
+        nodes
+            .iter()
+            .map(|n| n["key_groups"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// Stops the application: every word's counts ran 1..n, nothing lost or repeated.
+    fn stop_and_check(&self) {
+        let stop = self.cluster.command(&["stop"]);
+        assert!(
+            stop.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&stop.stderr),
+            self.cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let text = self.receiver.text();
+        assert_eq!(
+            running_counts(&text),
+            self.totals,
+            "{}",
+            self.cluster.logs()
+        );
+        assert_eq!(
+            text.lines().count() as u64,
+            self.totals.values().sum::<u64>()
+        );
+    }
+}
+
 /// Word count deployed on three of four nodes, with acknowledged input streaming throughout:
 /// a deploy naming all four grows the cluster (the fourth takes a quarter of the key groups,
 /// with their state), then one naming two shrinks it (the other two hand theirs over and stop,
 /// saying so). Every word's counts run 1..n across both, with nothing lost or repeated.
 #[test]
 fn a_grow_and_a_shrink_move_key_groups_with_their_state_and_every_count_stays_exactly_once() {
-    let cluster = Cluster::new(4);
-    let hosts = |nodes: &[usize]| {
-        let lines: Vec<&str> = nodes.iter().map(|&i| cluster.addrs[i].as_str()).collect();
-        std::fs::write(&cluster.hosts_file, lines.join("\n") + "\n").unwrap();
-    };
-    hosts(&[0, 1, 2]);
-    let mut rng = seeded("grow and shrink");
-    let a = cluster.dir.path().join("a.txt");
-    let b = cluster.dir.path().join("b.txt");
-    let mut totals = random_words(&a, 3000, 8, &mut rng);
-    for (w, n) in random_words(&b, 1500, 8, &mut rng) {
-        *totals.entry(w).or_insert(0) += n;
-    }
-    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
-    let wasm = build_app(WORD_COUNT);
-    let deployed = cluster.deploy_output(&wasm, &receiver.addr, EXACTLY_ONCE);
-    // "source node 0: Split and Count 10.200.1.2:1024"
-    let source = |i: usize| -> String {
-        let prefix = format!("source node {i}: ");
-        let line = deployed.lines().find(|l| l.starts_with(&prefix));
-        line.unwrap_or_else(|| panic!("{deployed}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let mut first = [slow_ack_sender(&source(0), &a, "1", 3000, 25)];
-    receiver.wait_lines(2000, Duration::from_secs(120));
+    let w = OnThreeOfFour::deploy("grow and shrink");
+    let mut first = [slow_ack_sender(&w.source(0), &w.a, "1", 3000, 25)];
+    w.receiver.wait_lines(2000, Duration::from_secs(120));
 
-    let key_groups = |status: &serde_json::Value| -> Vec<u64> {
-        let nodes = status["nodes"].as_array().unwrap();
-        nodes
-            .iter()
-            .map(|n| n["key_groups"].as_u64().unwrap())
-            .collect()
-    };
-    hosts(&[0, 1, 2, 3]);
-    let grown = cluster.deploy_output(&wasm, &receiver.addr, EXACTLY_ONCE);
-    assert!(
-        grown.contains(&format!("added {}", cluster.addrs[3])),
-        "{grown}"
-    );
-    let status = status_json(&cluster);
-    assert_eq!(key_groups(&status), [256, 256, 256, 256], "{status}");
+    w.hosts(&[0, 1, 2, 3]);
+    let grown = w.deploy_output();
+    let added = format!("added {}", w.cluster.addrs[3]);
+    assert!(grown.contains(&added), "{grown}");
+    assert_eq!(w.key_groups(), [256, 256, 256, 256]);
+    let status = status_json(&w.cluster);
     let changes = status["changes"].as_array().unwrap();
     assert_eq!(changes.last().unwrap()["kind"], "grow", "{status}");
     // Deploying the same again changes nothing.
-    let same = cluster.deploy_output(&wasm, &receiver.addr, EXACTLY_ONCE);
+    let same = w.deploy_output();
     assert!(same.contains("nothing to change"), "{same}");
-    let seen = receiver.text().lines().count();
-    receiver.wait_lines(seen + 1000, Duration::from_secs(120));
+    let seen = w.receiver.text().lines().count();
+    w.receiver.wait_lines(seen + 1000, Duration::from_secs(120));
 
-    hosts(&[0, 1]);
-    let shrunk = cluster.deploy_output(&wasm, &receiver.addr, EXACTLY_ONCE);
+    w.hosts(&[0, 1]);
+    let shrunk = w.deploy_output();
     assert!(shrunk.contains("removed"), "{shrunk}");
-    let status = status_json(&cluster);
-    assert_eq!(key_groups(&status), [512, 512], "{status}");
+    assert_eq!(w.key_groups(), [512, 512]);
     for i in [2, 3] {
-        cluster.nodes[i].wait_line("no longer a member", Duration::from_secs(30));
+        w.cluster.nodes[i].wait_line("no longer a member", Duration::from_secs(30));
     }
     // Node 1's source takes input again after the shrink.
-    let mut second = [ack_sender(&source(1), &b, "2")];
-    Workload::wait(&mut first, &cluster);
-    Workload::wait(&mut second, &cluster);
-    let stop = cluster.command(&["stop"]);
-    assert!(
-        stop.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&stop.stderr),
-        cluster.logs()
+    let mut second = [ack_sender(&w.source(1), &w.b, "2")];
+    Workload::wait(&mut first, &w.cluster);
+    Workload::wait(&mut second, &w.cluster);
+    w.stop_and_check();
+}
+
+/// A node (an old member or the new one) is killed with SIGKILL during a grow from three
+/// nodes to four: when a node hands its key groups over, or at a random moment of the change,
+/// and restarted. The cluster ends with one table: the deploy succeeds and the four nodes
+/// share the key groups, or it fails and the three do as before; either way every word's
+/// counts run 1..n with nothing lost or repeated.
+#[test]
+fn a_node_killed_during_a_grow_leaves_one_table_with_exactly_once_output() {
+    let mut w = OnThreeOfFour::deploy("kill during a grow");
+    let mut rng = seeded("kill during a grow: when");
+    let mut first = [slow_ack_sender(&w.source(0), &w.a, "1", 3000, 20)];
+    w.receiver.wait_lines(1000, Duration::from_secs(120));
+
+    w.hosts(&[0, 1, 2, 3]);
+    let mut deploy = Command::new(wallaroo());
+    deploy.args(["deploy", "--workers", "1"]).args(EXACTLY_ONCE);
+    deploy
+        .arg(&w.wasm)
+        .args(["--in", &format!("127.0.0.1:{APP_SOURCE_PORT}")])
+        .args(["--out", &w.receiver.addr])
+        .arg("--nodes")
+        .arg(&w.cluster.hosts_file)
+        .arg("--certs")
+        .arg(&w.cluster.certs);
+    let (done, deployed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(deploy.output().unwrap()));
+    let victim = [1, 3][rng.random_range(0..2)];
+    if rng.random_bool(0.5) {
+        // As the victim's key groups' state is handed over, or the state moved to it is.
+        let at = match victim {
+            3 => 1,
+            v => v,
+        };
+        w.cluster.nodes[at].wait_line("keys' state over at checkpoint", Duration::from_secs(60));
+        eprintln!("killing node {victim} as node {at} has handed its key groups over");
+    } else {
+        let delay = Duration::from_millis(rng.random_range(0..1500));
+        std::thread::sleep(delay);
+        eprintln!(
+            "killing node {victim} {} ms into the grow",
+            delay.as_millis()
+        );
+    }
+    w.cluster.nodes[victim].signal(libc::SIGKILL);
+    w.cluster.nodes[victim].wait(Duration::from_secs(10));
+    let own = w.cluster.node_certs[victim].clone();
+    w.cluster.nodes[victim] = w.cluster.start_node(victim, &own);
+    let deployed = deployed
+        .recv_timeout(Duration::from_secs(240))
+        .unwrap_or_else(|_| panic!("the deploy still waits after 240 s\n{}", w.cluster.logs()));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&deployed.stdout),
+        String::from_utf8_lossy(&deployed.stderr)
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let text = receiver.text();
-    assert_eq!(running_counts(&text), totals, "{}", cluster.logs());
-    assert_eq!(text.lines().count() as u64, totals.values().sum::<u64>());
+    let grown = deployed.status.success();
+    eprintln!(
+        "the grow {}: {said}",
+        if grown { "happened" } else { "failed" }
+    );
+    if !grown {
+        w.hosts(&[0, 1, 2]);
+    }
+    // Once the cluster runs again, the table is one or the other, never a mix.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let groups = loop {
+        let status = status_json(&w.cluster);
+        let running = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] == "running");
+        if running || std::time::Instant::now() > deadline {
+            break w.key_groups();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    match grown {
+        true => assert_eq!(groups, [256, 256, 256, 256], "{said}"),
+        false => assert_eq!(groups, [342, 341, 341], "{said}"),
+    }
+    let mut second = [ack_sender(&w.source(1), &w.b, "2")];
+    Workload::wait(&mut first, &w.cluster);
+    Workload::wait(&mut second, &w.cluster);
+    w.stop_and_check();
 }
