@@ -279,8 +279,11 @@ impl Node {
         }
         let spec = spec.expect("at least one worker");
         validate(&spec)?;
+        let instantiated = started.elapsed();
 
         let mut discarded = None;
+        let mut log_records = 0;
+        let mut log_read = Duration::ZERO;
         let (log, recovery) = match config.resilience {
             Resilience::None => (None, Recovery::default()),
             _ => {
@@ -292,6 +295,8 @@ impl Node {
                 let (mut wal, found) = Wal::open(&dir, options)
                     .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
                 discarded = found.discarded;
+                log_records = found.records.len();
+                log_read = started.elapsed();
                 let upto = config.placement.as_ref().map(|p| p.recover_to);
                 let steps = StatefulSteps::of(&spec.steps);
                 let recovery = Recovery::from_log(found.records, spec.sinks.len(), upto, &steps)
@@ -364,6 +369,7 @@ impl Node {
             took: Duration::ZERO,
             discarded,
         };
+        let recovered_at = started.elapsed();
         let mut states: Vec<StateMap> = vec![HashMap::new(); config.workers];
         for ((step, key), value) in recovery.state {
             match owners[config.key_groups.of(&key).0 as usize] {
@@ -397,6 +403,17 @@ impl Node {
                     .context("spawning a worker thread")?,
             );
         }
+        // Where a start's time goes (the pause of a hot swap is mostly this).
+        tracing::debug!(
+            "node start: {} instances in {} ms, log of {log_records} records read by {} ms, \
+             state of {} keys found by {} ms, restored into the workers by {} ms",
+            config.workers,
+            instantiated.as_millis(),
+            log_read.as_millis(),
+            recovered.keys,
+            recovered_at.as_millis(),
+            started.elapsed().as_millis()
+        );
         // Logged input after the checkpoint runs again before anything new, each stream on
         // one worker so its order is kept.
         for replay in recovery.replay {
