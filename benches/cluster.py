@@ -28,6 +28,7 @@ from pathlib import Path
 from bench import ROOT, Node, W, free_port, machine, make_input, measure, reap
 
 MARKER = "<!-- cluster.py -->"
+SWAP_MARKER = "<!-- swap.py -->"
 NODES = 3
 
 
@@ -194,7 +195,12 @@ def write(args, rows, load_before):
     lines.append("")
     path = ROOT / "benches/RESULTS.md"
     text = path.read_text() if path.exists() else ""
+    # benches/swap.py writes its section after this one, from its own marker line: kept.
+    later = text.split(MARKER)[1] if MARKER in text else ""
+    kept = later[later.index(SWAP_MARKER) :] if SWAP_MARKER in later else ""
     text = text.split(MARKER)[0].rstrip("\n") + "\n\n" + "\n".join(lines)
+    if kept:
+        text += "\n" + kept
     path.write_text(text)
     print("wrote the cluster section of benches/RESULTS.md")
 

@@ -300,8 +300,11 @@ impl Node {
         }
         let spec = spec.expect("at least one worker");
         validate(&spec)?;
+        let instantiated = started.elapsed();
 
         let mut discarded = None;
+        let mut log_records = 0;
+        let mut log_read = Duration::ZERO;
         let (log, recovery) = match config.resilience {
             Resilience::None => (None, Recovery::default()),
             _ => {
@@ -313,6 +316,8 @@ impl Node {
                 let (mut wal, found) = Wal::open(&dir, options)
                     .with_context(|| format!("opening the write-ahead log in {}", dir.display()))?;
                 discarded = found.discarded;
+                log_records = found.records.len();
+                log_read = started.elapsed();
                 let upto = config.placement.as_ref().map(|p| p.recover_to);
                 let steps = StatefulSteps::of(&spec.steps).dropping(&config.drop_state);
                 let recovery = Recovery::from_log(found.records, spec.sinks.len(), upto, &steps)
@@ -386,6 +391,7 @@ impl Node {
             discarded,
             dropped: recovery.dropped.clone().into_iter().collect(),
         };
+        let recovered_at = started.elapsed();
         let mut states: Vec<StateMap> = vec![HashMap::new(); config.workers];
         let mut elsewhere = 0;
         for ((step, key), value) in recovery.state {
@@ -427,6 +433,17 @@ impl Node {
                     .context("spawning a worker thread")?,
             );
         }
+        // Where a start's time goes (the pause of a hot swap is mostly this).
+        tracing::debug!(
+            "node start: {} instances in {} ms, log of {log_records} records read by {} ms, \
+             state of {} keys found by {} ms, restored into the workers by {} ms",
+            config.workers,
+            instantiated.as_millis(),
+            log_read.as_millis(),
+            recovered.keys,
+            recovered_at.as_millis(),
+            started.elapsed().as_millis()
+        );
         // Logged input after the checkpoint runs again before anything new, each stream on
         // one worker so its order is kept.
         for replay in recovery.replay {
