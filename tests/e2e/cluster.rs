@@ -1289,3 +1289,35 @@ fn a_node_killed_during_a_grow_leaves_one_table_with_exactly_once_output() {
     Workload::wait(&mut second, &w.cluster);
     w.stop_and_check();
 }
+
+/// A new version that passes the check before the switch (it restores a sample of the state)
+/// but cannot restore the rest once it is recorded: the cluster goes back to the version it
+/// ran, as the next version, from the same checkpoint; the deploy fails saying which node and
+/// why; every word's counts run 1..n in the old format with nothing lost or repeated.
+#[test]
+fn a_version_that_cannot_start_once_recorded_is_changed_back_from_with_nothing_lost() {
+    let cluster = Cluster::new(3);
+    let mut rng = seeded("change back");
+    let w = Workload::deploy(&cluster, 3000, &mut rng);
+    let mut senders = [
+        slow_ack_sender(&w.sources[1], &w.a, "1", 3000, 15),
+        slow_ack_sender(&w.sources[2], &w.b, "2", 3000, 15),
+    ];
+    w.receiver.wait_lines(1500, Duration::from_secs(120));
+    let v1 = status_json(&cluster)["component"].clone();
+
+    let broken = build_app(WORD_COUNT_BREAKS_ON_START);
+    let out = cluster.deploy_command(&broken, &w.receiver.addr, EXACTLY_ONCE);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("cannot start version 1"), "{err}");
+    assert!(err.contains("cannot restore more than 20 keys"), "{err}");
+    assert!(err.contains("went back to what ran before it"), "{err}");
+    let status = status_json(&cluster);
+    assert_eq!(status["component"], v1, "{status}");
+    for node in status["nodes"].as_array().unwrap() {
+        assert_eq!(node["component"], v1, "{status}");
+    }
+    Workload::wait(&mut senders, &cluster);
+    w.check(cluster.command(&["stop"]), &cluster);
+}

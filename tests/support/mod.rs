@@ -542,6 +542,8 @@ pub fn ack_sender(source: &str, input: &Path, stream_id: &str) -> Proc {
 /// (`WORD := COUNT`), and one whose stateful step has another name.
 pub const WORD_COUNT_SWAP: &str = "tests/apps/word_count_swap/word_count.py";
 pub const WORD_COUNT_RENAMED: &str = "tests/apps/word_count_renamed/word_count.py";
+/// A version of word count that restores a sample of its state and fails on the rest.
+pub const WORD_COUNT_BREAKS_ON_START: &str = "tests/apps/word_count_breaks_on_start/word_count.py";
 
 /// `wallaroo send --ack` of `input` to `source`, spread over about `secs` seconds.
 pub fn slow_ack_sender(

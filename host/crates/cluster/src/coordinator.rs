@@ -362,6 +362,10 @@ impl Driver {
                         }
                     }
                     Err(why) => {
+                        if self.core.record().version == version {
+                            // A change back to what ran before (see `ChangingBack`): it runs.
+                            self.current = asked;
+                        }
                         // Slots of new nodes the failed change added are gone.
                         self.forget_slots_above(self.core.members());
                         change.failed = true;
@@ -377,6 +381,20 @@ impl Driver {
                 };
                 self.changed(change);
                 let _ = reply.send(answer);
+                None
+            }
+            Action::ChangingBack { version, from, .. } => {
+                let (v, asked, reply, started) = self.swap.take()?;
+                if v != from {
+                    self.swap = Some((v, asked, reply, started));
+                    return None;
+                }
+                // What ran before, with the nodes the failed change added kept, removed.
+                let mut back = self.current.clone();
+                back.nodes = asked.nodes.clone();
+                back.retired
+                    .extend((self.current.nodes.len()..asked.nodes.len()).map(|i| i as u16));
+                self.swap = Some((version, back, reply, started));
                 None
             }
             Action::Running {

@@ -201,6 +201,7 @@ impl Local {
             Action::Accept { .. }
             | Action::Refuse { .. }
             | Action::Running { .. }
+            | Action::ChangingBack { .. }
             | Action::Swapped(_) => None,
         }
     }

@@ -399,6 +399,11 @@ pub struct World {
     /// The owner of each key, by version: a change that moves keys gives its version another
     /// table (version 0: key modulo members).
     tables: BTreeMap<u64, Vec<usize>>,
+    /// Versions that cannot start on a member (as code that traps on restoring the state),
+    /// how often a version is so, and the changes back from them (version -> the one back).
+    broken: BTreeMap<u64, usize>,
+    broken_chance: f64,
+    changed_back: BTreeMap<u64, u64>,
     /// How often a change moves keys rather than only swapping the component.
     move_chance: f64,
     failed_versions: BTreeSet<u64>,
@@ -499,6 +504,7 @@ impl World {
         let swap_gap = shape.range(200, 3000);
         let swap_gap = (swap_gap / 4, swap_gap * 2);
         let move_chance = shape.range(0, 70) as f64 / 100.0;
+        let broken_chance = shape.range(0, 15) as f64 / 100.0;
         let mut w = World {
             rng,
             faults_rng,
@@ -549,6 +555,9 @@ impl World {
             swap_asked: None,
             swap_ready: false,
             next_version: 1,
+            broken: BTreeMap::new(),
+            broken_chance,
+            changed_back: BTreeMap::new(),
             tables: BTreeMap::from([(0, (0..keys as usize).map(|k| k % members).collect())]),
             move_chance,
             failed_versions: BTreeSet::new(),
@@ -1011,6 +1020,20 @@ impl World {
                     }
                 }
                 A::Swapped(answer) => self.swapped(answer),
+                A::ChangingBack {
+                    version,
+                    from,
+                    like,
+                } => {
+                    self.note(format!(
+                        "coord changes back from version {from} as version {version}, like \
+                         version {like}"
+                    ));
+                    let table = self.table(like).to_vec();
+                    self.tables.insert(version, table);
+                    self.changed_back.insert(from, version);
+                    self.next_version = self.next_version.max(version + 1);
+                }
                 A::Note { warn, text } => self.note(format!(
                     "coord {}: {text}",
                     if warn { "warns" } else { "notes" }
@@ -1496,6 +1519,13 @@ impl World {
             ));
         }
         self.max_started = self.max_started.max(generation);
+        // A version that cannot start here, while the change to it is answered by the
+        // coordinator that asked it (a restarted one retries it: see the README).
+        if self.broken.get(&version) == Some(&m) && self.swap_asked == Some(version) {
+            return Reply::Refused(format!(
+                "version {version} traps restoring key 0 (simulated)"
+            ));
+        }
         let member = &mut self.members[m];
         if let Some(torn) = member.wal.reopen(&mut self.rng) {
             self.note(format!("member {m} reopens its failed log: {torn:?}"));
@@ -2245,6 +2275,11 @@ impl World {
             *self.swaps.entry("moves").or_default() += 1;
         }
         self.tables.insert(version, table);
+        if self.swaps_rng.chance(self.broken_chance) {
+            // Its code cannot restore the state on one member: found only at the start.
+            let m = self.swaps_rng.below(n);
+            self.broken.insert(version, m);
+        }
         self.note(format!(
             "SWAP to version {version} asked{}",
             if change.moves { ", keys move" } else { "" }
@@ -2265,6 +2300,18 @@ impl World {
                     self.violate(format!(
                         "the swap to version {version} answered Ok({v}), but the durable record \
                          holds version {}",
+                        self.durable.version
+                    ));
+                }
+            }
+            Err(_) if self.changed_back.contains_key(&version) => {
+                // Recorded, could not start, and the cluster went back: to a later version.
+                *self.swaps.entry("changed back").or_default() += 1;
+                let back = self.changed_back[&version];
+                if self.durable.version < back {
+                    self.violate(format!(
+                        "the change to version {version} was answered as changed back to \
+                         version {back}, but the durable record holds version {}",
                         self.durable.version
                     ));
                 }

@@ -253,9 +253,17 @@ pub enum Action {
     DeployFailed(String),
     /// Answer every stop asked so far: Ok once the application stopped everywhere.
     AnswerStops(Result<(), String>),
-    /// The answer to [`Event::Swap`]: Ok(version) once the new version runs everywhere; Err
-    /// if the cluster still runs the version before.
+    /// The answer to [`Event::Change`]: Ok(version) once the new version runs everywhere;
+    /// Err if the cluster runs the version before (or a change back to it, see
+    /// [`Action::ChangingBack`]).
     Swapped(Result<u64, String>),
+    /// The version a change recorded cannot start: the cluster changes back to what version
+    /// `like` ran (its component, members and options), recorded as version `version`.
+    ChangingBack {
+        version: u64,
+        from: u64,
+        like: u64,
+    },
     /// A line for the operator.
     Note {
         warn: bool,

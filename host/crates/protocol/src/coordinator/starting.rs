@@ -31,6 +31,7 @@ impl Coordinator {
                 Reply::Refused(why) if self.first_deploy => {
                     return self.abandon(now, why, actions);
                 }
+                Reply::Refused(why) if self.change_back(member, &why, actions) => return,
                 Reply::Refused(why) => {
                     actions.push(Action::Note {
                         warn: true,

@@ -416,3 +416,81 @@ fn a_swap_asked_while_a_stop_is_under_way_is_refused() {
     }
     assert!(asked > 5);
 }
+
+#[test]
+fn a_recorded_version_that_cannot_start_is_changed_back_from_and_the_deploy_told_why() {
+    let (mut cluster, _) = swapping();
+    cluster.drive_to("changing: record");
+    let actions = cluster.handle(Event::Recorded(Ok(())));
+    assert_eq!(starts(&actions), vec![start_v(2, 1, 1); 3]);
+    // Node 1's instance of version 1 traps restoring its state.
+    let actions = cluster.answer(|member, command| match member {
+        1 => Reply::Refused("restoring key 'w7' trapped".into()),
+        _ => ok(command),
+    });
+    assert!(
+        actions.contains(&Action::ChangingBack {
+            version: 2,
+            from: 1,
+            like: 0
+        }),
+        "{actions:?}"
+    );
+    assert_eq!(
+        records(&actions),
+        [Record {
+            generation: 3,
+            committed: 1,
+            version: 2
+        }]
+    );
+    let actions = cluster.handle(Event::Recorded(Ok(())));
+    assert_eq!(starts(&actions), vec![start_v(3, 1, 2); 3]);
+    let actions = cluster.answer_ok();
+    let answer = swapped(&actions);
+    let [Err(why)] = answer[..] else {
+        panic!("{actions:?}")
+    };
+    assert!(
+        why.contains("node 1 cannot start version 1: restoring key 'w7' trapped"),
+        "{why}"
+    );
+    assert!(why.contains("went back"), "{why}");
+    assert!(cluster.c.running());
+    assert_eq!(cluster.c.record().version, 2);
+}
+
+#[test]
+fn a_change_back_cut_short_by_a_loss_is_made_once_the_version_fails_again() {
+    let (mut cluster, _) = swapping();
+    cluster.drive_to("changing: record");
+    cluster.handle(Event::Recorded(Ok(())));
+    cluster.answer(|member, command| match member {
+        1 => Reply::Refused("trapped".into()),
+        _ => ok(command),
+    });
+    // The change back's record fails: the cluster recovers with version 1 recorded.
+    let actions = cluster.handle(Event::Recorded(Err("disk full".into())));
+    assert!(swapped(&actions).is_empty(), "{actions:?}");
+    cluster.join_all();
+    while cluster.c.state() == "recovering" {
+        cluster.fire();
+    }
+    cluster.handle(Event::Recorded(Ok(())));
+    let actions = cluster.answer(|member, command| match member {
+        1 => Reply::Refused("trapped".into()),
+        _ => ok(command),
+    });
+    assert_eq!(
+        records(&actions).last().map(|r| r.version),
+        Some(2),
+        "{actions:?}"
+    );
+    let mut actions = cluster.handle(Event::Recorded(Ok(())));
+    actions.extend(cluster.answer_ok());
+    assert!(
+        matches!(swapped(&actions)[..], [Err(why)] if why.contains("went back")),
+        "{actions:?}"
+    );
+    assert_eq!(cluster.c.record().version, 2);
+}

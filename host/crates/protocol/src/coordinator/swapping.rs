@@ -24,6 +24,7 @@ use super::{
 };
 use crate::Time;
 use crate::quiescence::{Quiescence, Round as Quiet};
+use std::time::Duration;
 
 /// A change asked of the coordinator and not yet answered.
 #[derive(Debug, Clone)]
@@ -35,6 +36,12 @@ pub(super) struct Asked {
     pub(super) waiting: bool,
     /// Member slots before the change, to go back to if it fails before its record.
     pub(super) members_before: usize,
+    /// The version and time between checkpoints before the change.
+    pub(super) version_before: u64,
+    pub(super) interval_before: Option<Duration>,
+    /// A change back to the version before a change whose version could not start: why,
+    /// the answer to the deploy once it runs.
+    pub(super) back_from: Option<String>,
 }
 
 #[derive(Debug)]
@@ -163,6 +170,9 @@ impl Coordinator {
             recorded: false,
             waiting,
             members_before: self.config.members,
+            version_before: self.record.version,
+            interval_before: self.config.checkpoint_interval,
+            back_from: None,
         });
         if !waiting {
             self.begin_swap(now, actions);
@@ -496,6 +506,11 @@ impl Coordinator {
         if self.swap.as_ref().is_some_and(writing) {
             return;
         }
+        // A change back not recorded yet: the version it goes back from is durable and runs
+        // after the recovery, and fails to start again; the change back follows then.
+        if self.swap.as_ref().is_some_and(|s| s.back_from.is_some()) {
+            return;
+        }
         if let Some(swap) = self.swap.as_ref().filter(|s| !s.recorded) {
             let waited = if swap.waiting { " before it began" } else { "" };
             let why = format!(
@@ -518,11 +533,9 @@ impl Coordinator {
             // The change's own step takes the answer.
             return;
         }
-        if self
-            .swap
-            .as_ref()
-            .is_some_and(|s| s.change.version == asked.version && !s.recorded)
-        {
+        if self.swap.as_ref().is_some_and(|s| {
+            s.change.version == asked.version && !s.recorded && s.back_from.is_none()
+        }) {
             let why = format!(
                 "the cluster lost a node while the new version was being recorded, and the \
                  record could not be written ({e}): it rolls back to the version it ran"
@@ -533,8 +546,78 @@ impl Coordinator {
 
     /// The cluster runs: a recorded change is done.
     pub(super) fn swap_done(&mut self, actions: &mut Vec<Action>) {
-        if let Some(swap) = self.swap.take_if(|s| s.recorded) {
-            actions.push(Action::Swapped(Ok(swap.change.version)));
+        // A change back not yet recorded, and the version it goes back from started after
+        // all: that change happened.
+        if let Some(swap) = self.swap.take_if(|s| !s.recorded && s.back_from.is_some()) {
+            actions.push(Action::Swapped(Ok(swap.version_before)));
+            return;
         }
+        if let Some(swap) = self.swap.take_if(|s| s.recorded) {
+            actions.push(Action::Swapped(match swap.back_from {
+                None => Ok(swap.change.version),
+                Some(why) => Err(why),
+            }));
+        }
+    }
+
+    /// Member `member` cannot start the version a change has just recorded (its code traps on
+    /// restoring the state, say): the cluster changes back to the version before, recorded as
+    /// the next version, from the same checkpoint, rather than trying the one that fails
+    /// again. Not for a change that removed members (they have left), nor for a change back.
+    /// Called once every member answered the Start. False if it does not apply.
+    pub(super) fn change_back(
+        &mut self,
+        member: usize,
+        why: &str,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let Some(asked) = self.swap.as_ref() else {
+            return false;
+        };
+        if !asked.recorded && asked.back_from.is_some() {
+            // A change back whose record a loss cut short: recorded again.
+            let version = asked.change.version;
+            self.record_swap(version, actions);
+            return true;
+        }
+        if !asked.recorded || asked.back_from.is_some() || !asked.change.removed.is_empty() {
+            return false;
+        }
+        let from = asked.change.version;
+        let version = self.record.version + 1;
+        let why = format!(
+            "{} cannot start version {from}: {why}; the cluster went back to what ran before it \
+             (recorded as version {version})",
+            self.name(member)
+        );
+        actions.push(Action::Note {
+            warn: true,
+            text: why.clone(),
+        });
+        let change = Change {
+            version,
+            members: self.config.members,
+            // The members the failed change added leave again.
+            removed: (asked.members_before..self.config.members).collect(),
+            checkpoint_interval: asked.interval_before,
+            // Every member's log holds its groups of before at the change's checkpoint.
+            moves: false,
+        };
+        actions.push(Action::ChangingBack {
+            version,
+            from,
+            like: asked.version_before,
+        });
+        self.swap = Some(Asked {
+            change,
+            recorded: false,
+            waiting: false,
+            members_before: self.config.members,
+            version_before: from,
+            interval_before: self.config.checkpoint_interval,
+            back_from: Some(why),
+        });
+        self.record_swap(version, actions);
+        true
     }
 }
