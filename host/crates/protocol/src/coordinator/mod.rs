@@ -507,11 +507,14 @@ impl Coordinator {
             Phase::Running(r) => r.poll_timeout(),
             Phase::Checkpoint(c) => c.poll_timeout(),
             Phase::Stopping(s) => s.poll_timeout(),
-            Phase::Swapping(s) => s.poll_timeout(self.config.patience.first_join),
+            Phase::Swapping(s) => s.poll_timeout(),
             Phase::Abandoning(r) => round(r),
             Phase::Done => None,
         };
-        [phase, self.stop_deadline()].into_iter().flatten().min()
+        [phase, self.stop_deadline(), self.join_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// When a stop asked while members are missing from a recovering cluster gives up. Once
@@ -743,6 +746,7 @@ impl Coordinator {
     }
 
     fn timeout(&mut self, now: Time, actions: &mut Vec<Action>) {
+        self.join_timeout(now, actions);
         if self.stop_deadline().is_some_and(|at| now >= at) {
             let why = format!(
                 "the cluster is recovering and {} did not join within {} s; start the missing \

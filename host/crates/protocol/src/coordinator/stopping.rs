@@ -44,6 +44,10 @@ impl Stopping {
 
 impl Coordinator {
     pub(super) fn begin_stop(&mut self, now: Time, actions: &mut Vec<Action>) {
+        if self.join_deadline().is_some() {
+            // A change still waiting for new members to join does not happen.
+            self.fail_change("the application is stopping".into(), actions);
+        }
         let round = self.ask_all(now, Command::StopSources, actions);
         self.phase = Phase::Stopping(Stopping {
             step: Step::StopSources,

@@ -1,7 +1,7 @@
 //! Changing the application to another version (`wallaroo deploy` onto a running cluster of
 //! another component, other hosts or other options); a hot swap is the simplest change:
-//! 1. Join: members the new version adds (new nodes) join. One that does not join in time
-//!    ends the change; nothing changed.
+//! 1. Join: members the new version adds (new nodes) join, while the cluster runs on (and
+//!    checkpoints). One that does not join in time ends the change; nothing changed.
 //! 2. Ready: every member, and every joining one, makes the new version ready (compiled, and
 //!    checked against the running version's state). A refusal ends the change; nothing
 //!    changed.
@@ -36,6 +36,8 @@ pub(super) struct Asked {
     pub(super) waiting: bool,
     /// Member slots before the change, to go back to if it fails before its record.
     pub(super) members_before: usize,
+    /// Waiting for the members the change adds to join, until then.
+    pub(super) join_deadline: Option<Time>,
     /// The version and time between checkpoints before the change.
     pub(super) version_before: u64,
     pub(super) interval_before: Option<Duration>,
@@ -46,9 +48,6 @@ pub(super) struct Asked {
 
 #[derive(Debug)]
 pub(super) enum Step {
-    Join {
-        since: Time,
-    },
     Ready,
     StopSources,
     Drain {
@@ -69,7 +68,6 @@ pub(super) struct Swapping {
 impl Swapping {
     pub(super) fn name(&self) -> &'static str {
         match self.step {
-            Step::Join { .. } => "changing: join",
             Step::Ready => "changing: ready",
             Step::StopSources => "changing: stop sources",
             Step::Drain { .. } => "changing: drain",
@@ -78,10 +76,9 @@ impl Swapping {
         }
     }
 
-    pub(super) fn poll_timeout(&self, first_join: std::time::Duration) -> Option<Time> {
+    pub(super) fn poll_timeout(&self) -> Option<Time> {
         match (&self.round, &self.step) {
             (Some(r), _) => Some(r.deadline),
-            (None, Step::Join { since }) => Some(*since + first_join),
             (None, Step::Drain { next, .. }) => *next,
             _ => None,
         }
@@ -170,6 +167,7 @@ impl Coordinator {
             recorded: false,
             waiting,
             members_before: self.config.members,
+            join_deadline: None,
             version_before: self.record.version,
             interval_before: self.config.checkpoint_interval,
             back_from: None,
@@ -206,36 +204,56 @@ impl Coordinator {
             self.roles.push(Role::Joining);
             self.joined.push(false);
         }
+        if !self.joining_missing().is_empty() {
+            let deadline = now + self.config.patience.first_join;
+            if let Some(asked) = self.swap.as_mut() {
+                asked.join_deadline.get_or_insert(deadline);
+            }
+            return;
+        }
+        if let Some(asked) = self.swap.as_mut() {
+            asked.join_deadline = None;
+        }
+        let command = Command::Ready {
+            version: change.version,
+        };
+        let round = self.ask_all(now, command, actions);
         self.phase = Phase::Swapping(Swapping {
             version: change.version,
-            step: Step::Join { since: now },
-            round: None,
+            step: Step::Ready,
+            round: Some(round),
         });
-        self.joining_step(now, actions);
+    }
+
+    /// While the members a change adds join: when the change gives up on them.
+    pub(super) fn join_deadline(&self) -> Option<Time> {
+        self.swap.as_ref().and_then(|s| s.join_deadline)
+    }
+
+    /// The members a change adds did not all join in time: the change fails, and the
+    /// cluster, running all along, runs on.
+    pub(super) fn join_timeout(&mut self, now: Time, actions: &mut Vec<Action>) {
+        if self.join_deadline().is_none_or(|at| now < at) {
+            return;
+        }
+        let missing: Vec<String> = self
+            .joining_missing()
+            .iter()
+            .map(|&m| self.name(m))
+            .collect();
+        let why = format!(
+            "{} did not join within {} s: start each with `wallaroo node` at its address and \
+             deploy again",
+            missing.join(", "),
+            self.config.patience.first_join.as_secs()
+        );
+        self.fail_change(why, actions);
     }
 
     fn joining_missing(&self) -> Vec<usize> {
         (0..self.config.members)
             .filter(|&m| self.roles[m] == Role::Joining && !self.joined[m])
             .collect()
-    }
-
-    /// In the change's Join step: Ready once every new member has joined.
-    fn joining_step(&mut self, now: Time, actions: &mut Vec<Action>) {
-        let all_joined = self.joining_missing().is_empty();
-        let Phase::Swapping(s) = &mut self.phase else {
-            return;
-        };
-        if !matches!(s.step, Step::Join { .. }) || !all_joined {
-            return;
-        }
-        let version = s.version;
-        let round = self.ask_all(now, Command::Ready { version }, actions);
-        self.phase = Phase::Swapping(Swapping {
-            version,
-            step: Step::Ready,
-            round: Some(round),
-        });
     }
 
     /// A slot joining for the change joined (`again`: it had joined before, and restarted).
@@ -246,18 +264,23 @@ impl Coordinator {
         again: bool,
         actions: &mut Vec<Action>,
     ) {
-        let joining = matches!(
-            self.phase,
-            Phase::Swapping(Swapping {
-                step: Step::Join { .. },
-                ..
-            })
-        );
+        let joining = self.join_deadline().is_some();
         if again && !joining {
             let why = format!("{} restarted during the change", self.name(member));
             return self.joining_lost(now, member, why, actions);
         }
-        self.joining_step(now, actions);
+        if !joining || !self.joining_missing().is_empty() {
+            return;
+        }
+        match self.phase {
+            Phase::Running(_) => self.begin_swap(now, actions),
+            // Begins once the checkpoint under way has committed.
+            _ => {
+                if let Some(asked) = self.swap.as_mut() {
+                    asked.waiting = true;
+                }
+            }
+        }
     }
 
     /// A slot joining for the change is lost before the change is recorded: the change fails.
@@ -270,11 +293,14 @@ impl Coordinator {
     ) {
         self.joined[member] = false;
         let why = format!("{} was lost during the change: {why}", self.name(member));
+        if self.join_deadline().is_some() {
+            // Still joining: the cluster runs on as it was.
+            return self.fail_change(why, actions);
+        }
         match &self.phase {
             // Before the sources stopped: the cluster runs on as it was.
             Phase::Swapping(Swapping {
-                step: Step::Join { .. } | Step::Ready,
-                ..
+                step: Step::Ready, ..
             }) => {
                 self.fail_change(why, actions);
                 self.run_until_next_checkpoint(now, actions);
@@ -286,7 +312,7 @@ impl Coordinator {
 
     /// The change fails before its record: the slots it added go (the new nodes that joined
     /// are told to forget the deployment), and the deploy is answered.
-    fn fail_change(&mut self, why: String, actions: &mut Vec<Action>) {
+    pub(super) fn fail_change(&mut self, why: String, actions: &mut Vec<Action>) {
         let Some(asked) = self.swap.take() else {
             return;
         };
@@ -313,7 +339,7 @@ impl Coordinator {
         let replies = s.round.take().map(|mut r| r.take()).unwrap_or_default();
         let version = s.version;
         match &mut s.step {
-            Step::Join { .. } | Step::Record => {}
+            Step::Record => {}
             Step::Ready => {
                 for (member, reply) in replies.into_iter().enumerate() {
                     match reply {
@@ -390,26 +416,10 @@ impl Coordinator {
     }
 
     pub(super) fn swapping_timeout(&mut self, now: Time, actions: &mut Vec<Action>) {
-        let first_join = self.config.patience.first_join;
         let Phase::Swapping(s) = &mut self.phase else {
             return;
         };
         match &mut s.step {
-            Step::Join { since } if now >= *since + first_join => {
-                let missing: Vec<String> = self
-                    .joining_missing()
-                    .iter()
-                    .map(|&m| self.name(m))
-                    .collect();
-                let why = format!(
-                    "{} did not join within {} s: start each with `wallaroo node` at its address \
-                     and deploy again",
-                    missing.join(", "),
-                    first_join.as_secs()
-                );
-                self.fail_change(why, actions);
-                self.run_until_next_checkpoint(now, actions);
-            }
             Step::Drain { next, .. } if next.is_some_and(|at| now >= at) => {
                 *next = None;
                 s.round = Some(ask(&self.config, &self.roles, now, Command::Drain, actions));
@@ -613,6 +623,7 @@ impl Coordinator {
             recorded: false,
             waiting: false,
             members_before: self.config.members,
+            join_deadline: None,
             version_before: from,
             interval_before: self.config.checkpoint_interval,
             back_from: Some(why),
