@@ -311,6 +311,8 @@ struct Member {
     left: Option<Rejoin>,
     app: Option<App>,
     retired: bool,
+    /// Holds the deployment (a spare member holds none until a grow adds it).
+    assigned: bool,
     sync_pending: bool,
     clients: Vec<ConnId>,
     /// (lsn, client connection, next seq): acknowledged once durable past lsn.
@@ -403,6 +405,11 @@ pub struct World {
     /// how often a version is so, and the changes back from them (version -> the one back).
     broken: BTreeMap<u64, usize>,
     broken_chance: f64,
+    /// How often a change adds a spare member or removes one a grow added; the members and
+    /// the member slots (the coordinator's) of each version.
+    resize_chance: f64,
+    rosters: BTreeMap<u64, Vec<usize>>,
+    slots: BTreeMap<u64, usize>,
     changed_back: BTreeMap<u64, u64>,
     /// How often a change moves keys rather than only swapping the component.
     move_chance: f64,
@@ -505,6 +512,10 @@ impl World {
         let swap_gap = (swap_gap / 4, swap_gap * 2);
         let move_chance = shape.range(0, 70) as f64 / 100.0;
         let broken_chance = shape.range(0, 15) as f64 / 100.0;
+        // Members a grow can add (started, holding nothing), and how often a change adds or
+        // removes one.
+        let spares = shape.range(0, 2) as usize;
+        let resize_chance = shape.range(0, 50) as f64 / 100.0;
         let mut w = World {
             rng,
             faults_rng,
@@ -512,8 +523,8 @@ impl World {
             seq: 0,
             queue: BinaryHeap::new(),
             conns: Vec::new(),
-            members: (0..members)
-                .map(|_| Member {
+            members: (0..members + spares)
+                .map(|m| Member {
                     up: true,
                     inc: 0,
                     wal: Wal::default(),
@@ -521,6 +532,7 @@ impl World {
                     left: None,
                     app: None,
                     retired: false,
+                    assigned: m < members,
                     sync_pending: false,
                     clients: Vec::new(),
                     acks: VecDeque::new(),
@@ -546,7 +558,7 @@ impl World {
             cluster_committed: BTreeSet::new(),
             last_running: 0,
             max_started: 0,
-            sink_last: vec![(0, 0); members],
+            sink_last: vec![(0, 0); members + spares],
             sink_count: BTreeMap::new(),
             events: 0,
             faults: BTreeMap::new(),
@@ -557,6 +569,9 @@ impl World {
             next_version: 1,
             broken: BTreeMap::new(),
             broken_chance,
+            resize_chance,
+            rosters: BTreeMap::from([(0, (0..members).collect())]),
+            slots: BTreeMap::from([(0, members)]),
             changed_back: BTreeMap::new(),
             tables: BTreeMap::from([(0, (0..keys as usize).map(|k| k % members).collect())]),
             move_chance,
@@ -587,7 +602,7 @@ impl World {
             Coordinator::new(w.config.clone(), Record::default(), true, Time::ZERO);
         w.coord = Some(CoordHost {
             coord,
-            streams: vec![None; members],
+            streams: vec![None; members + spares],
             inc: 0,
             writes: VecDeque::new(),
             writing: false,
@@ -958,7 +973,20 @@ impl World {
                         self.break_conn(old, "replaced by a new join");
                     }
                 }
-                A::Refuse { member, why } => self.note(format!("coord refuses {member}: {why}")),
+                A::Refuse { member, why } => {
+                    self.note(format!("coord refuses {member}: {why}"));
+                    // Removed, or added by a change that failed, and not told: it leaves now.
+                    let member = member as usize;
+                    if self.members[member].assigned
+                        && !self.roster(self.durable.version).contains(&member)
+                        && self.swap_asked.is_none()
+                    {
+                        self.leave_deployment(member);
+                    } else if let Some(c) = via {
+                        // Too early (before the change made its slot): it joins again.
+                        self.break_conn(c, "refused");
+                    }
+                }
                 A::Send { member, command } => {
                     match command {
                         Command::Ready { .. } if member == 0 => {
@@ -1031,6 +1059,9 @@ impl World {
                     ));
                     let table = self.table(like).to_vec();
                     self.tables.insert(version, table);
+                    let roster = self.roster(like).to_vec();
+                    self.rosters.insert(version, roster);
+                    self.slots.insert(version, self.slots[&from]);
                     self.changed_back.insert(from, version);
                     self.next_version = self.next_version.max(version + 1);
                 }
@@ -1170,7 +1201,10 @@ impl World {
     fn check_commit(&mut self, n: u64) {
         let mut expected = BTreeMap::new();
         let mut actual = BTreeMap::new();
-        for m in 0..self.members.len() {
+        // Checkpoint n was taken by the version the durable record held when it committed,
+        // by its members.
+        let roster = self.roster(self.durable.version).to_vec();
+        for &m in &roster {
             let wal = &self.members[m].wal;
             let Some((lsn, cut)) = wal.commit_of(n) else {
                 self.violate(format!(
@@ -1186,8 +1220,7 @@ impl World {
             }
             wal::counted_before(wal, cut, &mut expected);
         }
-        // Checkpoint n was taken by the version the durable record held when it committed.
-        for m in 0..self.members.len() {
+        for &m in &roster {
             actual.extend(self.owned_state(m, n, self.durable.version));
         }
         actual.retain(|_, v| *v > 0);
@@ -1219,7 +1252,12 @@ impl World {
         }
         self.last_running = generation;
         let version = self.generation_version.get(&generation).copied();
+        let roster = self.roster(self.durable.version);
         for (m, member) in self.members.iter().enumerate() {
+            if !roster.contains(&m) {
+                // Removed, and told to leave: it may not have heard yet.
+                continue;
+            }
             if let Some(app) = &member.app
                 && app.generation != generation
             {
@@ -1258,7 +1296,12 @@ impl World {
 
     fn agent_join(&mut self, m: usize, inc: u64) {
         let member = &self.members[m];
-        if !member.up || member.inc != inc || member.retired || member.control.is_some() {
+        if !member.up
+            || member.inc != inc
+            || member.retired
+            || !member.assigned
+            || member.control.is_some()
+        {
             return;
         }
         if self.coord.is_none() || !self.reachable(m, 0) {
@@ -1361,6 +1404,29 @@ impl World {
                 self.members[m].retired = true;
                 self.reply(m, conn, Reply::Stopped);
             }
+            // Any version of the model can take over any state, unless this member
+            // is made to refuse (as a new version that cannot restore a key would).
+            Command::Ready { version } => {
+                let reply = if self.rng.chance(self.refuse_ready) {
+                    Reply::Refused(format!(
+                        "version {version} cannot restore key 0 (simulated)"
+                    ))
+                } else {
+                    Reply::Ok
+                };
+                self.reply(m, conn, reply);
+            }
+            Command::Move {
+                checkpoint,
+                version,
+            } => {
+                let reply = self.hand_over(m, checkpoint, version);
+                self.reply(m, conn, reply);
+            }
+            Command::Leave => {
+                self.reply(m, conn, Reply::Ok);
+                self.leave_deployment(m);
+            }
             command => {
                 let Some(app) = &mut self.members[m].app else {
                     self.reply(
@@ -1404,27 +1470,11 @@ impl World {
                         };
                         self.reply(m, conn, reply);
                     }
-                    // Any version of the model can take over any state, unless this member
-                    // is made to refuse (as a new version that cannot restore a key would).
-                    Command::Ready { version } => {
-                        let reply = if self.rng.chance(self.refuse_ready) {
-                            Reply::Refused(format!(
-                                "version {version} cannot restore key 0 (simulated)"
-                            ))
-                        } else {
-                            Reply::Ok
-                        };
-                        self.reply(m, conn, reply);
-                    }
-                    Command::Move {
-                        checkpoint,
-                        version,
-                    } => {
-                        let reply = self.hand_over(m, checkpoint, version);
-                        self.reply(m, conn, reply);
-                    }
-                    // The model's changes keep every member.
-                    Command::Start { .. } | Command::Shutdown | Command::Leave => unreachable!(),
+                    Command::Start { .. }
+                    | Command::Shutdown
+                    | Command::Ready { .. }
+                    | Command::Move { .. }
+                    | Command::Leave => unreachable!(),
                 }
             }
         }
@@ -1435,7 +1485,11 @@ impl World {
     /// `wallaroo node` does on a `Handoff`) before `m` answers.
     fn hand_over(&mut self, m: usize, checkpoint: u64, version: u64) -> Reply {
         let Some(app) = &self.members[m].app else {
-            return Reply::Refused("the application is not running here".into());
+            // A member the change adds holds nothing to hand over.
+            return match self.roster(self.durable.version).contains(&m) {
+                false => Reply::Ok,
+                true => Reply::Refused("the application is not running here".into()),
+            };
         };
         if app.participant.last_committed() != checkpoint {
             return Reply::Refused(format!(
@@ -1474,7 +1528,18 @@ impl World {
                 checkpoint,
                 entries,
             };
-            if wal.append(record).is_none_or(|lsn| !wal.sync_to(lsn)) {
+            let mut last = wal.append(record);
+            // A member the change adds has no commit of the checkpoint: it logs one with the
+            // state, as `wallaroo node` does.
+            if last.is_some() && wal.commit_of(checkpoint).is_none() {
+                let cut = wal.next_lsn();
+                last = wal.append(Rec::Commit {
+                    checkpoint,
+                    cut,
+                    streams: BTreeMap::new(),
+                });
+            }
+            if last.is_none_or(|lsn| !wal.sync_to(lsn)) {
                 return Reply::Refused(format!("member {to}'s log failed"));
             }
         }
@@ -1597,6 +1662,36 @@ impl World {
             self.schedule_work(m, worker);
         }
         Reply::Started { next_checkpoint }
+    }
+
+    /// The members of version `version`.
+    fn roster(&self, version: u64) -> &[usize] {
+        &self.rosters[&version]
+    }
+
+    /// The coordinator's configuration for a cluster whose durable record holds `version`.
+    fn config_of(&self, version: u64) -> Config {
+        let slots = self.slots[&version];
+        let roster = self.roster(version);
+        Config {
+            members: slots,
+            retired: (0..slots).filter(|m| !roster.contains(m)).collect(),
+            ..self.config.clone()
+        }
+    }
+
+    /// Member `m` is no longer of the deployment (removed, or added by a change that failed):
+    /// it stops its application (its sink flushed, as a stop does), forgets the deployment
+    /// and keeps its old data aside (here: a fresh log).
+    fn leave_deployment(&mut self, m: usize) {
+        self.abort_app(m, "shutdown");
+        let member = &mut self.members[m];
+        member.assigned = false;
+        member.wal = Wal::default();
+        if let Some(c) = member.control.take() {
+            self.break_conn(c, "the member left the deployment");
+        }
+        self.note(format!("member {m} leaves the deployment"));
     }
 
     /// The key table of version `version` (every version asked has one).
@@ -2260,30 +2355,73 @@ impl World {
         self.swap_asked = Some(version);
         self.swap_ready = false;
         *self.swaps.entry("asked").or_default() += 1;
-        let mut change =
-            coordinator::Change::swap(version, self.members.len(), self.config.checkpoint_interval);
-        let n = self.members.len();
-        let mut table = self.table(self.durable.version).to_vec();
-        if n > 1 && self.swaps_rng.chance(self.move_chance) {
+        let base = self.durable.version;
+        let mut roster = self.roster(base).to_vec();
+        let mut slots = self.slots[&base];
+        let mut change = coordinator::Change::swap(version, slots, self.config.checkpoint_interval);
+        let mut table = self.table(base).to_vec();
+        let mut what = "";
+        if self.swaps_rng.chance(self.resize_chance) {
+            // Members with clients keep their sources: only one a grow added is removed.
+            let removable: Vec<usize> = roster
+                .iter()
+                .copied()
+                .filter(|&m| m != 0 && self.clients.iter().all(|c| c.member != m))
+                .collect();
+            if slots < self.members.len() && (removable.is_empty() || self.swaps_rng.chance(0.5)) {
+                // Grow: the next spare member is handed the deployment and joins.
+                let new = slots;
+                slots += 1;
+                roster.push(new);
+                change.members = slots;
+                let member = &mut self.members[new];
+                member.assigned = true;
+                member.wal = Wal::default();
+                let inc = member.inc;
+                self.after(MS, Ev::AgentJoin { member: new, inc });
+                for owner in table.iter_mut() {
+                    if self.swaps_rng.chance(1.0 / roster.len() as f64) {
+                        *owner = new;
+                    }
+                }
+                change.moves = true;
+                what = ", grows";
+            } else if !removable.is_empty() {
+                // Shrink: its keys go to the others.
+                let gone = removable[self.swaps_rng.below(removable.len())];
+                roster.retain(|&m| m != gone);
+                change.removed = vec![gone];
+                for owner in table.iter_mut().filter(|o| **o == gone) {
+                    *owner = roster[self.swaps_rng.below(roster.len())];
+                }
+                change.moves = true;
+                what = ", shrinks";
+            }
+        }
+        if what.is_empty() && roster.len() > 1 && self.swaps_rng.chance(self.move_chance) {
             // Another owner for some keys: the state of each goes with it.
             for owner in table.iter_mut() {
                 if self.swaps_rng.chance(0.4) {
-                    *owner = self.swaps_rng.below(n);
+                    *owner = roster[self.swaps_rng.below(roster.len())];
                 }
             }
             change.moves = true;
-            *self.swaps.entry("moves").or_default() += 1;
+            what = ", keys move";
+        }
+        if !what.is_empty() {
+            *self.swaps.entry(&what[2..]).or_default() += 1;
         }
         self.tables.insert(version, table);
-        if self.swaps_rng.chance(self.broken_chance) {
+        // A shrink that cannot start is not gone back from (the removed members left): the
+        // product's shrinks keep the component, so the model's do not break it.
+        if change.removed.is_empty() && self.swaps_rng.chance(self.broken_chance) {
             // Its code cannot restore the state on one member: found only at the start.
-            let m = self.swaps_rng.below(n);
+            let m = roster[self.swaps_rng.below(roster.len())];
             self.broken.insert(version, m);
         }
-        self.note(format!(
-            "SWAP to version {version} asked{}",
-            if change.moves { ", keys move" } else { "" }
-        ));
+        self.rosters.insert(version, roster);
+        self.slots.insert(version, slots);
+        self.note(format!("SWAP to version {version} asked{what}"));
         self.coord_event(coordinator::Event::Change(change), None);
     }
 
@@ -2522,7 +2660,8 @@ impl World {
         self.note(format!("member {m} restarts"));
         if m == 0 {
             let now = Duration::from_nanos(self.now);
-            let (coord, actions) = Coordinator::new(self.config.clone(), self.durable, false, now);
+            let config = self.config_of(self.durable.version);
+            let (coord, actions) = Coordinator::new(config, self.durable, false, now);
             self.coord = Some(CoordHost {
                 coord,
                 streams: vec![None; self.members.len()],
@@ -2590,7 +2729,7 @@ impl World {
         }
         let mut logged = BTreeMap::new();
         let mut state = BTreeMap::new();
-        for m in 0..self.members.len() {
+        for m in self.roster(self.durable.version).to_vec() {
             wal::counted_before(&self.members[m].wal, Lsn::MAX, &mut logged);
             state.extend(self.owned_state(m, self.durable.committed, self.durable.version));
         }

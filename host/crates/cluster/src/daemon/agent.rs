@@ -139,7 +139,11 @@ pub(super) async fn agent(ctx: Arc<Context>, mut assignment: Assignment) {
 /// that would have added it failed): it stops the application and keeps its data aside.
 async fn leave(ctx: &Context, assignment: &Assignment, run: Option<AppRun>) {
     if let Some(app) = run {
-        stop_run(ctx, app).await;
+        // Drained at the change's checkpoint, as at a stop's end: what its sinks still
+        // hold is written out.
+        ctx.inbound.send_replace(None);
+        *ctx.view.lock().unwrap() = None;
+        let _ = app.shutdown().await;
     }
     *ctx.assignment.lock().unwrap() = None;
     *ctx.joins.lock().unwrap() = None;
@@ -284,8 +288,17 @@ async fn obey(
                     assignment.index
                 ))),
             },
-            // A node a change adds holds nothing to hand over.
-            None => Msg::Ok,
+            // A node the change adds (it was handed this very deployment) holds nothing to
+            // hand over; any other must run the application to hand its key groups over.
+            None if assignment.manifest.table == manifest.table
+                && assignment.manifest.nodes == manifest.nodes =>
+            {
+                Msg::Ok
+            }
+            None => Msg::Refused(Refusal::new(
+                RefusalKind::NotRunning,
+                "the application is not running here, so its key groups cannot be handed over",
+            )),
         },
         other => {
             let Some(app) = run.as_mut() else {
