@@ -1168,8 +1168,9 @@ impl OnThreeOfFour {
 
 /// Word count deployed on three of four nodes, with acknowledged input streaming throughout:
 /// a deploy naming all four grows the cluster (the fourth takes a quarter of the key groups,
-/// with their state), then one naming two shrinks it (the other two hand theirs over and stop,
-/// saying so). Every word's counts run 1..n across both, with nothing lost or repeated.
+/// with their state), one with two workers a node changes that live, then one naming two
+/// shrinks it (the other two hand theirs over and stop, saying so). Every word's counts run
+/// 1..n across all of it, with nothing lost or repeated.
 #[test]
 fn a_grow_and_a_shrink_move_key_groups_with_their_state_and_every_count_stays_exactly_once() {
     let w = OnThreeOfFour::deploy("grow and shrink");
@@ -1189,6 +1190,22 @@ fn a_grow_and_a_shrink_move_key_groups_with_their_state_and_every_count_stays_ex
     assert!(same.contains("nothing to change"), "{same}");
     let seen = w.receiver.text().lines().count();
     w.receiver.wait_lines(seen + 1000, Duration::from_secs(120));
+
+    // An option that can change does so live, the state kept: two workers a node.
+    let wasm = w.wasm.to_string_lossy().into_owned();
+    let in_arg = format!("127.0.0.1:{APP_SOURCE_PORT}");
+    let mut args = vec!["deploy", "--workers", "2"];
+    args.extend(EXACTLY_ONCE);
+    args.extend([wasm.as_str(), "--in", &in_arg, "--out", &w.receiver.addr]);
+    let out = w.cluster.command(&args);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}{err}");
+    assert!(said.contains("changed options"), "{said}");
+    let report = String::from_utf8_lossy(&w.cluster.command(&["status"]).stdout).into_owned();
+    assert_eq!(report.matches(", 2 workers, ").count(), 4, "{report}");
+    let seen = w.receiver.text().lines().count();
+    w.receiver.wait_lines(seen + 500, Duration::from_secs(120));
 
     w.hosts(&[0, 1]);
     let shrunk = w.deploy_output();
