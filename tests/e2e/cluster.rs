@@ -160,6 +160,28 @@ impl Cluster {
         self.command(&args)
     }
 
+    /// `wallaroo deploy` of `wasm` with exactly-once output, on a thread: its output arrives
+    /// on the channel returned.
+    fn deploy_in_background(
+        &self,
+        wasm: &Path,
+        receiver: &str,
+    ) -> std::sync::mpsc::Receiver<std::process::Output> {
+        let mut deploy = Command::new(wallaroo());
+        deploy.args(["deploy", "--workers", "1"]).args(EXACTLY_ONCE);
+        deploy
+            .arg(wasm)
+            .args(["--in", &format!("127.0.0.1:{APP_SOURCE_PORT}")])
+            .args(["--out", receiver])
+            .arg("--nodes")
+            .arg(&self.hosts_file)
+            .arg("--certs")
+            .arg(&self.certs);
+        let (done, deployed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(deploy.output().unwrap()));
+        deployed
+    }
+
     /// [`Cluster::deploy_command`], which must succeed: its stdout.
     fn deploy_output(&self, wasm: &Path, receiver: &str, extra: &[&str]) -> String {
         let out = self.deploy_command(wasm, receiver, extra);
@@ -1002,18 +1024,7 @@ fn a_node_killed_during_a_hot_swap_leaves_one_version_with_exactly_once_output()
     ];
     w.receiver.wait_lines(1000, Duration::from_secs(120));
 
-    let mut deploy = Command::new(wallaroo());
-    deploy.args(["deploy", "--workers", "1"]).args(EXACTLY_ONCE);
-    deploy
-        .arg(&v2)
-        .args(["--in", &format!("127.0.0.1:{APP_SOURCE_PORT}")])
-        .args(["--out", &w.receiver.addr])
-        .arg("--nodes")
-        .arg(&cluster.hosts_file)
-        .arg("--certs")
-        .arg(&cluster.certs);
-    let (done, deployed) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(deploy.output().unwrap()));
+    let deployed = cluster.deploy_in_background(&v2, &w.receiver.addr);
     let delay = Duration::from_millis(rng.random_range(0..400));
     std::thread::sleep(delay);
     eprintln!("killing node 2 {} ms into the swap", delay.as_millis());
@@ -1234,18 +1245,7 @@ fn a_node_killed_during_a_grow_leaves_one_table_with_exactly_once_output() {
     w.receiver.wait_lines(1000, Duration::from_secs(120));
 
     w.hosts(&[0, 1, 2, 3]);
-    let mut deploy = Command::new(wallaroo());
-    deploy.args(["deploy", "--workers", "1"]).args(EXACTLY_ONCE);
-    deploy
-        .arg(&w.wasm)
-        .args(["--in", &format!("127.0.0.1:{APP_SOURCE_PORT}")])
-        .args(["--out", &w.receiver.addr])
-        .arg("--nodes")
-        .arg(&w.cluster.hosts_file)
-        .arg("--certs")
-        .arg(&w.cluster.certs);
-    let (done, deployed) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(deploy.output().unwrap()));
+    let deployed = w.cluster.deploy_in_background(&w.wasm, &w.receiver.addr);
     let victim = [1, 3][rng.random_range(0..2)];
     if rng.random_bool(0.5) {
         // As the victim's key groups' state is handed over, or the state moved to it is.

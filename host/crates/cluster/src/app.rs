@@ -377,6 +377,27 @@ impl AppRun {
             "handed {keys} keys' state over at checkpoint {checkpoint} in {} ms",
             started.elapsed().as_millis()
         );
+        // A node the change removes will not be there to release its output again after a
+        // crash: it answers once its sinks have written out what the checkpoint released.
+        let exactly_once = node.resilience() == wallaroo_engine::Resilience::ExactlyOnce;
+        if let (true, true, Some(c)) = (
+            exactly_once,
+            next.retired.contains(&me),
+            self.checkpoints.clone(),
+        ) {
+            let patience = Duration::from_secs(30);
+            let deadline = std::time::Instant::now() + patience;
+            let written = tokio::task::spawn_blocking(move || c.wait_written(checkpoint, deadline))
+                .await
+                .unwrap_or(false);
+            if !written {
+                anyhow::bail!(
+                    "its sinks did not write out the output of checkpoint {checkpoint} within {} \
+                     s (is the receiver there?); it keeps its key groups",
+                    patience.as_secs()
+                );
+            }
+        }
         Ok(())
     }
 

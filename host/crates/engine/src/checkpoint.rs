@@ -315,7 +315,7 @@ impl Member {
     }
 
     /// Every epoch up to the returned one has been written by every sink.
-    fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         self.written
             .iter()
             .map(|w| w.load(Ordering::SeqCst))

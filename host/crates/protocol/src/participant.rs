@@ -159,6 +159,11 @@ impl Participant {
         self.next
     }
 
+    /// Every sink has written out the output of every epoch up to this one.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     pub fn last_committed(&self) -> u64 {
         self.last_committed
     }

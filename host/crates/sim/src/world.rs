@@ -281,6 +281,10 @@ struct App {
     snapshot: Option<Snapshot>,
     links: BTreeMap<usize, ConnId>,
     sink: ConnId,
+    /// A member a change removes answers Move once its sink has written the output of the
+    /// change's checkpoint (it will not be there to release it again): the control stream
+    /// and the checkpoint.
+    leaving: Option<(ConnId, u64)>,
 }
 
 impl App {
@@ -1420,8 +1424,9 @@ impl World {
                 checkpoint,
                 version,
             } => {
-                let reply = self.hand_over(m, checkpoint, version);
-                self.reply(m, conn, reply);
+                if let Some(reply) = self.hand_over(m, conn, checkpoint, version) {
+                    self.reply(m, conn, reply);
+                }
             }
             Command::Leave => {
                 self.reply(m, conn, Reply::Ok);
@@ -1483,19 +1488,25 @@ impl World {
     /// Move: member `m`, drained at committed checkpoint `checkpoint`, hands the state of
     /// the keys version `version` gives to other members to them; each logs it durably (as
     /// `wallaroo node` does on a `Handoff`) before `m` answers.
-    fn hand_over(&mut self, m: usize, checkpoint: u64, version: u64) -> Reply {
+    fn hand_over(
+        &mut self,
+        m: usize,
+        conn: ConnId,
+        checkpoint: u64,
+        version: u64,
+    ) -> Option<Reply> {
         let Some(app) = &self.members[m].app else {
             // A member the change adds holds nothing to hand over.
-            return match self.roster(self.durable.version).contains(&m) {
+            return Some(match self.roster(self.durable.version).contains(&m) {
                 false => Reply::Ok,
                 true => Reply::Refused("the application is not running here".into()),
-            };
+            });
         };
         if app.participant.last_committed() != checkpoint {
-            return Reply::Refused(format!(
+            return Some(Reply::Refused(format!(
                 "asked to hand over at checkpoint {checkpoint}, but the last committed here is {}",
                 app.participant.last_committed()
-            ));
+            )));
         }
         let (old, new) = (self.table(app.version), self.table(version));
         let mut by_owner: BTreeMap<usize, Vec<(Key, u64)>> = BTreeMap::new();
@@ -1521,7 +1532,7 @@ impl World {
         let moved: usize = by_owner.values().map(Vec::len).sum();
         for (to, entries) in by_owner {
             if !self.members[to].up || !self.reachable(m, to) {
-                return Reply::Refused(format!("member {to} cannot be reached"));
+                return Some(Reply::Refused(format!("member {to} cannot be reached")));
             }
             let wal = &mut self.members[to].wal;
             let record = Rec::State {
@@ -1540,13 +1551,19 @@ impl World {
                 });
             }
             if last.is_none_or(|lsn| !wal.sync_to(lsn)) {
-                return Reply::Refused(format!("member {to}'s log failed"));
+                return Some(Reply::Refused(format!("member {to}'s log failed")));
             }
         }
         self.note(format!(
             "member {m} hands {moved} keys over at checkpoint {checkpoint} for version {version}"
         ));
-        Reply::Ok
+        let removed = !self.roster(version).contains(&m);
+        let app = self.members[m].app.as_mut()?;
+        if removed && app.participant.written() < checkpoint {
+            app.leaving = Some((conn, checkpoint));
+            return None;
+        }
+        Some(Reply::Ok)
     }
 
     /// Answers a pending Align once settled, or at its deadline whatever the state.
@@ -1657,6 +1674,7 @@ impl World {
             snapshot: None,
             links: BTreeMap::new(),
             sink,
+            leaving: None,
         });
         for worker in 0..w {
             self.schedule_work(m, worker);
@@ -1874,6 +1892,13 @@ impl World {
         }
         if self.live_app(member, app) {
             self.drive(member, participant::Event::Written { epoch });
+            let app = self.members[member].app.as_mut().expect("live");
+            if let Some((conn, checkpoint)) = app.leaving
+                && app.participant.written() >= checkpoint
+            {
+                app.leaving = None;
+                self.reply(member, conn, Reply::Ok);
+            }
         }
     }
 

@@ -193,6 +193,20 @@ impl Checkpoints {
         self.lock().expect(event, want)
     }
 
+    /// Waits until every sink has written out the output of every epoch up to `epoch` (with
+    /// exactly-once output, released at commits), at most until `deadline`. True once it has.
+    pub fn wait_written(&self, epoch: u64, deadline: Instant) -> bool {
+        loop {
+            if self.lock().written() >= epoch {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Logs key state handed to this node with the key groups that move to it, as of the
     /// last committed checkpoint `checkpoint`, and waits for the disk.
     pub fn import(&self, checkpoint: u64, state: Handoff) -> Result<(), String> {

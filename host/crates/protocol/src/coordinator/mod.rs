@@ -946,6 +946,32 @@ pub fn rejoined(index: usize, rejoin: Option<&Rejoin>, members: usize) -> Lost {
     }
 }
 
+/// The first member whose answer to `command` is not Ok, as lost.
+fn all_ok(replies: &[Reply], command: &str) -> Result<(), Lost> {
+    match replies.iter().position(|r| *r != Reply::Ok) {
+        Some(member) => Err(Lost {
+            member,
+            why: format!("it answered {command} with {:?}", replies[member]),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// One drain round's reports: whether the cluster is quiescent, or the member that answered
+/// something else, as lost.
+fn drained(
+    quiescence: &mut crate::quiescence::Quiescence,
+    replies: Vec<Reply>,
+) -> Result<crate::quiescence::Round, Lost> {
+    match reports(replies) {
+        Ok(reports) => Ok(quiescence.round(&reports)),
+        Err((member, reply)) => Err(Lost {
+            member,
+            why: format!("it answered Drain with {reply:?}"),
+        }),
+    }
+}
+
 /// Quiescence over the members' reports, for alignment and drain.
 fn reports(replies: Vec<Reply>) -> Result<Vec<Alignment>, (usize, Reply)> {
     replies

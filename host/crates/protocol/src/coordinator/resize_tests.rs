@@ -7,16 +7,6 @@
 use super::tests::*;
 use super::*;
 
-fn swapped(actions: &[Action]) -> Vec<&Result<u64, String>> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Swapped(answer) => Some(answer),
-            _ => None,
-        })
-        .collect()
-}
-
 fn sent_to(actions: &[Action], command: Command) -> Vec<usize> {
     sends(actions)
         .into_iter()

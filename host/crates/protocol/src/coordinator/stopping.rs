@@ -3,7 +3,7 @@
 //! the application down on every member and answer every stop asked.
 
 use super::checkpoint::Then;
-use super::{Action, Command, Coordinator, Lost, Phase, Reply, Round, ask, reports};
+use super::{Action, Command, Coordinator, Phase, Reply, Round, all_ok, ask, drained};
 use crate::Time;
 use crate::quiescence::{Quiescence, Round as Quiet};
 
@@ -107,21 +107,17 @@ impl Coordinator {
         let replies = s.round.take().map(|mut r| r.take()).unwrap_or_default();
         match &mut s.step {
             Step::StopSources => {
-                if let Some(member) = replies.iter().position(|r| *r != Reply::Ok) {
-                    let why = format!("it answered StopSources with {:?}", replies[member]);
-                    return self.lose(now, Lost { member, why }, actions);
+                if let Err(lost) = all_ok(&replies, "StopSources") {
+                    return self.lose(now, lost, actions);
                 }
                 self.begin_drain(now, actions);
             }
             Step::Drain { quiescence, next } => {
-                let reports = match reports(replies) {
-                    Ok(r) => r,
-                    Err((member, reply)) => {
-                        let why = format!("it answered Drain with {reply:?}");
-                        return self.lose(now, Lost { member, why }, actions);
-                    }
+                let round = match drained(quiescence, replies) {
+                    Ok(round) => round,
+                    Err(lost) => return self.lose(now, lost, actions),
                 };
-                match quiescence.round(&reports) {
+                match round {
                     Quiet::Quiescent if checkpoints => {
                         self.begin_checkpoint(now, Then::Shutdown, actions)
                     }

@@ -5,16 +5,6 @@
 use super::tests::*;
 use super::*;
 
-fn swapped(actions: &[Action]) -> Vec<&Result<u64, String>> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Swapped(answer) => Some(answer),
-            _ => None,
-        })
-        .collect()
-}
-
 fn starts(actions: &[Action]) -> Vec<Command> {
     sends(actions)
         .into_iter()

@@ -20,7 +20,8 @@
 
 use super::checkpoint::Then;
 use super::{
-    Action, Change, Command, Coordinator, Lost, Phase, Record, Reply, Role, Round, ask, reports,
+    Action, Change, Command, Coordinator, Lost, Phase, Record, Reply, Role, Round, all_ok, ask,
+    drained,
 };
 use crate::Time;
 use crate::quiescence::{Quiescence, Round as Quiet};
@@ -369,9 +370,8 @@ impl Coordinator {
                 }
             }
             Step::StopSources => {
-                if let Some(member) = replies.iter().position(|r| *r != Reply::Ok) {
-                    let why = format!("it answered StopSources with {:?}", replies[member]);
-                    return self.lose(now, Lost { member, why }, actions);
+                if let Err(lost) = all_ok(&replies, "StopSources") {
+                    return self.lose(now, lost, actions);
                 }
                 s.step = Step::Drain {
                     quiescence: Quiescence::default(),
@@ -380,14 +380,11 @@ impl Coordinator {
                 s.round = Some(ask(&self.config, &self.roles, now, Command::Drain, actions));
             }
             Step::Drain { quiescence, next } => {
-                let reports = match reports(replies) {
-                    Ok(r) => r,
-                    Err((member, reply)) => {
-                        let why = format!("it answered Drain with {reply:?}");
-                        return self.lose(now, Lost { member, why }, actions);
-                    }
+                let round = match drained(quiescence, replies) {
+                    Ok(round) => round,
+                    Err(lost) => return self.lose(now, lost, actions),
                 };
-                match quiescence.round(&reports) {
+                match round {
                     Quiet::Quiescent => self.begin_checkpoint(now, Then::Swap(version), actions),
                     Quiet::Busy { .. } => *next = Some(now + drain_poll),
                 }

@@ -297,6 +297,17 @@ pub(super) fn to_all(members: usize, command: Command) -> Vec<(usize, Command)> 
     (0..members).map(|m| (m, command)).collect()
 }
 
+/// The answers to changes.
+pub(super) fn swapped(actions: &[Action]) -> Vec<&Result<u64, String>> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Swapped(answer) => Some(answer),
+            _ => None,
+        })
+        .collect()
+}
+
 pub(super) fn disconnects(actions: &[Action]) -> Vec<usize> {
     actions
         .iter()
