@@ -260,16 +260,15 @@ fn with_drop_state_a_version_without_the_stateful_step_is_swapped_in_and_counts_
 
     replace(&renamed, &watched);
     node.proc.wait_line("swapped to", Duration::from_secs(120));
+    // Said right after the swap's line.
+    let dropped = format!(
+        "dropped the state of stateful step 'count word' ({} keys)",
+        first.len()
+    );
+    node.proc.wait_line(&dropped, Duration::from_secs(10));
     let said = node.proc.stderr();
     assert!(
         said.contains("has no stateful step 'count word': its state is dropped (--drop-state)"),
-        "{said}"
-    );
-    assert!(
-        said.contains(&format!(
-            "dropped the state of stateful step 'count word' ({} keys)",
-            first.len()
-        )),
         "{said}"
     );
     let b = dir.path().join("b.txt");
