@@ -28,7 +28,8 @@ For each key count and each system, in one run:
   where the pause goes comes from the nodes' logs (timestamps, RUST_LOG=debug).
 
 The section it writes replaces the one in benches/RESULTS.md after the `<!-- swap.py -->`
-line (bench.py and cluster.py keep it).
+line (bench.py and cluster.py keep it). Every run saves its figures as results.json in its work
+directory; `--compare JSON` sets an earlier run's beside this one's in the section.
 """
 
 import argparse
@@ -561,10 +562,14 @@ def profile(logs):
     }
 
 
-def write(args, results, load_before, load_after):
-    commit = subprocess.run(
+def describe_commit():
+    return subprocess.run(
         ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
+
+
+def write(args, results, load_before, load_after, earlier=None, commit=None):
+    commit = commit or describe_commit()
     lines = [
         MARKER,
         "## Hot swap: the stream's pause at a steady load",
@@ -640,6 +645,8 @@ def write(args, results, load_before, load_after):
     for r in results:
         lines += profile_lines(r)
     lines += limits(results)
+    if earlier:
+        lines += comparison(earlier, results, load_before)
     lines.append("")
     path = ROOT / "benches/RESULTS.md"
     text = path.read_text() if path.exists() else ""
@@ -680,6 +687,49 @@ def profile_lines(r):
         out.append(
             f"  - first checkpoint after the swap: {keys:,} keys written"
             f" (on the first node), {took:,.0f} ms"
+        )
+    return out
+
+
+def comparison(earlier, results, load_before):
+    """This run's figures beside those of an earlier saved run (``--compare``)."""
+    then = {(r["system"], r["keys"]): r for r in earlier["results"]}
+    load_then = earlier["load_before"][0]
+    out = [
+        "",
+        f"### Against the run at commit {earlier.get('commit', '(unknown)')}",
+        "",
+        f"The same script at that commit, its JSON given with `--compare` (1-minute load"
+        f" average before it {load_then:.2f}, before this one {load_before[0]:.2f}): earlier"
+        " -> this run. `start` and `restore` are the slowest node's, from the logs.",
+        "",
+        "| system | keys | paused (node's figure) | swap: largest gap | start | restore |"
+        " first checkpoint after the swap |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def phases(r):
+        p = profile(r["logs"])
+        if p is None:
+            return None, None, None
+        slowest = max(p["nodes"], key=lambda n: n["to_start"] + n["total"])
+        after = p["after"][1] if p.get("after") else None
+        return slowest["total"], slowest["restore"], after
+
+    def pair(a, b, fmt=lambda x: f"{x:,.0f} ms"):
+        return " -> ".join("-" if x is None else fmt(x) for x in (a, b))
+
+    for r in results:
+        e = then.get((r["system"], r["keys"]))
+        if e is None:
+            continue
+        start_e, restore_e, after_e = phases(e)
+        start_r, restore_r, after_r = phases(r)
+        out.append(
+            f"| {r['system']} | {r['keys']:,} | {node_figures(e)[0]} -> {node_figures(r)[0]} |"
+            f" {pair(e['swap_gap'], r['swap_gap'], lambda x: ms(x) + ' ms')} |"
+            f" {pair(start_e, start_r)} | {pair(restore_e, restore_r)} |"
+            f" {pair(after_e, after_r)} |"
         )
     return out
 
@@ -768,11 +818,16 @@ def main():
     parser.add_argument("--send", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
     parser.add_argument("--rewrite", metavar="JSON", help="write RESULTS.md from a saved run")
+    parser.add_argument(
+        "--compare", metavar="JSON", help="a saved earlier run to set this one's figures beside"
+    )
     args = parser.parse_args()
+    earlier = json.loads(Path(args.compare).read_text()) if args.compare else None
     if args.rewrite:
         saved = json.loads(Path(args.rewrite).read_text())
         loads = saved["load_before"], saved["load_after"]
-        write(argparse.Namespace(**saved["args"]), saved["results"], *loads)
+        run_args = argparse.Namespace(**saved["args"])
+        write(run_args, saved["results"], *loads, earlier, saved.get("commit"))
         return
     if args.send:
         host, path, rate, stream = args.send
@@ -794,11 +849,11 @@ def main():
             print(summary(r), flush=True)
     print(f"took {time.monotonic() - begun:.0f} s; work in {work}")
     load_after = os.getloadavg()
-    saved = {"args": vars(args), "results": results}
+    saved = {"args": vars(args), "results": results, "commit": describe_commit()}
     saved.update(load_before=load_before, load_after=load_after)
     (work / "results.json").write_text(json.dumps(saved))
     if not args.no_write:
-        write(args, results, load_before, load_after)
+        write(args, results, load_before, load_after, earlier)
 
 
 def ms(ns):
