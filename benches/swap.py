@@ -761,19 +761,20 @@ def limits(results):
     out += [
         "",
         "At 10k keys the pause is the swap's machinery rather than state: recording the new"
-        " version, stopping the old instances, starting the engine (reading the log since the"
-        " last full checkpoint and finding each key's state) and the sources again; the"
-        " restore itself is tens of milliseconds. At 1M keys the restore dominates: every"
-        " key's state is unpickled into the new version's instances (the Python SDK's"
-        " `restore`, 4096 keys a call), and `Node::start` restores one worker after another,"
-        " so `run --watch` with two workers restores on one core. The receiver's gap adds the"
-        " first checkpoint after the swap: the first checkpoint after a start is full (every"
-        " key, so the log can be compacted), and because the SDK's `restore` marks every"
-        " restored key changed, the guest pickles every key again for it although the host"
-        " already holds those bytes. Everything shares two cores with the senders, the"
-        " receiver and (for the cluster) three nodes restoring at once, so other work on the"
-        " machine stretches the 1M-key figures (see the load average above). A steady p99 latency"
-        " near the checkpoint interval says the node kept up with the offered load.",
+        " version, stopping the old instances, starting the engine and the sources again. In"
+        " the start, reading the log (every record since the last full checkpoint, each logged"
+        " input frame decoded into its own buffer although only those after the last cut are"
+        " replayed) and finding each key's state cost more than the restore, on the node that"
+        " holds the sources' input. At 1M keys the restore dominates: every key's state is"
+        " unpickled into the new version's instances (the Python SDK's `restore`, 4096 keys a"
+        " call). Each worker restores its own keys on its own thread, so two workers restore on"
+        " two cores when the machine has them free. A restored key is not reported changed, so"
+        " the first checkpoint after the swap (full: every key, so the log can be compacted)"
+        " writes the host's copy instead of the guest pickling every key again. Everything"
+        " shares two cores with the senders, the receiver and (for the cluster) three nodes"
+        " restoring at once, so other work on the machine stretches the 1M-key figures (see the"
+        " load average above). A steady p99 latency near the checkpoint interval says the node"
+        " kept up with the offered load.",
     ]
     return out
 
