@@ -28,7 +28,8 @@ For each key count and each system, in one run:
   where the pause goes comes from the nodes' logs (timestamps, RUST_LOG=debug).
 
 The section it writes replaces the one in benches/RESULTS.md after the `<!-- swap.py -->`
-line (bench.py and cluster.py keep it).
+line (bench.py and cluster.py keep it). Every run saves its figures as results.json in its work
+directory; `--compare JSON` sets an earlier run's beside this one's in the section.
 """
 
 import argparse
@@ -561,10 +562,14 @@ def profile(logs):
     }
 
 
-def write(args, results, load_before, load_after):
-    commit = subprocess.run(
+def describe_commit():
+    return subprocess.run(
         ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
+
+
+def write(args, results, load_before, load_after, earlier=None, commit=None):
+    commit = commit or describe_commit()
     lines = [
         MARKER,
         "## Hot swap: the stream's pause at a steady load",
@@ -640,6 +645,8 @@ def write(args, results, load_before, load_after):
     for r in results:
         lines += profile_lines(r)
     lines += limits(results)
+    if earlier:
+        lines += comparison(earlier, results, load_before)
     lines.append("")
     path = ROOT / "benches/RESULTS.md"
     text = path.read_text() if path.exists() else ""
@@ -684,6 +691,49 @@ def profile_lines(r):
     return out
 
 
+def comparison(earlier, results, load_before):
+    """This run's figures beside those of an earlier saved run (``--compare``)."""
+    then = {(r["system"], r["keys"]): r for r in earlier["results"]}
+    load_then = earlier["load_before"][0]
+    out = [
+        "",
+        f"### Against the run at commit {earlier.get('commit', '(unknown)')}",
+        "",
+        f"The same script at that commit, its JSON given with `--compare` (1-minute load"
+        f" average before it {load_then:.2f}, before this one {load_before[0]:.2f}): earlier"
+        " -> this run. `start` and `restore` are the slowest node's, from the logs.",
+        "",
+        "| system | keys | paused (node's figure) | swap: largest gap | start | restore |"
+        " first checkpoint after the swap |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def phases(r):
+        p = profile(r["logs"])
+        if p is None:
+            return None, None, None
+        slowest = max(p["nodes"], key=lambda n: n["to_start"] + n["total"])
+        after = p["after"][1] if p.get("after") else None
+        return slowest["total"], slowest["restore"], after
+
+    def pair(a, b, fmt=lambda x: f"{x:,.0f} ms"):
+        return " -> ".join("-" if x is None else fmt(x) for x in (a, b))
+
+    for r in results:
+        e = then.get((r["system"], r["keys"]))
+        if e is None:
+            continue
+        start_e, restore_e, after_e = phases(e)
+        start_r, restore_r, after_r = phases(r)
+        out.append(
+            f"| {r['system']} | {r['keys']:,} | {node_figures(e)[0]} -> {node_figures(r)[0]} |"
+            f" {pair(e['swap_gap'], r['swap_gap'], lambda x: ms(x) + ' ms')} |"
+            f" {pair(start_e, start_r)} | {pair(restore_e, restore_r)} |"
+            f" {pair(after_e, after_r)} |"
+        )
+    return out
+
+
 def limits(results):
     """What limits the pause and the gap, in this run's figures."""
     out = ["", "### What limits it", ""]
@@ -711,19 +761,20 @@ def limits(results):
     out += [
         "",
         "At 10k keys the pause is the swap's machinery rather than state: recording the new"
-        " version, stopping the old instances, starting the engine (reading the log since the"
-        " last full checkpoint and finding each key's state) and the sources again; the"
-        " restore itself is tens of milliseconds. At 1M keys the restore dominates: every"
-        " key's state is unpickled into the new version's instances (the Python SDK's"
-        " `restore`, 4096 keys a call), and `Node::start` restores one worker after another,"
-        " so `run --watch` with two workers restores on one core. The receiver's gap adds the"
-        " first checkpoint after the swap: the first checkpoint after a start is full (every"
-        " key, so the log can be compacted), and because the SDK's `restore` marks every"
-        " restored key changed, the guest pickles every key again for it although the host"
-        " already holds those bytes. Everything shares two cores with the senders, the"
-        " receiver and (for the cluster) three nodes restoring at once, so other work on the"
-        " machine stretches the 1M-key figures (see the load average above). A steady p99 latency"
-        " near the checkpoint interval says the node kept up with the offered load.",
+        " version, stopping the old instances, starting the engine and the sources again. In"
+        " the start, reading the log (every record since the last full checkpoint, each logged"
+        " input frame decoded into its own buffer although only those after the last cut are"
+        " replayed) and finding each key's state cost more than the restore, on the node that"
+        " holds the sources' input. At 1M keys the restore dominates: every key's state is"
+        " unpickled into the new version's instances (the Python SDK's `restore`, 4096 keys a"
+        " call). Each worker restores its own keys on its own thread, so two workers restore on"
+        " two cores when the machine has them free. A restored key is not reported changed, so"
+        " the first checkpoint after the swap (full: every key, so the log can be compacted)"
+        " writes the host's copy instead of the guest pickling every key again. Everything"
+        " shares two cores with the senders, the receiver and (for the cluster) three nodes"
+        " restoring at once, so other work on the machine stretches the 1M-key figures (see the"
+        " load average above). A steady p99 latency near the checkpoint interval says the node"
+        " kept up with the offered load.",
     ]
     return out
 
@@ -768,11 +819,16 @@ def main():
     parser.add_argument("--send", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="print, do not write RESULTS.md")
     parser.add_argument("--rewrite", metavar="JSON", help="write RESULTS.md from a saved run")
+    parser.add_argument(
+        "--compare", metavar="JSON", help="a saved earlier run to set this one's figures beside"
+    )
     args = parser.parse_args()
+    earlier = json.loads(Path(args.compare).read_text()) if args.compare else None
     if args.rewrite:
         saved = json.loads(Path(args.rewrite).read_text())
         loads = saved["load_before"], saved["load_after"]
-        write(argparse.Namespace(**saved["args"]), saved["results"], *loads)
+        run_args = argparse.Namespace(**saved["args"])
+        write(run_args, saved["results"], *loads, earlier, saved.get("commit"))
         return
     if args.send:
         host, path, rate, stream = args.send
@@ -794,11 +850,11 @@ def main():
             print(summary(r), flush=True)
     print(f"took {time.monotonic() - begun:.0f} s; work in {work}")
     load_after = os.getloadavg()
-    saved = {"args": vars(args), "results": results}
+    saved = {"args": vars(args), "results": results, "commit": describe_commit()}
     saved.update(load_before=load_before, load_after=load_after)
     (work / "results.json").write_text(json.dumps(saved))
     if not args.no_write:
-        write(args, results, load_before, load_after)
+        write(args, results, load_before, load_after, earlier)
 
 
 def ms(ns):

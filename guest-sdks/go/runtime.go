@@ -560,23 +560,27 @@ func (r *Runtime) encodeState(sl *slot) (value []byte, err error) {
 	return r.stores[sl.step].stage.encState(sl.value), nil
 }
 
-// Restore replaces or creates the given states, marking them changed. Applies nothing if any
-// entry is unusable.
+// Restore replaces or creates the given states. Applies nothing if any entry is unusable.
+//
+// The host keeps the bytes it restores, so a restored state is not marked changed (a start
+// would otherwise encode every key again for its first checkpoint); one converted from an
+// earlier version's state is, so the host's copy becomes this version's.
 func (r *Runtime) Restore(entries []StateEntry) error {
 	if r.stores == nil {
 		return errors.New("state requested before describe")
 	}
 	values := make([]any, len(entries))
+	converted := make([]bool, len(entries))
 	for i, e := range entries {
 		st := r.stores[e.Step]
 		if st == nil {
 			return fmt.Errorf("cannot restore state into step %d: it keeps none", e.Step)
 		}
-		v, err := st.stage.decState(e.Value)
+		v, conv, err := st.stage.decState(e.Value)
 		if err != nil {
 			return fmt.Errorf("cannot restore the state of step %d for key %q: %v", e.Step, e.Key, err)
 		}
-		values[i] = v
+		values[i], converted[i] = v, conv
 	}
 	for i, e := range entries {
 		st := r.stores[e.Step]
@@ -586,7 +590,9 @@ func (r *Runtime) Restore(entries []StateEntry) error {
 			st.slots[sl.key] = sl
 		}
 		sl.value = values[i]
-		r.markChanged(sl)
+		if converted[i] {
+			r.markChanged(sl)
+		}
 	}
 	return nil
 }

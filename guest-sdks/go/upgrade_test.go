@@ -83,6 +83,10 @@ func TestUpgradeStateConvertsAnEarlierVersionsStateAndCountsGoOn(t *testing.T) {
 	if err := v2.Restore(snap); err != nil {
 		t.Fatal(err)
 	}
+	// Converted states are reported changed, so the host's copy becomes version 2's.
+	if converted, err := v2.SnapshotChanged(16); err != nil || len(converted) != 2 {
+		t.Fatalf("converted states not reported: %v %+v", err, converted)
+	}
 	if got := countWords(t, v2, "a", "b", "c"); strings.Join(got, "") != "a => 3\nb => 2\nc => 1\n" {
 		t.Fatalf("%q", got)
 	}
@@ -96,6 +100,9 @@ func TestUpgradeStateConvertsAnEarlierVersionsStateAndCountsGoOn(t *testing.T) {
 	}))
 	if err := v2b.Restore(again); err != nil {
 		t.Fatal(err)
+	}
+	if unchanged, _ := v2b.SnapshotChanged(16); len(unchanged) != 0 {
+		t.Fatalf("state restored as it is reported changed: %+v", unchanged)
 	}
 	if got := countWords(t, v2b, "a"); got[0] != "a => 4\n" {
 		t.Fatalf("%q", got)

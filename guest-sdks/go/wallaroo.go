@@ -217,7 +217,9 @@ type stepStage struct {
 	stateful func(v any, state any, emit func(any)) error
 	newState func() any
 	encState func(state any) []byte
-	decState func(data []byte) (any, error)
+	// decState also says whether the state was converted: written by an earlier version
+	// (an UpgradeState's type, or an SDK from before headers) rather than as encState writes it.
+	decState func(data []byte) (state any, converted bool, err error)
 	// stateType is S; upgrades decode states an earlier version wrote (see UpgradeState)
 	stateType reflect.Type
 	upgrades  []stateUpgrade
@@ -348,22 +350,24 @@ func stateStep[In, S any](p Pipeline[In], name string, newState func() *S, where
 		}
 		return &v, nil
 	}
-	s.decState = func(data []byte) (any, error) {
+	s.decState = func(data []byte) (any, bool, error) {
 		if body, ok := bytes.CutPrefix(data, header); ok {
-			return decode(body)
+			v, err := decode(body)
+			return v, false, err
 		}
 		for _, u := range s.upgrades {
 			if body, ok := bytes.CutPrefix(data, u.header); ok {
-				return u.decode(body)
+				v, err := u.decode(body)
+				return v, true, err
 			}
 		}
 		// Written without a header, by an SDK from before headers: as an S.
 		v, err := decode(data)
 		if err != nil && len(data) >= len(header) && data[0] == header[0] {
-			return nil, fmt.Errorf("the state was written for another state type than %s (its "+
+			return nil, false, fmt.Errorf("the state was written for another state type than %s (its "+
 				"layout %x); convert it with wallaroo.UpgradeState from that type", s.stateType, data[1:len(header)])
 		}
-		return v, err
+		return v, true, err
 	}
 	return n
 }

@@ -222,9 +222,16 @@ func TestSnapshotRestoreAndTakeCarryState(t *testing.T) {
 	if err := other.Restore(taken); err != nil {
 		t.Fatal(err)
 	}
+	// The host holds the bytes it restored: nothing to report back until the state changes.
+	if again, _ := other.SnapshotChanged(4096); len(again) != 0 {
+		t.Fatalf("restored state reported changed: %+v", again)
+	}
 	rt = other
 	if got := route("a"); got[0] != "a => 3\n" {
 		t.Fatalf("after restore: %q", got)
+	}
+	if changed, _ := other.SnapshotChanged(4096); len(changed) != 1 || string(changed[0].Key) != "a" {
+		t.Fatalf("restored then updated: %+v", changed)
 	}
 	if err := other.Restore([]wallaroo.StateEntry{{Step: 1, Key: []byte("a")}}); err == nil {
 		t.Fatal("restored into a stateless step")

@@ -219,9 +219,15 @@ fn a_new_version_that_inserts_a_step_keeps_counting_on_the_old_data_directory() 
 
 /// `wallaroo run --resilience exactly-once` on `data_dir`; it is expected to fail at start.
 fn run_expecting_refusal(data_dir: &Path) -> String {
+    run_app_expecting_refusal(&build_app(WORD_COUNT), data_dir, &[])
+}
+
+/// As [`run_expecting_refusal`], for the application `wasm` with `extra` arguments.
+fn run_app_expecting_refusal(wasm: &Path, data_dir: &Path, extra: &[&str]) -> String {
     let out = Command::new(wallaroo())
         .arg("run")
-        .arg(build_app(WORD_COUNT))
+        .arg(wasm)
+        .args(extra)
         .args(["--resilience", "exactly-once", "--data-dir"])
         .arg(data_dir)
         .arg("--cache-dir")
@@ -233,6 +239,40 @@ fn run_expecting_refusal(data_dir: &Path) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "started anyway:\n{stderr}");
     stderr
+}
+
+#[test]
+fn state_the_new_version_cannot_restore_is_refused_at_the_start_naming_step_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, "a b c\na b\na\n").unwrap();
+    let args = [
+        "--workers",
+        "2",
+        "--resilience",
+        "exactly-once",
+        "--sink-framing",
+        "tagged",
+    ];
+    let mut node = Node::start(&build_app(WORD_COUNT), &receiver.addr, dir.path(), &args);
+    send(&node.source, &input, &[]);
+    receiver.wait_lines(6, Duration::from_secs(60));
+    assert_eq!(
+        node.proc.stop(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        node.proc.stderr()
+    );
+    // Its state class has another name: the counts pickled by the first version do not
+    // unpickle. Each worker restores on its own thread; the one that fails fails the start.
+    let new_state = build_app("tests/apps/word_count_new_state/word_count.py");
+    let stderr = run_app_expecting_refusal(&new_state, &node.data_dir, &["--workers", "2"]);
+    assert!(
+        stderr.contains("cannot restore the state of step 3 for key b'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("WordTotal"), "{stderr}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 itself allows (the same module and class name, ``__setstate__``, a class alias) and the SDK's
 ``upgrade_state`` hook for a class that is gone or changed its shape."""
 
+import pickle
 import sys
 import types
 
@@ -172,11 +173,18 @@ def test_upgrade_state_converts_state_of_a_class_that_is_gone_and_counts_go_on()
     saved = version_1_state()
     v2 = version(Stats, stats_one_more)
     v2.runtime.restore(saved)
+    # Converted states are reported changed, so the host's copy becomes version 2's.
+    converted = v2.runtime.snapshot_changed()
+    assert {key: type(pickle.loads(value)).__name__ for _, key, value in converted} == {
+        b"a": "Stats",
+        b"b": "Stats",
+    }
     counts_go_on(v2)
     # Version 2's own state is restored as it is: upgrade_state sees only older ones.
     again = v2.runtime.snapshot_changed()
     v2b = version(Stats, stats_one_more)
     v2b.runtime.restore(again)
+    assert v2b.runtime.snapshot_changed() == []  # nothing converted: the host has these bytes
     v2b.send([b"a"])
     assert v2b.output() == b"a => 4\n"
 

@@ -718,17 +718,18 @@ class _OldStateUnpickler(pickle.Unpickler):
 
 
 def _upgraded(value, cls, upgrade):
-    """The state pickled as ``value``, given to ``upgrade`` (the state class's
-    ``upgrade_state``) unless it is an instance of ``cls`` already; what it returns must be."""
+    """``(state, converted)``: the state pickled as ``value``, given to ``upgrade`` (the state
+    class's ``upgrade_state``) unless it is an instance of ``cls`` already; what it returns must
+    be."""
     state = _OldStateUnpickler(io.BytesIO(value)).load()
     if isinstance(state, cls):
-        return state
+        return state, False
     new = upgrade(state)
     if not isinstance(new, cls):
         raise TypeError(
             f"{cls.__name__}.upgrade_state returned a {type(new).__name__}, not a {cls.__name__}"
         )
-    return new
+    return new, True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -825,8 +826,12 @@ class Runtime:
         return entries
 
     def restore(self, entries):
-        """Replaces or creates the given ``(step, key, pickled state)``, marking them changed.
-        Applies nothing if any entry is unusable."""
+        """Replaces or creates the given ``(step, key, pickled state)``. Applies nothing if any
+        entry is unusable.
+
+        The host keeps the bytes it restores, so a restored state is not marked changed (a start
+        would otherwise pickle every key again for its first checkpoint); one converted from an
+        earlier version's state is, so the host's copy becomes this version's."""
         stores = self._described_stores()
         decoded = []
         for step_id, key, value in entries:
@@ -835,16 +840,20 @@ class Runtime:
                 raise RuntimeError(f"cannot restore state into step {step_id}: it keeps none")
             try:
                 upgrade = self._upgrades.get(step_id)
-                state = _loads(value) if upgrade is None else _upgraded(value, *upgrade)
+                if upgrade is None:
+                    state, converted = _loads(value), False
+                else:
+                    state, converted = _upgraded(value, *upgrade)
             except Exception as error:
                 raise RuntimeError(
                     f"cannot restore the state of step {step_id} for key {key!r}: "
                     f"{error_text(error)}"
                 ) from None
-            decoded.append((store, key, state))
-        for (states, changed), key, state in decoded:
+            decoded.append((store, key, state, converted))
+        for (states, changed), key, state, converted in decoded:
             states[key] = state
-            changed[key] = None
+            if converted:
+                changed[key] = None
 
     def take(self, keys):
         """Removes the states of the given ``(step, key)`` pairs that exist and returns them as

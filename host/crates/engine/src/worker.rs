@@ -123,24 +123,11 @@ impl Worker {
         sinks: Vec<flume::Sender<SinkBatch>>,
         owners: Arc<Vec<Owner>>,
         state: StateMap,
-    ) -> anyhow::Result<Self> {
+    ) -> Self {
         let max_memory = runtime.limits().max_memory;
         let sinks_len = sinks.len();
         let durable = config.resilience != Resilience::None;
         let hold = config.resilience == Resilience::ExactlyOnce;
-        let mut instance = instance;
-        if !state.is_empty() {
-            restore(&mut instance, &state)
-                .map_err(|e| anyhow::anyhow!("worker {id}: restoring {} keys: {e}", state.len()))?;
-        }
-        let counters = &shared.counters;
-        counters.state_keys.inc_by(state.len() as i64);
-        counters.state_bytes.inc_by(
-            state
-                .iter()
-                .map(|((_, k), v)| (k.len() + v.len()) as i64)
-                .sum(),
-        );
         let worker = Self {
             id,
             runtime,
@@ -168,7 +155,7 @@ impl Worker {
             max_memory,
             call_bytes: call_bytes(max_memory),
         };
-        Ok(worker.with_recycle_mark())
+        worker.with_recycle_mark()
     }
 
     /// Sets the memory mark for recycling halfway between what the instance holds now and its
@@ -176,6 +163,30 @@ impl Worker {
     fn with_recycle_mark(mut self) -> Self {
         self.set_recycle_mark();
         self
+    }
+
+    /// Puts the state this worker starts with into its instance. Called on the worker's own
+    /// thread before [`Worker::run`], so a node's workers restore at once.
+    pub(crate) fn restore_state(&mut self) -> anyhow::Result<()> {
+        if !self.state.is_empty() {
+            restore(&mut self.instance, &self.state).map_err(|e| {
+                anyhow::anyhow!(
+                    "worker {}: restoring {} keys: {e}",
+                    self.id,
+                    self.state.len()
+                )
+            })?;
+        }
+        let counters = &self.shared.counters;
+        counters.state_keys.inc_by(self.state.len() as i64);
+        counters.state_bytes.inc_by(
+            self.state
+                .iter()
+                .map(|((_, k), v)| (k.len() + v.len()) as i64)
+                .sum(),
+        );
+        self.set_recycle_mark();
+        Ok(())
     }
 
     /// Source input waits: at a barrier, or while holding too much output.

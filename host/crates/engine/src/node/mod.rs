@@ -406,16 +406,32 @@ impl Node {
             dropped: recovery.dropped.clone().into_iter().collect(),
         };
         let recovered_at = started.elapsed();
-        let mut states: Vec<StateMap> = vec![HashMap::new(); config.workers];
         let mut elsewhere = 0;
-        for ((step, key), value) in recovery.state {
-            match owners[config.key_groups.of(&key).0 as usize] {
-                Owner::Worker(w) => {
-                    states[w].insert((step, key), value);
+        let owner = |key: &[u8]| &owners[config.key_groups.of(key).0 as usize];
+        let states: Vec<StateMap> = if config.workers == 1 {
+            // The one worker takes the recovered map as it is, no key hashed into another.
+            let mut state = recovery.state;
+            state.retain(|(_, key), _| {
+                let here = matches!(owner(key), Owner::Worker(_));
+                elsewhere += usize::from(!here);
+                here
+            });
+            vec![state]
+        } else {
+            let share = recovery.state.len() / config.workers;
+            let mut states: Vec<StateMap> = (0..config.workers)
+                .map(|_| HashMap::with_capacity(share + share / 8))
+                .collect();
+            for ((step, key), value) in recovery.state {
+                match owner(&key) {
+                    Owner::Worker(w) => {
+                        states[*w].insert((step, key), value);
+                    }
+                    Owner::Node(_) => elsewhere += 1,
                 }
-                Owner::Node(_) => elsewhere += 1,
             }
-        }
+            states
+        };
         if elsewhere > 0 {
             // Key groups this node handed to another: gone from the log at its next full
             // checkpoint.
@@ -425,11 +441,15 @@ impl Node {
             );
             recovered.keys -= elsewhere;
         }
+        // Each worker restores its keys on its own thread, all at once; a restore that fails
+        // fails the start.
         let mut threads = Vec::new();
+        let (restored_tx, restored) = flume::unbounded();
+        let mut failed = None;
         for (id, ((instance, inbox), state)) in
             instances.into_iter().zip(receivers).zip(states).enumerate()
         {
-            let worker = Worker::new(
+            let mut worker = Worker::new(
                 id,
                 runtime.clone(),
                 instance,
@@ -439,13 +459,53 @@ impl Node {
                 sink_tx.clone(),
                 owners.clone(),
                 state,
-            )?;
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("wallaroo-worker-{id}"))
-                    .spawn(move || worker.run(inbox))
-                    .context("spawning a worker thread")?,
             );
+            let restored_tx = restored_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("wallaroo-worker-{id}"))
+                .spawn(move || {
+                    let result = worker.restore_state();
+                    let ok = result.is_ok();
+                    let _ = restored_tx.send(result);
+                    // Gone before the run: a worker that panics while restoring ends the wait.
+                    drop(restored_tx);
+                    if ok {
+                        worker.run(inbox);
+                    }
+                })
+                .context("spawning a worker thread");
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(restored_tx);
+        for _ in 0..threads.len() {
+            match restored.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(_) => {
+                    failed.get_or_insert_with(|| anyhow::anyhow!("a worker ended while restoring"));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            for inbox in &shared.inboxes {
+                let _ = inbox.send(Work::Stop);
+            }
+            for thread in threads {
+                let _ = thread.join();
+            }
+            if let Some(log) = &log {
+                log.stop();
+            }
+            return Err(e);
         }
         // Where a start's time goes (the pause of a hot swap is mostly this).
         tracing::debug!(
