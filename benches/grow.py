@@ -20,8 +20,9 @@ the whole line, a running count per key, one output line per message):
   lines, each checkpoint's commit, each engine's start);
 - full load, at the first key count: a fresh cluster of 2, the same prefill, then one
   `wallaroo send --ack --batch-size 256` as fast as it goes into node 0's source, grown to 3
-  nodes a few seconds in. The maximum rates of 2 and 3 nodes are taken before and after it,
-  with the input into node 0's source and with one sender into every node's source;
+  nodes a few seconds in. The maximum rates of 2 and 3 nodes are taken before and after it
+  (150k messages as fast as they go, three rounds of each input in turn), with the input
+  into node 0's source and with one sender into every node's source at once;
 - the receiver (a thread of this script, as in swap.py) keeps each tagged frame once with the
   time it arrived. Exactly-once output leaves at each checkpoint's commit in one burst, so the
   output rate per second spreads each burst's lines over the checkpoint interval before it
@@ -41,6 +42,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,7 +63,8 @@ from swap import (
 
 MARKER = "<!-- grow.py -->"
 PREFILL_AT_LEAST = 200_000
-MAX_RATE_MESSAGES = 200_000
+MAX_RATE_MESSAGES = 150_000
+MAX_RATE_ROUNDS = 3
 HANDED = re.compile(
     r"handed (\d+) keys' state over at checkpoint (\d+) in (\d+) ms "
     r"\((\d+) bytes of keys and state, taken from the workers in (\d+) ms\)"
@@ -190,6 +193,18 @@ def max_rate(receiver, sources, keys_path, messages, expected):
     return sent, out, sent / ((acked - started) / 1e9)
 
 
+def max_rates(r, nodes, receiver, sources, keys_path, expected):
+    """Rounds of `max_rate` into node 0's source and into every node's, in turn, kept in
+    r["max"]; returns the lines expected after them."""
+    for _ in range(MAX_RATE_ROUNDS):
+        for name, into in (("node 0", sources[:1]), ("each node", sources)):
+            sent, out, acked = max_rate(receiver, into, keys_path, MAX_RATE_MESSAGES, expected)
+            r["max"].setdefault(f"{nodes} nodes, into {name}", []).append((out, acked))
+            expected += sent
+            print(f"  {nodes} nodes, into {name}: {out:,.0f}/s out, {acked:,.0f}/s acknowledged")
+    return expected
+
+
 def keys_file(work, keys):
     path = work / f"keys{keys}.txt"
     if not path.exists():
@@ -277,16 +292,12 @@ def measure_full(keys, work, wasm, args):
         expected = r["prefill"]
         send_all(sources[:1], keys_path, expected)
         receiver.wait(expected, 600)
-        n = MAX_RATE_MESSAGES
         r["max"] = {}
-        for name, into in (("node 0", sources[:1]), ("each node", sources)):
-            sent, *r["max"][f"2 nodes, into {name}"] = max_rate(
-                receiver, into, keys_path, n, expected
-            )
-            expected += sent
-        print(f"full load: {r['max']}", flush=True)
-        # Enough for the seconds before and after and the change, at the rate of 2 nodes.
-        messages = int(r["max"]["2 nodes, into node 0"][1] * (args.before + args.after + 6))
+        expected = max_rates(r, 2, receiver, sources, keys_path, expected)
+        # Enough for the seconds before and after the change and the change itself, at the
+        # highest rate 2 nodes took input at, and half as much again for a third node.
+        two = max(acked for _, acked in r["max"]["2 nodes, into node 0"])
+        messages = int(1.5 * two * (args.before + args.after + 4))
         sender = subprocess.Popen(
             [W, "send", "--host", sources[0], "--file", keys_path, "--ack"]
             + ["--batch-size", "256", "--repeat", "--messages", str(messages)],
@@ -301,14 +312,8 @@ def measure_full(keys, work, wasm, args):
         expected += messages
         r["sent"] = messages
         receiver.wait(expected, 300)
-        sources = cluster.sources()
-        for name, into in (("node 0", sources[:1]), ("each node", sources)):
-            sent, *r["max"][f"3 nodes, into {name}"] = max_rate(
-                receiver, into, keys_path, n, expected
-            )
-            expected += sent
+        expected = max_rates(r, 3, receiver, cluster.sources(), keys_path, expected)
         r["sent"] = expected - r["prefill"]
-        print(f"full load: {r['max']}", flush=True)
         r["status"] = cluster.status()
     finally:
         cluster.stop()
@@ -433,10 +438,10 @@ def profile(logs, asked, answered):
     """Where a change's time went, from the nodes' logs (Unix times between the deploy's ask
     and its answer): the coordinator's steps, each node's hand-over, and each engine's start."""
 
-    def within(text):
+    def within(text, after=0.5):
         for line in text.splitlines():
             t = log_time(line)
-            if t is not None and asked - 0.5 <= t <= answered + 3:
+            if t is not None and asked - 0.5 <= t <= answered + after:
                 yield t, line
 
     steps = []
@@ -447,10 +452,13 @@ def profile(logs, asked, answered):
     coordinator = next(
         (CHANGED.search(line) for _, line in within(logs[0]) if CHANGED.search(line)), None
     )
+    # The first checkpoint after the change: a few seconds after its answer.
     nodes = []
     for i, text in enumerate(logs):
         n = {"node": i}
-        for t, line in within(text):
+        for t, line in within(text, 4.5):
+            if t > answered + 0.5 and not COMMITTED.search(line):
+                continue
             if m := HANDED.search(line):
                 n["handed"] = {
                     "at": t,
@@ -474,7 +482,7 @@ def profile(logs, asked, answered):
                         "ms": int(m.group(3)) / 1000,
                     }
                 )
-            elif (m := START.search(line)) and t <= answered + 0.5:
+            elif m := START.search(line):
                 inst, records, read, keys, found, total = (
                     int(m.group(g)) for g in (2, 3, 4, 5, 6, 7)
                 )
@@ -629,6 +637,10 @@ def ms(v):
     return "-" if v is None else f"{v:,.0f} ms"
 
 
+def spread(values):
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f} - {max(values):,.0f})"
+
+
 def rate(v):
     return "-" if v is None else f"{v:,.0f}"
 
@@ -765,19 +777,21 @@ def rate_lines(moves, full, args):
     for f in full:
         out += [
             "",
-            f"Maximum rate ({MAX_RATE_MESSAGES:,} messages as fast as `wallaroo send --ack"
-            f" --batch-size 256` goes, first byte sent to last line received), {f['keys']:,}"
-            " keys held:",
+            f"Maximum rate: {MAX_RATE_MESSAGES:,} messages as fast as `wallaroo send --ack"
+            f" --batch-size 256` goes, {f['keys']:,} keys held; {MAX_RATE_ROUNDS} rounds of"
+            " each input in turn before the grow (2 nodes) and after it (3 nodes): median"
+            " (lowest - highest), messages per second.",
             "",
-            "| input | until | 2 nodes /s | 3 nodes /s | 3 / 2 |",
+            "| input | until | 2 nodes | 3 nodes | 3 / 2 (medians) |",
             "|---|---|---:|---:|---:|",
         ]
         for into in ("node 0", "each node"):
             for i, until in enumerate(("the last line out", "all acknowledged")):
-                two = f["max"][f"2 nodes, into {into}"][i]
-                three = f["max"][f"3 nodes, into {into}"][i]
+                two = sorted(x[i] for x in f["max"][f"2 nodes, into {into}"])
+                three = sorted(x[i] for x in f["max"][f"3 nodes, into {into}"])
                 out.append(
-                    f"| into {into} | {until} | {rate(two)} | {rate(three)} | {three / two:.2f}x |"
+                    f"| into {into} | {until} | {spread(two)} | {spread(three)} |"
+                    f" {statistics.median(three) / statistics.median(two):.2f}x |"
                 )
         out += [
             "",
@@ -836,20 +850,36 @@ def limits(results, args):
                     f" ({max(x['keys'] for x in after):,} keys on one node)"
                 )
             out.append(line)
+    per_key = [
+        moved(c)[2] * 1000 / moved(c)[0]
+        for r in results
+        for c in r["changes"]
+        if moved(c)[0] and moved(c)[2]
+    ]
+    quiet = [
+        ph["drain"] + ph["checkpoint"]
+        for r in results
+        for c in r["changes"]
+        if (ph := phases(c["profile"], c["asked"][1]))["drain"] is not None
+        and ph["checkpoint"] is not None
+    ]
     out += [
         "",
         "A grow or shrink moves little: the hand-over of the groups that leave a node (taking"
         " their state from the workers, sending it over QUIC in parts of 8 MiB, the new owner"
-        " logging it durably) takes a few microseconds a key. The pause is the restart: at the"
+        " logging it durably) took"
+        f" {min(per_key, default=0):.1f} to {max(per_key, default=0):.1f} us a key. The pause"
+        " is the restart: at the"
         " change's checkpoint every node stops its engine and starts a new one with the new"
         " table (`Node::start`, as after a recovery), which reads its log since the last full"
         " checkpoint, finds each key's last state and restores every key it owns into fresh"
-        " instances (the Python SDK unpickles each one), not only the keys that moved. So the"
-        " pause grows with the state each node holds, not with the state moved, and a shrink,"
-        " after which each remaining node holds more, pauses longer than the grow. Before each"
+        " instances (the Python SDK unpickles each one), not only the keys that moved, although"
+        " the nodes that keep a key already hold its state. So the pause is set by the state"
+        " each node holds after the change, not by the state moved. Before each"
         " engine begins, the old run stops (the gap between the coordinator's start and the"
-        " engine's). The drain and the change's checkpoint take tens of milliseconds at these"
-        " loads. With exactly-once output the receiver's gap adds the first checkpoint after"
+        " engine's). The drain and the change's checkpoint together took"
+        f" {min(quiet, default=0):,.0f} to {max(quiet, default=0):,.0f} ms. With exactly-once"
+        " output the receiver's gap adds the first checkpoint after"
         " the start, which is full (every key the node holds, so the log can be compacted) and"
         " holds the output back until it commits. The coordinator's `paused_ms` starts at its"
         " record of the new table, so it leaves out the drain, the checkpoint and the"
