@@ -25,11 +25,12 @@ the whole line, a running count per key, one output line per message):
   into node 0's source and with one sender into every node's source at once;
 - the receiver (a thread of this script, as in swap.py) keeps each tagged frame once with the
   time it arrived. Exactly-once output leaves at each checkpoint's commit in one burst, so the
-  output rate per second spreads each burst's lines over the checkpoint interval before it
-  (or since the burst before, if later): the rate at which the cluster processed the input.
-  Before / during / after: the rate over the seconds before the deploy was asked, from the
-  ask until the deploy answered, and over the seconds after that. Every key's counts are
-  checked to run 1..n with nothing lost or repeated.
+  output rate per second spreads each burst's lines evenly over the time since the burst
+  before, leaving out the time the sources were stopped for a change (from the logs): the
+  rate at which the cluster processed the input, to about a checkpoint interval. Before /
+  during / after / later: the rate over the seconds before the deploy was asked, from the
+  ask until the deploy answered, over the seconds after that, and from then until the load
+  ended. Every key's counts are checked to run 1..n with nothing lost or repeated.
 
 The section it writes replaces the one in benches/RESULTS.md after the `<!-- grow.py -->`
 line; the other sections are kept.
@@ -609,7 +610,7 @@ def write(args, results, load_before, load_after, took):
         " state, restoring it into the workers). Only drain to start pause the stream.",
         "",
     ]
-    for r in (x for x in results if x["run"] == "move"):
+    for r in results:
         for c in r["changes"]:
             lines += profile_lines(r, c)
     full = [x for x in results if x["run"] == "full"]
@@ -678,11 +679,19 @@ def move_row(r, c):
 def profile_lines(r, c):
     p = c["profile"]
     ph = phases(p, c["asked"][1])
-    head = f"- {r['keys']:,} keys, {c['what']}:"
+    load = "half load" if r["run"] == "move" else "full load"
+    head = f"- {r['keys']:,} keys, {c['what']}, {load}:"
     if not p["steps"]:
         return [f"{head} the coordinator's log lacks the `change under way` lines"]
     order = ("deploy", "ready", "drain", "checkpoint", "move", "record", "start")
-    out = [head + " " + ", ".join(f"{name} {ms(ph[name])}" for name in order)]
+    held = " -> ".join(
+        "/".join(f"{keys:,}" for _, keys, _ in state)
+        for state in (c["state_before"], c["state_after"])
+    )
+    out = [
+        head + " " + ", ".join(f"{name} {ms(ph[name])}" for name in order),
+        f"  - keys held per node before -> after: {held}",
+    ]
     first = first_steps(p)
     begun, moving = first.get("checkpoint: begin"), first.get("changing: move")
     running = first.get("running")
