@@ -650,7 +650,12 @@ def write(args, results, load_before, load_after, earlier=None, commit=None):
     lines.append("")
     path = ROOT / "benches/RESULTS.md"
     text = path.read_text() if path.exists() else ""
+    # Sections after this one (benches/grow.py's), each from its own marker line, are kept.
+    later = text.split(MARKER, 1)[1] if MARKER in text else ""
+    found = re.search(r"^<!-- \S+ -->$", later, re.M)
     text = text.split(MARKER)[0].rstrip("\n") + "\n\n" + "\n".join(lines)
+    if found:
+        text += "\n" + later[found.start() :]
     path.write_text(text)
     print("wrote the swap section of benches/RESULTS.md")
 

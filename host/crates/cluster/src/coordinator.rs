@@ -243,7 +243,13 @@ impl Driver {
     }
 
     async fn handle(&mut self, event: Event) {
+        let before = self.core.state();
         let actions = self.core.handle(self.now(), event);
+        let after = self.core.state();
+        if self.swap.is_some() && after != before {
+            // Where a change's time goes (benches/grow.py reads these).
+            tracing::debug!("change under way: {after}");
+        }
         self.carry_out(actions).await;
     }
 

@@ -107,14 +107,21 @@ pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
                 let ctx = ctx.clone();
                 let import = move || {
                     let _one_at_a_time = ctx.handoffs.lock().unwrap();
-                    match checkpoints {
+                    let started = std::time::Instant::now();
+                    let keys = handoff.entries.len();
+                    let imported = match checkpoints {
                         Some(c) => c.import(checkpoint, handoff).map_err(anyhow::Error::msg),
                         None => wallaroo_engine::import_offline(
                             &ctx.data.app().join("wal"),
                             checkpoint,
                             handoff,
                         ),
-                    }
+                    };
+                    tracing::debug!(
+                        "logged {keys} keys' state handed over at checkpoint {checkpoint} in {} ms",
+                        started.elapsed().as_millis()
+                    );
+                    imported
                 };
                 match tokio::task::spawn_blocking(import).await {
                     Ok(Ok(())) => Msg::Ok,
