@@ -98,8 +98,9 @@ struct Driver {
     swap: Option<(u64, Manifest, oneshot::Sender<Msg>, Instant)>,
     /// The stateful steps whose state the change under way drops.
     swap_drops: Vec<String>,
-    /// When every node had committed the checkpoint of the swap under way (the core then
-    /// asks for the record of the new version).
+    /// Since when the change under way pauses the stream: its sources were asked to stop
+    /// (a change that moves key groups), else every node had committed its checkpoint (the
+    /// core then asks for the record of the new version).
     swap_committed: Option<Instant>,
     /// While the cluster recovers: since when (the loss), and why.
     recovering: Option<(Instant, String)>,
@@ -294,6 +295,10 @@ impl Driver {
                 None
             }
             Action::Send { member, command } => {
+                if command == Command::StopSources && self.swap.is_some() {
+                    // A change that moves key groups pauses the stream from here.
+                    self.swap_committed.get_or_insert_with(Instant::now);
+                }
                 let command = self.message(command);
                 let Some(tx) = self.links[member].as_mut().and_then(|l| l.tx.as_mut()) else {
                     let why = "not joined".to_string();

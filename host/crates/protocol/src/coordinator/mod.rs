@@ -570,7 +570,17 @@ impl Coordinator {
             });
             return;
         }
-        if deployment != self.config.deployment || index >= self.config.members {
+        if deployment == self.config.deployment && index >= self.config.members {
+            actions.push(Action::Refuse {
+                member,
+                why: format!(
+                    "node {member} is not a member of deployment {deployment} yet: the change that \
+                     adds it has not begun (it joins again)"
+                ),
+            });
+            return;
+        }
+        if deployment != self.config.deployment {
             actions.push(Action::Refuse {
                 member,
                 why: format!(
