@@ -24,7 +24,7 @@ def test_a_batch_is_a_count_a_table_of_lengths_then_the_bytes():
         + b"abc"
         + b"k"
     )
-    assert list(_wire.messages(buf)) == [(b"", b"abc"), (b"k", b"")]
+    assert list(_wire.messages(buf)) == [(b"", b"abc", 0), (b"k", b"", 0)]
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_a_batch_is_a_count_a_table_of_lengths_then_the_bytes():
     ],
 )
 def test_batches_with_empty_keys_or_payloads_read_back(pairs):
-    assert list(_wire.messages(_wire.encode_batch(pairs))) == pairs
+    assert list(_wire.messages(_wire.encode_batch(pairs))) == [(k, p, 0) for k, p in pairs]
 
 
 def test_outputs_are_tagged_records_back_to_back():

@@ -16,6 +16,7 @@ import inspect
 import pickle
 
 __all__ = [
+    "Aggregation",
     "ApplicationBuilder",
     "Computation",
     "ComputationMulti",
@@ -34,6 +35,7 @@ __all__ = [
     "build_application",
     "computation",
     "computation_multi",
+    "count_windows",
     "decoder",
     "deserialize",
     "encoder",
@@ -44,6 +46,7 @@ __all__ = [
     "minutes",
     "nanoseconds",
     "partition",
+    "range_windows",
     "seconds",
     "serialize",
     "source",
@@ -471,8 +474,9 @@ class Pipeline:
         self._closed = closed
 
     def to(self, step):
-        """Appends a ``@computation``/``@state_computation`` (or ``_multi``) step, or an
-        instance of a subclass of ``Computation``/``StateComputation`` (or ``_Multi``)."""
+        """Appends a ``@computation``/``@state_computation`` (or ``_multi``) step, an
+        instance of a subclass of ``Computation``/``StateComputation`` (or ``_Multi``), or
+        windows (``range_windows(...).over(...)``, ``count_windows(...).over(...)``)."""
         return self._then(_builder.as_pipeline_step(step), "to")
 
     def key_by(self, extractor):
@@ -606,7 +610,27 @@ def tcp_parse_output_addrs(args):
     ]
 
 
-# The ApplicationBuilder (Wallaroo 0.1-0.5) and the conversion of class-based user objects; it
-# uses the classes above, so it is imported last.
-from wallaroo import _builder  # noqa: E402
+# ------------------------------------------------------------------------------------------------
+# Windows (wallaroo._windows)
+
+
+def range_windows(window_range):
+    """Windows of ``window_range`` nanoseconds of event time, for ``.to()`` once finished with
+    ``.over(AggregationClass)``: tumbling, or sliding with ``.with_slide(slide)``; each fires
+    when the watermark passes its end plus ``.with_delay(delay)``; a message too late for its
+    windows follows ``.with_late_data_policy(policy)``. Use them after ``key_by`` for windows
+    per key, or before it for windows over the whole flow."""
+    return _windows.RangeWindowsBuilder(window_range)
+
+
+def count_windows(count):
+    """A window of every ``count`` messages per key: ``count_windows(n).over(Aggregation)``
+    outputs once per ``n`` messages of a key."""
+    return _windows.CountWindowsBuilder(count)
+
+
+# The ApplicationBuilder (Wallaroo 0.1-0.5) and the conversion of class-based user objects, and
+# windows; they use the classes above, so they are imported last.
+from wallaroo import _builder, _windows  # noqa: E402
 from wallaroo._builder import ApplicationBuilder  # noqa: E402
+from wallaroo._windows import Aggregation  # noqa: E402

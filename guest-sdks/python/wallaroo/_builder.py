@@ -37,6 +37,7 @@ from wallaroo import (
     TCPSinkConfig,
     TCPSourceConfig,
     WallarooParameterError,
+    _windows,
     source,
 )
 
@@ -274,8 +275,12 @@ def as_pipeline_step(obj):
     """What a 0.6 pipeline's ``to()`` takes: a decorated function, or an instance (or class)
     of a subclass of ``Computation``, ``ComputationMulti``, ``StateComputation`` or
     ``StateComputationMulti``."""
-    if _plain(obj, Computation):
+    if _plain(obj, Computation) or isinstance(obj, _windows.WindowStep):
         return obj
+    if isinstance(obj, (_windows.RangeWindowsBuilder, _windows.CountWindowsBuilder)):
+        raise WallarooParameterError(
+            "to(): a window specification needs .over(AggregationClass) to be a step"
+        )
     if _plain(obj, StateComputation):
         if obj.state_class is None:
             raise WallarooParameterError(
@@ -302,7 +307,8 @@ def as_pipeline_step(obj):
         return Computation(fn, name, multi)
     raise WallarooParameterError(
         "to() takes a function decorated with @computation, @computation_multi, "
-        f"@state_computation or @state_computation_multi, got {obj!r}"
+        "@state_computation or @state_computation_multi, or windows (range_windows(...)"
+        f".over(...), count_windows(...).over(...)), got {obj!r}"
     )
 
 

@@ -28,8 +28,10 @@ from wallaroo import (
     SourceStage,
     StateComputation,
     WallarooParameterError,
+    _windows,
     _wire,
 )
+from wallaroo._windows import CountWindows, Failure, RangeWindows, Timers
 
 _SDK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -42,11 +44,13 @@ _loads = pickle.loads
 
 
 class Message(NamedTuple):
-    """One message of a batch (any ``(key, payload)`` pair will do). The key is empty in a
-    source's segment; elsewhere it is the routing key the message was sent with."""
+    """One message of a batch (any ``(key, payload)`` pair or ``(key, payload, event_time)``
+    triple will do). The key is empty in a source's segment; elsewhere it is the routing key
+    the message was sent with. The event time is in nanoseconds since the Unix epoch."""
 
     key: bytes
     payload: bytes
+    event_time: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,13 @@ def _definition_site(fn):
 # ------------------------------------------------------------------------------------------------
 # Compiling the pipeline into a step table
 
-_STEP_KINDS = {Computation: "stateless", StateComputation: "stateful", KeyExtractor: "key-by"}
+_STEP_KINDS = {
+    Computation: "stateless",
+    StateComputation: "stateful",
+    KeyExtractor: "key-by",
+    RangeWindows: "stateful",
+    CountWindows: "stateful",
+}
 
 # struct byte-order characters: big endian or not. Native order ('@', or none) is little endian
 # because the guest is wasm32.
@@ -299,7 +309,7 @@ def _stateless(step_id, computation, nxt):
     return run
 
 
-def _stateful(step_id, computation, nxt, states, changed, route):
+def _stateful(step_id, computation, nxt, states, changed, route, clock):
     fn, multi, new_state = computation.fn, computation.multi, computation.state_class
     forward = _forwarder(multi, nxt)
     label, where = f"{computation.kind} {computation.name!r}", _definition_site(fn)
@@ -334,7 +344,7 @@ def _stateful(step_id, computation, nxt, states, changed, route):
         # A batch routed to this step, with run's work and _unpickled inlined in one loop: the
         # component's hot path, with no call per message but the user's. Routed messages always
         # have a key.
-        for index, (key, payload) in enumerate(batch):
+        for index, (key, payload, clock.now) in enumerate(batch):
             mark = len(out)
             try:
                 try:
@@ -432,7 +442,7 @@ def _unpickled(payload, key):
     return _loads(payload)
 
 
-def _key_by(step_id, extractor, successors, flat):
+def _key_by(step_id, extractor, successors, flat, clock):
     fn = extractor.fn
     label, where = f"key_extractor {extractor.name!r}", _definition_site(fn)
     route_head, join = _wire.ROUTE_HEAD, b"".join
@@ -514,6 +524,51 @@ def _key_by(step_id, extractor, successors, flat):
 
     run_flat.many = run_many_flat
     return run_flat
+
+
+def _windowed(step_id, window, nxt, states, changed, route, clock, late):
+    """The runner of a window step (``wallaroo._windows``) and its ``fire(watermark, out,
+    failed)``, which outputs every window due at the watermark. ``late`` counts the step's late
+    messages."""
+    forward = _forwarder(True, nxt)
+    apply, new_state = window.apply, window.new_state
+    timers = Timers(window, states)
+
+    def run(value, key, out):
+        if key is None:  # before any key_by: one state for the whole flow, as for state steps
+            route(out, b"", step_id, _pickled(value, step_id))
+            return
+        state = states.get(key)
+        if state is None:
+            state = states[key] = new_state()
+        changed[key] = None
+        try:
+            result, is_late = apply(state, value, clock.now, clock.watermark, key)
+        except Exception as error:
+            raise StepFailed(step_id, error_text(error)) from None
+        finally:
+            timers.touch(key, state)
+        if is_late:
+            late[step_id] = late.get(step_id, 0) + 1
+        if result:
+            forward(list(result), key, out)
+
+    def fire(watermark, out, failed):
+        for key, state in timers.pop_due(watermark):
+            changed[key] = None
+            for time, output in window.fire(state, watermark, key):
+                clock.now = time
+                mark = len(out)
+                try:
+                    if type(output) is Failure:
+                        raise StepFailed(step_id, error_text(output.error))
+                    forward([output], key, out)
+                except StepFailed as failure:
+                    del out[mark:]
+                    failed(out, None, failure.step, key, failure.text)
+            timers.touch(key, state)
+
+    return run, fire, timers
 
 
 def _encoded(data, label):
@@ -608,12 +663,12 @@ def _generator_entry(step_id, config, nxt):
     return entry
 
 
-def _batch_runner(entry, routed):
+def _batch_runner(entry, routed, clock):
     """Runs ``entry`` on every message of a batch: ``run_batch(batch, out, failed)``. A message
     whose processing fails leaves one failure in ``out`` and nothing else."""
 
     def run_batch(batch, out, failed):
-        for index, (key, payload) in enumerate(batch):
+        for index, (key, payload, clock.now) in enumerate(batch):
             mark = len(out)
             try:
                 entry(payload, key, out)
@@ -637,8 +692,30 @@ def _routed_entry(step_id, run):
     return entry
 
 
-def _build(steps, flat):
-    """Closures for a step table: ``({segment: run_batch}, {step id: (states, changed)})``.
+class _Clock:
+    """The event time of the message being processed (what routes and window outputs carry
+    on), and the instance's watermark: no message older than it is still to come."""
+
+    __slots__ = ("now", "watermark")
+
+    def __init__(self):
+        self.now = 0
+        self.watermark = 0
+
+
+class _Built(NamedTuple):
+    """A step table's closures: ``entries`` maps each segment to its batch runner, ``stores``
+    each stateful step to its ``(states by key, keys changed since snapshot)``, ``windows``
+    each window step to its ``(fire, timers)``."""
+
+    entries: dict
+    stores: dict
+    windows: dict
+
+
+def _build(steps, flat, clock, late):
+    """The closures of a step table (a ``_Built``). ``late`` receives window steps' counts of
+    late messages.
 
     Successors always have higher ids than their inputs, so building from the last step back
     finds every successor's runner ready.
@@ -646,23 +723,37 @@ def _build(steps, flat):
     runners = [None] * len(steps)
     routed = {}  # step id -> batch runner for messages routed to it, where the step has its own
     stores = {}
-    route = _wire.route if flat else _route_tuple
+    windows = {}
+    if flat:
+        route = _wire.route
+    else:
+
+        def route(out, key, segment, payload):
+            out.append(("route", key, segment, payload))
+
     for step_id in reversed(range(len(steps))):
         step = steps[step_id]
         if step.kind == "encoder":
             runners[step_id] = _encoder(step_id, step.stage, step.sink, flat)
         elif step.kind == "key-by":
-            runners[step_id] = _key_by(step_id, step.stage, step.successors, flat)
+            runners[step_id] = _key_by(step_id, step.stage, step.successors, flat, clock)
         elif step.kind == "stateless":
             nxt = _downstream(step.successors, runners)
             runners[step_id] = _stateless(step_id, step.stage, nxt)
+        elif isinstance(step.stage, _windows.WindowStep):
+            states, changed = stores[step_id] = ({}, {})
+            nxt = _downstream(step.successors, runners)
+            runners[step_id], fire, timers = _windowed(
+                step_id, step.stage, nxt, states, changed, route, clock, late
+            )
+            windows[step_id] = (fire, timers)
         elif step.kind == "stateful":
             # Keys declared to an ApplicationBuilder partition have their state from the start.
             initial = {key: step.stage.state_class() for key in step.stage.initial_keys}
             states, changed = stores[step_id] = (initial, {})
             nxt = _downstream(step.successors, runners)
             runners[step_id], routed[step_id] = _stateful(
-                step_id, step.stage, nxt, states, changed, route
+                step_id, step.stage, nxt, states, changed, route, clock
             )
 
     entries = {}
@@ -673,15 +764,18 @@ def _build(steps, flat):
                 entry = _generator_entry(step_id, step.stage, nxt)
             else:
                 entry = _decoder_entry(step_id, step.stage, nxt)
-            entries[step_id] = _batch_runner(entry, False)
+            entries[step_id] = _batch_runner(entry, False, clock)
         elif step.kind == "stateful":
-            entries[step_id] = routed[step_id]
+            # A stateful step reached before any key_by routes its input to itself.
+            entries[step_id] = routed.get(step_id) or _batch_runner(
+                _routed_entry(step_id, runners[step_id]), True, clock
+            )
         if step.kind == "key-by":
             for successor in step.successors:
                 entries[successor] = routed.get(successor) or _batch_runner(
-                    _routed_entry(successor, runners[successor]), True
+                    _routed_entry(successor, runners[successor]), True, clock
                 )
-    return entries, stores
+    return _Built(entries, stores, windows)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -736,12 +830,12 @@ def _upgraded(value, cls, upgrade):
 # The runtime
 
 
-def _route_tuple(out, key, segment, payload):
-    out.append(("route", key, segment, payload))
-
-
 def _failed_tuple(out, index, step, key, error):
     out.append(("failed", index, step, key, error))
+
+
+def _failed_flat(out, index, step, key, error):
+    _wire.failed(out, _wire.NO_INPUT if index is None else index, step, key, error)
 
 
 class Runtime:
@@ -750,6 +844,8 @@ class Runtime:
     ``process`` returns a list of tuples (``("route", key, segment, payload)``,
     ``("emit", sink, payload)`` and ``("failed", index, step, key, error)``), or with ``flat`` the
     ``outputs`` buffer of the WIT contract (``wallaroo._wire``) as bytes, as the component does.
+    ``advance`` returns the same for the windows that a watermark fires; a failure there has
+    no input message, and its index is None.
     """
 
     def __init__(self, app_module, flat=False):
@@ -762,7 +858,10 @@ class Runtime:
         self._flat = flat
         self._entries = None  # segment -> its batch runner
         self._stores = None  # stateful step id -> (states by key, keys changed since snapshot)
+        self._windows = {}  # window step id -> (its fire, its Timers)
         self._upgrades = {}  # stateful step id -> (its state class, the class's upgrade_state)
+        self._clock = _Clock()
+        self.late = {}  # window step id -> how many late messages it has seen
 
     def describe(self, args):
         """Runs ``application_setup(args)``, compiles its pipeline and returns the AppSpec.
@@ -775,7 +874,9 @@ class Runtime:
             )
         compiler = _Compiler()
         compiler.walk(application.pipeline)
-        self._entries, self._stores = _build(compiler.steps, self._flat)
+        self._clock, self.late = _Clock(), {}
+        built = _build(compiler.steps, self._flat, self._clock, self.late)
+        self._entries, self._stores, self._windows = built
         self._upgrades = _upgrades(compiler.steps)
         return AppSpec(
             name=application.name,
@@ -785,9 +886,10 @@ class Runtime:
         )
 
     def process(self, segment, batch):
-        """Runs ``segment`` over ``batch``, a sequence of ``(key, payload)`` pairs such as
-        ``Message``; returns the outputs in input order. A message whose processing fails
-        yields one failure item and nothing else; the others are unaffected."""
+        """Runs ``segment`` over ``batch``, a sequence of ``(key, payload)`` pairs or ``(key,
+        payload, event_time)`` triples such as ``Message`` (with ``flat``, triples); returns the
+        outputs in input order. A message whose processing fails yields one failure item and
+        nothing else; the others are unaffected."""
         if self._entries is None:
             raise RuntimeError("process called before describe")
         try:
@@ -798,8 +900,28 @@ class Runtime:
         if self._flat:
             run_batch(batch, out, _wire.failed)
             return b"".join(out)
+        batch = [m if len(m) == 3 else (m[0], m[1], 0) for m in batch]
         run_batch(batch, out, _failed_tuple)
         return out
+
+    def advance(self, watermark):
+        """Moves the instance's watermark to ``watermark`` (nanoseconds since the Unix epoch;
+        it never goes back) and returns the outputs of every window it makes due, as
+        ``process`` returns them: per window step in step order, per step in the order the
+        windows end. Messages processed later are late if older than the watermark allows."""
+        if self._entries is None:
+            raise RuntimeError("advance called before describe")
+        clock = self._clock
+        if watermark > clock.watermark:
+            clock.watermark = watermark
+        out = []
+        if self._flat:
+            failed = _failed_flat
+        else:
+            failed = _failed_tuple
+        for fire, _timers in self._windows.values():
+            fire(clock.watermark, out, failed)
+        return b"".join(out) if self._flat else out
 
     def snapshot_changed(self, max_entries=None):
         """``[(step, key, pickled state)]`` for at most ``max_entries`` (default: all) of the
@@ -849,11 +971,14 @@ class Runtime:
                     f"cannot restore the state of step {step_id} for key {key!r}: "
                     f"{error_text(error)}"
                 ) from None
-            decoded.append((store, key, state, converted))
-        for (states, changed), key, state, converted in decoded:
+            decoded.append((step_id, store, key, state, converted))
+        windows = self._windows
+        for step_id, (states, changed), key, state, converted in decoded:
             states[key] = state
             if converted:
                 changed[key] = None
+            if step_id in windows:
+                windows[step_id][1].touch(key, state)
 
     def take(self, keys):
         """Removes the states of the given ``(step, key)`` pairs that exist and returns them as

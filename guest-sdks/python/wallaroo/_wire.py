@@ -22,6 +22,8 @@ _ENTRY = struct.Struct("<III").pack  # step, key length, value length
 _KEY = struct.Struct("<II").pack  # step, key length
 
 ROUTE, EMIT, FAILED = 0, 1, 2
+# The input index of a failure that no input message caused (a window fired by a watermark).
+NO_INPUT = 2**32 - 1
 
 
 class MalformedBuffer(ValueError):
@@ -66,16 +68,20 @@ def _fields(buf, lengths, start, what):
 
 
 def messages(buf):
-    """The ``(key, payload)`` pairs of a ``batch`` buffer, as bytes."""
+    """The ``(key, payload, event_time)`` triples of a ``batch`` buffer, key and payload as
+    bytes. (This version of the contract carries no event times: they are 0.)"""
     count, table, table_end = _table(buf, 2, "batch")
+    times = repeat(0, count)
     # Where every key or every payload is empty (a source's frames; words routed by
     # themselves), only the other half of the fields is cut.
     if not any(table[0::2]):
-        return zip(repeat(b"", count), _fields(buf, table[1::2], table_end, "batch"), strict=True)
+        payloads = _fields(buf, table[1::2], table_end, "batch")
+        return zip(repeat(b"", count), payloads, times, strict=True)
     if not any(table[1::2]):
-        return zip(_fields(buf, table[0::2], table_end, "batch"), repeat(b"", count), strict=True)
+        keys = _fields(buf, table[0::2], table_end, "batch")
+        return zip(keys, repeat(b"", count), times, strict=True)
     fields = _fields(buf, table, table_end, "batch")
-    return zip(fields[0::2], fields[1::2], strict=True)
+    return zip(fields[0::2], fields[1::2], times, strict=True)
 
 
 def decode_entries(buf):
