@@ -21,7 +21,7 @@ import (
 )
 
 const (
-	exportPrefix     = "wallaroo:app/guest@0.3.0#"
+	exportPrefix     = "wallaroo:app/guest@0.4.0#"
 	argArenaSize     = 1 << 20
 	adapterArenaSize = 256 << 10
 )
@@ -197,7 +197,7 @@ func guarded(p *unsafe.Pointer) {
 	}
 }
 
-//go:wasmexport wallaroo:app/guest@0.3.0#describe
+//go:wasmexport wallaroo:app/guest@0.4.0#describe
 func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -274,7 +274,7 @@ func argBytes(ptr unsafe.Pointer, n uint32) []byte {
 // before the next call, which then reuses it.
 var results []byte
 
-//go:wasmexport wallaroo:app/guest@0.3.0#process
+//go:wasmexport wallaroo:app/guest@0.4.0#process
 func exportProcess(segment uint32, batchPtr unsafe.Pointer, batchLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -291,7 +291,20 @@ func exportProcess(segment uint32, batchPtr unsafe.Pointer, batchLen uint32) (re
 	return retBytes(results)
 }
 
-//go:wasmexport wallaroo:app/guest@0.3.0#snapshot-changed
+//go:wasmexport wallaroo:app/guest@0.4.0#advance
+func exportAdvance(watermark uint64) (result unsafe.Pointer) {
+	begin()
+	defer end()
+	defer guarded(&result)
+	out, err := guest.Advance(watermark)
+	if err != nil {
+		return retErr(err.Error())
+	}
+	results = appendOutputs(results[:0], out)
+	return retBytes(results)
+}
+
+//go:wasmexport wallaroo:app/guest@0.4.0#snapshot-changed
 func exportSnapshotChanged(maxEntries uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -304,7 +317,7 @@ func exportSnapshotChanged(maxEntries uint32) (result unsafe.Pointer) {
 	return retBytes(results)
 }
 
-//go:wasmexport wallaroo:app/guest@0.3.0#restore
+//go:wasmexport wallaroo:app/guest@0.4.0#restore
 func exportRestore(entriesPtr unsafe.Pointer, entriesLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -321,7 +334,7 @@ func exportRestore(entriesPtr unsafe.Pointer, entriesLen uint32) (result unsafe.
 	return ret()
 }
 
-//go:wasmexport wallaroo:app/guest@0.3.0#take
+//go:wasmexport wallaroo:app/guest@0.4.0#take
 func exportTake(keysPtr unsafe.Pointer, keysLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()

@@ -53,10 +53,12 @@ type AppSpec struct {
 	Steps   []StepSpec
 }
 
-// Message is one message of a batch; Key is empty in a source's segment.
+// Message is one message of a batch; Key is empty in a source's segment. EventTime is in
+// nanoseconds since the Unix epoch.
 type Message struct {
-	Key     []byte
-	Payload []byte
+	Key       []byte
+	Payload   []byte
+	EventTime uint64
 }
 
 // OutputKind is the case of an Output, in the order of the WIT variant output.
@@ -66,20 +68,23 @@ const (
 	OutputRoute OutputKind = iota
 	OutputEmit
 	OutputFailed
+	OutputLate
 )
 
-// Output is one result of a batch. Route: Key, Segment, Payload. Emit: Sink, Payload.
-// Failed: Input, Step, Key if HasKey, Error.
+// Output is one result of a batch. Route: Key, Segment, EventTime, Payload. Emit: Sink,
+// Payload. Failed: Input, Step, Key if HasKey, Error. Late: Input, Step (only windows produce
+// it, and the Go SDK has none yet).
 type Output struct {
-	Kind    OutputKind
-	Key     string
-	HasKey  bool
-	Segment uint32
-	Sink    uint32
-	Payload []byte
-	Input   uint32
-	Step    uint32
-	Error   string
+	Kind      OutputKind
+	Key       string
+	HasKey    bool
+	Segment   uint32
+	Sink      uint32
+	Payload   []byte
+	EventTime uint64
+	Input     uint32
+	Step      uint32
+	Error     string
 }
 
 type StateEntry struct {
@@ -215,12 +220,13 @@ type Runtime struct {
 	changed []*slot
 
 	// The message being processed.
-	key      []byte
-	keyed    bool
-	current  uint32 // the step whose user code runs, for panics
-	downFail error  // a failure downstream of an emit, reported when the user function returns
-	out      []Output
-	buf      []byte // route payloads of the batch
+	key       []byte
+	keyed     bool
+	eventTime uint64 // what its routes carry on
+	current   uint32 // the step whose user code runs, for panics
+	downFail  error  // a failure downstream of an emit, reported when the user function returns
+	out       []Output
+	buf       []byte // route payloads of the batch
 }
 
 // NewRuntime returns a runtime for setup; Describe must be called before anything else.
@@ -363,7 +369,7 @@ func (r *Runtime) statefulRunner(id uint32, st *store, emit func(any)) runner {
 			// Reached before any KeyBy: all unkeyed messages share the state of the empty key,
 			// which lives wherever the host routes that key.
 			r.current = id
-			r.out = append(r.out, Output{Kind: OutputRoute, Segment: id, Payload: r.encode(encodeIn, v)})
+			r.out = append(r.out, Output{Kind: OutputRoute, Segment: id, Payload: r.encode(encodeIn, v), EventTime: r.eventTime})
 			return nil
 		}
 		r.current = id
@@ -400,7 +406,7 @@ func (r *Runtime) keyByRunner(id uint32, s *stepStage, successors []int) runner 
 		k := key(v)
 		payload := r.encode(encodeIn, v)
 		for _, succ := range successors {
-			r.out = append(r.out, Output{Kind: OutputRoute, Key: k, Segment: uint32(succ), Payload: payload})
+			r.out = append(r.out, Output{Kind: OutputRoute, Key: k, Segment: uint32(succ), Payload: payload, EventTime: r.eventTime})
 		}
 		return nil
 	}
@@ -445,7 +451,8 @@ func (r *Runtime) routedEntry(id uint32, input func([]byte) (any, error), run ru
 
 // Process runs segment over batch and returns the outputs in input order. A message whose
 // processing fails (an error returned or a panic in user code) yields one OutputFailed and
-// nothing else; the other messages are unaffected.
+// nothing else; the other messages are unaffected. A route carries the event time of the
+// message it came from.
 func (r *Runtime) Process(segment uint32, batch []Message) ([]Output, error) {
 	if r.entries == nil {
 		return nil, errors.New("process called before describe")
@@ -459,7 +466,7 @@ func (r *Runtime) Process(segment uint32, batch []Message) ([]Output, error) {
 	r.keyed = e.routed
 	for i, m := range batch {
 		mark := len(r.out)
-		r.key = m.Key
+		r.key, r.eventTime = m.Key, m.EventTime
 		if f := r.runMessage(e, m.Payload); f != nil {
 			clear(r.out[mark:])
 			r.out = r.out[:mark]
@@ -473,6 +480,16 @@ func (r *Runtime) Process(segment uint32, batch []Message) ([]Output, error) {
 	out := r.out
 	r.out, r.buf, r.key = nil, nil, nil
 	return out, nil
+}
+
+// Advance says that no message with an event time before watermark is still to come, and
+// returns the outputs of the windows it makes due. The Go SDK has no windows yet, so nothing
+// is ever due: there are no outputs, and no timers to remember the watermark for.
+func (r *Runtime) Advance(watermark uint64) ([]Output, error) {
+	if r.entries == nil {
+		return nil, errors.New("advance called before describe")
+	}
+	return nil, nil
 }
 
 func (r *Runtime) runMessage(e *entry, payload []byte) (failed *stepFailed) {

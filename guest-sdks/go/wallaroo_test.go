@@ -2,6 +2,7 @@ package wallaroo_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -88,7 +89,7 @@ func TestKeyByRoutesToTheNextStepAndStateIsPerKey(t *testing.T) {
 	}
 	var batch []wallaroo.Message
 	for _, o := range out {
-		batch = append(batch, wallaroo.Message{Key: []byte(o.Key), Payload: o.Payload})
+		batch = append(batch, wallaroo.Message{Key: []byte(o.Key), Payload: o.Payload, EventTime: o.EventTime})
 	}
 	emitted, err := rt.Process(3, batch)
 	if err != nil {
@@ -103,6 +104,52 @@ func TestKeyByRoutesToTheNextStepAndStateIsPerKey(t *testing.T) {
 	}
 	if want := []string{"a => 1\n", "b => 1\n", "a => 2\n"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestRoutesCarryTheEventTimeOfTheirInput(t *testing.T) {
+	rt := wallaroo.NewRuntime(wordCount(noFailure))
+	if _, err := rt.Describe(nil); err != nil {
+		t.Fatal(err)
+	}
+	out, err := rt.Process(0, []wallaroo.Message{
+		{Payload: []byte("a b"), EventTime: 5},
+		{Payload: []byte("panic"), EventTime: 6},
+		{Payload: []byte("c"), EventTime: 1<<64 - 1}, // the whole width survives
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range out {
+		if o.Kind == wallaroo.OutputFailed {
+			got = append(got, "failed")
+			continue
+		}
+		got = append(got, fmt.Sprintf("%s@%d", o.Key, o.EventTime))
+	}
+	want := []string{"a@5", "b@5", "failed", "c@18446744073709551615"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("outputs %q, want %q", got, want)
+	}
+}
+
+func TestAdvanceHasNothingToFireWithoutWindows(t *testing.T) {
+	rt := wallaroo.NewRuntime(wordCount(noFailure))
+	if _, err := rt.Advance(0); err == nil {
+		t.Fatal("advanced before describe")
+	}
+	if _, err := rt.Describe(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Process(0, []wallaroo.Message{{Payload: []byte("a"), EventTime: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	// The largest watermark is the end of every stream: anything pending would fire now.
+	for _, watermark := range []uint64{10, 1<<64 - 1} {
+		if out, err := rt.Advance(watermark); err != nil || len(out) != 0 {
+			t.Fatalf("advance to %d: %v %+v", watermark, err, out)
+		}
 	}
 }
 
@@ -172,8 +219,8 @@ func TestAStateStepBeforeAnyKeyByRoutesUnderTheEmptyKey(t *testing.T) {
 	if _, err := rt.Describe(nil); err != nil {
 		t.Fatal(err)
 	}
-	out, _ := rt.Process(0, []wallaroo.Message{{Payload: []byte("a")}})
-	if len(out) != 1 || out[0].Kind != wallaroo.OutputRoute || out[0].Key != "" || out[0].Segment != 1 {
+	out, _ := rt.Process(0, []wallaroo.Message{{Payload: []byte("a"), EventTime: 9}})
+	if len(out) != 1 || out[0].Kind != wallaroo.OutputRoute || out[0].Key != "" || out[0].Segment != 1 || out[0].EventTime != 9 {
 		t.Fatalf("outputs %+v", out)
 	}
 	res, err := wallarootest.Run(setup, nil, [][]byte{[]byte("a"), []byte("b")})

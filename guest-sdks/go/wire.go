@@ -16,6 +16,7 @@ const (
 	tagRoute  = 0
 	tagEmit   = 1
 	tagFailed = 2
+	tagLate   = 3
 )
 
 // table reads the count at the start of buf and the table of fields u32 per item after it; it
@@ -58,9 +59,17 @@ func decodeBatch(buf []byte) ([]Message, error) {
 		return nil, err
 	}
 	batch := make([]Message, len(heads)/8)
+	timesLen := 8 * uint64(len(batch))
+	if timesLen > uint64(len(buf)-at) {
+		return nil, fmt.Errorf("malformed %s buffer: %d items need %d bytes of event times, the buffer has %d after its table",
+			what, len(batch), timesLen, len(buf)-at)
+	}
+	times := buf[at : at+int(timesLen)]
+	at += int(timesLen)
 	for i := range batch {
 		h := heads[8*i:]
 		m := &batch[i]
+		m.EventTime = binary.LittleEndian.Uint64(times[8*i:])
 		if m.Key, err = field(buf, &at, binary.LittleEndian.Uint32(h), what); err != nil {
 			return nil, err
 		}
@@ -115,6 +124,10 @@ func appendU32(buf []byte, v uint32) []byte {
 	return binary.LittleEndian.AppendUint32(buf, v)
 }
 
+func appendU64(buf []byte, v uint64) []byte {
+	return binary.LittleEndian.AppendUint64(buf, v)
+}
+
 // appendOutputs appends the outputs buffer of out to buf.
 func appendOutputs(buf []byte, out []Output) []byte {
 	for i := range out {
@@ -125,6 +138,7 @@ func appendOutputs(buf []byte, out []Output) []byte {
 			buf = appendU32(buf, o.Segment)
 			buf = appendU32(buf, uint32(len(o.Key)))
 			buf = appendU32(buf, uint32(len(o.Payload)))
+			buf = appendU64(buf, o.EventTime)
 			buf = append(buf, o.Key...)
 			buf = append(buf, o.Payload...)
 		case OutputEmit:
@@ -148,6 +162,10 @@ func appendOutputs(buf []byte, out []Output) []byte {
 			buf = appendU32(buf, uint32(len(text)))
 			buf = append(buf, key...)
 			buf = append(buf, text...)
+		case OutputLate:
+			buf = append(buf, tagLate)
+			buf = appendU32(buf, o.Input)
+			buf = appendU32(buf, o.Step)
 		}
 	}
 	return buf

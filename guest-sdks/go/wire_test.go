@@ -18,6 +18,9 @@ func hostBatch(batch []Message) []byte {
 		buf = binary.LittleEndian.AppendUint32(buf, uint32(len(m.Payload)))
 	}
 	for _, m := range batch {
+		buf = binary.LittleEndian.AppendUint64(buf, m.EventTime)
+	}
+	for _, m := range batch {
 		buf = append(append(buf, m.Key...), m.Payload...)
 	}
 	return buf
@@ -47,6 +50,14 @@ func hostOutputs(t *testing.T, buf []byte) []Output {
 		buf = buf[4:]
 		return v
 	}
+	u64 := func() uint64 {
+		if len(buf) < 8 {
+			t.Fatalf("outputs cut short")
+		}
+		v := binary.LittleEndian.Uint64(buf)
+		buf = buf[8:]
+		return v
+	}
 	take := func(n uint32) []byte {
 		if uint32(len(buf)) < n {
 			t.Fatalf("outputs cut short")
@@ -61,6 +72,7 @@ func hostOutputs(t *testing.T, buf []byte) []Output {
 		case tagRoute:
 			o := Output{Kind: OutputRoute, Segment: u32()}
 			keyLen, payloadLen := u32(), u32()
+			o.EventTime = u64()
 			o.Key, o.Payload = string(take(keyLen)), take(payloadLen)
 			out = append(out, o)
 		case tagEmit:
@@ -73,6 +85,8 @@ func hostOutputs(t *testing.T, buf []byte) []Output {
 			keyLen, errorLen := u32(), u32()
 			o.Key, o.Error = string(take(keyLen)), string(take(errorLen))
 			out = append(out, o)
+		case tagLate:
+			out = append(out, Output{Kind: OutputLate, Input: u32(), Step: u32()})
 		default:
 			t.Fatalf("unknown tag %d", tag)
 		}
@@ -88,17 +102,33 @@ func le(vs ...uint32) []byte {
 	return buf
 }
 
+func le64(vs ...uint64) []byte {
+	var buf []byte
+	for _, v := range vs {
+		buf = binary.LittleEndian.AppendUint64(buf, v)
+	}
+	return buf
+}
+
+// A time whose bytes all differ, so that a wrong width or byte order shows.
+const oddTime = 0x0102030405060708
+
+var oddTimeBytes = []byte{8, 7, 6, 5, 4, 3, 2, 1}
+
 func cat(parts ...[]byte) []byte {
 	return bytes.Join(parts, nil)
 }
 
-func TestBatchLayoutIsCountTableThenBytes(t *testing.T) {
-	buf := cat(le(2, 0, 3, 1, 0), []byte("abc"), []byte("k"))
+func TestBatchLayoutIsCountTableTimesThenBytes(t *testing.T) {
+	buf := cat(le(2, 0, 3, 1, 0), oddTimeBytes, le64(1<<64-1), []byte("abc"), []byte("k"))
 	got, err := decodeBatch(buf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Message{{Key: []byte{}, Payload: []byte("abc")}, {Key: []byte("k"), Payload: []byte{}}}
+	want := []Message{
+		{Key: []byte{}, Payload: []byte("abc"), EventTime: oddTime},
+		{Key: []byte("k"), Payload: []byte{}, EventTime: 1<<64 - 1},
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
@@ -109,16 +139,18 @@ func TestBatchLayoutIsCountTableThenBytes(t *testing.T) {
 
 func TestOutputsLayoutIsTaggedRecordsBackToBack(t *testing.T) {
 	out := []Output{
-		{Kind: OutputRoute, Key: "key", Segment: 3, Payload: []byte("pay")},
+		{Kind: OutputRoute, Key: "key", Segment: 3, Payload: []byte("pay"), EventTime: oddTime},
 		{Kind: OutputEmit, Sink: 1, Payload: []byte("line\n")},
 		{Kind: OutputFailed, Input: 7, Step: 2, HasKey: true, Key: "k", Error: "oops"},
 		{Kind: OutputFailed, Input: 8, Error: ""},
+		{Kind: OutputLate, Input: 9, Step: 4},
 	}
 	want := cat(
-		[]byte{0}, le(3, 3, 3), []byte("keypay"),
+		[]byte{0}, le(3, 3, 3), oddTimeBytes, []byte("keypay"),
 		[]byte{1}, le(1, 5), []byte("line\n"),
 		[]byte{2}, le(7, 2), []byte{1}, le(1, 4), []byte("koops"),
 		[]byte{2}, le(8, 0), []byte{0}, le(0, 0),
+		[]byte{3}, le(9, 4),
 	)
 	got := appendOutputs(nil, out)
 	if !bytes.Equal(got, want) {
@@ -126,6 +158,9 @@ func TestOutputsLayoutIsTaggedRecordsBackToBack(t *testing.T) {
 	}
 	back := hostOutputs(t, got)
 	out[3].Payload, back[3].Payload = nil, nil
+	if len(back) != len(out) {
+		t.Fatalf("%d records back, want %d", len(back), len(out))
+	}
 	for i := range out {
 		if fmt.Sprint(back[i]) != fmt.Sprint(out[i]) {
 			t.Fatalf("record %d: got %+v, want %+v", i, back[i], out[i])
@@ -171,7 +206,7 @@ func TestStateKeysDecode(t *testing.T) {
 }
 
 func TestMalformedBuffersAreRefusedNamingWhatIsWrong(t *testing.T) {
-	batch := hostBatch([]Message{{Key: []byte("k"), Payload: []byte("payload")}})
+	batch := hostBatch([]Message{{Key: []byte("k"), Payload: []byte("payload"), EventTime: oddTime}})
 	cases := []struct {
 		buf       []byte
 		complaint string
@@ -180,7 +215,10 @@ func TestMalformedBuffersAreRefusedNamingWhatIsWrong(t *testing.T) {
 		{[]byte{1, 0, 0}, "3 bytes cannot hold its count"},
 		{le(1, 0), "1 items need a table of 8 bytes, the buffer has 4"},
 		{le(1<<32 - 1), "4294967295 items need a table"},
-		{batch[:len(batch)-1], "its lengths run past its 19 bytes"},
+		// A table that fits, but leaves too little for the event times it promises.
+		{le(1, 0, 0), "1 items need 8 bytes of event times, the buffer has 0 after its table"},
+		{le(2, 0, 0, 0, 0, 0, 0), "2 items need 16 bytes of event times, the buffer has 8 after its table"},
+		{batch[:len(batch)-1], "its lengths run past its 27 bytes"},
 		{append(batch[:len(batch):len(batch)], '!'), "1 bytes are left over"},
 	}
 	for _, c := range cases {
@@ -213,7 +251,7 @@ func TestARuntimesOutputsSurviveTheBuffer(t *testing.T) {
 	if _, err := rt.Describe(nil); err != nil {
 		t.Fatal(err)
 	}
-	batch, err := decodeBatch(hostBatch([]Message{{Payload: []byte("a b")}, {Payload: []byte("c")}}))
+	batch, err := decodeBatch(hostBatch([]Message{{Payload: []byte("a b"), EventTime: 7}, {Payload: []byte("c"), EventTime: oddTime}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,11 +260,11 @@ func TestARuntimesOutputsSurviveTheBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := hostOutputs(t, appendOutputs(nil, out))
-	var keys []string
+	var routes []string
 	for _, o := range got {
-		keys = append(keys, o.Key)
+		routes = append(routes, fmt.Sprintf("%s@%d", o.Key, o.EventTime))
 	}
-	if strings.Join(keys, ",") != "a,b,c" || got[1].Segment != 3 {
-		t.Fatalf("routed %+v", got)
+	if want := fmt.Sprintf("a@7,b@7,c@%d", uint64(oddTime)); strings.Join(routes, ",") != want || got[1].Segment != 3 {
+		t.Fatalf("routed %+v, want %s", got, want)
 	}
 }

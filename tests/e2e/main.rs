@@ -15,3 +15,4 @@ mod send;
 mod startup;
 mod state;
 mod swap;
+mod windows;

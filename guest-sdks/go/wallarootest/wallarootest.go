@@ -18,7 +18,8 @@ type Result struct {
 }
 
 // Run describes the application with args and feeds payloads to its first source, one message
-// per batch; every routed message is processed at once, depth first, as one worker would.
+// per batch; every routed message is processed at once, depth first, as one worker would, with
+// the event time its route carries. The source's messages have event time 0.
 func Run(setup wallaroo.SetupFunc, args []string, payloads [][]byte) (Result, error) {
 	rt := wallaroo.NewRuntime(setup)
 	spec, err := rt.Describe(args)
@@ -35,7 +36,7 @@ func Run(setup wallaroo.SetupFunc, args []string, payloads [][]byte) (Result, er
 		for _, o := range outs {
 			switch o.Kind {
 			case wallaroo.OutputRoute:
-				if err := feed(o.Segment, wallaroo.Message{Key: []byte(o.Key), Payload: o.Payload}); err != nil {
+				if err := feed(o.Segment, wallaroo.Message{Key: []byte(o.Key), Payload: o.Payload, EventTime: o.EventTime}); err != nil {
 					return err
 				}
 			case wallaroo.OutputEmit:

@@ -75,7 +75,7 @@ def test_process_and_state_speak_flat_buffers(bindings):
     out = guest.process(0, encode_batch([(b"", b"hi"), (b"", b"\xff")]))
     assert type(out) is bytes  # componentize-py lowers nothing else to a list<u8>
     route, failure = decode_outputs(out)
-    assert route == ("route", b"hi", 3, b"")  # the word is its own key
+    assert route == ("route", b"hi", 3, b"", 0)  # the word is its own key
     assert failure[:4] == ("failed", 1, 0, None)
     assert failure[4].startswith("UnicodeDecodeError: ")
     out = guest.process(3, encode_batch([(b"hi", route[3])]))

@@ -113,11 +113,11 @@ class SimulatedHost:
             self.batches.append((segment, batch))
             for item in self.runtime.process(segment, batch):
                 if item[0] == "route":
-                    _tag, key, target, payload = item
+                    _tag, key, target, payload, time = item
                     if pending and pending[-1][0] == target:
-                        pending[-1][1].append((key, payload))
+                        pending[-1][1].append((key, payload, time))
                     else:
-                        pending.append((target, [(key, payload)]))
+                        pending.append((target, [(key, payload, time)]))
                 elif item[0] == "emit":
                     self.emitted[item[1]].append(item[2])
                 else:
@@ -198,7 +198,7 @@ def test_word_count_fuses_to_the_key_by_and_routes_each_word_as_its_key():
     runtime = TwinRuntime(WORD_COUNT)
     runtime.describe(ARGS)
     out = runtime.process(0, [(b"", b"a b"), (b"", b"c")])
-    assert [(tag, key, segment) for tag, key, segment, _ in out] == [
+    assert [(tag, key, segment) for tag, key, segment, _, _ in out] == [
         ("route", b"a", 3),
         ("route", b"b", 3),
         ("route", b"c", 3),
@@ -216,7 +216,7 @@ def test_word_count_counts_across_batches():
     assert host.output() == b"the => 1\ncat => 1\nthe => 2\ndog => 1\nthe => 3\nend => 1\n"
     assert host.failures == []
     # Each source batch led to one batch of keyed words for the count step.
-    assert [(segment, [key for key, _ in batch]) for segment, batch in host.batches] == [
+    assert [(segment, [m[0] for m in batch]) for segment, batch in host.batches] == [
         (0, [b"", b""]),
         (3, [b"the", b"cat", b"the", b"dog"]),
         (0, [b""]),
@@ -857,7 +857,7 @@ def test_routed_payloads_are_pickles_or_empty_for_a_str_routed_by_itself():
     runtime = Runtime(routed_values_app(first_char, 1))
     runtime.describe(ARGS)
     routed = [item for item in runtime.process(0, [(b"", b"word")]) if item[0] == "route"]
-    values = [pickle.loads(payload) for _tag, _key, _segment, payload in routed]
+    values = [pickle.loads(payload) for _tag, _key, _segment, payload, _time in routed]
     assert values == ["word", "x" * 300, "caf\u00e9", "lone \udc80", b"raw", 42, ("a", 1), ""]
     # A str of under 256 UTF-8 bytes takes the short form; pickle.dumps never writes it.
     assert routed[0][3] == b"\x80\x05\x8cword."[:3] + bytes([4]) + b"word."
@@ -865,6 +865,6 @@ def test_routed_payloads_are_pickles_or_empty_for_a_str_routed_by_itself():
     runtime = Runtime(routed_values_app(itself, 1))
     runtime.describe(ARGS)
     routed = [item for item in runtime.process(0, [(b"", b"word")]) if item[0] == "route"]
-    assert [payload for _tag, _key, _segment, payload in routed[:3]] == [b"", b"", b""]
+    assert [payload for _tag, _key, _segment, payload, _time in routed[:3]] == [b"", b"", b""]
     assert pickle.loads(routed[3][3]) == "lone \udc80"
     assert pickle.loads(routed[4][3]) == b"raw"

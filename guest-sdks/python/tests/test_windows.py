@@ -9,6 +9,7 @@ import types
 import pytest
 
 import wallaroo
+from wallaroo import _wire
 from wallaroo._runtime import Runtime
 
 ARGS = ["--in", "127.0.0.1:7000", "--out", "127.0.0.1:7002"]
@@ -91,35 +92,47 @@ def app(window, keyed=True):
 
 class Host:
     """Delivers routed messages at once, keeping each message's event time, and collects what
-    the sink receives and what fails."""
+    the sink receives and what fails. With ``flat``, every call goes through the buffers the
+    component exchanges with the host."""
 
-    def __init__(self, module):
-        self.runtime = Runtime(module)
+    def __init__(self, module, flat=False):
+        self.flat = flat
+        self.runtime = Runtime(module, flat=flat)
         self.spec = self.runtime.describe(ARGS)
         self.window_step = next(
             i for i, step in enumerate(self.spec.steps) if step.kind == "stateful"
         )
         self.out = []
         self.failures = []
+        self.late = []
 
     def send(self, user, amount, time):
         """One message from the source, with its event time."""
-        self._take(self.runtime.process(0, [(b"", f"{user},{amount}".encode(), time)]), time)
+        self._take(self._process(0, [(b"", f"{user},{amount}".encode(), time)]))
+
+    def _process(self, segment, batch):
+        if not self.flat:
+            return self.runtime.process(segment, batch)
+        out = self.runtime.process(segment, _wire.messages(_wire.encode_batch(batch)))
+        return _wire.decode_outputs(out)
 
     def advance(self, watermark):
-        self._take(self.runtime.advance(watermark), None)
+        out = self.runtime.advance(watermark)
+        self._take(_wire.decode_outputs(out) if self.flat else out)
         return self.drain()
 
     def drain(self):
         out, self.out = self.out, []
         return out
 
-    def _take(self, items, time):
+    def _take(self, items):
         for item in items:
             if item[0] == "route":
-                self._take(self.runtime.process(item[2], [(item[1], item[3], time)]), time)
+                self._take(self._process(item[2], [(item[1], item[3], item[4])]))
             elif item[0] == "emit":
                 self.out.append(item[2].decode().rstrip("\n"))
+            elif item[0] == "late":
+                self.late.append(item)
             else:
                 self.failures.append(item)
 
@@ -212,13 +225,14 @@ def _expected_windows(events, window, slide):
     return expected
 
 
-def test_sliding_windows_match_sums_computed_directly_over_random_input():
+@pytest.mark.parametrize("flat", [False, True])
+def test_sliding_windows_match_sums_computed_directly_over_random_input(flat):
     seed = int(os.environ.get("WALLAROO_TEST_SEED", random.randrange(2**32)))
     print(f"seed {seed} (WALLAROO_TEST_SEED={seed} replays it)")
     rng = random.Random(seed)
     for _round in range(20):
         window, slide = rng.choice([(9, 3), (10, 4), (6, 6), (5, 1), (7, 2)])
-        host = Host(app(sliding(window, slide=slide)))
+        host = Host(app(sliding(window, slide=slide)), flat=flat)
         events = {user: [] for user in ("u1", "u2", "u3")}
         outputs = {user: [] for user in events}
         watermark = 0
@@ -248,14 +262,16 @@ def test_sliding_windows_match_sums_computed_directly_over_random_input():
 # Late data
 
 
-def test_late_data_is_dropped_by_default_and_counted():
-    host = Host(app(sliding(3)))
+@pytest.mark.parametrize("flat", [False, True])
+def test_late_data_is_dropped_by_default_counted_and_reported(flat):
+    host = Host(app(sliding(3)), flat=flat)
     host.send("a", 1, 1 * S)
     assert host.advance(4 * S) == ["a:1:[1]"]
     host.send("a", 2, 2 * S)  # its window [0, 3) fired
     host.send("a", 3, 4 * S)  # on time
     assert host.advance(6 * S) == ["a:3:[3]"]
     assert host.runtime.late == {host.window_step: 1}
+    assert host.late == [("late", 0, host.window_step)]
 
 
 def test_late_data_fires_a_window_of_its_own_with_fire_per_message():
@@ -327,14 +343,15 @@ def test_open_windows_survive_a_checkpoint_and_restore_and_none_fires_twice():
         assert run(crash_at) == uninterrupted
 
 
-def test_a_window_whose_output_raises_is_reported_and_the_others_fire():
+@pytest.mark.parametrize("flat", [False, True])
+def test_a_window_whose_output_raises_is_reported_and_the_others_fire(flat):
     class Picky(SumAggregation):
         def output(self, key, acc):
             if acc.total == 13:
                 raise ValueError("unlucky")
             return super().output(key, acc)
 
-    host = Host(app(sliding(2, aggregation=Picky)))
+    host = Host(app(sliding(2, aggregation=Picky)), flat=flat)
     host.send("a", 13, 1 * S)
     host.send("a", 1, 3 * S)
     assert host.advance(10 * S) == ["a:1:[1]"]
@@ -385,3 +402,24 @@ def test_an_aggregation_method_with_the_wrong_arity_is_named():
 
     with pytest.raises(wallaroo.WallarooParameterError, match=r"Bad\.update must take 2"):
         wallaroo.count_windows(2).over(Bad)
+
+
+def test_range_windows_over_the_output_of_windows_are_refused_naming_both():
+    def application_setup(args):
+        decoder = wallaroo.decoder(header_length=4, length_fmt=">I")(_decode)
+        key = wallaroo.key_extractor(lambda data: data[0])
+        encoder = wallaroo.encoder(lambda text: text + "\n")
+        pipeline = (
+            wallaroo.source("in", wallaroo.TCPSourceConfig("h", "1", decoder))
+            .key_by(key)
+            .to(wallaroo.count_windows(2).over(CountAggregation))
+            .key_by(key)
+            .to(sliding(3, aggregation=SumAggregation))
+            .to_sink(wallaroo.TCPSinkConfig("h", "2", encoder))
+        )
+        return wallaroo.build_application("chained", pipeline)
+
+    module = types.ModuleType("chained")
+    module.application_setup = application_setup
+    with pytest.raises(wallaroo.WallarooParameterError, match="'SumAggregation' take the output"):
+        Runtime(module).describe(ARGS)

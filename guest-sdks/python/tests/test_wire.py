@@ -14,17 +14,19 @@ from wallaroo._runtime import Runtime
 # Layouts, as wit/wallaroo.wit documents them
 
 
-def test_a_batch_is_a_count_a_table_of_lengths_then_the_bytes():
-    buf = _wire.encode_batch([(b"", b"abc"), (b"k", b"")])
+def test_a_batch_is_a_count_a_table_of_lengths_the_event_times_then_the_bytes():
+    buf = _wire.encode_batch([(b"", b"abc", 5), (b"k", b"", 2**63)])
     assert (
         buf
         == b"\x02\x00\x00\x00"
         + b"\x00\x00\x00\x00\x03\x00\x00\x00"
         + (b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        + b"\x05\x00\x00\x00\x00\x00\x00\x00"
+        + b"\x00\x00\x00\x00\x00\x00\x00\x80"
         + b"abc"
         + b"k"
     )
-    assert list(_wire.messages(buf)) == [(b"", b"abc", 0), (b"k", b"", 0)]
+    assert list(_wire.messages(buf)) == [(b"", b"abc", 5), (b"k", b"", 2**63)]
 
 
 @pytest.mark.parametrize(
@@ -42,24 +44,32 @@ def test_batches_with_empty_keys_or_payloads_read_back(pairs):
 
 def test_outputs_are_tagged_records_back_to_back():
     out = []
-    _wire.route(out, b"key", 3, b"pay")
+    _wire.route(out, b"key", 3, b"pay", 2**40 + 1)
     _wire.emit(out, 1, b"line\n")
     _wire.failed(out, 7, 2, b"k", "oops")
     _wire.failed(out, 8, 0, None, "")
+    _wire.late(out, 9, 4)
+    _wire.failed(out, _wire.NO_INPUT, 4, b"w", "x")
     out = b"".join(out)
     assert out == (
-        b"\x00" + b"\x03\x00\x00\x00" + b"\x03\x00\x00\x00" + b"\x03\x00\x00\x00" + b"keypay"
+        b"\x00" + b"\x03\x00\x00\x00" + b"\x03\x00\x00\x00" + b"\x03\x00\x00\x00"
+        b"\x01\x00\x00\x00\x00\x01\x00\x00" + b"keypay"
         b"\x01" + b"\x01\x00\x00\x00" + b"\x05\x00\x00\x00" + b"line\n"
         b"\x02" + b"\x07\x00\x00\x00" + b"\x02\x00\x00\x00" + b"\x01"
         b"\x01\x00\x00\x00" + b"\x04\x00\x00\x00" + b"k" + b"oops"
         b"\x02" + b"\x08\x00\x00\x00" + b"\x00\x00\x00\x00" + b"\x00"
         b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+        b"\x03" + b"\x09\x00\x00\x00" + b"\x04\x00\x00\x00"
+        b"\x02" + b"\xff\xff\xff\xff" + b"\x04\x00\x00\x00" + b"\x01"
+        b"\x01\x00\x00\x00" + b"\x01\x00\x00\x00" + b"w" + b"x"
     )
     assert _wire.decode_outputs(out) == [
-        ("route", b"key", 3, b"pay"),
+        ("route", b"key", 3, b"pay", 2**40 + 1),
         ("emit", 1, b"line\n"),
         ("failed", 7, 2, b"k", "oops"),
         ("failed", 8, 0, None, ""),
+        ("late", 9, 4),
+        ("failed", None, 4, b"w", "x"),
     ]
 
 
@@ -99,10 +109,11 @@ def test_an_error_text_that_is_not_utf8_encodable_is_replaced():
         (b"\x01\x00\x00", "3 bytes cannot hold its count"),
         (b"\x01\x00\x00\x00\x00\x00\x00\x00", "1 items need a table of 8 bytes"),
         (b"\xff\xff\xff\xff", "4294967295 items need a table"),
-        (_wire.encode_batch([(b"k", b"payload")])[:-1], "lengths add up to 20 bytes"),
-        (_wire.encode_batch([(b"k", b"payload")]) + b"!", "lengths add up to 20 bytes"),
-        (_wire.encode_batch([(b"", b"payload")])[:-1], "lengths add up to 19 bytes"),
-        (_wire.encode_batch([(b"key", b"")]) + b"!", "lengths add up to 15 bytes"),
+        (b"\x01\x00\x00\x00" + bytes(12), "1 messages need 8 bytes of event times"),
+        (_wire.encode_batch([(b"k", b"payload")])[:-1], "lengths add up to 28 bytes"),
+        (_wire.encode_batch([(b"k", b"payload")]) + b"!", "lengths add up to 28 bytes"),
+        (_wire.encode_batch([(b"", b"payload")])[:-1], "lengths add up to 27 bytes"),
+        (_wire.encode_batch([(b"key", b"")]) + b"!", "lengths add up to 23 bytes"),
     ],
 )
 def test_a_malformed_batch_is_refused_naming_what_is_wrong(buf, complaint):
@@ -177,7 +188,7 @@ def test_flat_outputs_decode_to_the_tuples_a_tuple_runtime_returns():
     assert _wire.decode_outputs(out) == expected
     assert [item[0] for item in expected] == ["route"] * 3 + ["failed"] * 2
 
-    words = [(key, payload) for _tag, key, _segment, payload in expected[:3]] + [
+    words = [(key, payload) for _tag, key, _segment, payload, _time in expected[:3]] + [
         (b"boom", pickle.dumps("boom")),
         (b"bad", b"not a pickle"),
     ]
@@ -200,7 +211,7 @@ def test_word_count_through_flat_buffers_counts_like_the_simulated_host():
         )
     )
     out = runtime.process(
-        3, _wire.messages(_wire.encode_batch([(key, payload) for _t, key, _s, payload in routed]))
+        3, _wire.messages(_wire.encode_batch([(key, p, t) for _, key, _s, p, t in routed]))
     )
     assert b"".join(payload for _t, _sink, payload in _wire.decode_outputs(out)) == host.output()
     entries = _wire.decode_entries(bytes(_wire.encode_entries(runtime.snapshot_changed())))

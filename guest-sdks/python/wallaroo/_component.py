@@ -105,6 +105,10 @@ class Guest(exports.Guest):
         return _runtime.process(segment, _wire.messages(batch))
 
     @_answering_errors
+    def advance(self, watermark):
+        return _runtime.advance(watermark)
+
+    @_answering_errors
     def snapshot_changed(self, max_entries):
         return bytes(_wire.encode_entries(_runtime.snapshot_changed(max_entries)))
 

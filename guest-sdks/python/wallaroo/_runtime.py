@@ -344,7 +344,7 @@ def _stateful(step_id, computation, nxt, states, changed, route, clock):
         # A batch routed to this step, with run's work and _unpickled inlined in one loop: the
         # component's hot path, with no call per message but the user's. Routed messages always
         # have a key.
-        for index, (key, payload, clock.now) in enumerate(batch):
+        for clock.index, (key, payload, clock.now) in enumerate(batch):
             mark = len(out)
             try:
                 try:
@@ -384,7 +384,7 @@ def _stateful(step_id, computation, nxt, states, changed, route, clock):
                 out.append(data)
             except StepFailed as failure:
                 del out[mark:]
-                failed(out, index, failure.step, key, failure.text)
+                failed(out, clock.index, failure.step, key, failure.text)
 
     return run, run_routed
 
@@ -465,7 +465,7 @@ def _key_by(step_id, extractor, successors, flat, clock):
             else:
                 payload = _pickled(value, step_id)
             for successor in successors:
-                out.append(("route", new_key, successor, payload))
+                out.append(("route", new_key, successor, payload, clock.now))
 
         return run
 
@@ -473,14 +473,24 @@ def _key_by(step_id, extractor, successors, flat, clock):
     # records written in place, with no further call. It takes a whole list of values (a multi
     # step's result, None items skipped): one call per list instead of one per value.
     only = successors[0] if len(successors) == 1 else None
-    # Route heads for a str routed by itself with a key of n < 256 bytes and no payload.
+    # Route heads, up to their event time, for a str routed by itself with a key of n < 256
+    # bytes and no payload.
+    lengths = _wire.ROUTE_LENGTHS
     own_heads = (
-        tuple(route_head(_wire.ROUTE, only, n, 0) for n in range(256)) if only is not None else None
+        tuple(lengths(_wire.ROUTE, only, n, 0) for n in range(256)) if only is not None else None
     )
     route_tag = _wire.ROUTE
+    # A batch's messages mostly share one event time (a source stamps a whole read): its packed
+    # form is kept for the next value.
+    pack_time = _wire.TIME
+    packed = [None, b""]
 
     def run_many_flat(values, key, out):
         append = out.append
+        now = clock.now
+        if packed[0] != now:
+            packed[0], packed[1] = now, pack_time(now)
+        time = packed[1]
         for value in values:
             if value is None:
                 continue
@@ -498,10 +508,10 @@ def _key_by(step_id, extractor, successors, flat, clock):
                 if extracted is value:
                     n = len(new_key)
                     if n < 256 and own_heads is not None:
-                        append(own_heads[n] + new_key)
+                        append(own_heads[n] + time + new_key)
                     else:
                         for successor in successors:
-                            append(route_head(route_tag, successor, n, 0) + new_key)
+                            append(route_head(route_tag, successor, n, 0, now) + new_key)
                     continue
                 try:
                     data = value.encode()
@@ -510,12 +520,12 @@ def _key_by(step_id, extractor, successors, flat, clock):
                 n = len(data)
                 if n < 256:
                     for successor in successors:
-                        head = route_head(route_tag, successor, len(new_key), n + 5)
+                        head = route_head(route_tag, successor, len(new_key), n + 5, now)
                         append(join((head, new_key, _SHORT_STR[n], data, _STOP)))
                     continue
             payload = _pickled(value, step_id)
             for successor in successors:
-                append(route_head(route_tag, successor, len(new_key), len(payload)))
+                append(route_head(route_tag, successor, len(new_key), len(payload), now))
                 append(new_key)
                 append(payload)
 
@@ -526,10 +536,10 @@ def _key_by(step_id, extractor, successors, flat, clock):
     return run_flat
 
 
-def _windowed(step_id, window, nxt, states, changed, route, clock, late):
+def _windowed(step_id, window, nxt, states, changed, route, clock, late, late_record):
     """The runner of a window step (``wallaroo._windows``) and its ``fire(watermark, out,
     failed)``, which outputs every window due at the watermark. ``late`` counts the step's late
-    messages."""
+    messages, each of which ``late_record`` also reports in the outputs."""
     forward = _forwarder(True, nxt)
     apply, new_state = window.apply, window.new_state
     timers = Timers(window, states)
@@ -550,6 +560,7 @@ def _windowed(step_id, window, nxt, states, changed, route, clock, late):
             timers.touch(key, state)
         if is_late:
             late[step_id] = late.get(step_id, 0) + 1
+            late_record(out, clock.index, step_id)
         if result:
             forward(list(result), key, out)
 
@@ -668,13 +679,13 @@ def _batch_runner(entry, routed, clock):
     whose processing fails leaves one failure in ``out`` and nothing else."""
 
     def run_batch(batch, out, failed):
-        for index, (key, payload, clock.now) in enumerate(batch):
+        for clock.index, (key, payload, clock.now) in enumerate(batch):
             mark = len(out)
             try:
                 entry(payload, key, out)
             except StepFailed as failure:
                 del out[mark:]
-                failed(out, index, failure.step, key if routed else None, failure.text)
+                failed(out, clock.index, failure.step, key if routed else None, failure.text)
 
     return run_batch
 
@@ -692,14 +703,37 @@ def _routed_entry(step_id, run):
     return entry
 
 
+def _check_windows(steps):
+    """Refuses windows fed by another window step's output: a window's output carries the time
+    its window ended, which the watermark has passed by then, so the next window step would
+    take all of it for late data."""
+    for step in steps:
+        if not isinstance(step.stage, _windows.WindowStep):
+            continue
+        seen, todo = set(), list(step.successors)
+        while todo:
+            later = todo.pop()
+            if later in seen:
+                continue
+            seen.add(later)
+            if isinstance(steps[later].stage, _windows.RangeWindows):
+                raise WallarooParameterError(
+                    f"range windows {steps[later].name!r} take the output of windows "
+                    f"{step.name!r}: range windows after windows are not supported yet"
+                )
+            todo.extend(steps[later].successors)
+
+
 class _Clock:
     """The event time of the message being processed (what routes and window outputs carry
-    on), and the instance's watermark: no message older than it is still to come."""
+    on) and its index in the batch (None for a window a watermark fired), and the instance's
+    watermark: no message older than it is still to come."""
 
-    __slots__ = ("now", "watermark")
+    __slots__ = ("now", "index", "watermark")
 
     def __init__(self):
         self.now = 0
+        self.index = None
         self.watermark = 0
 
 
@@ -725,11 +759,18 @@ def _build(steps, flat, clock, late):
     stores = {}
     windows = {}
     if flat:
-        route = _wire.route
+
+        def route(out, key, segment, payload):
+            _wire.route(out, key, segment, payload, clock.now)
+
+        late_record = _wire.late
     else:
 
         def route(out, key, segment, payload):
-            out.append(("route", key, segment, payload))
+            out.append(("route", key, segment, payload, clock.now))
+
+        def late_record(out, index, step):
+            out.append(("late", index, step))
 
     for step_id in reversed(range(len(steps))):
         step = steps[step_id]
@@ -744,7 +785,7 @@ def _build(steps, flat, clock, late):
             states, changed = stores[step_id] = ({}, {})
             nxt = _downstream(step.successors, runners)
             runners[step_id], fire, timers = _windowed(
-                step_id, step.stage, nxt, states, changed, route, clock, late
+                step_id, step.stage, nxt, states, changed, route, clock, late, late_record
             )
             windows[step_id] = (fire, timers)
         elif step.kind == "stateful":
@@ -841,8 +882,9 @@ def _failed_flat(out, index, step, key, error):
 class Runtime:
     """One instance's application: its step table, keyed state and change marks.
 
-    ``process`` returns a list of tuples (``("route", key, segment, payload)``,
-    ``("emit", sink, payload)`` and ``("failed", index, step, key, error)``), or with ``flat`` the
+    ``process`` returns a list of tuples (``("route", key, segment, payload, event_time)``,
+    ``("emit", sink, payload)``, ``("failed", index, step, key, error)`` and ``("late", index,
+    step)``), or with ``flat`` the
     ``outputs`` buffer of the WIT contract (``wallaroo._wire``) as bytes, as the component does.
     ``advance`` returns the same for the windows that a watermark fires; a failure there has
     no input message, and its index is None.
@@ -874,6 +916,7 @@ class Runtime:
             )
         compiler = _Compiler()
         compiler.walk(application.pipeline)
+        _check_windows(compiler.steps)
         self._clock, self.late = _Clock(), {}
         built = _build(compiler.steps, self._flat, self._clock, self.late)
         self._entries, self._stores, self._windows = built
@@ -912,6 +955,7 @@ class Runtime:
         if self._entries is None:
             raise RuntimeError("advance called before describe")
         clock = self._clock
+        clock.index = None
         if watermark > clock.watermark:
             clock.watermark = watermark
         out = []

@@ -14,14 +14,18 @@ from itertools import repeat
 
 _COUNT = struct.Struct("<I")
 # The fixed part of each output record, packed; the variable parts follow it.
-ROUTE_HEAD = struct.Struct("<BIII").pack  # tag 0, segment, key length, payload length
+ROUTE_HEAD = struct.Struct("<BIIIQ").pack  # tag 0, segment, key length, payload length, time
+# A route's head without its event time, which follows it (TIME): for heads made in advance.
+ROUTE_LENGTHS = struct.Struct("<BIII").pack
+TIME = struct.Struct("<Q").pack
 EMIT_HEAD = struct.Struct("<BII").pack  # tag 1, sink, payload length
 # tag 2, input, step, has-key, key length, error length
 _FAILED_HEAD = struct.Struct("<BIIBII").pack
+_LATE_HEAD = struct.Struct("<BII").pack  # tag 3, input, step
 _ENTRY = struct.Struct("<III").pack  # step, key length, value length
 _KEY = struct.Struct("<II").pack  # step, key length
 
-ROUTE, EMIT, FAILED = 0, 1, 2
+ROUTE, EMIT, FAILED, LATE = 0, 1, 2, 3
 # The input index of a failure that no input message caused (a window fired by a watermark).
 NO_INPUT = 2**32 - 1
 
@@ -69,18 +73,24 @@ def _fields(buf, lengths, start, what):
 
 def messages(buf):
     """The ``(key, payload, event_time)`` triples of a ``batch`` buffer, key and payload as
-    bytes. (This version of the contract carries no event times: they are 0.)"""
+    bytes."""
     count, table, table_end = _table(buf, 2, "batch")
-    times = repeat(0, count)
+    data = table_end + 8 * count
+    if data > len(buf):
+        raise MalformedBuffer(
+            f"malformed batch buffer: {count} messages need {8 * count} bytes of event times "
+            f"after their table, the buffer has {len(buf) - table_end}"
+        )
+    times = struct.unpack_from(f"<{count}Q", buf, table_end)
     # Where every key or every payload is empty (a source's frames; words routed by
     # themselves), only the other half of the fields is cut.
     if not any(table[0::2]):
-        payloads = _fields(buf, table[1::2], table_end, "batch")
+        payloads = _fields(buf, table[1::2], data, "batch")
         return zip(repeat(b"", count), payloads, times, strict=True)
     if not any(table[1::2]):
-        keys = _fields(buf, table[0::2], table_end, "batch")
+        keys = _fields(buf, table[0::2], data, "batch")
         return zip(keys, repeat(b"", count), times, strict=True)
-    fields = _fields(buf, table, table_end, "batch")
+    fields = _fields(buf, table, data, "batch")
     return zip(fields[0::2], fields[1::2], times, strict=True)
 
 
@@ -109,10 +119,14 @@ def decode_keys(buf):
 # list costs a Wasm guest less than growing a bytearray.
 
 
-def route(out, key, segment, payload):
-    out.append(ROUTE_HEAD(ROUTE, segment, len(key), len(payload)))
+def route(out, key, segment, payload, event_time):
+    out.append(ROUTE_HEAD(ROUTE, segment, len(key), len(payload), event_time))
     out.append(key)
     out.append(payload)
+
+
+def late(out, index, step):
+    out.append(_LATE_HEAD(LATE, index, step))
 
 
 def emit(out, sink, payload):
@@ -147,13 +161,16 @@ def encode_entries(entries):
 # The host's side, for tests
 
 
-def encode_batch(pairs):
-    """A ``batch`` buffer of ``(key, payload)`` pairs."""
-    pairs = list(pairs)
-    buf = bytearray(_COUNT.pack(len(pairs)))
-    for key, payload in pairs:
+def encode_batch(messages):
+    """A ``batch`` buffer of ``(key, payload)`` pairs (event time 0) or ``(key, payload,
+    event_time)`` triples."""
+    messages = [m if len(m) == 3 else (m[0], m[1], 0) for m in messages]
+    buf = bytearray(_COUNT.pack(len(messages)))
+    for key, payload, _time in messages:
         buf += struct.pack("<II", len(key), len(payload))
-    for key, payload in pairs:
+    for _key, _payload, time in messages:
+        buf += TIME(time)
+    for key, payload, _time in messages:
         buf += key
         buf += payload
     return bytes(buf)
@@ -172,19 +189,20 @@ def encode_keys(keys):
 
 def decode_outputs(buf):
     """The records of an ``outputs`` buffer as the tuples ``wallaroo._runtime.Runtime`` returns
-    without ``flat``: ``("route", key, segment, payload)``, ``("emit", sink, payload)`` and
-    ``("failed", index, step, key or None, error)``."""
+    without ``flat``: ``("route", key, segment, payload, event_time)``, ``("emit", sink,
+    payload)``, ``("failed", index or None, step, key or None, error)`` and ``("late", index,
+    step)``."""
     buf = bytes(buf)
     at, records = 0, []
     try:
         while at < len(buf):
             tag = buf[at]
             if tag == ROUTE:
-                segment, key_len, payload_len = struct.unpack_from("<III", buf, at + 1)
-                at += 13
+                segment, key_len, payload_len, time = struct.unpack_from("<IIIQ", buf, at + 1)
+                at += 21
                 key, at = buf[at : at + key_len], at + key_len
                 payload, at = buf[at : at + payload_len], at + payload_len
-                records.append(("route", key, segment, payload))
+                records.append(("route", key, segment, payload, time))
             elif tag == EMIT:
                 sink, payload_len = struct.unpack_from("<II", buf, at + 1)
                 at += 9
@@ -195,7 +213,12 @@ def decode_outputs(buf):
                 at += 18
                 key, at = buf[at : at + key_len], at + key_len
                 error, at = buf[at : at + error_len], at + error_len
+                index = None if index == NO_INPUT else index
                 records.append(("failed", index, step, key if has_key else None, error.decode()))
+            elif tag == LATE:
+                index, step = struct.unpack_from("<II", buf, at + 1)
+                at += 9
+                records.append(("late", index, step))
             else:
                 raise MalformedBuffer(f"unknown output tag {tag} at byte {at}")
     except struct.error as error:

@@ -24,7 +24,7 @@ class LocalRun:
     def _deliver(self, segment, message):
         for item in self.runtime.process(segment, [message]):
             if item[0] == "route":
-                self._deliver(item[2], Message(item[1], item[3]))
+                self._deliver(item[2], Message(item[1], item[3], item[4]))
             elif item[0] == "emit":
                 self.outputs[item[1]].append(item[2])
             else:

@@ -22,12 +22,23 @@ use crate::proto::{Msg, Totals};
 /// Batches queued for the network, over all peers, before this node's sources wait.
 const CONGESTED_AT: usize = 256;
 
-/// One routed batch: the segment it enters, the sending worker's epoch, and its messages.
-type RoutedBatch = (u32, u64, Vec<Message>);
+/// What a node's workers queue for another node, in order.
+enum Outgoing {
+    /// A routed batch: the segment it enters, the sending worker's epoch, and its messages.
+    Batch(u32, u64, Vec<Message>),
+    /// A worker's watermark levels, with its epoch (see `Peers::watermark`).
+    Watermark {
+        worker: usize,
+        epoch: u64,
+        levels: Vec<u64>,
+    },
+}
 
 /// Routed batches for other nodes, queued per node; a task per node writes them to its stream.
 pub(crate) struct NetPeers {
-    queues: Vec<Option<flume::Sender<RoutedBatch>>>,
+    queues: Vec<Option<flume::Sender<Outgoing>>>,
+    /// This node's workers, whose watermarks make the node's.
+    workers: usize,
     queued: AtomicUsize,
     /// Notified when `queued` falls back to [`CONGESTED_AT`].
     relieved: tokio::sync::Notify,
@@ -44,10 +55,22 @@ impl Peers for NetPeers {
         self.messages
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
         self.queued.fetch_add(1, Ordering::SeqCst);
-        if queue.send((segment, epoch, messages)).is_err()
+        if queue
+            .send(Outgoing::Batch(segment, epoch, messages))
+            .is_err()
             && self.queued.fetch_sub(1, Ordering::SeqCst) == CONGESTED_AT + 1
         {
             self.relieved.notify_waiters();
+        }
+    }
+
+    fn watermark(&self, worker: usize, epoch: u64, levels: &[u64]) {
+        for queue in self.queues.iter().flatten() {
+            let _ = queue.send(Outgoing::Watermark {
+                worker,
+                epoch,
+                levels: levels.to_vec(),
+            });
         }
     }
 
@@ -143,6 +166,7 @@ impl AppRun {
         }
         let peers = Arc::new(NetPeers {
             queues,
+            workers,
             queued: AtomicUsize::new(0),
             relieved: tokio::sync::Notify::new(),
             messages: AtomicU64::new(0),
@@ -483,11 +507,12 @@ async fn feed_peer(
     (to, addr): (usize, String),
     from: u16,
     generation: u64,
-    queue: flume::Receiver<RoutedBatch>,
+    queue: flume::Receiver<Outgoing>,
     peers: Arc<NetPeers>,
     trouble: Arc<Trouble>,
 ) {
     let mut warned = false;
+    let mut watermark = NodeWatermark::new(peers.workers);
     let (conn, mut tx) = loop {
         let opened = async {
             let conn = ctx.connection(&addr).await?;
@@ -519,21 +544,32 @@ async fn feed_peer(
                 return;
             }
         };
-        let Ok((segment, epoch, messages)) = next else {
-            break;
-        };
-        let batch = Msg::Batch {
-            segment,
-            epoch,
-            messages: messages
-                .into_iter()
-                .map(|m| (ByteBuf::from(m.key), ByteBuf::from(m.payload)))
-                .collect(),
+        let batch = match next {
+            Err(_) => break,
+            Ok(Outgoing::Batch(segment, epoch, messages)) => {
+                let batch = Msg::Batch {
+                    segment,
+                    epoch,
+                    messages: messages
+                        .into_iter()
+                        .map(|m| (ByteBuf::from(m.key), ByteBuf::from(m.payload), m.event_time))
+                        .collect(),
+                };
+                if peers.queued.fetch_sub(1, Ordering::SeqCst) == CONGESTED_AT + 1 {
+                    peers.relieved.notify_waiters();
+                }
+                batch
+            }
+            Ok(Outgoing::Watermark {
+                worker,
+                epoch,
+                levels,
+            }) => match watermark.heard(worker, epoch, levels) {
+                Some((epoch, levels)) => Msg::Watermark { epoch, levels },
+                None => continue,
+            },
         };
         let sent = tx.send(&batch).await;
-        if peers.queued.fetch_sub(1, Ordering::SeqCst) == CONGESTED_AT + 1 {
-            peers.relieved.notify_waiters();
-        }
         if let Err(e) = sent {
             tracing::error!(
                 "the data stream to {addr} broke ({e:#}); the cluster rolls back to its last \
@@ -549,6 +585,49 @@ async fn feed_peer(
         last_bytes = now;
     }
     let _ = tx.finish().await;
+}
+
+/// A node's watermark for another node: the least of its workers' levels, once each has
+/// spoken (before, the other node's own zeros stand for it).
+struct NodeWatermark {
+    workers: Vec<Option<Vec<u64>>>,
+    epoch: u64,
+    sent: Vec<u64>,
+}
+
+impl NodeWatermark {
+    fn new(workers: usize) -> Self {
+        Self {
+            workers: vec![None; workers],
+            epoch: 0,
+            sent: Vec::new(),
+        }
+    }
+
+    /// Worker `worker` sent `levels` in `epoch`: the node's levels and epoch to send on, when
+    /// they moved.
+    fn heard(&mut self, worker: usize, epoch: u64, levels: Vec<u64>) -> Option<(u64, Vec<u64>)> {
+        *self.workers.get_mut(worker)? = Some(levels);
+        self.epoch = self.epoch.max(epoch);
+        let mut least: Option<Vec<u64>> = None;
+        for levels in &self.workers {
+            let levels = levels.as_ref()?;
+            match &mut least {
+                None => least = Some(levels.clone()),
+                Some(least) => {
+                    for (l, &v) in least.iter_mut().zip(levels) {
+                        *l = (*l).min(v);
+                    }
+                }
+            }
+        }
+        let least = least?;
+        if least == self.sent {
+            return None;
+        }
+        self.sent = least.clone();
+        Some((self.epoch, least))
+    }
 }
 
 /// Key state handed over in messages of about this many bytes.

@@ -134,8 +134,8 @@ pub enum Msg {
         segment: u32,
         /// Snapshots the sending worker had taken (see `RemoteInput::deliver`).
         epoch: u64,
-        /// (key, payload) pairs.
-        messages: Vec<(ByteBuf, ByteBuf)>,
+        /// (key, payload, event time) triples.
+        messages: Vec<(ByteBuf, ByteBuf, u64)>,
     },
 
     // Answers.
@@ -160,6 +160,15 @@ pub enum Msg {
     },
     Stopped(Totals),
     NodeStatus(Box<NodeStatus>),
+
+    // Data stream, node to node (added after the answers, keeping their positions).
+    /// The sending node will send nothing more whose event time is below `levels[k]` into a
+    /// segment `k + 1` routing steps from a source (the least over its workers; see
+    /// `Work::Watermark`). `epoch` is the latest of theirs.
+    Watermark {
+        epoch: u64,
+        levels: Vec<u64>,
+    },
 }
 
 impl Msg {
@@ -200,6 +209,7 @@ impl Msg {
             Msg::Drained { .. } => "Drained",
             Msg::Stopped(_) => "Stopped",
             Msg::NodeStatus(_) => "NodeStatus",
+            Msg::Watermark { .. } => "Watermark",
         }
     }
 }

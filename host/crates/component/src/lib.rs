@@ -18,7 +18,9 @@ pub use cache::{CacheOutcome, CompileCache};
 pub use runtime::{GuestError, Instance, Limits, Runtime, TrapKind};
 pub use sandbox::Sandbox;
 pub use spec::{DropStateError, DroppedState, check_drop_state, check_keeps_state};
-pub use wire::{Emitted, Failure, Malformed, Message, Output, Routed, StateEntry, StateKey};
+pub use wire::{
+    Emitted, Failure, Late, Malformed, Message, NO_INPUT, Output, Routed, StateEntry, StateKey,
+};
 
 impl From<Framing> for wallaroo_types::Framing {
     fn from(f: Framing) -> Self {

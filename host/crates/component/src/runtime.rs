@@ -243,7 +243,7 @@ impl Runtime {
 }
 
 /// The version of the `wallaroo:app` package in `wit/` that this host implements.
-const CONTRACT_VERSION: &str = "0.3.0";
+const CONTRACT_VERSION: &str = "0.4.0";
 
 /// Refuses, with what to do about it, a component built against another version of the
 /// `wallaroo:app` contract (an older SDK): linking would only say an export is missing.
@@ -355,6 +355,15 @@ impl Instance {
                 failure.unwrap_or_else(|| "the guest answered nonetheless".to_string())
             },
         )?;
+        wire::decode_outputs(&outputs).map_err(refused)
+    }
+
+    /// Tells the instance that no message older than `watermark` (nanoseconds since the Unix
+    /// epoch) is still to come; returns what that makes due (windows firing), as `process`
+    /// does. The outputs' failures have no input ([`wire::NO_INPUT`]).
+    pub fn advance(&mut self, watermark: u64) -> Result<Vec<Output>, GuestError> {
+        let outputs =
+            self.call(|app, store| app.wallaroo_app_guest().call_advance(store, watermark))?;
         wire::decode_outputs(&outputs).map_err(refused)
     }
 
@@ -508,19 +517,19 @@ mod tests {
     fn a_component_built_for_another_contract_version_is_refused_naming_both() {
         let old = r#"(component
             (instance $guest)
-            (export "wallaroo:app/guest@0.2.0" (instance $guest)))"#;
+            (export "wallaroo:app/guest@0.3.0" (instance $guest)))"#;
         let Err(e) = super::Runtime::new(
             old.as_bytes(),
             &crate::CompileCache::disabled(),
             super::Limits::default(),
             crate::Sandbox::default(),
         ) else {
-            panic!("a 0.2.0 component was accepted");
+            panic!("a 0.3.0 component was accepted");
         };
         assert_eq!(
             e.to_string(),
             format!(
-                "the component was built for wallaroo:app@0.2.0, this host runs \
+                "the component was built for wallaroo:app@0.3.0, this host runs \
                  wallaroo:app@{}: build it again with this version's `wallaroo build`",
                 super::CONTRACT_VERSION
             )

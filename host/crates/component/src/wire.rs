@@ -8,11 +8,13 @@
 
 use std::fmt;
 
-/// One message into a segment. `key` is empty for source segments.
+/// One message into a segment. `key` is empty for source segments. `event_time` is in
+/// nanoseconds since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
+    pub event_time: u64,
 }
 
 /// A message leaving a segment at a `key_by`: the host routes it to the owner of `key`'s key
@@ -22,7 +24,18 @@ pub struct Routed {
     pub key: Vec<u8>,
     pub segment: u32,
     pub payload: Vec<u8>,
+    pub event_time: u64,
 }
+
+/// Input message `input` reached window step `step` too late for every window it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late {
+    pub input: u32,
+    pub step: u32,
+}
+
+/// The `input` of a failure that no input message caused (a window that a watermark fired).
+pub const NO_INPUT: u32 = u32::MAX;
 
 /// Encoded bytes for a sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +61,7 @@ pub enum Output {
     Route(Routed),
     Emit(Emitted),
     Failed(Failure),
+    Late(Late),
 }
 
 /// The durable form of one key's state in one stateful step.
@@ -68,6 +82,7 @@ pub struct StateKey {
 const ROUTE: u8 = 0;
 const EMIT: u8 = 1;
 const FAILED: u8 = 2;
+const LATE: u8 = 3;
 
 /// A buffer from the guest that does not follow its layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,20 +128,21 @@ impl fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
-/// Writes a table-then-bytes buffer: the count, `head(item)` for every item, then the byte
-/// fields of every item in order.
+/// Writes a table-then-bytes buffer: the count, `head(item)` for every item, `middle(item)`
+/// for every item (`middle_size` bytes each), then the byte fields of every item in order.
 fn encode_table<T>(
     items: &[T],
     head_size: usize,
     what: &str,
     head: impl Fn(&T, &mut Vec<u8>),
+    (middle_size, middle): (usize, impl Fn(&T, &mut Vec<u8>)),
     fields: impl Fn(&T) -> [&[u8]; 2],
 ) -> Result<Vec<u8>, TooLarge> {
     let data: usize = items
         .iter()
         .map(|item| fields(item).iter().map(|f| f.len()).sum::<usize>())
         .sum();
-    let total = 4 + head_size * items.len() + data;
+    let total = 4 + (head_size + middle_size) * items.len() + data;
     // The guest's memory is 32-bit: a buffer that fits it has every count and length fit a u32,
     // so the casts in `head` are exact.
     if u32::try_from(total).is_err() {
@@ -141,12 +157,18 @@ fn encode_table<T>(
         head(item, &mut buf);
     }
     for item in items {
+        middle(item, &mut buf);
+    }
+    for item in items {
         for field in fields(item) {
             buf.extend_from_slice(field);
         }
     }
     Ok(buf)
 }
+
+/// The `middle` of [`encode_table`] for tables without one.
+fn nothing_between<T>(_: &T, _: &mut Vec<u8>) {}
 
 fn put_u32(buf: &mut Vec<u8>, v: u32) {
     buf.extend_from_slice(&v.to_le_bytes());
@@ -162,6 +184,9 @@ pub fn encode_batch(messages: &[Message]) -> Result<Vec<u8>, TooLarge> {
             put_u32(buf, m.key.len() as u32);
             put_u32(buf, m.payload.len() as u32);
         },
+        (8, |m: &Message, buf: &mut Vec<u8>| {
+            buf.extend_from_slice(&m.event_time.to_le_bytes())
+        }),
         |m| [&m.key, &m.payload],
     )
 }
@@ -177,6 +202,7 @@ pub fn encode_entries(entries: &[StateEntry]) -> Result<Vec<u8>, TooLarge> {
             put_u32(buf, e.key.len() as u32);
             put_u32(buf, e.value.len() as u32);
         },
+        (0, nothing_between),
         |e| [&e.key, &e.value],
     )
 }
@@ -191,6 +217,7 @@ pub fn encode_keys(keys: &[StateKey]) -> Result<Vec<u8>, TooLarge> {
             put_u32(buf, k.step);
             put_u32(buf, k.key.len() as u32);
         },
+        (0, nothing_between),
         |k| [&k.key, &[]],
     )
 }
@@ -242,6 +269,11 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    fn u64(&mut self, what: impl FnOnce() -> String) -> Result<u64, Malformed> {
+        let b = self.bytes(8, what)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
     fn is_empty(&self) -> bool {
         self.at == self.buf.len()
     }
@@ -260,12 +292,14 @@ pub fn decode_outputs(buf: &[u8]) -> Result<Vec<Output>, Malformed> {
                 let segment = r.u32(|| format!("{}'s segment", at()))?;
                 let key_len = r.u32(|| format!("{}'s key length", at()))?;
                 let payload_len = r.u32(|| format!("{}'s payload length", at()))?;
+                let event_time = r.u64(|| format!("{}'s event time", at()))?;
                 let key = r.bytes(key_len as usize, || format!("{}'s key", at()))?;
                 let payload = r.bytes(payload_len as usize, || format!("{}'s payload", at()))?;
                 Output::Route(Routed {
                     key: key.to_vec(),
                     segment,
                     payload: payload.to_vec(),
+                    event_time,
                 })
             }
             EMIT => {
@@ -299,9 +333,14 @@ pub fn decode_outputs(buf: &[u8]) -> Result<Vec<Output>, Malformed> {
                     error: String::from_utf8_lossy(error).into_owned(),
                 })
             }
+            LATE => {
+                let input = r.u32(|| format!("{}'s input", at()))?;
+                let step = r.u32(|| format!("{}'s step", at()))?;
+                Output::Late(Late { input, step })
+            }
             tag => {
                 return Err(r.malformed(format!(
-                    "{} has the unknown tag {tag} (route is 0, emit 1, failed 2)",
+                    "{} has the unknown tag {tag} (route is 0, emit 1, failed 2, late 3)",
                     at()
                 )));
             }
@@ -361,17 +400,24 @@ mod tests {
 
         pub fn decode_batch(buf: &[u8]) -> Vec<Message> {
             let n = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
-            let mut at = 4 + 8 * n;
+            let times = 4 + 8 * n;
+            let mut at = times + 8 * n;
             (0..n)
                 .map(|i| {
                     let head = &buf[4 + 8 * i..12 + 8 * i];
                     let key_len = u32::from_le_bytes(head[0..4].try_into().unwrap()) as usize;
                     let payload_len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+                    let time = &buf[times + 8 * i..times + 8 * i + 8];
+                    let event_time = u64::from_le_bytes(time.try_into().unwrap());
                     let key = buf[at..at + key_len].to_vec();
                     at += key_len;
                     let payload = buf[at..at + payload_len].to_vec();
                     at += payload_len;
-                    Message { key, payload }
+                    Message {
+                        key,
+                        payload,
+                        event_time,
+                    }
                 })
                 .collect()
         }
@@ -402,8 +448,14 @@ mod tests {
                         u32(&mut buf, r.segment as usize);
                         u32(&mut buf, r.key.len());
                         u32(&mut buf, r.payload.len());
+                        buf.extend_from_slice(&r.event_time.to_le_bytes());
                         buf.extend_from_slice(&r.key);
                         buf.extend_from_slice(&r.payload);
+                    }
+                    Output::Late(l) => {
+                        buf.push(LATE);
+                        u32(&mut buf, l.input as usize);
+                        u32(&mut buf, l.step as usize);
                     }
                     Output::Emit(e) => {
                         buf.push(EMIT);
@@ -434,6 +486,7 @@ mod tests {
                 key: b"word".to_vec(),
                 segment: 3,
                 payload: vec![0x80, 5, 0, 255],
+                event_time: 1_700_000_000_000_000_000,
             }),
             Output::Emit(Emitted {
                 sink: 1,
@@ -455,6 +508,14 @@ mod tests {
                 key: Vec::new(),
                 segment: 0,
                 payload: Vec::new(),
+                event_time: u64::MAX,
+            }),
+            Output::Late(Late { input: 3, step: 9 }),
+            Output::Failed(Failure {
+                input: NO_INPUT,
+                step: 4,
+                key: Some(b"w".to_vec()),
+                error: "late".into(),
             }),
         ]
     }
@@ -489,19 +550,24 @@ mod tests {
             Message {
                 key: Vec::new(),
                 payload: b"a line of text".to_vec(),
+                event_time: 0x0102_0304_0506_0708,
             },
             Message {
                 key: b"k".to_vec(),
                 payload: Vec::new(),
+                event_time: 0,
             },
             Message {
                 key: vec![9; 1000],
                 payload: vec![7; 100_000],
+                event_time: u64::MAX,
             },
         ];
         let buf = encode_batch(&messages).unwrap();
-        assert_eq!(buf.len(), 4 + 8 * 3 + 14 + 1 + 1000 + 100_000);
+        assert_eq!(buf.len(), 4 + 16 * 3 + 14 + 1 + 1000 + 100_000);
         assert_eq!(&buf[..12], &[3, 0, 0, 0, 0, 0, 0, 0, 14, 0, 0, 0]);
+        // The event times follow the table of lengths.
+        assert_eq!(&buf[28..36], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(guest::decode_batch(&buf), messages);
         assert_eq!(encode_batch(&[]).unwrap(), vec![0, 0, 0, 0]);
     }
@@ -525,6 +591,21 @@ mod tests {
                 sink: 2,
                 payload: b"abc".to_vec()
             })]
+        );
+        let mut route = vec![0, 4, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0];
+        route.extend_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1, b'k', b'p', b'q']);
+        route.extend_from_slice(&[3, 5, 0, 0, 0, 6, 0, 0, 0]);
+        assert_eq!(
+            decode_outputs(&route).unwrap(),
+            vec![
+                Output::Route(Routed {
+                    key: b"k".to_vec(),
+                    segment: 4,
+                    payload: b"pq".to_vec(),
+                    event_time: 0x0102_0304_0506_0708,
+                }),
+                Output::Late(Late { input: 5, step: 6 }),
+            ]
         );
     }
 
@@ -616,8 +697,8 @@ mod tests {
         buf.truncate(buf.len() - 3);
         assert_eq!(
             detail(decode_outputs(&buf).unwrap_err()),
-            "malformed outputs buffer from the guest (37 bytes): record 1 (at byte 21)'s payload \
-             needs 10 bytes at byte 30, only 7 remain (a bug in the guest's SDK)"
+            "malformed outputs buffer from the guest (45 bytes): record 1 (at byte 29)'s payload \
+             needs 10 bytes at byte 38, only 7 remain (a bug in the guest's SDK)"
         );
     }
 
@@ -629,7 +710,7 @@ mod tests {
         assert_eq!(e.buffer, "outputs");
         assert!(
             e.detail
-                .starts_with("record 1 (at byte 21) has the unknown tag 9"),
+                .starts_with("record 1 (at byte 29) has the unknown tag 9"),
             "{}",
             e.detail
         );
@@ -655,6 +736,7 @@ mod tests {
         for v in [0u32, u32::MAX, u32::MAX] {
             route.extend_from_slice(&v.to_le_bytes());
         }
+        route.extend_from_slice(&7u64.to_le_bytes());
         assert!(
             decode_outputs(&route)
                 .unwrap_err()

@@ -17,6 +17,7 @@ mod metrics;
 mod node;
 mod recovery;
 mod state_steps;
+mod watermarks;
 mod worker;
 
 pub use checkpoint::{Handoff, import_offline};

@@ -78,13 +78,15 @@ impl Log {
         }
     }
 
-    /// Logs a source batch and, under the same lock, hands it on (`enqueue`), so no barrier
-    /// can fall between the two. A batch of no frames only moves its stream's position past
-    /// a frame the source dead-lettered (see [`crate::SourceHandle::skip`]).
+    /// Logs a source batch received at `time` and, under the same lock, hands it on
+    /// (`enqueue`), so no barrier can fall between the two. A batch of no frames only moves
+    /// its stream's position past a frame the source dead-lettered (see
+    /// [`crate::SourceHandle::skip`]).
     pub(crate) fn append_input(
         &self,
         source: u32,
         stream: Option<(u64, u64)>,
+        time: u64,
         frames: Vec<Vec<u8>>,
         enqueue: impl FnOnce(Vec<Vec<u8>>),
     ) -> Option<Lsn> {
@@ -95,6 +97,7 @@ impl Log {
             source,
             stream: id,
             seq,
+            time,
             frames,
         };
         let lsn = self.append(&mut inner, &record)?;

@@ -81,6 +81,7 @@ pub(crate) struct Metrics {
     /// guest call over a batch of it.
     segments: Vec<std::sync::OnceLock<(Counter, Histogram)>>,
     step_errors: Family<StepLabel, Counter>,
+    step_late: Family<StepLabel, Counter>,
     step_names: Vec<String>,
     pub(crate) checkpoint_seconds: Histogram,
 }
@@ -161,6 +162,13 @@ impl Metrics {
             "User errors (dead-lettered messages) by the step that raised them",
             step_errors.clone(),
         );
+        let step_late = Family::<StepLabel, Counter>::default();
+        registry.register(
+            "step_late_messages",
+            "Messages that reached a window step after every window they belong to had fired \
+             (its late-data policy decided what became of them), by step",
+            step_late.clone(),
+        );
         let checkpoint_seconds = Histogram::new(exponential_buckets(1e-4, 2.0, 18));
         registry.register(
             "checkpoint_seconds",
@@ -177,6 +185,7 @@ impl Metrics {
             step_seconds,
             segments: step_names.iter().map(|_| Default::default()).collect(),
             step_errors,
+            step_late,
             step_names: step_names.to_vec(),
             checkpoint_seconds,
         }
@@ -216,6 +225,16 @@ impl Metrics {
             .cloned()
             .unwrap_or_else(|| "<unknown step>".into());
         self.step_errors.get_or_create(&StepLabel { step }).inc();
+    }
+
+    /// Counts a message that came too late for step `step`'s windows.
+    pub(crate) fn step_late(&self, step: u32) {
+        let step = self
+            .step_names
+            .get(step as usize)
+            .cloned()
+            .unwrap_or_else(|| "<unknown step>".into());
+        self.step_late.get_or_create(&StepLabel { step }).inc();
     }
 
     /// The OpenMetrics text exposition.

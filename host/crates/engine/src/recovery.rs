@@ -21,6 +21,8 @@ pub(crate) type Unreleased = BTreeMap<u64, (Lsn, EpochOutput)>;
 pub(crate) struct Replay {
     pub(crate) source: u32,
     pub(crate) stream: u64,
+    /// The event time the frames were received with.
+    pub(crate) time: u64,
     pub(crate) frames: Vec<Vec<u8>>,
 }
 
@@ -119,6 +121,7 @@ impl Recovery {
                     source,
                     stream,
                     seq,
+                    time,
                     frames,
                 } if lsn >= cut => {
                     if stream != 0 {
@@ -129,6 +132,7 @@ impl Recovery {
                     recovery.replay.push(Replay {
                         source,
                         stream,
+                        time,
                         frames,
                     });
                 }
@@ -217,6 +221,7 @@ mod tests {
             source: 0,
             stream,
             seq,
+            time: seq,
             frames: frames.iter().map(|f| f.as_bytes().to_vec()).collect(),
         }
     }

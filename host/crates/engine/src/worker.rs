@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use wallaroo_component::{
     AppSpec, GuestError, Instance, Message, Output, Runtime, StateEntry, StepKind,
 };
+
+use crate::watermarks::Watermarks;
 use wallaroo_protocol::gate::{Admit, Gate, Input};
 use wallaroo_types::KeyGroups;
 use wallaroo_wal::KeyState;
@@ -39,8 +41,9 @@ pub(crate) struct Worker {
     groups: KeyGroups,
     /// The last state the guest reported for each (step, key) this worker owns.
     state: StateMap,
-    /// Batches processed since the state was last copied, to replay after a trap.
-    unsaved: Vec<(u32, Vec<Message>)>,
+    /// Batches processed (and watermarks advanced to) since the state was last copied, to
+    /// replay after a trap.
+    unsaved: Vec<Unsaved>,
     unsaved_messages: usize,
     copied_at: Instant,
     /// Keys changed since the last checkpoint (with a log).
@@ -59,6 +62,18 @@ pub(crate) struct Worker {
     max_memory: usize,
     /// Most input bytes in one `process` call (a single larger message goes alone).
     call_bytes: usize,
+    /// How far event time has got on this worker's inputs.
+    watermarks: Watermarks,
+    /// The watermark the instance was last advanced to, and the one it had when the state was
+    /// last copied (where an instance holding that copy starts).
+    advanced: u64,
+    copied_watermark: u64,
+}
+
+/// What the instance did since the state was last copied.
+enum Unsaved {
+    Batch(u32, Vec<Message>),
+    Advance(u64),
 }
 
 /// How stale the worker's copy of its keys' state may get before it is refreshed.
@@ -154,6 +169,9 @@ impl Worker {
             recycle_at: 0,
             max_memory,
             call_bytes: call_bytes(max_memory),
+            watermarks: Watermarks::new(&spec.steps, config.workers, config.placement.as_ref()),
+            advanced: 0,
+            copied_watermark: 0,
         };
         worker.with_recycle_mark()
     }
@@ -236,6 +254,16 @@ impl Worker {
                         Admit::Ahead => self.ahead.push_back(work),
                     }
                 }
+                // Ticks are source input: they wait where source batches wait, keeping their
+                // order.
+                Work::Tick { .. } => match self.gate.admit(Input::Source) {
+                    Admit::Process if !self.paused() => self.take_batch(work),
+                    _ => self.stash.push_back(work),
+                },
+                Work::Watermark { epoch, .. } => match self.gate.admit(Input::Routed { epoch }) {
+                    Admit::Ahead => self.ahead.push_back(work),
+                    _ => self.take_batch(work),
+                },
                 Work::Barrier => {
                     if self.gate.barrier() {
                         self.shared.aligned.fetch_add(1, Ordering::SeqCst);
@@ -268,21 +296,88 @@ impl Worker {
         }
     }
 
+    /// Takes a batch, tick or watermark the gate let through.
     fn take_batch(&mut self, work: Work) {
-        let Work::Batch {
-            segment,
-            messages,
-            credit,
-            from_source,
-            ..
-        } = work
-        else {
+        match work {
+            Work::Batch {
+                segment,
+                messages,
+                credit,
+                from_source,
+                ..
+            } => {
+                let n = messages.len();
+                self.process(segment, messages);
+                drop(credit);
+                self.shared.done(from_source, n);
+            }
+            Work::Tick { time } if self.watermarks.tick(time) => self.watermark_moved(),
+            Work::Watermark {
+                channel, levels, ..
+            } if self.watermarks.heard(channel, &levels) => self.watermark_moved(),
+            _ => {}
+        }
+    }
+
+    /// This worker's watermarks moved: the instance fires what that makes due, then every
+    /// worker this one routes to hears of it, after the batches sent before it.
+    fn watermark_moved(&mut self) {
+        let deepest = self.watermarks.deepest();
+        if deepest > self.advanced {
+            self.advance(deepest);
+        }
+        let levels = self.watermarks.levels().to_vec();
+        let epoch = self.gate.epoch();
+        for worker in 0..self.shared.inboxes.len() {
+            self.shared.control(
+                worker,
+                Work::Watermark {
+                    channel: self.id,
+                    epoch,
+                    levels: levels.clone(),
+                },
+            );
+        }
+        if let Some(peers) = &self.shared.peers {
+            peers.watermark(self.id, epoch, &levels);
+        }
+    }
+
+    /// Moves the instance's watermark to `watermark`, delivering what fires.
+    fn advance(&mut self, watermark: u64) {
+        if !self.has_state {
+            // Windows are keyed state: without a stateful step nothing can fire.
+            self.advanced = watermark;
             return;
-        };
-        let n = messages.len();
-        self.process(segment, messages);
-        drop(credit);
-        self.shared.done(from_source, n);
+        }
+        if self.shared.has_failed() {
+            return;
+        }
+        let mut result = self.instance.advance(watermark);
+        if let Err(trap) = &result
+            && trap.is_trap()
+        {
+            tracing::warn!(
+                worker = self.id,
+                "{trap} while firing windows; replacing the instance and trying once more"
+            );
+            self.recover_instance();
+            result = self.instance.advance(watermark);
+        }
+        match result {
+            Ok(outputs) => self.deliver(outputs, &[]),
+            Err(e) => {
+                tracing::error!(
+                    worker = self.id,
+                    "the windows due at watermark {watermark} could not fire: {e}"
+                );
+                if e.is_trap() {
+                    self.replace_instance();
+                }
+            }
+        }
+        self.advanced = watermark;
+        self.remember(Unsaved::Advance(watermark));
     }
 
     /// This worker's share of a checkpoint: the state of keys changed since the last one (or of
@@ -354,13 +449,13 @@ impl Worker {
         match result {
             Ok(outputs) => {
                 self.deliver(outputs, &messages);
-                self.remember(segment, messages);
+                self.remember(Unsaved::Batch(segment, messages));
             }
             Err(GuestError::Refused(error)) => {
                 for m in &messages {
                     self.dead_letter(segment, &m.key, &error, &m.payload);
                 }
-                self.remember(segment, messages);
+                self.remember(Unsaved::Batch(segment, messages));
             }
             Err(trap) => {
                 tracing::warn!(
@@ -375,24 +470,27 @@ impl Worker {
         }
     }
 
-    /// Keeps a processed batch for replay until the next copy of the state, and takes that copy
-    /// when it is due.
-    fn remember(&mut self, segment: u32, messages: Vec<Message>) {
+    /// Keeps a processed batch (or an advance) for replay until the next copy of the state,
+    /// and takes that copy when it is due.
+    fn remember(&mut self, done: Unsaved) {
         if !self.has_state {
             return;
         }
-        self.unsaved_messages += messages.len();
-        self.unsaved.push((segment, messages));
+        self.unsaved_messages += match &done {
+            Unsaved::Batch(_, messages) => messages.len(),
+            Unsaved::Advance(_) => 1,
+        };
+        self.unsaved.push(done);
         if self.unsaved_messages >= COPY_AFTER_MESSAGES || self.copied_at.elapsed() >= COPY_EVERY {
             self.save_state();
         }
     }
 
     /// A new instance after a trap, brought to where the lost one was: the copied state, then
-    /// the batches since the copy run again with their output discarded.
+    /// the batches (and advances) since the copy run again with their output discarded.
     fn recover_instance(&mut self) {
         self.replace_instance();
-        for (segment, messages) in std::mem::take(&mut self.unsaved) {
+        for done in std::mem::take(&mut self.unsaved) {
             if self.shared.has_failed() {
                 return;
             }
@@ -401,17 +499,29 @@ impl Worker {
                 self.save_state();
                 self.recycle_instance();
             }
-            if let Err(e) = self.instance.process(segment, &messages)
+            let (replayed, result) = match &done {
+                Unsaved::Batch(segment, messages) => (
+                    format!(
+                        "{} messages into step '{}'",
+                        messages.len(),
+                        self.step_name(*segment)
+                    ),
+                    self.instance.process(*segment, messages).map(drop),
+                ),
+                Unsaved::Advance(watermark) => (
+                    format!("the windows due at watermark {watermark}"),
+                    self.instance.advance(*watermark).map(drop),
+                ),
+            };
+            if let Err(e) = result
                 && e.is_trap()
             {
                 // A guest that does not repeat itself (given a real clock or randomness): what
                 // these messages did to its state is lost.
                 tracing::error!(
                     worker = self.id,
-                    step = %self.step_name(segment),
-                    "{e} again while replaying {} messages after a trap; their effect on state \
+                    "{e} again while replaying {replayed} after a trap; their effect on state \
                      is lost",
-                    messages.len()
                 );
                 self.replace_instance();
             }
@@ -489,6 +599,7 @@ impl Worker {
                     let message = Message {
                         key: r.key,
                         payload: r.payload,
+                        event_time: r.event_time,
                     };
                     match runs.last_mut() {
                         Some((segment, batch)) if *segment == r.segment => batch.push(message),
@@ -507,6 +618,7 @@ impl Worker {
                     let key = f.key.unwrap_or_default();
                     self.dead_letter(f.step, &key, &f.error, payload);
                 }
+                Output::Late(late) => self.shared.metrics.step_late(late.step),
             }
         }
         for (worker, runs) in out.routed.into_iter().enumerate() {
@@ -583,6 +695,7 @@ impl Worker {
                 self.unsaved.clear();
                 self.unsaved_messages = 0;
                 self.copied_at = Instant::now();
+                self.copied_watermark = self.advanced;
             }
             Err(e) => {
                 tracing::error!(worker = self.id, "cannot read state from the guest: {e}");
@@ -634,6 +747,12 @@ impl Worker {
                 .map_err(|e| anyhow::anyhow!("application_setup: {e}"))?;
             restore(&mut instance, &self.state)
                 .map_err(|e| anyhow::anyhow!("restoring {} keys: {e}", self.state.len()))?;
+            // Where the copy was taken: everything due there had fired, so nothing fires now.
+            if self.copied_watermark > 0 {
+                instance
+                    .advance(self.copied_watermark)
+                    .map_err(|e| anyhow::anyhow!("advancing to the copy's watermark: {e}"))?;
+            }
             Ok(instance)
         });
         match fresh {
@@ -702,6 +821,7 @@ mod tests {
         Message {
             key: vec![],
             payload: vec![b'x'; payload_len],
+            event_time: 0,
         }
     }
 

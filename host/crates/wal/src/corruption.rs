@@ -95,6 +95,7 @@ impl Lost {
                 stream,
                 seq,
                 frames,
+                ..
             } => {
                 self.inputs += 1;
                 self.frames += frames.len() as u64;
@@ -141,6 +142,7 @@ impl Lost {
                         stream,
                         seq,
                         frames,
+                        ..
                     } if *source == range.source && *stream == range.stream => {
                         Some(seq + frames.len() as u64)
                     }

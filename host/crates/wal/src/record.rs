@@ -8,11 +8,14 @@ use crate::Lsn;
 pub enum Record {
     /// A batch of frames a source accepted, logged before it is processed so it can be
     /// replayed. `stream` names an acknowledged client stream (0 for a plain connection) and
-    /// `seq` is the position of the first frame in that stream.
+    /// `seq` is the position of the first frame in that stream. `time` is when the source
+    /// received the frames, the event time they carry (nanoseconds since the Unix epoch; 0 in
+    /// logs written before event times existed).
     Input {
         source: u32,
         stream: u64,
         seq: u64,
+        time: u64,
         frames: Vec<Vec<u8>>,
     },
     /// Keys' state as of a checkpoint (the keys changed since the one before, or every key in
@@ -80,6 +83,8 @@ const RELEASED: u8 = 5;
 const ROLLBACK: u8 = 6;
 /// State whose entries index a table of step names carried before them (format 3 on).
 const STATE: u8 = 7;
+/// Input with the time it was received (what `INPUT` became once messages had event times).
+const INPUT_AT: u8 = 8;
 
 impl Record {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -88,12 +93,14 @@ impl Record {
                 source,
                 stream,
                 seq,
+                time,
                 frames,
             } => {
-                out.push(INPUT);
+                out.push(INPUT_AT);
                 put_u32(out, *source);
                 put_u64(out, *stream);
                 put_u64(out, *seq);
+                put_u64(out, *time);
                 put_u32(out, frames.len() as u32);
                 frames.iter().for_each(|f| put_bytes(out, f));
             }
@@ -162,7 +169,7 @@ impl Record {
 
     /// Whether `byte` is the first byte of some record's body.
     pub(crate) fn known_kind(byte: u8) -> bool {
-        (INPUT..=STATE).contains(&byte)
+        (INPUT..=INPUT_AT).contains(&byte)
     }
 
     /// None when the body is not a well-formed record (its checksum matched, so this means a
@@ -175,6 +182,14 @@ impl Record {
                 source: take_u32(r)?,
                 stream: take_u64(r)?,
                 seq: take_u64(r)?,
+                time: 0,
+                frames: take_list(r, take_bytes)?,
+            },
+            INPUT_AT => Record::Input {
+                source: take_u32(r)?,
+                stream: take_u64(r)?,
+                seq: take_u64(r)?,
+                time: take_u64(r)?,
                 frames: take_list(r, take_bytes)?,
             },
             STATE_BY_POSITION => Record::State {

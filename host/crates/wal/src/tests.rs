@@ -6,6 +6,7 @@ fn samples() -> Vec<Record> {
             source: 2,
             stream: 0xfeed,
             seq: 7,
+            time: 1_700_000_000_123_456_789,
             frames: vec![b"hello".to_vec(), Vec::new()],
         },
         Record::State {
@@ -41,6 +42,28 @@ fn samples() -> Vec<Record> {
         },
         Record::Released { epoch: 3 },
     ]
+}
+
+#[test]
+fn input_logged_before_event_times_reads_back_with_time_zero() {
+    // The input record of logs written before messages had event times.
+    let mut body = vec![1];
+    body.extend_from_slice(&2u32.to_le_bytes());
+    body.extend_from_slice(&0xfeedu64.to_le_bytes());
+    body.extend_from_slice(&7u64.to_le_bytes());
+    body.extend_from_slice(&1u32.to_le_bytes()); // one frame,
+    body.extend_from_slice(&5u32.to_le_bytes()); // of 5 bytes
+    body.extend_from_slice(b"hello");
+    assert_eq!(
+        Record::decode(&body),
+        Some(Record::Input {
+            source: 2,
+            stream: 0xfeed,
+            seq: 7,
+            time: 0,
+            frames: vec![b"hello".to_vec()],
+        })
+    );
 }
 
 fn open(dir: &Path) -> (Wal, Recovered) {
@@ -155,6 +178,7 @@ fn acknowledged_log(dir: &Path) -> (Vec<Record>, Vec<PathBuf>) {
                 source: 0,
                 stream: 0xabc,
                 seq: seq - 2,
+                time: seq,
                 frames,
             }
         };
@@ -999,6 +1023,7 @@ fn a_lost_head_of_input_alone_counts_the_frames_a_kept_checkpoint_counts() {
         source: 0,
         stream: 5,
         seq: 0,
+        time: 0,
         frames: vec![vec![b'x'; 100]; 3],
     })
     .unwrap();

@@ -37,13 +37,23 @@ pub(super) async fn take_data(
         let Some(msg) = rx.recv().await? else {
             return Ok(());
         };
-        let Msg::Batch {
-            segment,
-            epoch,
-            messages,
-        } = msg
-        else {
-            anyhow::bail!("node {from} sent {} on a data stream", msg.name());
+        let (segment, epoch, messages) = match msg {
+            Msg::Batch {
+                segment,
+                epoch,
+                messages,
+            } => (segment, epoch, messages),
+            Msg::Watermark { epoch, levels } => {
+                if current
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|i| i.generation == generation)
+                {
+                    inbound.input.watermark(from as usize, epoch, levels);
+                }
+                continue;
+            }
+            msg => anyhow::bail!("node {from} sent {} on a data stream", msg.name()),
         };
         if current
             .borrow()
@@ -55,9 +65,10 @@ pub(super) async fn take_data(
         }
         let messages = messages
             .into_iter()
-            .map(|(key, payload)| Message {
+            .map(|(key, payload, event_time)| Message {
                 key: key.into_vec(),
                 payload: payload.into_vec(),
+                event_time,
             })
             .collect();
         inbound

@@ -31,6 +31,21 @@ pub(crate) enum Work {
     },
     /// A checkpoint's barrier: source input after it belongs to the next epoch.
     Barrier,
+    /// Every source batch this worker will be handed from now on has an event time of at least
+    /// `time` (see [`Shared::stamp`]): the worker's sources' watermark. Taken in order with
+    /// source input.
+    Tick {
+        time: u64,
+    },
+    /// Input channel `channel` (a worker of this node, or [`Shared::inboxes`]`.len()` plus a
+    /// node's index for another node) will send nothing more whose event time is below
+    /// `levels[k]` into a segment `k + 1` routing steps from a source. Taken in order with the
+    /// channel's routed batches, `epoch` being the sender's as for them.
+    Watermark {
+        channel: usize,
+        epoch: u64,
+        levels: Vec<u64>,
+    },
     /// Every worker is at the barrier and nothing routed is in flight: hand over the state
     /// changed since the last checkpoint (every key's, if `full`) and the output held.
     Snapshot {
@@ -91,6 +106,15 @@ pub(crate) struct Shared {
     pub(super) progress: (flume::Sender<()>, flume::Receiver<()>),
     /// Signalled when a worker asks for a checkpoint now.
     pub(super) nudge: (flume::Sender<()>, flume::Receiver<()>),
+    /// The last event time a source batch or a tick was stamped with: see [`Shared::stamp`].
+    pub(crate) source_clock: std::sync::Mutex<u64>,
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub(crate) fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 impl Shared {
@@ -191,5 +215,28 @@ impl Shared {
     /// Barriers and snapshot requests: not work a drain waits for.
     pub(crate) fn control(&self, worker: usize, work: Work) {
         let _ = self.inboxes[worker].send(work);
+    }
+
+    /// The event time of source input received now, never less than one stamped before.
+    ///
+    /// A source stamps its batch and hands it to a worker's inbox under the lock this takes
+    /// `clock` from, and ticks are stamped and queued under it too: so a tick of time T comes
+    /// after every batch stamped earlier than T in each inbox, and every batch after it is
+    /// stamped T or later. That is what makes a tick a watermark.
+    pub(crate) fn stamp(clock: &mut u64) -> u64 {
+        *clock = (*clock).max(now_nanos());
+        *clock
+    }
+
+    /// Queues a tick into every worker: the sources' watermark is now. False once no worker
+    /// takes work any more.
+    pub(crate) fn tick(&self) -> bool {
+        let mut clock = self.source_clock.lock().unwrap_or_else(|p| p.into_inner());
+        let time = Self::stamp(&mut clock);
+        let mut open = false;
+        for inbox in &self.inboxes {
+            open |= inbox.send(Work::Tick { time }).is_ok();
+        }
+        open
     }
 }

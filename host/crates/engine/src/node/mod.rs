@@ -390,6 +390,7 @@ impl Node {
             resilience: config.resilience,
             progress: flume::bounded(1),
             nudge: flume::bounded(1),
+            source_clock: std::sync::Mutex::new(0),
         });
         let owners: Arc<Vec<Owner>> = Arc::new(routing::owners(
             config.key_groups,
@@ -538,6 +539,7 @@ impl Node {
                         .map(|payload| Message {
                             key: Vec::new(),
                             payload,
+                            event_time: replay.time,
                         })
                         .collect(),
                     credit: None,
@@ -546,6 +548,8 @@ impl Node {
                 },
             );
         }
+        // Ticks start after the replay is queued: every replayed batch comes before the first.
+        spawn_ticker(Arc::downgrade(&shared))?;
         let member = log.map(|log| {
             let resume = Resume {
                 committed: recovery.checkpoint,
@@ -799,6 +803,30 @@ impl Node {
             ..self.shared.counters.totals()
         }
     }
+}
+
+/// How often each worker hears that its sources' event time moved on (a [`Work::Tick`]): how
+/// late after its end plus delay a window fires, at most, on a node whose other inputs are
+/// up to date.
+const TICK_EVERY: Duration = Duration::from_millis(50);
+
+/// A thread ticking the node's workers until the node is gone.
+fn spawn_ticker(shared: std::sync::Weak<Shared>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("wallaroo-ticker".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(TICK_EVERY);
+                let Some(shared) = shared.upgrade() else {
+                    break;
+                };
+                if shared.aborting.load(Ordering::Relaxed) || !shared.tick() {
+                    break;
+                }
+            }
+        })
+        .context("spawning the ticker thread")?;
+    Ok(())
 }
 
 /// Stops the checkpoint timer (which takes a last checkpoint), then the workers once they

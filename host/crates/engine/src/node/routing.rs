@@ -17,6 +17,10 @@ pub trait Peers: Send + Sync {
     /// worker that made it (see [`RemoteInput::deliver`]). Must not block: a worker calls it,
     /// and a worker blocked on the network could deadlock the cluster.
     fn send(&self, node: usize, segment: u32, epoch: u64, messages: Vec<Message>);
+    /// Tells every other node, after the batches `worker` sent it before, how far event time
+    /// has got on that worker (its watermark levels; see `Work::Watermark`), with its epoch.
+    /// Must not block, like `send`.
+    fn watermark(&self, worker: usize, epoch: u64, levels: &[u64]);
     /// Too much is queued for the network: sources wait until it drains.
     fn congested(&self) -> bool;
     /// Notified (all waiters) when the network is no longer congested, and when the node
@@ -120,5 +124,21 @@ impl RemoteInput {
             );
         }
         self.shared.received.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Node `node` sent its watermark levels (see [`Peers::watermark`]): every worker hears
+    /// it after the batches that node sent before.
+    pub fn watermark(&self, node: usize, epoch: u64, levels: Vec<u64>) {
+        let workers = self.shared.inboxes.len();
+        for worker in 0..workers {
+            self.shared.control(
+                worker,
+                Work::Watermark {
+                    channel: workers + node,
+                    epoch,
+                    levels: levels.clone(),
+                },
+            );
+        }
     }
 }

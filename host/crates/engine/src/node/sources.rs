@@ -92,12 +92,20 @@ impl SourceHandle {
             .await
             .map_err(|_| NotAccepted::Stopping)?;
         let n = frames.len() as u64;
+        // Stamped, logged and queued under the source clock's lock: see `Shared::stamp`.
+        let mut clock = self
+            .shared
+            .source_clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let time = Shared::stamp(&mut clock);
         let enqueue = |frames: Vec<Vec<u8>>, credit| {
             let messages = frames
                 .into_iter()
                 .map(|payload| Message {
                     key: Vec::new(),
                     payload,
+                    event_time: time,
                 })
                 .collect();
             self.shared.enqueue(
@@ -117,12 +125,13 @@ impl SourceHandle {
                 None
             }
             Some(log) => {
-                let lsn = log.append_input(self.source, stream, frames, |frames| {
+                let lsn = log.append_input(self.source, stream, time, frames, |frames| {
                     enqueue(frames, credit)
                 });
                 Some(lsn.ok_or(NotAccepted::LogFailed)?)
             }
         };
+        drop(clock);
         self.shared.counters.received.inc_by(n);
         Ok(lsn)
     }
@@ -142,7 +151,7 @@ impl SourceHandle {
         }
         let (id, seq) = stream;
         // A batch of no frames whose first would stand after the skipped one.
-        log.append_input(self.source, Some((id, seq + 1)), Vec::new(), |_| {})
+        log.append_input(self.source, Some((id, seq + 1)), 0, Vec::new(), |_| {})
             .map(Some)
             .ok_or(NotAccepted::LogFailed)
     }
