@@ -1338,3 +1338,40 @@ fn a_version_that_cannot_start_once_recorded_is_changed_back_from_with_nothing_l
     Workload::wait(&mut senders, &cluster);
     w.check(cluster.command(&["stop"]), &cluster);
 }
+
+#[test]
+fn sliding_windows_on_three_nodes_fire_by_the_watermark_and_hold_every_message_twice() {
+    use crate::windows::{APP, assert_each_message_in_two_windows, messages_in, transactions};
+    let wasm = build_app(APP);
+    let cluster = Cluster::new(3);
+    let mut rng = seeded("windows on three nodes");
+    let a = cluster.dir.path().join("a.txt");
+    let b = cluster.dir.path().join("b.txt");
+    let mut amounts = transactions(&a, 2000, &mut rng);
+    for (user, more) in transactions(&b, 2000, &mut rng) {
+        amounts.entry(user).or_default().extend(more);
+    }
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    let sources = cluster.deploy(&wasm, &receiver.addr, EXACTLY_ONCE);
+    // Input at two nodes; every user's windows are on one node, fed by all three.
+    let mut send_a = ack_sender(&sources[0], &a, "1");
+    let mut send_b = ack_sender(&sources[2], &b, "2");
+    for s in [&mut send_a, &mut send_b] {
+        assert_eq!(s.wait(Duration::from_secs(120)), Some(0), "{}", s.stderr());
+    }
+    let all = 2 * 4000;
+    let text = wait_until(Duration::from_secs(60), || {
+        let text = receiver.text();
+        (messages_in(&text) >= all).then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the windows held {} of {all} messages\n{}",
+            messages_in(&receiver.text()),
+            cluster.logs()
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(receiver.text(), text, "a window fired twice");
+    assert_each_message_in_two_windows(&text, &amounts);
+}

@@ -13,10 +13,14 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng};
 use wallaroo_tests::*;
 
-const APP: &str = "tests/apps/window_totals/window_totals.py";
+pub(crate) const APP: &str = "tests/apps/window_totals/window_totals.py";
 
 /// Writes `lines` random `user,amount` lines; returns each user's amounts in order.
-fn transactions(path: &Path, lines: usize, rng: &mut StdRng) -> BTreeMap<String, Vec<i64>> {
+pub(crate) fn transactions(
+    path: &Path,
+    lines: usize,
+    rng: &mut StdRng,
+) -> BTreeMap<String, Vec<i64>> {
     let mut amounts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut text = String::new();
     for _ in 0..lines {
@@ -44,7 +48,7 @@ fn windows(text: &str) -> BTreeMap<String, Vec<(i64, u64)>> {
     out
 }
 
-fn messages_in(text: &str) -> u64 {
+pub(crate) fn messages_in(text: &str) -> u64 {
     windows(text)
         .values()
         .flatten()
@@ -53,7 +57,7 @@ fn messages_in(text: &str) -> u64 {
 }
 
 /// Every user's sliding windows hold each of its messages exactly twice.
-fn assert_each_message_in_two_windows(text: &str, amounts: &BTreeMap<String, Vec<i64>>) {
+pub(crate) fn assert_each_message_in_two_windows(text: &str, amounts: &BTreeMap<String, Vec<i64>>) {
     let got = windows(text);
     for (user, amounts) in amounts {
         let windows = got
