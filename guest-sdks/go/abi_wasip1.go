@@ -213,9 +213,16 @@ func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Point
 	r := ret()
 	putString(r, 4, spec.Name)
 
-	sources := record(len(spec.Sources), 40)
+	// source-spec { name: string @0, config: source-config @8, segment: u32 @36,
+	// event-time-from-data: bool @40 }, alignment 4, size 41 rounded up to 44. source-config
+	// is a variant: its u8 case @8, its payload at the next multiple of its alignment (4), @12:
+	// tcp-source { host: string @12, port: string @20, framing @28 }, with framing
+	// { header-length: u32 @28, length-size: u8 @32, big-endian: bool @33 } (size 8, so the
+	// variant ends @36).
+	const sourceSpecSize = 44
+	sources := record(len(spec.Sources), sourceSpecSize)
 	for i, s := range spec.Sources {
-		p := unsafe.Add(sources, i*40)
+		p := unsafe.Add(sources, i*sourceSpecSize)
 		putString(p, 0, s.Name)
 		putU8(p, 8, 0) // source-config::tcp
 		putString(p, 12, s.Host)
@@ -226,6 +233,9 @@ func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Point
 			putU8(p, 33, 1)
 		}
 		putU32(p, 36, s.Segment)
+		if s.EventTimeFromData {
+			putU8(p, 40, 1)
+		}
 	}
 	putU32(r, 12, addr(sources))
 	putU32(r, 16, uint32(len(spec.Sources)))

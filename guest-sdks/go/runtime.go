@@ -38,6 +38,10 @@ type SourceSpec struct {
 	Host, Port string
 	Framing    Framing
 	Segment    uint32
+	// EventTimeFromData is whether the source's event times come from the data. The Go SDK
+	// has no event-time functions yet and takes event times from the host (when it received
+	// each message) for now, so it is always false.
+	EventTimeFromData bool
 }
 
 // SinkSpec is a TCP sink.

@@ -67,7 +67,8 @@ func TestDescribeNumbersStepsLikeThePythonSDK(t *testing.T) {
 	if !reflect.DeepEqual(kinds, want) {
 		t.Fatalf("steps %v, want %v", kinds, want)
 	}
-	if spec.Sources[0].Segment != 0 || spec.Sources[0].Framing != (wallaroo.Framing{HeaderLength: 4, LengthSize: 4, BigEndian: true}) {
+	if spec.Sources[0].Segment != 0 || spec.Sources[0].Framing != (wallaroo.Framing{HeaderLength: 4, LengthSize: 4, BigEndian: true}) ||
+		spec.Sources[0].EventTimeFromData {
 		t.Fatalf("source %+v", spec.Sources[0])
 	}
 	if spec.Sinks[0] != (wallaroo.SinkSpec{Name: "encodeCounted", Host: "h", Port: "2"}) {

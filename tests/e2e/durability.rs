@@ -453,9 +453,9 @@ fn a_flipped_byte_in_a_committed_segment_is_refused_until_the_loss_is_accepted()
         .expect("a log segment");
     let mut data = std::fs::read(&segment).unwrap();
     let offsets = record_offsets(&data);
-    // Input records (kind 1) hold the sender's batches.
+    // Input records (kind 8, input with its event time) hold the sender's batches.
     let inputs: Vec<usize> = (0..offsets.len())
-        .filter(|&i| data[offsets[i] + 8] == 1)
+        .filter(|&i| data[offsets[i] + 8] == 8)
         .collect();
     assert!(inputs.len() > 4, "{} input records", inputs.len());
     let bad = inputs[inputs.len() / 2];

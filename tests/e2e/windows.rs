@@ -248,3 +248,74 @@ fn the_alerts_example_over_a_generator_sends_only_alerts_past_the_threshold() {
         node.stderr()
     );
 }
+
+#[test]
+fn event_time_windows_give_the_sums_computed_from_the_data_and_a_late_record_fires_them_all() {
+    let mut rng = StdRng::seed_from_u64(test_seed("event time input"));
+    let wasm = build_app(APP);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    // Times from 2019, in order, a few per second; then one far ahead for another user,
+    // which moves the watermark past every window of every other user.
+    let start = 1_550_000_000u64;
+    let mut events: BTreeMap<String, Vec<(u64, i64)>> = BTreeMap::new();
+    let mut text = String::new();
+    let mut time = start * 1000;
+    for _ in 0..2000 {
+        time += rng.random_range(0..400u64);
+        let user = format!("u{}", rng.random_range(0..10));
+        let amount = rng.random_range(-500..500i64);
+        text.push_str(&format!(
+            "{user},{amount},{}.{:03}\n",
+            time / 1000,
+            time % 1000
+        ));
+        events.entry(user).or_default().push((time, amount));
+    }
+    text.push_str(&format!("last,0,{}\n", start + 10_000_000));
+    std::fs::write(&input, text).unwrap();
+    let receiver = Receiver::start(dir.path());
+    let mut node = Node::start(
+        &wasm,
+        &receiver.addr,
+        dir.path(),
+        &["--workers", "2", "--event-time"],
+    );
+    send(&node.source, &input, &[]);
+    // Each user's windows of 2 s every 1 s (in ms here), oldest first, empty ones left out.
+    let mut expected: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+    for (user, events) in &events {
+        let first = events[0].0 / 1000 * 1000 - 1000;
+        let last = events.last().unwrap().0;
+        let mut window = first;
+        while window <= last {
+            let inside: Vec<i64> = events
+                .iter()
+                .filter(|(t, _)| (window..window + 2000).contains(t))
+                .map(|(_, a)| *a)
+                .collect();
+            if !inside.is_empty() {
+                let total: i64 = inside.iter().sum();
+                expected
+                    .entry(user.clone())
+                    .or_default()
+                    .push((total, inside.len() as u64));
+            }
+            window += 1000;
+        }
+    }
+    let all: u64 = 2 * 2000;
+    let text = wait_until(Duration::from_secs(30), || {
+        let text = receiver.text();
+        (messages_in(&text) >= all).then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the windows held {} of {all} messages; the node said:\n{}",
+            messages_in(&receiver.text()),
+            node.proc.stderr()
+        )
+    });
+    assert_eq!(windows(&text), expected);
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+}

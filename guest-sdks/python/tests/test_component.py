@@ -53,6 +53,7 @@ def test_describe_returns_the_wit_app_spec(bindings):
             "lines",
             types.SourceConfig_Tcp(types.TcpSource("127.0.0.1", "7000", types.Framing(4, 4, True))),
             0,
+            False,
         )
     ]
     assert spec.sinks == [

@@ -423,3 +423,68 @@ def test_range_windows_over_the_output_of_windows_are_refused_naming_both():
     module.application_setup = application_setup
     with pytest.raises(wallaroo.WallarooParameterError, match="'SumAggregation' take the output"):
         Runtime(module).describe(ARGS)
+
+
+# ------------------------------------------------------------------------------------------------
+# Event time from the data
+
+
+def _timed_app(event_time):
+    def application_setup(args):
+        decoder = wallaroo.decoder(header_length=4, length_fmt=">I")(
+            lambda bs: bs.decode().split(",")
+        )
+        key = wallaroo.key_extractor(lambda data: data[0])
+        encoder = wallaroo.encoder(lambda text: text + "\n")
+        pipeline = (
+            wallaroo.source(
+                "in", wallaroo.TCPSourceConfig("h", "1", decoder), event_time=event_time
+            )
+            .key_by(key)
+            .to(wallaroo.count_windows(1).over(CountAggregation))
+            .to_sink(wallaroo.TCPSinkConfig("h", "2", encoder))
+        )
+        return wallaroo.build_application("timed", pipeline)
+
+    module = types.ModuleType("timed")
+    module.application_setup = application_setup
+    return module
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_a_source_takes_event_times_from_the_data_when_asked(flat):
+    import datetime
+
+    def event_time(data):
+        if data[1] == "date":
+            return datetime.datetime(2019, 3, 1, 12, 0, 0, 500)
+        return float(data[1])
+
+    runtime = Runtime(_timed_app(event_time), flat=flat)
+    spec = runtime.describe(ARGS)
+    assert spec.sources[0].event_time_from_data
+    batch = [(b"", b"a,1.5", 7), (b"", b"b,date", 7), (b"", b"c,x", 7), (b"", b"d,-1", 7)]
+    if flat:
+        out = _wire.decode_outputs(runtime.process(0, _wire.messages(_wire.encode_batch(batch))))
+    else:
+        out = runtime.process(0, batch)
+    assert [(item[1], item[4]) for item in out if item[0] == "route"] == [
+        (b"a", 1_500_000_000),
+        (b"b", 1_551_441_600_000_500_000),
+    ]
+    failures = [item for item in out if item[0] == "failed"]
+    assert [f[1] for f in failures] == [2, 3]
+    assert "event_time: ValueError" in failures[0][4]
+    assert "before 1970" in failures[1][4]
+
+
+def test_an_event_time_function_must_take_the_message():
+    with pytest.raises(wallaroo.WallarooParameterError, match="event_time"):
+        Runtime(_timed_app(lambda: 0)).describe(ARGS)
+
+
+def test_without_an_event_time_function_messages_keep_their_ingest_time():
+    runtime = Runtime(app(sliding(3)))
+    assert not runtime.describe(ARGS).sources[0].event_time_from_data
+    [route] = runtime.process(0, [(b"", b"a,1", 42)])
+    assert route[4] == 42

@@ -446,11 +446,13 @@ class TCPSinkConfig:
 
 
 class SourceStage:
-    """The start of a pipeline: a named source."""
+    """The start of a pipeline: a named source, and the function that gives its messages' event
+    times (None: when the source received them)."""
 
-    def __init__(self, name, config):
+    def __init__(self, name, config, event_time=None):
         self.name = name
         self.config = config
+        self.event_time = event_time
 
 
 class SinkStage:
@@ -538,15 +540,22 @@ _COLLECT = KeyExtractor(_collect_key)
 _COLLECT.name = "collect"
 
 
-def source(name, config):
-    """Starts a pipeline at a TCP or generator source."""
+def source(name, config, event_time=None):
+    """Starts a pipeline at a TCP or generator source.
+
+    A message's event time (what windows go by) is when the source received it, unless
+    ``event_time`` is given: a function of the decoded message returning its time, as seconds
+    since the Unix epoch (an int or float) or a ``datetime`` (one without a time zone is UTC).
+    """
     if not isinstance(name, str):
         raise WallarooParameterError(f"source(): the name must be a string, not {name!r}")
     if not isinstance(config, (TCPSourceConfig, GenSourceConfig)):
         raise WallarooParameterError(
             f"source {name!r}: expected a TCPSourceConfig or GenSourceConfig, got {config!r}"
         )
-    return Pipeline((), SourceStage(name, config))
+    if event_time is not None:
+        _check_arity(f"source {name!r}: event_time", event_time, 1)
+    return Pipeline((), SourceStage(name, config, event_time))
 
 
 class Application:

@@ -90,7 +90,12 @@ class Guest(exports.Guest):
         return types.AppSpec(
             spec.name,
             [
-                types.SourceSpec(source.name, _source_config(source.config), source.segment)
+                types.SourceSpec(
+                    source.name,
+                    _source_config(source.config),
+                    source.segment,
+                    source.event_time_from_data,
+                )
                 for source in spec.sources
             ],
             [types.SinkSpec(sink.name, _sink_config(sink.config)) for sink in spec.sinks],

@@ -10,6 +10,7 @@ the generated bindings, so it runs (and is tested) on plain CPython; ``wallaroo.
 adapts it to the WIT exports.
 """
 
+import datetime
 import inspect
 import io
 import os
@@ -65,6 +66,8 @@ class SourceSpec:
     # ("tcp", host, port, header_length, length_size, big_endian) or ("generator",)
     config: tuple
     segment: int
+    # Whether the source's event times come from its event_time function.
+    event_time_from_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class _Step:
         self.stage = stage  # the decorated function, or the GenSourceConfig of a generator
         self.successors = []  # ids of the steps that receive this step's output
         self.sink = None  # for encoders, the sink id
+        self.event_time = None  # for a source's decoder, the source's event-time function
 
 
 class _Compiler:
@@ -214,7 +218,8 @@ class _Compiler:
         else:
             step_id = self._add(config.decoder.name, "decoder", config.decoder)
             spec = ("tcp", str(config.host), str(config.port), *_framing(config.decoder))
-        self.sources.append(SourceSpec(stage.name, spec, step_id))
+        self.steps[step_id].event_time = stage.event_time
+        self.sources.append(SourceSpec(stage.name, spec, step_id, stage.event_time is not None))
         return step_id
 
     def _add_sink(self, config):
@@ -644,6 +649,44 @@ def _decoder_entry(step_id, decoder, nxt):
     return entry
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def event_time_nanos(time):
+    """An event-time function's result as nanoseconds since the Unix epoch."""
+    if isinstance(time, datetime.datetime):
+        if time.tzinfo is None:
+            time = time.replace(tzinfo=datetime.UTC)
+        nanos = (time - _EPOCH) // datetime.timedelta(microseconds=1) * 1000
+    elif isinstance(time, (int, float)) and not isinstance(time, bool):
+        if time != time or time in (float("inf"), float("-inf")):
+            raise ValueError(f"event time {time!r} is not a time")
+        nanos = round(time * 1_000_000_000)
+    else:
+        raise TypeError(
+            f"event_time returned {type(time).__name__}, expected seconds since the Unix epoch "
+            "(int or float) or a datetime"
+        )
+    if not 0 <= nanos < 2**64 - 1:
+        raise ValueError(f"event time {time!r} is before 1970 or too far ahead")
+    return nanos
+
+
+def _timed(step_id, fn, nxt, clock):
+    """Runs a source's event-time function on each decoded message, which then goes on with
+    that time."""
+    where = _definition_site(fn)
+
+    def run(value, key, out):
+        try:
+            clock.now = event_time_nanos(fn(value))
+        except Exception as error:
+            raise StepFailed(step_id, f"event_time: {error_text(error, where)}") from None
+        nxt(value, key, out)
+
+    return run
+
+
 _NOT_STARTED = object()
 _EXHAUSTED = object()
 
@@ -801,6 +844,8 @@ def _build(steps, flat, clock, late):
     for step_id, step in enumerate(steps):
         if step.kind == "decoder":
             nxt = _downstream(step.successors, runners)
+            if step.event_time is not None:
+                nxt = _timed(step_id, step.event_time, nxt, clock)
             if isinstance(step.stage, GenSourceConfig):
                 entry = _generator_entry(step_id, step.stage, nxt)
             else:

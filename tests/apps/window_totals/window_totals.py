@@ -1,9 +1,10 @@
 """Totals per user over windows of ingest time, for the end-to-end tests of windows.
 
-Input lines are ``user,amount``. By default each user's amounts are summed over sliding windows
-of 2 s every 1 s, so every message is in exactly two windows whatever its ingest time; with
-``--count-windows N`` over windows of every N messages of a user instead. Each window outputs
-``user total count`` (count: how many messages it held).
+Input lines are ``user,amount`` or ``user,amount,seconds``. By default each user's amounts are
+summed over sliding windows of 2 s every 1 s, so every message is in exactly two windows
+whatever its ingest time; with ``--event-time`` the windows are over the seconds in the data
+instead; with ``--count-windows N`` over windows of every N messages of a user. Each window
+outputs ``user total count`` (count: how many messages it held).
 """
 
 import argparse
@@ -14,6 +15,7 @@ import wallaroo
 def application_setup(args):
     parser = argparse.ArgumentParser(prog="window_totals", add_help=False)
     parser.add_argument("--count-windows", type=int)
+    parser.add_argument("--event-time", action="store_true")
     options, _ = parser.parse_known_args(args)
     in_host, in_port = wallaroo.tcp_parse_input_addrs(args)[0][-2:]
     out_host, out_port = wallaroo.tcp_parse_output_addrs(args)[0]
@@ -22,7 +24,11 @@ def application_setup(args):
     else:
         windows = wallaroo.range_windows(wallaroo.seconds(2)).with_slide(wallaroo.seconds(1))
     pipeline = (
-        wallaroo.source("Transactions", wallaroo.TCPSourceConfig(in_host, in_port, decode))
+        wallaroo.source(
+            "Transactions",
+            wallaroo.TCPSourceConfig(in_host, in_port, decode),
+            event_time=data_time if options.event_time else None,
+        )
         .key_by(user)
         .to(windows.over(Totals))
         .to_sink(wallaroo.TCPSinkConfig(out_host, out_port, encode))
@@ -56,8 +62,12 @@ class Totals(wallaroo.Aggregation):
 
 @wallaroo.decoder(header_length=4, length_fmt=">I")
 def decode(bs):
-    user, amount = bs.decode().split(",")
-    return (user, int(amount))
+    user, amount, *time = bs.decode().split(",")
+    return (user, int(amount), *map(float, time))
+
+
+def data_time(data):
+    return data[2]
 
 
 @wallaroo.key_extractor

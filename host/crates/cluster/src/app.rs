@@ -13,7 +13,9 @@ use crate::proto::Rejoin;
 use tokio::task::JoinSet;
 use wallaroo_component::{AppSpec, CompileCache, Runtime, Sandbox, StepKind};
 use wallaroo_connectors::{Edge, EdgePlan, Edges, SinkFraming, SourceAddress};
-use wallaroo_engine::{Checkpoints, Message, MetricsHandle, Node, Peers, Placement, RemoteInput};
+use wallaroo_engine::{
+    Checkpoints, Level, Message, MetricsHandle, Node, Peers, Placement, RemoteInput,
+};
 
 use crate::daemon::Context;
 use crate::manifest::Assignment;
@@ -30,7 +32,7 @@ enum Outgoing {
     Watermark {
         worker: usize,
         epoch: u64,
-        levels: Vec<u64>,
+        levels: Vec<Level>,
     },
 }
 
@@ -64,7 +66,7 @@ impl Peers for NetPeers {
         }
     }
 
-    fn watermark(&self, worker: usize, epoch: u64, levels: &[u64]) {
+    fn watermark(&self, worker: usize, epoch: u64, levels: &[Level]) {
         for queue in self.queues.iter().flatten() {
             let _ = queue.send(Outgoing::Watermark {
                 worker,
@@ -590,9 +592,9 @@ async fn feed_peer(
 /// A node's watermark for another node: the least of its workers' levels, once each has
 /// spoken (before, the other node's own zeros stand for it).
 struct NodeWatermark {
-    workers: Vec<Option<Vec<u64>>>,
+    workers: Vec<Option<Vec<Level>>>,
     epoch: u64,
-    sent: Vec<u64>,
+    sent: Vec<Level>,
 }
 
 impl NodeWatermark {
@@ -606,17 +608,34 @@ impl NodeWatermark {
 
     /// Worker `worker` sent `levels` in `epoch`: the node's levels and epoch to send on, when
     /// they moved.
-    fn heard(&mut self, worker: usize, epoch: u64, levels: Vec<u64>) -> Option<(u64, Vec<u64>)> {
+    fn heard(
+        &mut self,
+        worker: usize,
+        epoch: u64,
+        levels: Vec<Level>,
+    ) -> Option<(u64, Vec<Level>)> {
         *self.workers.get_mut(worker)? = Some(levels);
         self.epoch = self.epoch.max(epoch);
-        let mut least: Option<Vec<u64>> = None;
+        // Per level, the least time of the workers not idle there; idle where all are.
+        let mut least: Option<Vec<Level>> = None;
         for levels in &self.workers {
             let levels = levels.as_ref()?;
             match &mut least {
                 None => least = Some(levels.clone()),
                 Some(least) => {
-                    for (l, &v) in least.iter_mut().zip(levels) {
-                        *l = (*l).min(v);
+                    for (l, v) in least.iter_mut().zip(levels) {
+                        *l = match (l.idle, v.idle) {
+                            (true, true) => Level {
+                                time: l.time.min(v.time),
+                                idle: true,
+                            },
+                            (true, false) => *v,
+                            (false, true) => *l,
+                            (false, false) => Level {
+                                time: l.time.min(v.time),
+                                idle: false,
+                            },
+                        };
                     }
                 }
             }

@@ -167,7 +167,7 @@ pub enum Msg {
     /// `Work::Watermark`). `epoch` is the latest of theirs.
     Watermark {
         epoch: u64,
-        levels: Vec<u64>,
+        levels: Vec<wallaroo_engine::Level>,
     },
 }
 

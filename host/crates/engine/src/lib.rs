@@ -33,3 +33,4 @@ pub use node::{
 pub use wallaroo_component::Message;
 pub use wallaroo_protocol::quiescence::Alignment;
 pub use wallaroo_wal::{KeyState, Lsn};
+pub use watermarks::Level;

@@ -23,13 +23,27 @@ use wallaroo_component::{StepKind, StepSpec};
 
 use crate::node::Placement;
 
+/// One level of a worker's watermark: how far event time has got there, and whether anything
+/// feeds it at all. An idle level (sources that sent nothing for [`IDLE_AFTER`], or only such
+/// sources upstream) holds nobody back: others take the least of the levels that are not
+/// idle, and a level with no such input keeps its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Level {
+    pub time: u64,
+    pub idle: bool,
+}
+
+/// A source whose event times come from the data and that sent nothing for this long no longer
+/// holds the watermark back: its next messages may be late.
+pub(crate) const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(crate) struct Watermarks {
     /// Per level, this worker's watermark.
-    levels: Vec<u64>,
+    levels: Vec<Level>,
     /// Per input channel (the node's workers, then the cluster's nodes by index): the levels
     /// it last sent, or None for a channel that is not an input (this node's own index, a
     /// node not in the cluster).
-    channels: Vec<Option<Vec<u64>>>,
+    channels: Vec<Option<Vec<Level>>>,
 }
 
 impl Watermarks {
@@ -44,41 +58,59 @@ impl Watermarks {
             .filter(|s| matches!(s.kind, StepKind::KeyBy | StepKind::Stateful))
             .count();
         let depth = routing + 1;
-        let mut channels = vec![Some(vec![0; depth]); workers];
+        let unheard = vec![Level::default(); depth];
+        let mut channels = vec![Some(unheard.clone()); workers];
         if let Some(p) = placement {
             let nodes = p.table.iter().map(|&n| n as usize).max().unwrap_or(0) + 1;
             let mut remote = vec![None; nodes.max(p.node + 1)];
             for &node in p.table.iter() {
                 let node = node as usize;
                 if node != p.node {
-                    remote[node] = Some(vec![0; depth]);
+                    remote[node] = Some(unheard.clone());
                 }
             }
             channels.extend(remote);
         }
         Self {
-            levels: vec![0; depth],
+            levels: unheard,
             channels,
         }
     }
 
-    /// The sources' watermark moved to `time`. True when a level moved.
-    pub(crate) fn tick(&mut self, time: u64) -> bool {
-        if time <= self.levels[0] {
-            return false;
-        }
-        self.levels[0] = time;
-        self.settle();
-        true
+    /// A tick: the sources' watermark is the least of `ingest` (the tick's time, where the
+    /// application has a source stamped by the host) and `data` (the latest event time seen
+    /// from sources whose times come from the data, where they sent something lately), idle
+    /// with neither. True when a level moved.
+    pub(crate) fn tick(&mut self, ingest: Option<u64>, data: Option<u64>) -> bool {
+        let least = match (ingest, data) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let old = self.levels[0];
+        self.levels[0] = match least {
+            Some(time) => Level {
+                time: time.max(old.time),
+                idle: false,
+            },
+            None => Level {
+                time: old.time,
+                idle: true,
+            },
+        };
+        let moved = self.levels[0] != old;
+        self.settle() || moved
     }
 
     /// Channel `channel` sent its levels. True when a level of this worker moved.
-    pub(crate) fn heard(&mut self, channel: usize, levels: &[u64]) -> bool {
+    pub(crate) fn heard(&mut self, channel: usize, levels: &[Level]) -> bool {
         let Some(Some(known)) = self.channels.get_mut(channel) else {
             return false;
         };
-        for (known, &heard) in known.iter_mut().zip(levels) {
-            *known = (*known).max(heard);
+        for (known, heard) in known.iter_mut().zip(levels) {
+            *known = Level {
+                time: known.time.max(heard.time),
+                idle: heard.idle,
+            };
         }
         self.settle()
     }
@@ -87,30 +119,44 @@ impl Watermarks {
     fn settle(&mut self) -> bool {
         let mut moved = false;
         for level in 1..self.levels.len() {
+            let below = self.levels[level - 1];
             let least = self
                 .channels
                 .iter()
                 .flatten()
                 .map(|c| c[level - 1])
-                .min()
-                .unwrap_or(u64::MAX)
-                .min(self.levels[level - 1]);
-            if least > self.levels[level] {
-                self.levels[level] = least;
+                .chain(std::iter::once(below))
+                .filter(|l| !l.idle)
+                .map(|l| l.time)
+                .min();
+            let old = self.levels[level];
+            let new = match least {
+                Some(time) => Level {
+                    time: time.max(old.time),
+                    idle: false,
+                },
+                None => Level {
+                    time: old.time,
+                    idle: true,
+                },
+            };
+            if new != old {
+                self.levels[level] = new;
                 moved = true;
             }
         }
         moved
     }
 
-    pub(crate) fn levels(&self) -> &[u64] {
+    pub(crate) fn levels(&self) -> &[Level] {
         &self.levels
     }
 
-    /// The watermark of the segments furthest from a source: what the instance can be
-    /// advanced to.
-    pub(crate) fn deepest(&self) -> u64 {
-        *self.levels.last().expect("at least one level")
+    /// The watermark of the segments furthest from a source, what the instance can be
+    /// advanced to; None while idle.
+    pub(crate) fn deepest(&self) -> Option<u64> {
+        let deepest = self.levels.last().expect("at least one level");
+        (!deepest.idle).then_some(deepest.time)
     }
 }
 
@@ -133,19 +179,30 @@ mod tests {
         steps(&[Decoder, Stateless, KeyBy, Stateful, Encoder])
     }
 
+    fn at(times: &[u64]) -> Vec<Level> {
+        times
+            .iter()
+            .map(|&time| Level { time, idle: false })
+            .collect()
+    }
+
+    fn times(w: &Watermarks) -> Vec<u64> {
+        w.levels().iter().map(|l| l.time).collect()
+    }
+
     #[test]
     fn a_lone_worker_advances_once_it_hears_its_own_levels() {
         let mut w = Watermarks::new(&word_count(), 1, None);
-        assert_eq!(w.levels(), [0, 0, 0]);
-        assert!(w.tick(10));
+        assert_eq!(times(&w), [0, 0, 0]);
+        assert!(w.tick(Some(10), None));
         // Its routed input may still hold anything until it says otherwise, to itself.
-        assert_eq!(w.deepest(), 0);
-        assert!(w.heard(0, &[10, 0, 0]));
-        assert_eq!(w.levels(), [10, 10, 0]);
-        assert!(w.heard(0, &[10, 10, 0]));
-        assert_eq!(w.deepest(), 10);
+        assert_eq!(w.deepest(), Some(0));
+        assert!(w.heard(0, &at(&[10, 0, 0])));
+        assert_eq!(times(&w), [10, 10, 0]);
+        assert!(w.heard(0, &at(&[10, 10, 0])));
+        assert_eq!(w.deepest(), Some(10));
         assert!(
-            !w.heard(0, &[10, 10, 10]),
+            !w.heard(0, &at(&[10, 10, 10])),
             "nothing above the deepest level"
         );
     }
@@ -154,7 +211,7 @@ mod tests {
 
     impl crate::node::Peers for Nobody {
         fn send(&self, _: usize, _: u32, _: u64, _: Vec<wallaroo_component::Message>) {}
-        fn watermark(&self, _: usize, _: u64, _: &[u64]) {}
+        fn watermark(&self, _: usize, _: u64, _: &[Level]) {}
         fn congested(&self) -> bool {
             false
         }
@@ -172,26 +229,53 @@ mod tests {
             recover_to: 0,
         };
         let mut w = Watermarks::new(&word_count(), 2, Some(&placement));
-        w.tick(50);
+        w.tick(Some(50), None);
         for channel in [0, 1, 2, 4] {
-            w.heard(channel, &[40 + channel as u64, 0, 0]);
+            w.heard(channel, &at(&[40 + channel as u64, 0, 0]));
         }
         // Channel 3 is this node itself, which its own workers speak for.
-        assert_eq!(w.levels()[1], 40);
-        assert!(!w.heard(3, &[1000, 1000, 1000]));
-        assert!(!w.heard(9, &[1000, 1000, 1000]), "not a channel");
-        w.heard(0, &[45, 0, 0]);
-        assert_eq!(w.levels()[1], 41);
+        assert_eq!(times(&w)[1], 40);
+        assert!(!w.heard(3, &at(&[1000, 1000, 1000])));
+        assert!(!w.heard(9, &at(&[1000, 1000, 1000])), "not a channel");
+        w.heard(0, &at(&[45, 0, 0]));
+        assert_eq!(times(&w)[1], 41);
     }
 
     #[test]
     fn levels_never_go_back_and_a_level_never_passes_the_one_below() {
         let mut w = Watermarks::new(&word_count(), 1, None);
-        w.tick(10);
-        w.heard(0, &[100, 100, 100]);
-        assert_eq!(w.levels(), [10, 10, 10]);
-        assert!(!w.tick(5));
-        assert!(!w.heard(0, &[1, 1, 1]));
-        assert_eq!(w.levels(), [10, 10, 10]);
+        w.tick(Some(10), None);
+        w.heard(0, &at(&[100, 100, 100]));
+        assert_eq!(times(&w), [10, 10, 10]);
+        assert!(!w.tick(Some(5), None));
+        assert!(!w.heard(0, &at(&[1, 1, 1])));
+        assert_eq!(times(&w), [10, 10, 10]);
+    }
+
+    #[test]
+    fn data_times_hold_the_watermark_back_until_their_source_is_idle() {
+        let mut w = Watermarks::new(&word_count(), 2, None);
+        // Worker 1 has no source sending data: idle, it holds nobody back.
+        let idle = vec![
+            Level {
+                time: 0,
+                idle: true
+            };
+            3
+        ];
+        w.heard(1, &idle);
+        w.tick(None, Some(1_000));
+        w.heard(0, w.levels().to_vec().as_slice());
+        w.heard(0, w.levels().to_vec().as_slice());
+        assert_eq!(w.deepest(), Some(1_000));
+        // Data from 2019 is not overtaken by the clock where both kinds of source feed a worker.
+        w.tick(Some(u64::MAX / 2), Some(1_500));
+        assert_eq!(w.levels()[0].time, 1_500);
+        // Everything idle: the watermark keeps its time and fires nothing more.
+        w.tick(None, None);
+        w.heard(0, w.levels().to_vec().as_slice());
+        w.heard(0, w.levels().to_vec().as_slice());
+        assert_eq!(w.deepest(), None);
+        assert_eq!(w.levels()[2].time, 1_000);
     }
 }

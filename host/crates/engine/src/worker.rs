@@ -17,7 +17,7 @@ use wallaroo_component::{
     AppSpec, GuestError, Instance, Message, Output, Runtime, StateEntry, StepKind,
 };
 
-use crate::watermarks::Watermarks;
+use crate::watermarks::{IDLE_AFTER, Watermarks};
 use wallaroo_protocol::gate::{Admit, Gate, Input};
 use wallaroo_types::KeyGroups;
 use wallaroo_wal::KeyState;
@@ -68,6 +68,12 @@ pub(crate) struct Worker {
     /// last copied (where an instance holding that copy starts).
     advanced: u64,
     copied_watermark: u64,
+    /// Whether the application has a source the host stamps event times on (ticks speak for
+    /// those), and the segments of sources whose event times come from the data, with the
+    /// latest such time this worker has seen and when.
+    ingest_sources: bool,
+    data_segments: Vec<u32>,
+    data_seen: Option<(u64, Instant)>,
 }
 
 /// What the instance did since the state was last copied.
@@ -172,6 +178,14 @@ impl Worker {
             watermarks: Watermarks::new(&spec.steps, config.workers, config.placement.as_ref()),
             advanced: 0,
             copied_watermark: 0,
+            ingest_sources: spec.sources.iter().any(|s| !s.event_time_from_data),
+            data_segments: spec
+                .sources
+                .iter()
+                .filter(|s| s.event_time_from_data)
+                .map(|s| s.segment)
+                .collect(),
+            data_seen: None,
         };
         worker.with_recycle_mark()
     }
@@ -311,7 +325,16 @@ impl Worker {
                 drop(credit);
                 self.shared.done(from_source, n);
             }
-            Work::Tick { time } if self.watermarks.tick(time) => self.watermark_moved(),
+            Work::Tick { time } => {
+                let data = self
+                    .data_seen
+                    .filter(|(_, at)| at.elapsed() < IDLE_AFTER)
+                    .map(|(time, _)| time);
+                let ingest = self.ingest_sources.then_some(time);
+                if self.watermarks.tick(ingest, data) {
+                    self.watermark_moved();
+                }
+            }
             Work::Watermark {
                 channel, levels, ..
             } if self.watermarks.heard(channel, &levels) => self.watermark_moved(),
@@ -322,8 +345,9 @@ impl Worker {
     /// This worker's watermarks moved: the instance fires what that makes due, then every
     /// worker this one routes to hears of it, after the batches sent before it.
     fn watermark_moved(&mut self) {
-        let deepest = self.watermarks.deepest();
-        if deepest > self.advanced {
+        if let Some(deepest) = self.watermarks.deepest()
+            && deepest > self.advanced
+        {
             self.advance(deepest);
         }
         let levels = self.watermarks.levels().to_vec();
@@ -340,6 +364,22 @@ impl Worker {
         }
         if let Some(peers) = &self.shared.peers {
             peers.watermark(self.id, epoch, &levels);
+        }
+    }
+
+    /// A source whose event times come from the data produced `outputs`: its watermark is the
+    /// latest time among them (later messages may be older, by up to a window's delay).
+    fn saw_data_times(&mut self, outputs: &[Output]) {
+        let latest = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Route(r) => Some(r.event_time),
+                _ => None,
+            })
+            .max();
+        if let Some(latest) = latest {
+            let before = self.data_seen.map_or(0, |(time, _)| time);
+            self.data_seen = Some((latest.max(before), Instant::now()));
         }
     }
 
@@ -448,6 +488,9 @@ impl Worker {
             .segment_call(segment, messages.len(), started.elapsed().as_secs_f64());
         match result {
             Ok(outputs) => {
+                if self.data_segments.contains(&segment) {
+                    self.saw_data_times(&outputs);
+                }
                 self.deliver(outputs, &messages);
                 self.remember(Unsaved::Batch(segment, messages));
             }

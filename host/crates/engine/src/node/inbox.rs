@@ -44,7 +44,7 @@ pub(crate) enum Work {
     Watermark {
         channel: usize,
         epoch: u64,
-        levels: Vec<u64>,
+        levels: Vec<crate::Level>,
     },
     /// Every worker is at the barrier and nothing routed is in flight: hand over the state
     /// changed since the last checkpoint (every key's, if `full`) and the output held.

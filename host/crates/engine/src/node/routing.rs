@@ -20,7 +20,7 @@ pub trait Peers: Send + Sync {
     /// Tells every other node, after the batches `worker` sent it before, how far event time
     /// has got on that worker (its watermark levels; see `Work::Watermark`), with its epoch.
     /// Must not block, like `send`.
-    fn watermark(&self, worker: usize, epoch: u64, levels: &[u64]);
+    fn watermark(&self, worker: usize, epoch: u64, levels: &[crate::Level]);
     /// Too much is queued for the network: sources wait until it drains.
     fn congested(&self) -> bool;
     /// Notified (all waiters) when the network is no longer congested, and when the node
@@ -128,7 +128,7 @@ impl RemoteInput {
 
     /// Node `node` sent its watermark levels (see [`Peers::watermark`]): every worker hears
     /// it after the batches that node sent before.
-    pub fn watermark(&self, node: usize, epoch: u64, levels: Vec<u64>) {
+    pub fn watermark(&self, node: usize, epoch: u64, levels: Vec<crate::Level>) {
         let workers = self.shared.inboxes.len();
         for worker in 0..workers {
             self.shared.control(
