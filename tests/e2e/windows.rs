@@ -319,3 +319,53 @@ fn event_time_windows_give_the_sums_computed_from_the_data_and_a_late_record_fir
     assert_eq!(windows(&text), expected);
     assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
 }
+
+#[test]
+fn a_late_message_is_dead_lettered_when_asked_and_the_windows_go_on() {
+    let wasm = build_app(APP);
+    let dir = tempfile::tempdir().unwrap();
+    let on_time = dir.path().join("on_time.txt");
+    let late = dir.path().join("late.txt");
+    std::fs::write(&on_time, "u1,5,1000.5\nu2,7,1001.5\nlast,0,900000\n").unwrap();
+    std::fs::write(&late, "u1,3,1000.7\n").unwrap();
+    let receiver = Receiver::start(dir.path());
+    let mut node = Node::start(
+        &wasm,
+        &receiver.addr,
+        dir.path(),
+        &["--event-time", "--dead-letter-late"],
+    );
+    send(&node.source, &on_time, &[]);
+    // The far-ahead record fires both users' windows: after that, u1's record is late.
+    let fired = wait_until(Duration::from_secs(30), || {
+        let text = receiver.text();
+        (messages_in(&text) == 4).then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the windows did not fire; the node said:\n{}",
+            node.proc.stderr()
+        )
+    });
+    send(&node.source, &late, &[]);
+    let dead = wait_until(Duration::from_secs(30), || {
+        let dead = node.dead_letters();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "nothing dead-lettered; the node said:\n{}",
+            node.proc.stderr()
+        )
+    });
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["at"], "Totals", "{dead:?}");
+    assert_eq!(dead[0]["key"], "u1", "{dead:?}");
+    assert!(
+        dead[0]["error"].as_str().unwrap().starts_with("late: "),
+        "{dead:?}"
+    );
+    // Dropped by the default policy: no window holds it.
+    assert_eq!(receiver.text(), fired);
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+}

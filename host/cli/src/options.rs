@@ -42,6 +42,10 @@ pub struct HostOptions {
     /// files rotate and the oldest entries go.
     #[arg(long, default_value_t = wallaroo_engine::DEFAULT_DEAD_LETTER_MAX_BYTES)]
     pub dead_letter_max_bytes: u64,
+    /// Also write a copy of every late message (one that reached a window step after every
+    /// window it belongs to had fired) to the dead letters; they are counted either way.
+    #[arg(long)]
+    pub dead_letter_late: bool,
     /// Most messages handed to the application in one call.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
@@ -64,6 +68,7 @@ impl HostOptions {
             batch_size: self.batch_size,
             dead_letter_max_bytes: self.dead_letter_max_bytes,
             max_frame_size: self.max_frame_size,
+            dead_letter_late: self.dead_letter_late,
         }
     }
 }
@@ -135,7 +140,7 @@ mod tests {
         let options = "--workers 2 --resilience exactly-once --sink-framing tagged \
                        --checkpoint-interval 200 --max-memory 64 --call-timeout 500 \
                        --max-frame-size 4096 --dead-letter-max-bytes 1048576 --batch-size 8 \
-                       --key-groups 16";
+                       --key-groups 16 --dead-letter-late";
         let expected = Settings {
             key_groups: 16,
             workers: Some(2),
@@ -147,6 +152,7 @@ mod tests {
             batch_size: 8,
             dead_letter_max_bytes: 1 << 20,
             max_frame_size: 4096,
+            dead_letter_late: true,
         };
         assert_eq!(run(&format!("wallaroo run {options} app.wasm")), expected);
         assert_eq!(run(&format!("wallaroo run app.wasm {options}")), expected);

@@ -65,6 +65,9 @@ pub struct Settings {
     /// Largest frame a source accepts, in bytes (likewise defaulted for older manifests).
     #[serde(default = "default_max_frame_size")]
     pub max_frame_size: u64,
+    /// Late messages (too late for every window they belong to) are dead-lettered too.
+    #[serde(default)]
+    pub dead_letter_late: bool,
 }
 
 fn default_dead_letter_max_bytes() -> u64 {
@@ -89,6 +92,7 @@ impl Default for Settings {
             batch_size: 256,
             dead_letter_max_bytes: default_dead_letter_max_bytes(),
             max_frame_size: default_max_frame_size(),
+            dead_letter_late: false,
         }
     }
 }
@@ -139,6 +143,7 @@ impl Settings {
         config.resilience = self.resilience;
         config.checkpoint_interval = self.checkpoint_interval();
         config.dead_letter_max_bytes = self.dead_letter_max_bytes;
+        config.dead_letter_late = self.dead_letter_late;
         config.discard_corrupt_log = discard_corrupt_log;
         Ok(config)
     }

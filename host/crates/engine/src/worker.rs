@@ -74,6 +74,8 @@ pub(crate) struct Worker {
     ingest_sources: bool,
     data_segments: Vec<u32>,
     data_seen: Option<(u64, Instant)>,
+    /// Late messages are dead-lettered too.
+    dead_letter_late: bool,
 }
 
 /// What the instance did since the state was last copied.
@@ -186,6 +188,7 @@ impl Worker {
                 .map(|s| s.segment)
                 .collect(),
             data_seen: None,
+            dead_letter_late: config.dead_letter_late,
         };
         worker.with_recycle_mark()
     }
@@ -661,7 +664,16 @@ impl Worker {
                     let key = f.key.unwrap_or_default();
                     self.dead_letter(f.step, &key, &f.error, payload);
                 }
-                Output::Late(late) => self.shared.metrics.step_late(late.step),
+                Output::Late(late) => {
+                    self.shared.metrics.step_late(late.step);
+                    if self.dead_letter_late
+                        && let Some(m) = inputs.get(late.input as usize)
+                    {
+                        let error = "late: it arrived after every window it belongs to had fired \
+                                     (the step's late data policy applied as well)";
+                        self.dead_letter(late.step, &m.key, error, &m.payload);
+                    }
+                }
             }
         }
         for (worker, runs) in out.routed.into_iter().enumerate() {

@@ -104,6 +104,9 @@ pub struct NodeConfig {
     /// step of that name (a new version without them, `--drop-state`); [`Recovered::dropped`]
     /// says what was dropped. Other state of steps the application lacks is refused.
     pub drop_state: Vec<String>,
+    /// A copy of every message that reaches a window step after every window it belongs to
+    /// has fired goes to the dead letters (late messages are counted either way).
+    pub dead_letter_late: bool,
 }
 
 impl NodeConfig {
@@ -122,6 +125,7 @@ impl NodeConfig {
             placement: None,
             discard_corrupt_log: false,
             drop_state: Vec::new(),
+            dead_letter_late: false,
         }
     }
 }
