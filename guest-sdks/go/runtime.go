@@ -578,7 +578,7 @@ func (r *Runtime) routedEntry(id uint32, input func([]byte) (any, error), run ru
 // Process runs segment over batch and returns the outputs in input order. A message whose
 // processing fails (an error returned or a panic in user code) yields one OutputFailed and
 // nothing else; the other messages are unaffected. A route carries the event time of the
-// message it came from.
+// message it came from (or the time its source's event-time function gave it).
 func (r *Runtime) Process(segment uint32, batch []Message) ([]Output, error) {
 	if r.entries == nil {
 		return nil, errors.New("process called before describe")

@@ -568,6 +568,16 @@ func TestAWindowWhoseOutputFailsDownstreamDropsItsOutputs(t *testing.T) {
 	}
 }
 
+func TestAnEventTimeTooFarAheadForWindowsCostsTheMessage(t *testing.T) {
+	h := newHost(t, sumApp(wallaroo.RangeWindows(time.Second)))
+	h.send("a", 1, 1<<63)
+	h.send("a", 2, 1*sec)
+	equal(t, "windows", h.advance(math.MaxUint64), []string{"a:2:[2]"})
+	if len(h.failures) != 1 || !h.failures[0].HasKey || !strings.Contains(h.failures[0].Error, "too far ahead for windows") {
+		t.Fatalf("failures %+v", h.failures)
+	}
+}
+
 func TestAPanicInUpdateCostsTheMessage(t *testing.T) {
 	h := newHost(t, windowsApp[int](wallaroo.CountWindows(2), panicky{}, true))
 	h.send("a", 1, 0)
