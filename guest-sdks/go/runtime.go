@@ -3,8 +3,10 @@ package wallaroo
 import (
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 )
 
@@ -38,9 +40,9 @@ type SourceSpec struct {
 	Host, Port string
 	Framing    Framing
 	Segment    uint32
-	// EventTimeFromData is whether the source's event times come from the data. The Go SDK
-	// has no event-time functions yet and takes event times from the host (when it received
-	// each message) for now, so it is always false.
+	// EventTimeFromData is whether the source's event times come from the data (its config
+	// has an event-time function, see SourceConfig.WithEventTime) rather than from when the
+	// host received each message.
 	EventTimeFromData bool
 }
 
@@ -76,8 +78,8 @@ const (
 )
 
 // Output is one result of a batch. Route: Key, Segment, EventTime, Payload. Emit: Sink,
-// Payload. Failed: Input, Step, Key if HasKey, Error. Late: Input, Step (only windows produce
-// it, and the Go SDK has none yet).
+// Payload. Failed: Input, Step, Key if HasKey, Error. Late: Input, Step (a message too late for
+// its windows at a window step). In Advance's outputs, Input is NoInput.
 type Output struct {
 	Kind      OutputKind
 	Key       string
@@ -90,6 +92,10 @@ type Output struct {
 	Step      uint32
 	Error     string
 }
+
+// NoInput (4294967295) is the Input of a failure in Advance's outputs, which come from no
+// message.
+const NoInput = math.MaxUint32
 
 type StateEntry struct {
 	Step  uint32
@@ -151,6 +157,7 @@ func (c *compiler) walk(n *node) []int {
 		c.sources = append(c.sources, SourceSpec{
 			Name: stage.name, Host: stage.host, Port: stage.port,
 			Framing: stage.framing, Segment: uint32(id),
+			EventTimeFromData: stage.decoder.eventTime != nil,
 		})
 		exits = []int{id}
 	case *sinkStage:
@@ -215,6 +222,15 @@ type store struct {
 	slots map[string]*slot
 }
 
+// windowStore is a window step's store and the timers of its keys.
+type windowStore struct {
+	id     uint32
+	st     *store
+	w      windowing
+	emit   func(any)
+	timers timers
+}
+
 // Runtime is one instance's application: its step table, keyed state and change marks. The
 // component exports call it; tests drive it directly.
 type Runtime struct {
@@ -222,10 +238,15 @@ type Runtime struct {
 	entries []*entry
 	stores  map[uint32]*store
 	changed []*slot
+	windows []*windowStore // in step order, the order Advance fires them in
+
+	// How far event time has got: no message older is still to come.
+	watermark uint64
 
 	// The message being processed.
 	key       []byte
 	keyed     bool
+	input     uint32 // its index in the batch, or NoInput for a window that Advance fires
 	eventTime uint64 // what its routes carry on
 	current   uint32 // the step whose user code runs, for panics
 	downFail  error  // a failure downstream of an emit, reported when the user function returns
@@ -263,6 +284,9 @@ func (r *Runtime) Describe(args []string) (AppSpec, error) {
 	if len(c.sources) == 0 {
 		return AppSpec{}, errors.New("the application has no source")
 	}
+	if err := checkWindows(c.steps); err != nil {
+		return AppSpec{}, err
+	}
 	r.build(c.steps)
 	spec := AppSpec{Name: app.name, Sources: c.sources, Sinks: c.sinks}
 	for _, s := range c.steps {
@@ -277,6 +301,8 @@ func (r *Runtime) build(steps []*compiledStep) {
 	runners := make([]runner, len(steps))
 	r.stores = map[uint32]*store{}
 	r.changed = nil
+	r.windows = nil
+	r.watermark = 0
 	for id := len(steps) - 1; id >= 0; id-- {
 		s := steps[id]
 		switch s.kind {
@@ -289,9 +315,17 @@ func (r *Runtime) build(steps []*compiledStep) {
 		case KindStateful:
 			st := &store{stage: s.step, slots: map[string]*slot{}}
 			r.stores[uint32(id)] = st
-			runners[id] = r.statefulRunner(uint32(id), st, r.downstream(s.successors, runners))
+			if s.step.window == nil {
+				runners[id] = r.statefulRunner(uint32(id), st, r.downstream(s.successors, runners))
+				break
+			}
+			ws := &windowStore{id: uint32(id), st: st, w: s.step.window, emit: r.downstream(s.successors, runners),
+				timers: timers{queued: map[string]int64{}}}
+			r.windows = append(r.windows, ws)
+			runners[id] = r.windowRunner(ws)
 		}
 	}
+	slices.Reverse(r.windows)
 	r.entries = make([]*entry, len(steps))
 	for id, s := range steps {
 		switch s.kind {
@@ -388,6 +422,87 @@ func (r *Runtime) statefulRunner(id uint32, st *store, emit func(any)) runner {
 	}
 }
 
+// windowRunner runs a window step: each value goes into its key's windows, and the windows
+// that fire are Advance's (fireWindows).
+func (r *Runtime) windowRunner(ws *windowStore) runner {
+	id, st, w, emit, encodeIn := ws.id, ws.st, ws.w, ws.emit, ws.st.stage.encodeIn
+	return func(v any) error {
+		r.current = id
+		if !r.keyed {
+			// As for a state step: before any KeyBy, the windows of the empty key.
+			r.out = append(r.out, Output{Kind: OutputRoute, Segment: id, Payload: r.encode(encodeIn, v), EventTime: r.eventTime})
+			return nil
+		}
+		sl := st.slots[string(r.key)]
+		if sl == nil {
+			sl = &slot{step: id, key: string(r.key), value: st.stage.newState(), live: true}
+			st.slots[sl.key] = sl
+		}
+		r.markChanged(sl)
+		// Even if the aggregation panics: what it changed may have moved the next window.
+		defer ws.timers.touch(w, sl.key, sl.value)
+		out, has, late, err := w.apply(sl.value, v, r.eventTime, r.windowWatermark(), sl.key)
+		if err != nil {
+			return &stepFailed{id, errorText(err, "")}
+		}
+		if late {
+			r.out = append(r.out, Output{Kind: OutputLate, Input: r.input, Step: id})
+		}
+		if has {
+			emit(out)
+		}
+		return r.userError(id, "", nil)
+	}
+}
+
+// windowWatermark is the watermark as window arithmetic takes it (see maxWatermark): the end
+// of every stream stays past the end of every window.
+func (r *Runtime) windowWatermark() int64 {
+	return int64(min(r.watermark, maxWatermark))
+}
+
+// fireWindows outputs every window of ws due at the watermark, key by key in the order they
+// are due. A window whose output fails (in the aggregation or downstream) is reported and
+// dropped; the others fire.
+func (r *Runtime) fireWindows(ws *windowStore) {
+	wm := r.windowWatermark()
+	state := func(key string) any {
+		if sl := ws.st.slots[key]; sl != nil {
+			return sl.value
+		}
+		return nil
+	}
+	for {
+		key, value, ok := ws.timers.popDue(ws.w, wm, state)
+		if !ok {
+			return
+		}
+		r.markChanged(ws.st.slots[key])
+		r.key = []byte(key)
+		for {
+			start, ok := ws.w.nextDue(value, wm)
+			if !ok {
+				break
+			}
+			mark := len(r.out)
+			r.eventTime = uint64(ws.w.end(start) - 1)
+			f := r.guard(func() error {
+				r.current = ws.id
+				if out, has := ws.w.output(value, start, key); has {
+					ws.emit(out)
+				}
+				return r.downFail
+			})
+			if f != nil {
+				clear(r.out[mark:])
+				r.out = append(r.out[:mark], Output{Kind: OutputFailed, Input: NoInput, Step: f.step, Key: key, HasKey: true, Error: f.text})
+			}
+			ws.w.retire(value, start)
+		}
+		ws.timers.touch(ws.w, key, value)
+	}
+}
+
 func (r *Runtime) markChanged(sl *slot) {
 	if !sl.changed {
 		sl.changed = true
@@ -430,12 +545,19 @@ func (r *Runtime) encoderRunner(id uint32, e *encoderStage, sink uint32) runner 
 }
 
 func (r *Runtime) decoderEntry(id uint32, d *decoderStage, next func(any)) *entry {
-	decode, where := d.decode, d.where
+	decode, where, eventTime, eventWhere := d.decode, d.where, d.eventTime, d.eventWhere
 	return &entry{run: func(payload []byte) error {
 		r.current = id
 		v, err := decode(append([]byte(nil), payload...))
 		if err != nil {
 			return &stepFailed{id, errorText(err, where)}
+		}
+		if eventTime != nil {
+			t, err := eventTime(v)
+			if err != nil {
+				return &stepFailed{id, "event time: " + errorText(err, eventWhere)}
+			}
+			r.eventTime = t
 		}
 		next(v)
 		return r.downFail
@@ -456,7 +578,7 @@ func (r *Runtime) routedEntry(id uint32, input func([]byte) (any, error), run ru
 // Process runs segment over batch and returns the outputs in input order. A message whose
 // processing fails (an error returned or a panic in user code) yields one OutputFailed and
 // nothing else; the other messages are unaffected. A route carries the event time of the
-// message it came from.
+// message it came from (or the time its source's event-time function gave it).
 func (r *Runtime) Process(segment uint32, batch []Message) ([]Output, error) {
 	if r.entries == nil {
 		return nil, errors.New("process called before describe")
@@ -470,8 +592,8 @@ func (r *Runtime) Process(segment uint32, batch []Message) ([]Output, error) {
 	r.keyed = e.routed
 	for i, m := range batch {
 		mark := len(r.out)
-		r.key, r.eventTime = m.Key, m.EventTime
-		if f := r.runMessage(e, m.Payload); f != nil {
+		r.key, r.eventTime, r.input = m.Key, m.EventTime, uint32(i)
+		if f := r.guard(func() error { return e.run(m.Payload) }); f != nil {
 			clear(r.out[mark:])
 			r.out = r.out[:mark]
 			failed := Output{Kind: OutputFailed, Input: uint32(i), Step: f.step, Error: f.text}
@@ -486,24 +608,37 @@ func (r *Runtime) Process(segment uint32, batch []Message) ([]Output, error) {
 	return out, nil
 }
 
-// Advance says that no message with an event time before watermark is still to come, and
-// returns the outputs of the windows it makes due. The Go SDK has no windows yet, so nothing
-// is ever due: there are no outputs, and no timers to remember the watermark for.
+// Advance moves the watermark to watermark (nanoseconds since the Unix epoch; it never goes
+// back): no message with an event time before it is still to come. It returns the outputs of
+// every window it makes due, as Process returns them: window step by window step in step
+// order, within a step in the order the windows are due. A window's outputs carry the event
+// time of its last instant; a window whose output fails gives one OutputFailed (Input NoInput,
+// with its key) instead. Messages processed later are late if older than the watermark allows.
 func (r *Runtime) Advance(watermark uint64) ([]Output, error) {
 	if r.entries == nil {
 		return nil, errors.New("advance called before describe")
 	}
-	return nil, nil
+	r.watermark = max(r.watermark, watermark)
+	r.out, r.buf = nil, nil
+	r.keyed, r.input = true, NoInput
+	for _, ws := range r.windows {
+		r.fireWindows(ws)
+	}
+	out := r.out
+	r.out, r.buf, r.key = nil, nil, nil
+	return out, nil
 }
 
-func (r *Runtime) runMessage(e *entry, payload []byte) (failed *stepFailed) {
+// guard runs fn (user code and what it feeds), turning an error or a panic into the failure
+// of the step that ran.
+func (r *Runtime) guard(fn func() error) (failed *stepFailed) {
 	r.downFail = nil
 	defer func() {
 		if p := recover(); p != nil {
 			failed = &stepFailed{r.current, panicText(p)}
 		}
 	}()
-	if err := e.run(payload); err != nil {
+	if err := fn(); err != nil {
 		var f *stepFailed
 		if errors.As(err, &f) {
 			return f
@@ -613,6 +748,14 @@ func (r *Runtime) Restore(entries []StateEntry) error {
 		sl.value = values[i]
 		if converted[i] {
 			r.markChanged(sl)
+		}
+	}
+	// The restored keys' windows fire on the watermarks to come, as if they had been here.
+	for _, ws := range r.windows {
+		for _, e := range entries {
+			if e.Step == ws.id {
+				ws.timers.touch(ws.w, string(e.Key), ws.st.slots[string(e.Key)].value)
+			}
 		}
 	}
 	return nil

@@ -33,6 +33,19 @@
 // Values that leave a segment (at a KeyBy) are encoded with the SDK's own codec (see the
 // types it accepts in KeyBy); state values are encoded the same way for snapshots.
 //
+// # Windows
+//
+// ToWindows computes an Aggregation over windows of each key's values, as Wallaroo 0.6's
+// range_windows and count_windows did: RangeWindows of event time, tumbling or sliding, which
+// fire when the host's watermark (Runtime.Advance) passes their end plus their delay, with a
+// LateDataPolicy for what comes after that; or CountWindows of every n messages. A message's
+// event time is when the host received it, unless its source's config takes it from the data
+// (SourceConfig.WithEventTime). Open windows are keyed state: checkpoints, restores and moves
+// carry them, and no window fires twice.
+//
+//	sums := wallaroo.ToWindows(wallaroo.KeyBy(transactions, user), "total",
+//		wallaroo.RangeWindows(9*time.Second).WithSlide(3*time.Second), totalAggregation{})
+//
 // # Changing state between versions
 //
 // A hot swap (or a start on an earlier version's log) restores each key's state into the new
@@ -64,6 +77,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"time"
 )
 
 // Application is a built pipeline graph, returned by the setup function.
@@ -150,6 +164,28 @@ func (c SourceConfig[T]) WithName(name string) SourceConfig[T] {
 	return c
 }
 
+// WithEventTime returns the config with each message's event time taken from the data: what
+// eventTime returns for the decoded value, instead of when the host received the message. The
+// host then knows how far event time has got from the data too. A time before 1970 or after
+// 2262, an error or a panic costs the message (the host dead-letters it, naming the decoder
+// step); nil leaves event times to the host.
+func (c SourceConfig[T]) WithEventTime(eventTime func(T) (time.Time, error)) SourceConfig[T] {
+	d := *c.decoder
+	d.eventTime, d.eventWhere = nil, ""
+	if eventTime != nil {
+		d.eventWhere = definitionSite(eventTime)
+		d.eventTime = func(v any) (uint64, error) {
+			t, err := eventTime(v.(T))
+			if err != nil {
+				return 0, err
+			}
+			return eventTimeNanos(t)
+		}
+	}
+	c.decoder = &d
+	return c
+}
+
 // SinkConfig says where a sink's messages go and how to encode them.
 type SinkConfig[T any] struct {
 	host, port string
@@ -189,6 +225,9 @@ type sourceStage struct {
 type decoderStage struct {
 	name, where string
 	decode      func([]byte) (any, error)
+	// eventTime, if set, is the event time of a decoded value (see WithEventTime)
+	eventTime  func(v any) (uint64, error)
+	eventWhere string
 }
 
 type encoderStage struct {
@@ -229,6 +268,8 @@ type stepStage struct {
 	// state step reached without a key)
 	input    func([]byte) (any, error)
 	encodeIn func(buf []byte, v any) []byte
+	// window makes a stateful step a window step (see ToWindows), whose state newState makes
+	window windowing
 }
 
 // Source starts a pipeline with the messages of one source.
@@ -394,6 +435,9 @@ func UpgradeState[Out, Old, S any](p Pipeline[Out], upgrade func(*Old) (*S, erro
 		return p
 	case !ok || s.kind != "stateful":
 		n.err = errors.New("UpgradeState: the pipeline does not come out of a state step (ToState or ToStateMulti)")
+		return p
+	case s.window != nil:
+		n.err = fmt.Errorf("UpgradeState: step %q is a window step, whose state the SDK lays out itself", s.name)
 		return p
 	case reflect.TypeFor[S]() != s.stateType:
 		n.err = fmt.Errorf("UpgradeState for step %q makes a %s, but the step's state is a %s", s.name, reflect.TypeFor[S](), s.stateType)

@@ -369,3 +369,36 @@ fn a_late_message_is_dead_lettered_when_asked_and_the_windows_go_on() {
     assert_eq!(receiver.text(), fired);
     assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
 }
+
+#[test]
+fn a_go_apps_sliding_windows_fire_by_the_watermark_and_hold_every_message_twice() {
+    let mut rng = StdRng::seed_from_u64(test_seed("go window input"));
+    let wasm = build_go_app("tests/apps/go_window_totals");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    let amounts = transactions(&input, 3000, &mut rng);
+    let receiver = Receiver::start(dir.path());
+    let mut node = Node::start(
+        &wasm,
+        &receiver.addr,
+        dir.path(),
+        &["--workers", "2", "--resilience", "none"],
+    );
+    send(&node.source, &input, &[]);
+    let all = 2 * 3000;
+    let text = wait_until(Duration::from_secs(30), || {
+        let text = receiver.text();
+        (messages_in(&text) >= all).then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the windows held {} of {all} messages; the node said:\n{}",
+            messages_in(&receiver.text()),
+            node.proc.stderr()
+        )
+    });
+    assert_each_message_in_two_windows(&text, &amounts);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(receiver.text(), text);
+    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+}

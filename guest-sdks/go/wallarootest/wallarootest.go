@@ -5,6 +5,7 @@ package wallarootest
 
 import (
 	"fmt"
+	"math"
 
 	"wallaroo.dev/wallaroo"
 )
@@ -15,11 +16,15 @@ type Result struct {
 	Sinks [][][]byte
 	// Failures holds the failed outputs, in order.
 	Failures []wallaroo.Output
+	// Late holds the late records of window steps, in order.
+	Late []wallaroo.Output
 }
 
 // Run describes the application with args and feeds payloads to its first source, one message
 // per batch; every routed message is processed at once, depth first, as one worker would, with
-// the event time its route carries. The source's messages have event time 0.
+// the event time its route carries. The source's messages have event time 0 (unless its
+// config takes them from the data). After the last payload every stream ends: the watermark
+// goes to its largest value, and every window fires.
 func Run(setup wallaroo.SetupFunc, args []string, payloads [][]byte) (Result, error) {
 	rt := wallaroo.NewRuntime(setup)
 	spec, err := rt.Describe(args)
@@ -27,12 +32,15 @@ func Run(setup wallaroo.SetupFunc, args []string, payloads [][]byte) (Result, er
 		return Result{}, err
 	}
 	res := Result{Sinks: make([][][]byte, len(spec.Sinks))}
-	var feed func(segment uint32, m wallaroo.Message) error
-	feed = func(segment uint32, m wallaroo.Message) error {
+	var take func(outs []wallaroo.Output) error
+	feed := func(segment uint32, m wallaroo.Message) error {
 		outs, err := rt.Process(segment, []wallaroo.Message{m})
 		if err != nil {
 			return err
 		}
+		return take(outs)
+	}
+	take = func(outs []wallaroo.Output) error {
 		for _, o := range outs {
 			switch o.Kind {
 			case wallaroo.OutputRoute:
@@ -43,6 +51,8 @@ func Run(setup wallaroo.SetupFunc, args []string, payloads [][]byte) (Result, er
 				res.Sinks[o.Sink] = append(res.Sinks[o.Sink], o.Payload)
 			case wallaroo.OutputFailed:
 				res.Failures = append(res.Failures, o)
+			case wallaroo.OutputLate:
+				res.Late = append(res.Late, o)
 			default:
 				return fmt.Errorf("unknown output kind %d", o.Kind)
 			}
@@ -54,5 +64,9 @@ func Run(setup wallaroo.SetupFunc, args []string, payloads [][]byte) (Result, er
 			return res, err
 		}
 	}
-	return res, nil
+	outs, err := rt.Advance(math.MaxUint64)
+	if err != nil {
+		return res, err
+	}
+	return res, take(outs)
 }
