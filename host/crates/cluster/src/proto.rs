@@ -359,6 +359,9 @@ pub struct NodeStatus {
     /// On the coordinator: the last changes of the running application, oldest first.
     #[serde(default)]
     pub changes: Vec<Change>,
+    /// Messages too late for their windows, by window step.
+    #[serde(default)]
+    pub late: Vec<(String, u64)>,
 }
 
 /// A change of the running application, as its coordinator saw it. Kept in memory by the

@@ -51,6 +51,9 @@ pub struct NodeReport {
     pub last_checkpoint: u64,
     /// Messages into each fused segment, by its first step.
     pub steps: Vec<StepCount>,
+    /// Messages too late for their windows, by window step.
+    #[serde(default)]
+    pub late: Vec<StepCount>,
     pub remote_messages: u64,
     pub remote_bytes: u64,
     pub sources: Vec<String>,
@@ -108,6 +111,11 @@ impl StatusReport {
                     last_checkpoint: s.last_checkpoint,
                     steps: s
                         .steps
+                        .into_iter()
+                        .map(|(step, messages)| StepCount { step, messages })
+                        .collect(),
+                    late: s
+                        .late
                         .into_iter()
                         .map(|(step, messages)| StepCount { step, messages })
                         .collect(),
@@ -206,6 +214,14 @@ impl StatusReport {
                     .map(|s| format!("{} {}", s.step, s.messages))
                     .collect();
                 line(format!("  steps: {}", steps.join(", ")));
+            }
+            if !n.late.is_empty() {
+                let late: Vec<String> = n
+                    .late
+                    .iter()
+                    .map(|s| format!("{} {}", s.step, s.messages))
+                    .collect();
+                line(format!("  late for their windows: {}", late.join(", ")));
             }
             if n.remote_messages > 0 {
                 line(format!(
@@ -322,6 +338,7 @@ mod tests {
             state_keys: 40,
             state_bytes: 2048,
             steps: vec![("split".into(), 100)],
+            late: vec![("total over 9 s".into(), 3)],
             ..NodeStatus::default()
         }
     }
@@ -375,6 +392,8 @@ mod tests {
         assert_eq!(nodes[0]["received"], 100);
         assert_eq!(nodes[0]["emitted"], 90);
         assert_eq!(nodes[0]["steps"][0]["step"], "split");
+        assert_eq!(nodes[0]["late"][0]["step"], "total over 9 s");
+        assert_eq!(nodes[0]["late"][0]["messages"], 3);
         assert_eq!(nodes[1]["key_groups"], 4);
         assert!(nodes[1]["unreachable"].is_null());
         assert_eq!(nodes[2]["unreachable"], "timed out");
@@ -401,6 +420,10 @@ mod tests {
         );
         assert!(
             text.contains("node 2  10.0.0.3:7100  unreachable: timed out\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  late for their windows: total over 9 s 3\n"),
             "{text}"
         );
         assert!(

@@ -82,6 +82,8 @@ pub(crate) struct Metrics {
     segments: Vec<std::sync::OnceLock<(Counter, Histogram)>>,
     step_errors: Family<StepLabel, Counter>,
     step_late: Family<StepLabel, Counter>,
+    /// The same per step index, for `status`.
+    late: Vec<std::sync::atomic::AtomicU64>,
     step_names: Vec<String>,
     pub(crate) checkpoint_seconds: Histogram,
 }
@@ -186,6 +188,7 @@ impl Metrics {
             segments: step_names.iter().map(|_| Default::default()).collect(),
             step_errors,
             step_late,
+            late: step_names.iter().map(|_| Default::default()).collect(),
             step_names: step_names.to_vec(),
             checkpoint_seconds,
         }
@@ -227,8 +230,21 @@ impl Metrics {
         self.step_errors.get_or_create(&StepLabel { step }).inc();
     }
 
+    /// Late messages so far, by window step, for the steps that had any.
+    pub(crate) fn late_counts(&self) -> Vec<(String, u64)> {
+        self.late
+            .iter()
+            .zip(&self.step_names)
+            .map(|(n, name)| (name.clone(), n.load(std::sync::atomic::Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Counts a message that came too late for step `step`'s windows.
     pub(crate) fn step_late(&self, step: u32) {
+        if let Some(n) = self.late.get(step as usize) {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let step = self
             .step_names
             .get(step as usize)

@@ -274,6 +274,7 @@ fn status(ctx: &Arc<Context>) -> NodeStatus {
         s.dead_lettered = totals.dead_lettered;
         s.backlog = totals.backlog;
         s.steps = v.metrics.step_counts();
+        s.late = v.metrics.late_counts();
         s.last_checkpoint = v.checkpoints.map_or(0, |c| c.last_committed());
         s.remote_messages = v.peers.messages.load(std::sync::atomic::Ordering::Relaxed);
         s.remote_bytes = v.peers.bytes.load(std::sync::atomic::Ordering::Relaxed);

@@ -878,6 +878,11 @@ impl MetricsHandle {
         self.0.metrics.step_counts()
     }
 
+    /// Messages too late for their windows so far, by window step (steps with none left out).
+    pub fn late_counts(&self) -> Vec<(String, u64)> {
+        self.0.metrics.late_counts()
+    }
+
     /// Keys whose state the workers hold, and the bytes of those keys and states (running
     /// totals: cheap to read).
     pub fn state_size(&self) -> (u64, u64) {
