@@ -126,12 +126,16 @@ class BytewaxRun:
         return None if None in rss else sum(rss)
 
 
-def measure(start, input_path, messages, lines_per_message, work, rate=None, timeout=600):
+def measure(
+    start, input_path, messages, lines_per_message, work, rate=None, timeout=600, expected=None
+):
     """One pass: a receiver, the system under test (`start(sink)`), `wallaroo send`. Returns
-    the receiver's report plus `rate` (input messages per second) and `rss`."""
+    the receiver's report plus `rate` (input messages per second) and `rss`. The receiver waits
+    for `messages * lines_per_message` lines, or `expected` where given."""
     report_path = work / "latency.json"
     report_path.unlink(missing_ok=True)
-    expected = messages * lines_per_message
+    if expected is None:
+        expected = messages * lines_per_message
     receiver = subprocess.Popen(
         [W, "receive", "--listen", "127.0.0.1:0", "--output", os.devnull]
         + ["--latency", report_path, "--expect-lines", str(expected)],

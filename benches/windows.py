@@ -14,13 +14,10 @@ benches/RESULTS.md.
 
 import argparse
 import datetime
-import json
 import os
 import random
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import bench
@@ -45,43 +42,6 @@ def make_input(path, lines, users):
     return len(windows)
 
 
-def measure(start, input_path, lines, outputs, work, timeout=900):
-    """As bench.measure, for a job whose output lines are not its input lines: sends the
-    `lines` of `input_path` once and waits for `outputs` lines."""
-    report_path = work / "latency.json"
-    report_path.unlink(missing_ok=True)
-    receiver = subprocess.Popen(
-        [bench.W, "receive", "--listen", "127.0.0.1:0", "--output", os.devnull]
-        + ["--latency", report_path, "--expect-lines", str(outputs)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        sink = receiver.stderr.readline().split()[-1]
-        system = start(sink)
-        send = [bench.W, "send", "--host", system.source, "--file", input_path]
-        send += ["--batch-size", "256"]
-        started = time.monotonic()
-        try:
-            subprocess.run(send, check=True, stderr=subprocess.DEVNULL, timeout=timeout)
-            receiver.wait(timeout=timeout)
-        finally:
-            if receiver.poll() is None:
-                receiver.send_signal(signal.SIGTERM)
-                receiver.wait()
-            rss = system.stop()
-    finally:
-        if receiver.poll() is None:
-            receiver.kill()
-            receiver.wait()
-    report = json.loads(report_path.read_text())
-    if report["lines"] < outputs:
-        raise RuntimeError(f"{report['lines']} of {outputs} output lines within {timeout} s")
-    report["rate"] = lines / (report["last_ns"] / 1e9 - started)
-    report["rss"] = rss
-    return report
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=200_000)
@@ -101,7 +61,10 @@ def main():
             extra = ["--resilience", "none", "--mode", mode]
             return bench.Node(wasm, sink, args.workers, work, extra)
 
-        report = measure(start, input_path, args.lines, outputs, work)
+        # The input file sent once (its lines as messages), waiting for every output line.
+        report = bench.measure(
+            start, input_path, args.lines, 1, work, timeout=900, expected=outputs
+        )
         results[mode] = report
         print(f"{mode}: {report['rate']:,.0f} input lines/s, peak RSS {report['rss']} MiB")
     ratio = results["windows"]["rate"] / results["state"]["rate"]

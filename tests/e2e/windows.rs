@@ -74,23 +74,22 @@ pub(crate) fn assert_each_message_in_two_windows(text: &str, amounts: &BTreeMap<
     assert_eq!(got.len(), amounts.len(), "windows of unknown users");
 }
 
-#[test]
-fn sliding_windows_fire_by_the_watermark_alone_and_hold_every_message_twice() {
-    let mut rng = StdRng::seed_from_u64(test_seed("window input"));
-    let wasm = build_app(APP);
+/// Runs `wasm` (window totals over sliding windows of 2 s every 1 s of ingest time) on a node
+/// with 2 workers and sends it input once: nothing more arrives, so the last windows (up to 2 s
+/// after the last message) fire on the watermark alone, and every message is in two of them.
+fn sliding_windows_hold_every_message_twice(wasm: &Path, seed: &str) {
+    let mut rng = StdRng::seed_from_u64(test_seed(seed));
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.txt");
     let amounts = transactions(&input, 3000, &mut rng);
     let receiver = Receiver::start(dir.path());
     let mut node = Node::start(
-        &wasm,
+        wasm,
         &receiver.addr,
         dir.path(),
         &["--workers", "2", "--resilience", "none"],
     );
     send(&node.source, &input, &[]);
-    // Nothing more arrives: the last windows (up to 2 s after the last message) fire on the
-    // watermark alone.
     let all = 2 * 3000;
     let text = wait_until(Duration::from_secs(30), || {
         let text = receiver.text();
@@ -108,6 +107,11 @@ fn sliding_windows_fire_by_the_watermark_alone_and_hold_every_message_twice() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(receiver.text(), text);
     assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
+fn sliding_windows_fire_by_the_watermark_alone_and_hold_every_message_twice() {
+    sliding_windows_hold_every_message_twice(&build_app(APP), "window input");
 }
 
 #[test]
@@ -372,33 +376,6 @@ fn a_late_message_is_dead_lettered_when_asked_and_the_windows_go_on() {
 
 #[test]
 fn a_go_apps_sliding_windows_fire_by_the_watermark_and_hold_every_message_twice() {
-    let mut rng = StdRng::seed_from_u64(test_seed("go window input"));
     let wasm = build_go_app("tests/apps/go_window_totals");
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input.txt");
-    let amounts = transactions(&input, 3000, &mut rng);
-    let receiver = Receiver::start(dir.path());
-    let mut node = Node::start(
-        &wasm,
-        &receiver.addr,
-        dir.path(),
-        &["--workers", "2", "--resilience", "none"],
-    );
-    send(&node.source, &input, &[]);
-    let all = 2 * 3000;
-    let text = wait_until(Duration::from_secs(30), || {
-        let text = receiver.text();
-        (messages_in(&text) >= all).then_some(text)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the windows held {} of {all} messages; the node said:\n{}",
-            messages_in(&receiver.text()),
-            node.proc.stderr()
-        )
-    });
-    assert_each_message_in_two_windows(&text, &amounts);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(receiver.text(), text);
-    assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
+    sliding_windows_hold_every_message_twice(&wasm, "go window input");
 }
