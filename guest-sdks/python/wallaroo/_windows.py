@@ -15,7 +15,7 @@ import heapq
 import inspect
 import math
 
-from wallaroo import WallarooParameterError
+from wallaroo import WallarooParameterError, _builder
 
 # Wallaroo's late data policies, by the names its Python API gave them.
 DROP = "drop"
@@ -42,38 +42,19 @@ _METHODS = (
     ("output", 2),
     ("name", 0),
 )
+_EXPECTED = (
+    "an aggregation has initial_accumulator(), update(data, accumulator), "
+    "combine(accumulator1, accumulator2) and output(key, accumulator)"
+)
 
 
 def _aggregation(aggregation, where):
     """An aggregation instance from what ``over()`` was given (a class or an instance), with
     its methods checked."""
     if inspect.isclass(aggregation):
-        try:
-            aggregation = aggregation()
-        except Exception as error:
-            raise WallarooParameterError(
-                f"{where}: cannot make an instance of {aggregation.__name__}: {error}"
-            ) from None
+        aggregation = _builder.instance_of(aggregation, where)
     for method, arity in _METHODS:
-        fn = getattr(aggregation, method, None)
-        if not callable(fn):
-            raise WallarooParameterError(
-                f"{where}: {type(aggregation).__name__} has no method {method}(); an "
-                "aggregation has initial_accumulator(), update(data, accumulator), "
-                "combine(accumulator1, accumulator2) and output(key, accumulator)"
-            )
-        try:
-            signature = inspect.signature(fn)
-        except (TypeError, ValueError):
-            continue
-        try:
-            signature.bind(*range(arity))
-        except TypeError:
-            plural = "" if arity == 1 else "s"
-            raise WallarooParameterError(
-                f"{where}: {type(aggregation).__name__}.{method} must take {arity} "
-                f"parameter{plural} besides self"
-            ) from None
+        _builder.method_of(aggregation, method, arity, where, _EXPECTED)
     name = aggregation.name()
     if not isinstance(name, str):
         raise WallarooParameterError(f"{where}: name() returned {name!r}, expected a str")
