@@ -1341,7 +1341,7 @@ fn a_version_that_cannot_start_once_recorded_is_changed_back_from_with_nothing_l
 
 #[test]
 fn sliding_windows_on_three_nodes_fire_by_the_watermark_and_hold_every_message_twice() {
-    use crate::windows::{APP, assert_each_message_in_two_windows, messages_in, transactions};
+    use crate::windows::{APP, assert_each_message_in_two_windows, transactions, wait_for_windows};
     let wasm = build_app(APP);
     let cluster = Cluster::new(3);
     let mut rng = seeded("windows on three nodes");
@@ -1360,17 +1360,7 @@ fn sliding_windows_on_three_nodes_fire_by_the_watermark_and_hold_every_message_t
         assert_eq!(s.wait(Duration::from_secs(120)), Some(0), "{}", s.stderr());
     }
     let all = 2 * 4000;
-    let text = wait_until(Duration::from_secs(60), || {
-        let text = receiver.text();
-        (messages_in(&text) >= all).then_some(text)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the windows held {} of {all} messages\n{}",
-            messages_in(&receiver.text()),
-            cluster.logs()
-        )
-    });
+    let text = wait_for_windows(&receiver, all, 60, || cluster.logs());
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(receiver.text(), text, "a window fired twice");
     assert_each_message_in_two_windows(&text, &amounts);

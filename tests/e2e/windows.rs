@@ -56,6 +56,27 @@ pub(crate) fn messages_in(text: &str) -> u64 {
         .sum()
 }
 
+/// The receiver's text once its windows hold `messages` messages in all, waiting up to
+/// `secs`; panics with what the windows hold and `logs()` (the nodes' output) after that.
+pub(crate) fn wait_for_windows(
+    receiver: &Receiver,
+    messages: u64,
+    secs: u64,
+    logs: impl Fn() -> String,
+) -> String {
+    wait_until(Duration::from_secs(secs), || {
+        let text = receiver.text();
+        (messages_in(&text) >= messages).then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the windows held {} of {messages} messages; the nodes said:\n{}",
+            messages_in(&receiver.text()),
+            logs()
+        )
+    })
+}
+
 /// Every user's sliding windows hold each of its messages exactly twice.
 pub(crate) fn assert_each_message_in_two_windows(text: &str, amounts: &BTreeMap<String, Vec<i64>>) {
     let got = windows(text);
@@ -91,17 +112,7 @@ fn sliding_windows_hold_every_message_twice(wasm: &Path, seed: &str) {
     );
     send(&node.source, &input, &[]);
     let all = 2 * 3000;
-    let text = wait_until(Duration::from_secs(30), || {
-        let text = receiver.text();
-        (messages_in(&text) >= all).then_some(text)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the windows held {} of {all} messages; the node said:\n{}",
-            messages_in(&receiver.text()),
-            node.proc.stderr()
-        )
-    });
+    let text = wait_for_windows(&receiver, all, 30, || node.proc.stderr());
     assert_each_message_in_two_windows(&text, &amounts);
     // And no window fires twice.
     std::thread::sleep(Duration::from_millis(1500));
@@ -130,11 +141,7 @@ fn count_windows_give_each_users_messages_in_threes_in_order() {
     );
     send(&node.source, &input, &[]);
     let full: u64 = amounts.values().map(|a| (a.len() / 3 * 3) as u64).sum();
-    let text = wait_until(Duration::from_secs(30), || {
-        let text = receiver.text();
-        (messages_in(&text) >= full).then_some(text)
-    })
-    .unwrap_or_else(|| panic!("output stalled; the node said:\n{}", node.proc.stderr()));
+    let text = wait_for_windows(&receiver, full, 30, || node.proc.stderr());
     let got = windows(&text);
     for (user, amounts) in &amounts {
         let expected: Vec<(i64, u64)> = amounts
@@ -194,17 +201,7 @@ fn windows_survive_kills_and_each_result_is_output_exactly_once() {
         "the sender did not finish: {}",
         sender.stderr()
     );
-    let text = wait_until(Duration::from_secs(30), || {
-        let text = receiver.text();
-        (messages_in(&text) >= all).then_some(text)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the windows held {} of {all} messages; the node said:\n{}",
-            messages_in(&receiver.text()),
-            node.proc.stderr()
-        )
-    });
+    let text = wait_for_windows(&receiver, all, 30, || node.proc.stderr());
     assert_eq!(node.proc.stop(Duration::from_secs(60)), Some(0));
     std::thread::sleep(Duration::from_millis(300));
     assert_each_message_in_two_windows(&receiver.text(), &amounts);
@@ -309,17 +306,7 @@ fn event_time_windows_give_the_sums_computed_from_the_data_and_a_late_record_fir
         }
     }
     let all: u64 = 2 * 2000;
-    let text = wait_until(Duration::from_secs(30), || {
-        let text = receiver.text();
-        (messages_in(&text) >= all).then_some(text)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the windows held {} of {all} messages; the node said:\n{}",
-            messages_in(&receiver.text()),
-            node.proc.stderr()
-        )
-    });
+    let text = wait_for_windows(&receiver, all, 30, || node.proc.stderr());
     assert_eq!(windows(&text), expected);
     assert_eq!(node.proc.stop(Duration::from_secs(30)), Some(0));
 }

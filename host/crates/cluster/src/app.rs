@@ -616,31 +616,16 @@ impl NodeWatermark {
     ) -> Option<(u64, Vec<Level>)> {
         *self.workers.get_mut(worker)? = Some(levels);
         self.epoch = self.epoch.max(epoch);
+        let heard: Vec<&Vec<Level>> = self
+            .workers
+            .iter()
+            .map(Option::as_ref)
+            .collect::<Option<_>>()?;
         // Per level, the least time of the workers not idle there; idle where all are.
-        let mut least: Option<Vec<Level>> = None;
-        for levels in &self.workers {
-            let levels = levels.as_ref()?;
-            match &mut least {
-                None => least = Some(levels.clone()),
-                Some(least) => {
-                    for (l, v) in least.iter_mut().zip(levels) {
-                        *l = match (l.idle, v.idle) {
-                            (true, true) => Level {
-                                time: l.time.min(v.time),
-                                idle: true,
-                            },
-                            (true, false) => *v,
-                            (false, true) => *l,
-                            (false, false) => Level {
-                                time: l.time.min(v.time),
-                                idle: false,
-                            },
-                        };
-                    }
-                }
-            }
-        }
-        let least = least?;
+        let depth = heard.iter().map(|levels| levels.len()).min().unwrap_or(0);
+        let least: Vec<Level> = (0..depth)
+            .map(|k| Level::least(heard.iter().map(|levels| levels[k])))
+            .collect();
         if least == self.sent {
             return None;
         }

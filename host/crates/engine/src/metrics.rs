@@ -221,13 +221,18 @@ impl Metrics {
             .collect()
     }
 
-    pub(crate) fn step_error(&self, step: u32) {
+    /// The label of the step at `step`.
+    fn label(&self, step: u32) -> StepLabel {
         let step = self
             .step_names
             .get(step as usize)
             .cloned()
             .unwrap_or_else(|| "<unknown step>".into());
-        self.step_errors.get_or_create(&StepLabel { step }).inc();
+        StepLabel { step }
+    }
+
+    pub(crate) fn step_error(&self, step: u32) {
+        self.step_errors.get_or_create(&self.label(step)).inc();
     }
 
     /// Late messages so far, by window step, for the steps that had any.
@@ -245,12 +250,7 @@ impl Metrics {
         if let Some(n) = self.late.get(step as usize) {
             n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let step = self
-            .step_names
-            .get(step as usize)
-            .cloned()
-            .unwrap_or_else(|| "<unknown step>".into());
-        self.step_late.get_or_create(&StepLabel { step }).inc();
+        self.step_late.get_or_create(&self.label(step)).inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -33,6 +33,42 @@ pub struct Level {
     pub idle: bool,
 }
 
+impl Level {
+    const fn at(time: u64) -> Level {
+        Level { time, idle: false }
+    }
+
+    /// The least time of `levels` that are not idle; idle (at the least time of all) when
+    /// every one is, or there are none.
+    pub fn least(levels: impl IntoIterator<Item = Level>) -> Level {
+        let mut least = Level {
+            time: u64::MAX,
+            idle: true,
+        };
+        for level in levels {
+            if level.idle == least.idle {
+                least.time = least.time.min(level.time);
+            } else if !level.idle {
+                least = level;
+            }
+        }
+        least
+    }
+
+    /// This level, moved on to `least`, the least of its inputs: never back in time, and
+    /// keeping its time while idle.
+    fn moved_to(self, least: Level) -> Level {
+        Level {
+            time: if least.idle {
+                self.time
+            } else {
+                self.time.max(least.time)
+            },
+            idle: least.idle,
+        }
+    }
+}
+
 /// A source whose event times come from the data and that sent nothing for this long no longer
 /// holds the watermark back: its next messages may be late.
 pub(crate) const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
@@ -82,21 +118,8 @@ impl Watermarks {
     /// from sources whose times come from the data, where they sent something lately), idle
     /// with neither. True when a level moved.
     pub(crate) fn tick(&mut self, ingest: Option<u64>, data: Option<u64>) -> bool {
-        let least = match (ingest, data) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         let old = self.levels[0];
-        self.levels[0] = match least {
-            Some(time) => Level {
-                time: time.max(old.time),
-                idle: false,
-            },
-            None => Level {
-                time: old.time,
-                idle: true,
-            },
-        };
+        self.levels[0] = old.moved_to(Level::least(ingest.into_iter().chain(data).map(Level::at)));
         let moved = self.levels[0] != old;
         self.settle() || moved
     }
@@ -120,26 +143,9 @@ impl Watermarks {
         let mut moved = false;
         for level in 1..self.levels.len() {
             let below = self.levels[level - 1];
-            let least = self
-                .channels
-                .iter()
-                .flatten()
-                .map(|c| c[level - 1])
-                .chain(std::iter::once(below))
-                .filter(|l| !l.idle)
-                .map(|l| l.time)
-                .min();
+            let inputs = self.channels.iter().flatten().map(|c| c[level - 1]);
             let old = self.levels[level];
-            let new = match least {
-                Some(time) => Level {
-                    time: time.max(old.time),
-                    idle: false,
-                },
-                None => Level {
-                    time: old.time,
-                    idle: true,
-                },
-            };
+            let new = old.moved_to(Level::least(inputs.chain([below])));
             if new != old {
                 self.levels[level] = new;
                 moved = true;
@@ -180,10 +186,21 @@ mod tests {
     }
 
     fn at(times: &[u64]) -> Vec<Level> {
-        times
-            .iter()
-            .map(|&time| Level { time, idle: false })
-            .collect()
+        times.iter().map(|&time| Level::at(time)).collect()
+    }
+
+    #[test]
+    fn the_least_level_is_that_of_the_inputs_not_idle_or_idle_when_all_are() {
+        let idle = |time| Level { time, idle: true };
+        assert_eq!(
+            Level::least([idle(1), Level::at(7), Level::at(5)]),
+            Level::at(5)
+        );
+        assert_eq!(Level::least([idle(9), idle(4)]), idle(4));
+        assert!(Level::least([]).idle);
+        // An idle level keeps its time; an active one never goes back.
+        assert_eq!(Level::at(6).moved_to(idle(9)), idle(6));
+        assert_eq!(Level::at(6).moved_to(Level::at(2)), Level::at(6));
     }
 
     fn times(w: &Watermarks) -> Vec<u64> {
