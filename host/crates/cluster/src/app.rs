@@ -408,24 +408,35 @@ impl AppRun {
         );
         // A node the change removes will not be there to release its output again after a
         // crash: it answers once its sinks have written out what the checkpoint released.
-        let exactly_once = node.resilience() == wallaroo_engine::Resilience::ExactlyOnce;
-        if let (true, true, Some(c)) = (
-            exactly_once,
-            next.retired.contains(&me),
-            self.checkpoints.clone(),
-        ) {
-            let patience = Duration::from_secs(30);
-            let deadline = std::time::Instant::now() + patience;
-            let written = tokio::task::spawn_blocking(move || c.wait_written(checkpoint, deadline))
+        if next.retired.contains(&me) {
+            self.written_out(checkpoint)
                 .await
-                .unwrap_or(false);
-            if !written {
-                anyhow::bail!(
-                    "its sinks did not write out the output of checkpoint {checkpoint} within {} \
-                     s (is the receiver there?); it keeps its key groups",
-                    patience.as_secs()
-                );
-            }
+                .map_err(|e| anyhow::anyhow!("{e:#}; it keeps its key groups"))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the sinks have written out the output released up to `checkpoint` (with
+    /// exactly-once output; otherwise at once), for at most 30 s.
+    pub(crate) async fn written_out(&self, checkpoint: u64) -> anyhow::Result<()> {
+        let exactly_once = self
+            .node
+            .as_ref()
+            .is_some_and(|n| n.resilience() == wallaroo_engine::Resilience::ExactlyOnce);
+        let Some(c) = self.checkpoints.clone().filter(|_| exactly_once) else {
+            return Ok(());
+        };
+        let patience = Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + patience;
+        let written = tokio::task::spawn_blocking(move || c.wait_written(checkpoint, deadline))
+            .await
+            .unwrap_or(false);
+        if !written {
+            anyhow::bail!(
+                "its sinks did not write out the output of checkpoint {checkpoint} within {} s \
+                 (is the receiver there?)",
+                patience.as_secs()
+            );
         }
         Ok(())
     }

@@ -852,6 +852,7 @@ fn message<'m>(command: Command, manifest: impl Fn(u64) -> &'m Manifest) -> Msg 
         Command::Commit { checkpoint } => Msg::Commit { checkpoint },
         Command::StopSources => Msg::StopSources,
         Command::Drain => Msg::Drain,
+        Command::Flush { checkpoint } => Msg::Flush { checkpoint },
         Command::Shutdown => Msg::Shutdown,
     }
 }

@@ -169,6 +169,11 @@ pub enum Msg {
         epoch: u64,
         levels: Vec<wallaroo_engine::Level>,
     },
+    /// Coordinator to node, after a stop's last checkpoint `checkpoint` committed: answer Ok
+    /// once the sinks wrote out everything it released (Shutdown then forgets the log).
+    Flush {
+        checkpoint: u64,
+    },
 }
 
 impl Msg {
@@ -210,6 +215,7 @@ impl Msg {
             Msg::Stopped(_) => "Stopped",
             Msg::NodeStatus(_) => "NodeStatus",
             Msg::Watermark { .. } => "Watermark",
+            Msg::Flush { .. } => "Flush",
         }
     }
 }

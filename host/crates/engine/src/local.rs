@@ -235,6 +235,9 @@ impl Local {
             // `wallaroo run` stops its sources before it stops the node.
             Command::StopSources => Reply::Ok,
             Command::Drain => drained(shared),
+            // A cluster of one loses no member between this and Shutdown, whose end writes
+            // the sinks out.
+            Command::Flush { .. } => Reply::Ok,
             Command::Shutdown => Reply::Stopped,
             Command::Ready { .. } => Reply::Refused("no other version is at hand".into()),
             // A cluster of one: nothing moves and no member leaves.

@@ -89,6 +89,7 @@ fn main() -> ExitCode {
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut swaps: BTreeMap<&str, u64> = BTreeMap::new();
     let mut swap_faults: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut stop_faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut failed = None;
     for (i, &seed) in seeds.iter().enumerate() {
         let outcome = run(seed, &args.options);
@@ -104,6 +105,9 @@ fn main() -> ExitCode {
         }
         for (k, n) in &outcome.swap_faults {
             *swap_faults.entry(k).or_default() += n;
+        }
+        for (k, n) in &outcome.stop_faults {
+            *stop_faults.entry(k).or_default() += n;
         }
         if args.trace {
             for line in &outcome.trace {
@@ -136,12 +140,14 @@ fn main() -> ExitCode {
     println!(
         "seeds {}, simulated time {:.1} s, events {events}, checkpoints committed {checkpoints}, \
          recoveries {recoveries}\nfaults: {}\nswaps: {}\nfaults during a swap, by step: {}\n\
+         data streams broken during a stop, by step: {}\n\
          wall {:.2} s, {:.0} simulated events per second",
         seeds.len(),
         sim_time.as_secs_f64(),
         list(&faults),
         list(&swaps),
         list(&swap_faults),
+        list(&stop_faults),
         wall.as_secs_f64(),
         events as f64 / wall.as_secs_f64().max(1e-9)
     );

@@ -55,6 +55,8 @@ pub struct Outcome {
     pub swaps: BTreeMap<&'static str, u64>,
     /// Faults injected while a swap was under way, per step of the swap.
     pub swap_faults: BTreeMap<&'static str, u64>,
+    /// Data streams broken while the cluster stopped, per step of the stop.
+    pub stop_faults: BTreeMap<&'static str, u64>,
     pub violation: Option<String>,
     /// The last trace lines (all of them with `full_trace`).
     pub trace: Vec<String>,
@@ -176,6 +178,9 @@ enum Ev {
     /// One more fault, aimed at a step of a swap (the steps are short: few random faults
     /// fall in them).
     SwapFault,
+    /// A data stream breaks while the cluster stops, after faults stopped: the stop must
+    /// still succeed.
+    StopFault,
     Heal {
         a: usize,
         b: usize,
@@ -281,10 +286,10 @@ struct App {
     snapshot: Option<Snapshot>,
     links: BTreeMap<usize, ConnId>,
     sink: ConnId,
-    /// A member a change removes answers Move once its sink has written the output of the
-    /// change's checkpoint (it will not be there to release it again): the control stream
-    /// and the checkpoint.
-    leaving: Option<(ConnId, u64)>,
+    /// Answered Ok once the sink has written the output of a checkpoint: Move for a member
+    /// a change removes (it will not be there to release it again), and a stop's Flush. The
+    /// control stream and the checkpoint.
+    until_written: Option<(ConnId, u64)>,
 }
 
 impl App {
@@ -383,6 +388,9 @@ pub struct World {
     faults_over: bool,
     fault_end: u64,
     stop_asked: bool,
+    /// Data streams left to break while the stop runs (drawn when it is asked).
+    stop_faults_left: u64,
+    stop_faults: BTreeMap<&'static str, u64>,
     finished: bool,
     net_delay: (u64, u64),
     /// The coordinator's next record write fails.
@@ -554,6 +562,8 @@ impl World {
             faults_over: false,
             fault_end: fault_time,
             stop_asked: false,
+            stop_faults_left: 0,
+            stop_faults: BTreeMap::new(),
             finished: false,
             net_delay,
             record_fails: false,
@@ -678,6 +688,7 @@ impl World {
             recoveries: self.recoveries,
             swaps: self.swaps,
             swap_faults: self.swap_faults,
+            stop_faults: self.stop_faults,
             violation: self.violation,
             trace,
         }
@@ -819,6 +830,7 @@ impl World {
                 }
             }
             Ev::SwapFault => self.fault(),
+            Ev::StopFault => self.stop_fault(),
             Ev::Heal { a, b } => {
                 if self.partitions.remove(&(a, b)) {
                     self.note(format!("heal {a}-{b}"));
@@ -1006,6 +1018,14 @@ impl World {
                         Command::Move { .. } if member == 0 => self.aim_fault(),
                         Command::StopSources if member == 0 && self.swap_asked.is_some() => {
                             self.aim_fault()
+                        }
+                        Command::StopSources
+                        | Command::Drain
+                        | Command::Flush { .. }
+                        | Command::Shutdown
+                            if member == 0 && self.stop_asked =>
+                        {
+                            self.aim_stop_fault()
                         }
                         _ => {}
                     }
@@ -1467,6 +1487,13 @@ impl World {
                         }
                         self.reply(m, conn, Reply::Ok);
                     }
+                    Command::Flush { checkpoint } => {
+                        if app.participant.written() >= checkpoint {
+                            self.reply(m, conn, Reply::Ok);
+                        } else {
+                            app.until_written = Some((conn, checkpoint));
+                        }
+                    }
                     Command::Drain => {
                         let reply = Reply::Drained {
                             in_flight: app.queued(),
@@ -1560,7 +1587,7 @@ impl World {
         let removed = !self.roster(version).contains(&m);
         let app = self.members[m].app.as_mut()?;
         if removed && app.participant.written() < checkpoint {
-            app.leaving = Some((conn, checkpoint));
+            app.until_written = Some((conn, checkpoint));
             return None;
         }
         Some(Reply::Ok)
@@ -1674,7 +1701,7 @@ impl World {
             snapshot: None,
             links: BTreeMap::new(),
             sink,
-            leaving: None,
+            until_written: None,
         });
         for worker in 0..w {
             self.schedule_work(m, worker);
@@ -1893,10 +1920,10 @@ impl World {
         if self.live_app(member, app) {
             self.drive(member, participant::Event::Written { epoch });
             let app = self.members[member].app.as_mut().expect("live");
-            if let Some((conn, checkpoint)) = app.leaving
+            if let Some((conn, checkpoint)) = app.until_written
                 && app.participant.written() >= checkpoint
             {
-                app.leaving = None;
+                app.until_written = None;
                 self.reply(member, conn, Reply::Ok);
             }
         }
@@ -2348,6 +2375,10 @@ impl World {
             return;
         }
         self.stop_asked = true;
+        // Drawn only now, so that what happens before the stop is as it was for this seed.
+        if self.faults_on && self.faults_rng.chance(0.5) {
+            self.stop_faults_left = self.faults_rng.range(1, 3);
+        }
         self.note("every client is done: stop".into());
         self.ask_stop();
     }
@@ -2617,6 +2648,37 @@ impl World {
             let d = self.faults_rng.range(0, 8_000) * US;
             self.after(d, Ev::SwapFault);
         }
+    }
+
+    fn aim_stop_fault(&mut self) {
+        if self.stop_faults_left > 0 && self.faults_rng.chance(0.3) {
+            self.stop_faults_left -= 1;
+            let d = self.faults_rng.range(0, 8_000) * US;
+            self.after(d, Ev::StopFault);
+        }
+    }
+
+    /// Breaks one data stream between members, as a network fault may while the cluster
+    /// stops: the member sending on it leaves and joins again.
+    fn stop_fault(&mut self) {
+        let links: Vec<ConnId> = self
+            .members
+            .iter()
+            .filter_map(|m| m.app.as_ref())
+            .flat_map(|a| a.links.values().copied())
+            .filter(|&c| !self.conns[c].broken)
+            .collect();
+        if links.is_empty() {
+            return;
+        }
+        let c = links[self.faults_rng.below(links.len())];
+        let step = self
+            .coord
+            .as_ref()
+            .map_or("coordinator down", |c| c.coord.state());
+        self.note(format!("a data stream breaks while {step} (simulated)"));
+        *self.stop_faults.entry(step).or_default() += 1;
+        self.break_conn(c, "dropped while stopping (simulated)");
     }
 
     fn crash(&mut self, m: usize) -> bool {

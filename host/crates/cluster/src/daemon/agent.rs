@@ -349,6 +349,10 @@ async fn on_run(app: &mut AppRun, command: Msg) -> Msg {
             app.stop_sources().await;
             Msg::Ok
         }
+        Msg::Flush { checkpoint } => match app.written_out(checkpoint).await {
+            Ok(()) => Msg::Ok,
+            Err(e) => Msg::Refused(Refusal::from_error(RefusalKind::Failed, &e)),
+        },
         Msg::Drain => {
             let (in_flight, sent, received) = app.drain_state();
             Msg::Drained {

@@ -10,7 +10,9 @@
 //!
 //! A member lost before step 4 rolls back past its own commit of N.
 
-use super::{Action, Command, Coordinator, Lost, Phase, Record, Reply, Round, ask, reports};
+use super::{
+    Action, Command, Coordinator, Lost, Phase, Record, Reply, Round, ask, refusal, reports,
+};
 use crate::Time;
 use crate::quiescence::{Quiescence, Round as Quiet};
 
@@ -187,7 +189,7 @@ impl Coordinator {
                 match c.then {
                     Then::Run => self.run_until_next_checkpoint(now, actions),
                     Then::Drain => self.begin_drain(now, actions),
-                    Then::Shutdown => self.begin_shutdown(now, actions),
+                    Then::Shutdown => self.begin_flush(now, actions),
                     Then::Swap(version) => self.swap_checkpointed(now, version, actions),
                 }
             }
@@ -227,12 +229,4 @@ impl Coordinator {
     }
 
     pub(super) fn checkpoint_timeout(&mut self, _now: Time, _actions: &mut [Action]) {}
-}
-
-/// The first member that refused, and why.
-fn refusal(replies: &[Reply]) -> Option<(usize, String)> {
-    replies.iter().enumerate().find_map(|(i, r)| match r {
-        Reply::Refused(why) => Some((i, why.clone())),
-        _ => None,
-    })
 }

@@ -9,12 +9,15 @@
 //!   whole cluster committed;
 //! - [`running`]: the application runs; the next checkpoint is due at a time;
 //! - [`checkpoint`]: Begin, Align (until quiescent), Prepare, Record, Commit;
-//! - [`stopping`]: stop the sources, drain, a last checkpoint, shut down.
+//! - [`stopping`]: stop the sources, drain, a last checkpoint, wait for the sinks to write it
+//!   out (Flush), shut down.
 //!
 //! Losing a member anywhere but in the last step of a stop rolls the cluster back: every
 //! control stream is closed (which stops the application on every member), and the cluster
 //! recovers in a new generation from the last checkpoint it committed. A member that joins
-//! while it is thought to run has restarted: the same.
+//! while it is thought to run has restarted: the same. In the last step (Shutdown) every
+//! member holds nothing unwritten: one that leaves or restarts is told to stop again, and the
+//! stop fails only if it does not answer in time.
 
 mod checkpoint;
 #[cfg(test)]
@@ -103,6 +106,12 @@ pub enum Command {
     StopSources,
     /// Report what is queued.
     Drain,
+    /// The stop's last checkpoint, `checkpoint`, committed: answer once this member's sinks
+    /// have written out everything it released, so that nothing is left in its log for a
+    /// recovery to write and it may forget the deployment.
+    Flush {
+        checkpoint: u64,
+    },
     /// Stop the application and forget the deployment.
     Shutdown,
 }
@@ -605,6 +614,12 @@ impl Coordinator {
         if matches!(self.phase, Phase::Abandoning(_)) {
             return;
         }
+        if self.shutting_down() {
+            // Every member wrote out all it released (the stop's Flush): one that left, or
+            // restarted, in the last step has nothing a recovery would bring back, so it only
+            // stops too. No other member is to blame for its leaving: peers are stopping.
+            return self.shutdown_again(index, actions);
+        }
         if was_member || self.all_joined() {
             let lost = rejoined(index, rejoin.as_ref(), self.config.members);
             self.lose(now, lost, actions);
@@ -676,9 +691,20 @@ impl Coordinator {
             .round_mut()
             .and_then(|r| r.replies.get(member))
             .is_some_and(Option::is_some);
-        if answered && self.shutting_down() {
-            // A member closes its control stream once it has stopped.
+        if self.shutting_down() {
+            // A member closes its control stream once it has stopped. One that has not
+            // answered yet joins again and is told to stop again, or is lost at the
+            // round's deadline.
             self.joined[member] = false;
+            if !answered {
+                actions.push(Action::Note {
+                    warn: true,
+                    text: format!(
+                        "{} left while stopping ({why}): waiting for it to join again",
+                        self.name(member)
+                    ),
+                });
+            }
             return;
         }
         match self.phase {
@@ -774,6 +800,8 @@ impl Coordinator {
             if let Phase::Abandoning(_) = self.phase {
                 self.phase = Phase::Done;
                 actions.push(Action::Done);
+            } else if self.shutting_down() {
+                self.lose(now, Lost { member, why }, actions);
             } else {
                 self.stream_lost(now, member, why, actions);
             }
@@ -954,6 +982,14 @@ pub fn rejoined(index: usize, rejoin: Option<&Rejoin>, members: usize) -> Lost {
         Some(Rejoin { why, .. }) => lost(index, format!("it left and joined again: {why}")),
         None => lost(index, "it restarted and joined again".into()),
     }
+}
+
+/// The first member that refused, and why.
+fn refusal(replies: &[Reply]) -> Option<(usize, String)> {
+    replies.iter().enumerate().find_map(|(i, r)| match r {
+        Reply::Refused(why) => Some((i, why.clone())),
+        _ => None,
+    })
 }
 
 /// The first member whose answer to `command` is not Ok, as lost.

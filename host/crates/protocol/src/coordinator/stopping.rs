@@ -1,9 +1,16 @@
 //! Stopping (`wallaroo stop`): stop the sources, drain until nothing is queued anywhere and
-//! nothing is on the wire, take a last checkpoint (which releases what is held), then shut
-//! the application down on every member and answer every stop asked.
+//! nothing is on the wire, take a last checkpoint (which releases what is held), wait until
+//! every member's sinks wrote out what it released, then shut the application down on every
+//! member and answer every stop asked.
+//!
+//! Until Shutdown no member has forgotten anything, so a member lost before it rolls the
+//! cluster back and the stop follows. In Shutdown some members may be gone for good, but
+//! none holds anything unwritten: one that leaves or restarts then is only told to stop again.
 
 use super::checkpoint::Then;
-use super::{Action, Command, Coordinator, Phase, Reply, Round, all_ok, ask, drained};
+use super::{
+    Action, Command, Coordinator, Lost, Phase, Reply, Round, all_ok, ask, drained, refusal,
+};
 use crate::Time;
 use crate::quiescence::{Quiescence, Round as Quiet};
 
@@ -15,6 +22,8 @@ pub(super) enum Step {
         /// The next drain report is asked for then.
         next: Option<Time>,
     },
+    /// After the last checkpoint (exactly-once): until every sink wrote out its output.
+    Flush,
     Shutdown,
 }
 
@@ -29,6 +38,7 @@ impl Stopping {
         match self.step {
             Step::StopSources => "stopping: sources",
             Step::Drain { .. } => "stopping: drain",
+            Step::Flush => "stopping: flush",
             Step::Shutdown => "stopping: shutdown",
         }
     }
@@ -79,11 +89,35 @@ impl Coordinator {
         }
     }
 
+    pub(super) fn begin_flush(&mut self, now: Time, actions: &mut Vec<Action>) {
+        let checkpoint = self.record.committed;
+        let round = self.ask_all(now, Command::Flush { checkpoint }, actions);
+        self.phase = Phase::Stopping(Stopping {
+            step: Step::Flush,
+            round: Some(round),
+        });
+    }
+
     pub(super) fn begin_shutdown(&mut self, now: Time, actions: &mut Vec<Action>) {
         let round = self.ask_all(now, Command::Shutdown, actions);
         self.phase = Phase::Stopping(Stopping {
             step: Step::Shutdown,
             round: Some(round),
+        });
+    }
+
+    /// Member `member` joined again in the last step of a stop: it stops again.
+    pub(super) fn shutdown_again(&mut self, member: usize, actions: &mut Vec<Action>) {
+        let Phase::Stopping(Stopping {
+            round: Some(round), ..
+        }) = &mut self.phase
+        else {
+            return;
+        };
+        round.replies[member] = None;
+        actions.push(Action::Send {
+            member,
+            command: Command::Shutdown,
         });
     }
 
@@ -111,6 +145,19 @@ impl Coordinator {
                     return self.lose(now, lost, actions);
                 }
                 self.begin_drain(now, actions);
+            }
+            Step::Flush => {
+                if let Some((member, why)) = refusal(&replies) {
+                    // Its receiver may be away: the stop fails, and the cluster runs on from
+                    // the checkpoint (its log holds what is unwritten).
+                    let why = format!("node {member} cannot stop: {why}");
+                    self.answer_stops(Err(why.clone()), actions);
+                    return self.lose(now, Lost { member, why }, actions);
+                }
+                if let Err(lost) = all_ok(&replies, "Flush") {
+                    return self.lose(now, lost, actions);
+                }
+                self.begin_shutdown(now, actions);
             }
             Step::Drain { quiescence, next } => {
                 let round = match drained(quiescence, replies) {

@@ -28,6 +28,7 @@ pub(super) fn ok(command: Command) -> Reply {
         Command::Begin { .. }
         | Command::Commit { .. }
         | Command::StopSources
+        | Command::Flush { .. }
         | Command::Move { .. }
         | Command::Leave
         | Command::Ready { .. } => Reply::Ok,
@@ -1325,32 +1326,155 @@ fn a_stop_asked_while_a_first_deploy_fails_is_answered() {
     assert!(cluster.c.done());
 }
 
+/// Stops a running cluster of healthy members up to the step named `step`.
+fn stop_until(cluster: &mut Cluster, step: &str) -> Vec<Action> {
+    let mut actions = cluster.handle(Event::Stop);
+    while cluster.c.state() != step {
+        actions.extend(cluster.drive_once().expect("the stop to go on"));
+    }
+    actions
+}
+
 #[test]
-fn a_loss_during_shutdown_answers_the_stop_with_an_error_and_ends() {
-    let mut cluster = Cluster::running(3, None);
-    cluster.handle(Event::Stop);
-    cluster.answer_ok();
-    cluster.answer_ok();
-    cluster.fire();
-    cluster.answer_ok();
-    assert_eq!(cluster.c.state(), "stopping: shutdown");
+fn a_stop_waits_for_every_sink_to_write_out_the_last_checkpoint_before_shutdown() {
+    let mut cluster = Cluster::running(2, Some(INTERVAL));
+    let actions = stop_until(&mut cluster, "stopping: flush");
+    assert_eq!(
+        sends(&actions).last(),
+        Some(&(1, Command::Flush { checkpoint: 1 }))
+    );
+    assert!(answered_stops(&actions).is_empty());
+    let actions = cluster.answer_ok();
+    assert_eq!(sends(&actions), to_all(2, Command::Shutdown));
+    let actions = cluster.answer_ok();
+    assert_eq!(answered_stops(&actions), [&Ok(())]);
+    assert!(cluster.c.done());
+}
+
+#[test]
+fn without_checkpoints_a_stop_shuts_down_once_drained() {
+    let mut cluster = Cluster::running(2, None);
+    let actions = stop_until(&mut cluster, "stopping: shutdown");
+    assert!(
+        !sends(&actions)
+            .iter()
+            .any(|(_, c)| matches!(c, Command::Flush { .. }))
+    );
+}
+
+/// The schedule of simulator seed 7035820: in the last step of a stop, a partition breaks
+/// node 1's data stream to node 2, which stopped already. Node 1 leaves, blames node 2, and
+/// joins again: it is told to stop again, and the stop succeeds.
+#[test]
+fn a_member_that_leaves_in_the_last_step_of_a_stop_is_told_to_stop_again() {
+    let mut cluster = Cluster::running(3, Some(INTERVAL));
+    stop_until(&mut cluster, "stopping: shutdown");
+    for member in [0, 2] {
+        cluster.handle(Event::Reply {
+            member,
+            reply: Reply::Stopped,
+        });
+    }
+    let why = "node 1's data stream to it broke: partitioned".to_string();
+    assert!(answered_stops(&cluster.handle(Event::Lost { member: 2, why })).is_empty());
+    let actions = cluster.lose(1);
+    assert_eq!(
+        warnings(&actions),
+        ["node 1 left while stopping (connection reset): waiting for it to join again"]
+    );
+    let rejoin = Rejoin {
+        peer: Some(2),
+        why: "the data stream broke (partitioned)".into(),
+    };
+    let actions = cluster.rejoin(1, Some(rejoin));
+    assert_eq!(actions[0], Action::Accept { member: 1 });
+    assert_eq!(sends(&actions), [(1, Command::Shutdown)]);
+    assert!(answered_stops(&actions).is_empty());
+    let actions = cluster.answer_ok();
+    assert_eq!(actions, [Action::AnswerStops(Ok(())), Action::Done]);
+}
+
+#[test]
+fn a_member_that_stopped_and_restarts_in_the_last_step_of_a_stop_is_told_to_stop_again() {
+    let mut cluster = Cluster::running(2, Some(INTERVAL));
+    stop_until(&mut cluster, "stopping: shutdown");
     cluster.handle(Event::Reply {
         member: 0,
         reply: Reply::Stopped,
     });
-    let actions = cluster.lose(2);
+    cluster.lose(0);
+    assert_eq!(sends(&cluster.join(0)), [(0, Command::Shutdown)]);
+    let actions = cluster.answer_ok();
+    assert_eq!(actions, [Action::AnswerStops(Ok(())), Action::Done]);
+}
+
+#[test]
+fn a_member_that_does_not_come_back_in_the_last_step_of_a_stop_fails_it_at_the_deadline() {
+    let mut cluster = Cluster::running(3, None);
+    stop_until(&mut cluster, "stopping: shutdown");
+    let asked = cluster.now;
+    cluster.handle(Event::Reply {
+        member: 0,
+        reply: Reply::Stopped,
+    });
+    assert!(answered_stops(&cluster.lose(2)).is_empty());
+    cluster.handle(Event::Reply {
+        member: 1,
+        reply: Reply::Stopped,
+    });
+    let actions = cluster.fire();
     assert_eq!(
         actions,
         [
             Action::AnswerStops(Err(
-                "node 2 lost while stopping: connection reset; restart it \
-                                     (its data directory holds the deployment) and stop again"
+                "node 2 lost while stopping: no answer in 120 s; restart it (its data directory \
+                 holds the deployment) and stop again"
                     .into()
             )),
             Action::Done
         ]
     );
+    assert_eq!(cluster.now, asked + Patience::default().answer);
+}
+
+#[test]
+fn a_loss_while_sinks_write_out_rolls_back_and_the_stop_follows() {
+    let mut cluster = Cluster::running(2, Some(INTERVAL));
+    stop_until(&mut cluster, "stopping: flush");
+    cluster.handle(Event::Reply {
+        member: 0,
+        reply: Reply::Ok,
+    });
+    let actions = cluster.lose(1);
+    assert_eq!(
+        warnings(&actions),
+        ["node 1 lost while stopping (connection reset): rolling the cluster back to checkpoint 1"]
+    );
+    assert!(answered_stops(&actions).is_empty());
+    cluster.join_all();
+    let actions = cluster.recover();
+    assert!(sends(&actions).contains(&(1, Command::Flush { checkpoint: 2 })));
+    assert_eq!(answered_stops(&actions), [&Ok(())]);
     assert!(cluster.c.done());
+}
+
+#[test]
+fn sinks_that_cannot_write_out_fail_the_stop_and_the_cluster_runs_on() {
+    let mut cluster = Cluster::running(2, Some(INTERVAL));
+    stop_until(&mut cluster, "stopping: flush");
+    let actions = cluster.answer(|member, command| match member {
+        1 => Reply::Refused("its sinks did not write out (is the receiver there?)".into()),
+        _ => ok(command),
+    });
+    assert_eq!(
+        answered_stops(&actions),
+        [&Err(
+            "node 1 cannot stop: its sinks did not write out (is the receiver there?)".into()
+        )]
+    );
+    cluster.join_all();
+    cluster.recover();
+    assert!(cluster.c.running());
 }
 
 #[test]
