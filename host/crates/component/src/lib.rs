@@ -19,7 +19,8 @@ pub use runtime::{GuestError, Instance, Limits, Runtime, TrapKind};
 pub use sandbox::Sandbox;
 pub use spec::{DropStateError, DroppedState, check_drop_state, check_keeps_state};
 pub use wire::{
-    Emitted, Failure, Late, Malformed, Message, NO_INPUT, Output, Routed, StateEntry, StateKey,
+    Emitted, Failure, Late, Malformed, Message, NO_INPUT, Output, Routed, StateChange, StateEntry,
+    StateKey,
 };
 
 impl From<Framing> for wallaroo_types::Framing {

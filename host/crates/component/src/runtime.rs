@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::types::AppSpec;
 use crate::bindings::{App, AppPre};
-use crate::wire::{self, Message, Output, StateEntry, StateKey};
+use crate::wire::{self, Message, Output, StateChange, StateEntry, StateKey};
 use crate::{CacheOutcome, CompileCache, Sandbox};
 
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
@@ -367,13 +367,13 @@ impl Instance {
         wire::decode_outputs(&outputs).map_err(refused)
     }
 
-    /// The state of every key changed since the last snapshot, read [`STATE_CHUNK`] entries
-    /// per call.
-    pub fn snapshot_changed(&mut self) -> Result<Vec<StateEntry>, GuestError> {
+    /// The state of every key changed since the last snapshot, and the keys whose state was
+    /// removed, read [`STATE_CHUNK`] entries per call.
+    pub fn snapshot_changed(&mut self) -> Result<Vec<StateChange>, GuestError> {
         drain(STATE_CHUNK, |max| {
             let entries =
                 self.call(|app, store| app.wallaroo_app_guest().call_snapshot_changed(store, max))?;
-            wire::decode_entries(&entries).map_err(refused)
+            wire::decode_changes(&entries).map_err(refused)
         })
     }
 
@@ -404,10 +404,7 @@ impl Instance {
 pub const STATE_CHUNK: u32 = 4096;
 
 /// Calls `next(max)` until it returns fewer than `max` entries, and returns them all in order.
-fn drain<E>(
-    max: u32,
-    mut next: impl FnMut(u32) -> Result<Vec<StateEntry>, E>,
-) -> Result<Vec<StateEntry>, E> {
+fn drain<T, E>(max: u32, mut next: impl FnMut(u32) -> Result<Vec<T>, E>) -> Result<Vec<T>, E> {
     let mut all = Vec::new();
     loop {
         let chunk = next(max)?;

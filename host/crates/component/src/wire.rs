@@ -352,6 +352,49 @@ pub fn decode_outputs(buf: &[u8]) -> Result<Vec<Output>, Malformed> {
 
 /// The `state-entries` buffer a `snapshot-changed` or `take` call returned.
 pub fn decode_entries(buf: &[u8]) -> Result<Vec<StateEntry>, Malformed> {
+    let mut entries = Vec::new();
+    for (i, (step, key, value)) in decode_entry_table(buf)?.into_iter().enumerate() {
+        let Some(value) = value else {
+            return Err(Malformed {
+                buffer: "state entries",
+                size: buf.len(),
+                detail: format!(
+                    "entry {i} says its key's state was removed, which only snapshot-changed \
+                     may say"
+                ),
+            });
+        };
+        entries.push(StateEntry { step, key, value });
+    }
+    Ok(entries)
+}
+
+/// A `value-len` that says the key's state was removed (it expired); no value bytes follow.
+pub const REMOVED: u32 = u32::MAX;
+
+/// What `snapshot-changed` says of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateChange {
+    /// Its state now.
+    Set(StateEntry),
+    /// Its state was removed (it expired).
+    Removed(StateKey),
+}
+
+/// The `state-entries` buffer of `snapshot-changed`.
+pub fn decode_changes(buf: &[u8]) -> Result<Vec<StateChange>, Malformed> {
+    Ok(decode_entry_table(buf)?
+        .into_iter()
+        .map(|(step, key, value)| match value {
+            Some(value) => StateChange::Set(StateEntry { step, key, value }),
+            None => StateChange::Removed(StateKey { step, key }),
+        })
+        .collect())
+}
+
+type TableEntry = (u32, Vec<u8>, Option<Vec<u8>>);
+
+fn decode_entry_table(buf: &[u8]) -> Result<Vec<TableEntry>, Malformed> {
     let mut r = Reader::new(buf, "state entries");
     let count = r.u32(|| "the entry count".into())? as usize;
     // Each entry's head takes 12 bytes: a count the buffer cannot hold is refused before
@@ -374,12 +417,11 @@ pub fn decode_entries(buf: &[u8]) -> Result<Vec<StateEntry>, Malformed> {
     let mut entries = Vec::with_capacity(count);
     for (i, (step, key_len, value_len)) in heads.into_iter().enumerate() {
         let key = r.bytes(key_len as usize, || format!("entry {i}'s key"))?;
-        let value = r.bytes(value_len as usize, || format!("entry {i}'s value"))?;
-        entries.push(StateEntry {
-            step,
-            key: key.to_vec(),
-            value: value.to_vec(),
-        });
+        let value = match value_len {
+            REMOVED => None,
+            n => Some(r.bytes(n as usize, || format!("entry {i}'s value"))?.to_vec()),
+        };
+        entries.push((step, key.to_vec(), value));
     }
     if !r.is_empty() {
         return Err(r.malformed(format!(
@@ -622,6 +664,35 @@ mod tests {
             decode_entries(&encode_entries(&[]).unwrap()).unwrap(),
             Vec::new()
         );
+    }
+
+    #[test]
+    fn a_removed_key_is_a_change_of_snapshot_changed_and_malformed_elsewhere() {
+        // Entry 0: step 2, key "ab", removed; entry 1: step 1, key "c", value "xyz".
+        let mut buf = vec![2, 0, 0, 0];
+        for v in [2u32, 2, REMOVED, 1, 1, 3] {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        buf.extend_from_slice(b"abcxyz");
+        assert_eq!(
+            decode_changes(&buf).unwrap(),
+            vec![
+                StateChange::Removed(StateKey {
+                    step: 2,
+                    key: b"ab".to_vec()
+                }),
+                StateChange::Set(StateEntry {
+                    step: 1,
+                    key: b"c".to_vec(),
+                    value: b"xyz".to_vec()
+                }),
+            ]
+        );
+        let err = decode_entries(&buf).unwrap_err().to_string();
+        assert!(err.contains("entry 0 says its key's state was removed"), "{err}");
+        // A removed entry has no value bytes: a buffer that gives it some is malformed.
+        buf.splice(30..30, *b"zz");
+        assert!(decode_changes(&buf).is_err());
     }
 
     #[test]

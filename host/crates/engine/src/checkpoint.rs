@@ -237,6 +237,14 @@ impl Member {
         let mut ok = true;
         for part in parts {
             self.keys += part.entries.len();
+            if !part.removed.is_empty() {
+                let record = Record::Removed {
+                    checkpoint,
+                    steps: part.steps.clone(),
+                    keys: part.removed,
+                };
+                ok &= self.log.append(&mut inner, &record).is_some();
+            }
             if !part.entries.is_empty() {
                 let record = Record::State {
                     checkpoint,

@@ -78,7 +78,9 @@ impl Recovery {
                     })
                 }
                 Record::Rollback { to } => Some(Mark::Rollback { to: *to }),
-                Record::State { checkpoint, .. } => Some(Mark::Seen { epoch: *checkpoint }),
+                Record::State { checkpoint, .. } | Record::Removed { checkpoint, .. } => {
+                    Some(Mark::Seen { epoch: *checkpoint })
+                }
                 Record::Output { epoch, .. } => Some(Mark::Seen { epoch: *epoch }),
                 Record::Released { epoch } => Some(Mark::Released { epoch: *epoch }),
                 Record::Input { .. } => None,
@@ -114,6 +116,18 @@ impl Recovery {
                     for (KeyState { key, value, .. }, at) in entries.into_iter().zip(at) {
                         if let Some(step) = at {
                             recovery.state.insert((step, key), value);
+                        }
+                    }
+                }
+                Record::Removed {
+                    checkpoint,
+                    steps,
+                    keys,
+                } if checkpoint >= base && committed.contains(&checkpoint) => {
+                    let at = attach.positions(&steps, keys.iter().map(|(s, k)| (*s, k.as_slice())));
+                    for ((_, key), at) in keys.into_iter().zip(at) {
+                        if let Some(step) = at {
+                            recovery.state.remove(&(step, key));
                         }
                     }
                 }
@@ -399,6 +413,38 @@ mod tests {
             },
             commit(1, 2, 0),
         ]
+    }
+
+    #[test]
+    fn keys_removed_in_a_committed_checkpoint_are_not_restored_and_may_come_back_later() {
+        let removed = |checkpoint, keys: &[(u32, &str)]| Record::Removed {
+            checkpoint,
+            steps: StateSteps::Named(vec!["count".into(), "sum".into()]),
+            keys: keys.iter().map(|(s, k)| (*s, k.as_bytes().to_vec())).collect(),
+        };
+        let mut log = version_1_log();
+        log.push(removed(2, &[(0, "a"), (1, "a")]));
+        log.push(commit(2, 4, 0));
+        // Key b expires in checkpoint 3, which never committed: it stays.
+        log.push(removed(3, &[(0, "b")]));
+        let v1 = spec(&[
+            ("decode", StepKind::Decoder),
+            ("count", StepKind::Stateful),
+            ("sum", StepKind::Stateful),
+        ]);
+        let r = Recovery::from_log(numbered(log.clone()), 0, None, &v1).unwrap();
+        assert_eq!(r.checkpoint, 2);
+        assert_eq!(r.state, [((1, b"b".to_vec()), vec![1])].into());
+        // Key a gets state again in checkpoint 4.
+        log.push(Record::State {
+            checkpoint: 4,
+            steps: StateSteps::Named(vec!["count".into()]),
+            entries: vec![key_state(0, "a", 9)],
+        });
+        log.push(commit(4, 7, 0));
+        let r = Recovery::from_log(numbered(log), 0, None, &v1).unwrap();
+        let expected: StateMap = [((1, b"a".to_vec()), vec![9]), ((1, b"b".to_vec()), vec![1])].into();
+        assert_eq!(r.state, expected);
     }
 
     #[test]

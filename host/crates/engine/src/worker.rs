@@ -14,7 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use wallaroo_component::{
-    AppSpec, GuestError, Instance, Message, Output, Runtime, StateEntry, StepKind,
+    AppSpec, GuestError, Instance, Message, Output, Runtime, StateChange, StateEntry, StateKey,
+    StepKind,
 };
 
 use crate::watermarks::{IDLE_AFTER, Watermarks};
@@ -436,6 +437,17 @@ impl Worker {
                 .filter_map(|k| self.state.get_key_value(k))
                 .collect()
         };
+        // Keys whose state was removed since the last checkpoint: a full one leaves them out
+        // anyway, as it needs nothing logged before it.
+        let removed: Vec<(u32, Vec<u8>)> = if full {
+            Vec::new()
+        } else {
+            dirty
+                .into_iter()
+                .filter(|k| !self.state.contains_key(k))
+                .filter_map(|(step, key)| Some((self.stateful.slot(step)?, key)))
+                .collect()
+        };
         // The log names each entry's step by its index in the table of stateful steps.
         let reported = changed.len();
         let entries: Vec<KeyState> = changed
@@ -464,6 +476,7 @@ impl Worker {
             worker: self.id,
             steps: self.stateful.table(),
             entries,
+            removed,
             held,
         }
     }
@@ -730,20 +743,35 @@ impl Worker {
             return;
         }
         match self.instance.snapshot_changed() {
-            Ok(entries) => {
-                for StateEntry { step, key, value } in entries {
+            Ok(changes) => {
+                let counters = &self.shared.counters;
+                for change in changes {
+                    let (step, key) = match &change {
+                        StateChange::Set(StateEntry { step, key, .. })
+                        | StateChange::Removed(StateKey { step, key }) => (*step, key.clone()),
+                    };
                     if let Some(dirty) = &mut self.dirty {
                         dirty.insert((step, key.clone()));
                     }
-                    let counters = &self.shared.counters;
-                    let (key_len, value_len) = (key.len() as i64, value.len() as i64);
-                    match self.state.insert((step, key), value) {
-                        Some(old) => {
-                            counters.state_bytes.inc_by(value_len - old.len() as i64);
+                    let key_len = key.len() as i64;
+                    match change {
+                        StateChange::Set(StateEntry { value, .. }) => {
+                            let value_len = value.len() as i64;
+                            match self.state.insert((step, key), value) {
+                                Some(old) => {
+                                    counters.state_bytes.inc_by(value_len - old.len() as i64);
+                                }
+                                None => {
+                                    counters.state_keys.inc();
+                                    counters.state_bytes.inc_by(key_len + value_len);
+                                }
+                            }
                         }
-                        None => {
-                            counters.state_keys.inc();
-                            counters.state_bytes.inc_by(key_len + value_len);
+                        StateChange::Removed(_) => {
+                            if let Some(old) = self.state.remove(&(step, key)) {
+                                counters.state_keys.dec();
+                                counters.state_bytes.dec_by(key_len + old.len() as i64);
+                            }
                         }
                     }
                 }

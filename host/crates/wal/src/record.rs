@@ -45,6 +45,14 @@ pub enum Record {
     /// This node's cluster rolled back to checkpoint `to`: the checkpoints above it committed
     /// earlier in this log (by this node alone, before the cluster committed them) are void.
     Rollback { to: u64 },
+    /// Keys whose state was removed (it expired) as of a checkpoint: a recovery forgets what
+    /// earlier state records gave them. `keys` are (step, key), the step as `steps` says
+    /// (always [`StateSteps::Named`]).
+    Removed {
+        checkpoint: u64,
+        steps: StateSteps,
+        keys: Vec<(u32, Vec<u8>)>,
+    },
 }
 
 /// How a state record's entries name their step.
@@ -85,6 +93,7 @@ const ROLLBACK: u8 = 6;
 const STATE: u8 = 7;
 /// Input with the time it was received (what `INPUT` became once messages had event times).
 const INPUT_AT: u8 = 8;
+const REMOVED: u8 = 9;
 
 impl Record {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -164,12 +173,31 @@ impl Record {
                 out.push(ROLLBACK);
                 put_u64(out, *to);
             }
+            Record::Removed {
+                checkpoint,
+                steps,
+                keys,
+            } => {
+                out.push(REMOVED);
+                put_u64(out, *checkpoint);
+                let names = match steps {
+                    StateSteps::Named(names) => names.as_slice(),
+                    StateSteps::Positions => &[],
+                };
+                put_u32(out, names.len() as u32);
+                names.iter().for_each(|n| put_bytes(out, n.as_bytes()));
+                put_u32(out, keys.len() as u32);
+                for (step, key) in keys {
+                    put_u32(out, *step);
+                    put_bytes(out, key);
+                }
+            }
         }
     }
 
     /// Whether `byte` is the first byte of some record's body.
     pub(crate) fn known_kind(byte: u8) -> bool {
-        (INPUT..=INPUT_AT).contains(&byte)
+        (INPUT..=REMOVED).contains(&byte)
     }
 
     /// None when the body is not a well-formed record (its checksum matched, so this means a
@@ -235,6 +263,19 @@ impl Record {
                 epoch: take_u64(r)?,
             },
             ROLLBACK => Record::Rollback { to: take_u64(r)? },
+            REMOVED => {
+                let checkpoint = take_u64(r)?;
+                let names = take_list(r, |r| String::from_utf8(take_bytes(r)?).ok())?;
+                let keys = take_list(r, |r| Some((take_u32(r)?, take_bytes(r)?)))?;
+                if keys.iter().any(|(step, _)| *step as usize >= names.len()) {
+                    return None;
+                }
+                Record::Removed {
+                    checkpoint,
+                    steps: StateSteps::Named(names),
+                    keys,
+                }
+            }
             _ => return None,
         };
         rest.is_empty().then_some(record)

@@ -45,6 +45,26 @@ fn samples() -> Vec<Record> {
 }
 
 #[test]
+fn removed_keys_read_back_unless_they_name_a_step_beyond_their_table() {
+    let removed = Record::Removed {
+        checkpoint: 4,
+        steps: StateSteps::Named(vec!["count".into(), "usage".into()]),
+        keys: vec![(1, b"quiet".to_vec()), (0, Vec::new())],
+    };
+    let mut body = Vec::new();
+    removed.encode(&mut body);
+    assert_eq!(Record::decode(&body), Some(removed));
+    let mut body = Vec::new();
+    Record::Removed {
+        checkpoint: 4,
+        steps: StateSteps::Named(vec!["count".into()]),
+        keys: vec![(1, b"quiet".to_vec())],
+    }
+    .encode(&mut body);
+    assert_eq!(Record::decode(&body), None);
+}
+
+#[test]
 fn input_logged_before_event_times_reads_back_with_time_zero() {
     // The input record of logs written before messages had event times.
     let mut body = vec![1];

@@ -70,6 +70,9 @@ pub(crate) struct Part {
     /// The steps `entries` refer to.
     pub(crate) steps: StateSteps,
     pub(crate) entries: Vec<KeyState>,
+    /// (step, key) of the keys whose state was removed (expired) since the last checkpoint,
+    /// the step as `steps` says.
+    pub(crate) removed: Vec<(u32, Vec<u8>)>,
     /// Per sink, the output held since the last checkpoint (exactly-once).
     pub(crate) held: Vec<Vec<Vec<u8>>>,
 }
