@@ -179,9 +179,22 @@ class StateComputation(UserFunction):
     ``@state_computation(name)`` without ``state`` (0.4/0.5: ``fn`` returns ``(output,
     state_changed)`` and the state comes from ``ApplicationBuilder``); ``returns_changed`` says
     which. ``initial_keys`` are the keys whose state exists before their first message (an
-    ``ApplicationBuilder`` partition's declared keys)."""
+    ``ApplicationBuilder`` partition's declared keys). ``expire_after`` (nanoseconds, or None)
+    and ``on_expire`` are ``state_computation``'s."""
 
-    def __init__(self, fn=None, name=None, state_class=None, multi=False, returns_changed=False):
+    expire_after = None
+    on_expire = None
+
+    def __init__(
+        self,
+        fn=None,
+        name=None,
+        state_class=None,
+        multi=False,
+        returns_changed=False,
+        expire_after=None,
+        on_expire=None,
+    ):
         if fn is None:  # an application's subclass
             return
         kind = "state_computation_multi" if multi else "state_computation"
@@ -196,6 +209,25 @@ class StateComputation(UserFunction):
         self.multi = multi
         self.returns_changed = returns_changed
         self.initial_keys = ()
+        if expire_after is not None and (
+            isinstance(expire_after, bool) or not isinstance(expire_after, int) or expire_after <= 0
+        ):
+            raise WallarooParameterError(
+                f"{kind} {name!r}: expire_after must be a positive duration in nanoseconds "
+                f"(e.g. wallaroo.minutes(10)), got {expire_after!r}"
+            )
+        if on_expire is not None and expire_after is None:
+            raise WallarooParameterError(
+                f"{kind} {name!r}: on_expire is called as a key's state expires, so it needs "
+                "expire_after"
+            )
+        if on_expire is not None and not callable(on_expire):
+            raise WallarooParameterError(
+                f"{kind} {name!r}: on_expire must be a function (key, state), got "
+                f"{type(on_expire).__name__}"
+            )
+        self.expire_after = expire_after
+        self.on_expire = on_expire
 
 
 class StateComputationMulti(StateComputation):
@@ -267,12 +299,23 @@ def computation_multi(name):
     return lambda fn: Computation(fn, name, multi=True)
 
 
-def state_computation(name, state=None):
+def state_computation(name, state=None, expire_after=None, on_expire=None):
     """Marks ``fn(data, state)`` as a stateful step.
 
     With ``state`` (Wallaroo 0.6), the class of per-key state; ``fn`` returns the output.
     Without (Wallaroo 0.4/0.5), ``ApplicationBuilder.to_stateful`` or ``to_state_partition``
     gives the state, and ``fn`` returns ``(output, state_changed)``.
+
+    With ``expire_after`` (a duration such as ``wallaroo.minutes(10)``), a key's state is
+    forgotten once that long has passed without a message for the key: in event time, which
+    is when the source received the message unless the source has an ``event_time``
+    function, so by default after that long in real time. It leaves the instance's memory
+    and the next checkpoint; a later message for the key starts from a new state.
+    ``on_expire(key, state)``, if given, is called with the state as it expires, and what
+    it returns goes downstream as ``fn``'s results do (None: nothing; a list with
+    ``state_computation_multi``), with the expiry time as event time. Expiry follows the
+    watermark, so it is exactly-once like everything else; when every stream has ended,
+    every key expires.
 
     States are pickled for checkpoints, and a new version of the application (a hot swap, or a
     start on an older version's log) unpickles the old version's. Pickle finds a class by its
@@ -283,13 +326,17 @@ def state_computation(name, state=None):
     of it: ``old`` is the old class's instance, or an ``OldState`` of the old module and name
     when the class is gone; it returns an instance of the state class."""
     _check_name("state_computation", name)
-    return lambda fn: StateComputation(fn, name, state, False, returns_changed=state is None)
+    return lambda fn: StateComputation(
+        fn, name, state, False, state is None, expire_after, on_expire
+    )
 
 
-def state_computation_multi(name, state=None):
+def state_computation_multi(name, state=None, expire_after=None, on_expire=None):
     """Like ``state_computation``, but the output is a list of outputs."""
     _check_name("state_computation_multi", name)
-    return lambda fn: StateComputation(fn, name, state, True, returns_changed=state is None)
+    return lambda fn: StateComputation(
+        fn, name, state, True, state is None, expire_after, on_expire
+    )
 
 
 def key_extractor(fn):

@@ -32,7 +32,8 @@ from wallaroo import (
     _windows,
     _wire,
 )
-from wallaroo._windows import CountWindows, Failure, RangeWindows, Timers
+from wallaroo._expiry import Expiry, stamped, unstamped
+from wallaroo._windows import CountWindows, Failure, RangeWindows, Timers, _user_key
 
 _SDK_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -314,10 +315,11 @@ def _stateless(step_id, computation, nxt):
     return run
 
 
-def _stateful(step_id, computation, nxt, states, changed, route, clock):
+def _stateful(step_id, computation, nxt, states, changed, route, clock, expiry):
     fn, multi, new_state = computation.fn, computation.multi, computation.state_class
     forward = _forwarder(multi, nxt)
     label, where = f"{computation.kind} {computation.name!r}", _definition_site(fn)
+    touch = None if expiry is None else expiry.touch
 
     def run(value, key, out):
         if key is None:
@@ -330,6 +332,8 @@ def _stateful(step_id, computation, nxt, states, changed, route, clock):
             if state is None:
                 state = states[key] = new_state()
             changed[key] = None
+            if touch is not None:
+                touch(key, clock.now)
             result = fn(value, state)
             if multi and result is not None and type(result) is not list:
                 result = _results(result, label)
@@ -368,6 +372,8 @@ def _stateful(step_id, computation, nxt, states, changed, route, clock):
                     if state is None:
                         state = states[key] = new_state()
                     changed[key] = None
+                    if touch is not None:
+                        touch(key, clock.now)
                     result = fn(value, state)
                     if multi and result is not None and type(result) is not list:
                         result = _results(result, label)
@@ -392,6 +398,37 @@ def _stateful(step_id, computation, nxt, states, changed, route, clock):
                 failed(out, clock.index, failure.step, key, failure.text)
 
     return run, run_routed
+
+
+def _expirer(step_id, computation, nxt, expiry, clock):
+    """``expire(watermark, out, failed)`` of an expiring state step: removes the state of
+    every key whose deadline the watermark reached and outputs what ``on_expire`` makes of it,
+    with the deadline as event time."""
+    on_expire = computation.on_expire
+    forward = _forwarder(computation.multi, nxt)
+    label = f"on_expire of {computation.kind} {computation.name!r}"
+    where = _definition_site(on_expire) if on_expire is not None else ""
+
+    def expire(watermark, out, failed):
+        for deadline, key, state in expiry.due(watermark):
+            if on_expire is None:
+                continue
+            clock.now = deadline
+            mark = len(out)
+            try:
+                try:
+                    result = on_expire(_user_key(key), state)
+                    if computation.multi and result is not None and type(result) is not list:
+                        result = _results(result, label)
+                except Exception as error:
+                    raise StepFailed(step_id, error_text(error, where)) from None
+                if result is not None:
+                    forward(result, key, out)
+            except StepFailed as failure:
+                del out[mark:]
+                failed(out, None, failure.step, key, failure.text)
+
+    return expire
 
 
 def _key_bytes(key, label):
@@ -783,11 +820,13 @@ class _Clock:
 class _Built(NamedTuple):
     """A step table's closures: ``entries`` maps each segment to its batch runner, ``stores``
     each stateful step to its ``(states by key, keys changed since snapshot)``, ``windows``
-    each window step to its ``(fire, timers)``."""
+    each window step to its ``(fire, timers)``, ``expiring`` each state step declared with
+    ``expire_after`` to its ``(expire, Expiry)``."""
 
     entries: dict
     stores: dict
     windows: dict
+    expiring: dict
 
 
 def _build(steps, flat, clock, late):
@@ -801,6 +840,7 @@ def _build(steps, flat, clock, late):
     routed = {}  # step id -> batch runner for messages routed to it, where the step has its own
     stores = {}
     windows = {}
+    expiring = {}
     if flat:
 
         def route(out, key, segment, payload):
@@ -836,9 +876,16 @@ def _build(steps, flat, clock, late):
             initial = {key: step.stage.state_class() for key in step.stage.initial_keys}
             states, changed = stores[step_id] = (initial, {})
             nxt = _downstream(step.successors, runners)
+            after = getattr(step.stage, "expire_after", None)
+            expiry = None if after is None else Expiry(after, states, changed)
             runners[step_id], routed[step_id] = _stateful(
-                step_id, step.stage, nxt, states, changed, route, clock
+                step_id, step.stage, nxt, states, changed, route, clock, expiry
             )
+            if expiry is not None:
+                for key in initial:
+                    expiry.restored(key, None)
+                expire = _expirer(step_id, step.stage, nxt, expiry, clock)
+                expiring[step_id] = (expire, expiry)
 
     entries = {}
     for step_id, step in enumerate(steps):
@@ -861,7 +908,7 @@ def _build(steps, flat, clock, late):
                 entries[successor] = routed.get(successor) or _batch_runner(
                     _routed_entry(successor, runners[successor]), True, clock
                 )
-    return _Built(entries, stores, windows)
+    return _Built(entries, stores, windows, expiring)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -946,6 +993,7 @@ class Runtime:
         self._entries = None  # segment -> its batch runner
         self._stores = None  # stateful step id -> (states by key, keys changed since snapshot)
         self._windows = {}  # window step id -> (its fire, its Timers)
+        self._expiring = {}  # expiring state step id -> (its expire, its Expiry)
         self._upgrades = {}  # stateful step id -> (its state class, the class's upgrade_state)
         self._clock = _Clock()
         self.late = {}  # window step id -> how many late messages it has seen
@@ -964,7 +1012,7 @@ class Runtime:
         _check_windows(compiler.steps)
         self._clock, self.late = _Clock(), {}
         built = _build(compiler.steps, self._flat, self._clock, self.late)
-        self._entries, self._stores, self._windows = built
+        self._entries, self._stores, self._windows, self._expiring = built
         self._upgrades = _upgrades(compiler.steps)
         return AppSpec(
             name=application.name,
@@ -996,7 +1044,9 @@ class Runtime:
         """Moves the instance's watermark to ``watermark`` (nanoseconds since the Unix epoch;
         it never goes back) and returns the outputs of every window it makes due, as
         ``process`` returns them: per window step in step order, per step in the order the
-        windows end. Messages processed later are late if older than the watermark allows."""
+        windows end; then, per expiring state step, what ``on_expire`` makes of the keys whose
+        state expires, in deadline order. Messages processed later are late if older than the
+        watermark allows."""
         if self._entries is None:
             raise RuntimeError("advance called before describe")
         clock = self._clock
@@ -1010,24 +1060,36 @@ class Runtime:
             failed = _failed_tuple
         for fire, _timers in self._windows.values():
             fire(clock.watermark, out, failed)
+        for expire, _expiry in self._expiring.values():
+            expire(clock.watermark, out, failed)
         return b"".join(out) if self._flat else out
 
     def snapshot_changed(self, max_entries=None):
         """``[(step, key, pickled state)]`` for at most ``max_entries`` (default: all) of the
-        states touched since their last snapshot; forgets the marks of those returned once
-        every one of them is pickled. Fewer than ``max_entries`` means none is left."""
+        states touched since their last snapshot, and ``(step, key, None)`` for keys whose
+        state expired since; forgets the marks of those returned once every one of them is
+        pickled. Fewer than ``max_entries`` means none is left."""
         entries = []
         taken = []  # (changed, keys) whose marks go once every state is pickled
         left = max_entries
+        expiring = self._expiring
         for step_id, (states, changed) in self._described_stores().items():
-            if left is not None and left <= 0:
-                break
-            keys = list(changed if left is None else islice(changed, left))
-            for key in keys:
-                entries.append((step_id, key, self._pickle_state(step_id, key, states[key])))
-            taken.append((changed, keys))
-            if left is not None:
-                left -= len(keys)
+            expiry = expiring.get(step_id, (None, None))[1]
+            for marks in (changed,) if expiry is None else (changed, expiry.removed):
+                if left is not None and left <= 0:
+                    break
+                keys = list(marks if left is None else islice(marks, left))
+                if marks is changed:
+                    for key in keys:
+                        value = self._pickle_state(step_id, key, states[key])
+                        if expiry is not None:
+                            value = stamped(expiry.seen[key], value)
+                        entries.append((step_id, key, value))
+                else:
+                    entries.extend((step_id, key, None) for key in keys)
+                taken.append((marks, keys))
+                if left is not None:
+                    left -= len(keys)
         for changed, keys in taken:
             if len(keys) == len(changed):
                 changed.clear()
@@ -1049,6 +1111,7 @@ class Runtime:
             store = stores.get(step_id)
             if store is None:
                 raise RuntimeError(f"cannot restore state into step {step_id}: it keeps none")
+            seen, value = unstamped(value)
             try:
                 upgrade = self._upgrades.get(step_id)
                 if upgrade is None:
@@ -1060,14 +1123,16 @@ class Runtime:
                     f"cannot restore the state of step {step_id} for key {key!r}: "
                     f"{error_text(error)}"
                 ) from None
-            decoded.append((step_id, store, key, state, converted))
-        windows = self._windows
-        for step_id, (states, changed), key, state, converted in decoded:
+            decoded.append((step_id, store, key, state, converted, seen))
+        windows, expiring = self._windows, self._expiring
+        for step_id, (states, changed), key, state, converted, seen in decoded:
             states[key] = state
             if converted:
                 changed[key] = None
             if step_id in windows:
                 windows[step_id][1].touch(key, state)
+            if step_id in expiring:
+                expiring[step_id][1].restored(key, seen)
 
     def take(self, keys):
         """Removes the states of the given ``(step, key)`` pairs that exist and returns them as
@@ -1077,7 +1142,12 @@ class Runtime:
         for step_id, key in keys:
             states, changed = stores.get(step_id, ({}, {}))
             if key in states:
-                taken.append((step_id, key, self._pickle_state(step_id, key, states[key])))
+                value = self._pickle_state(step_id, key, states[key])
+                expiry = self._expiring.get(step_id, (None, None))[1]
+                if expiry is not None:
+                    value = stamped(expiry.seen.get(key), value)
+                    expiry.forget(key)
+                taken.append((step_id, key, value))
                 del states[key]
                 changed.pop(key, None)
         return taken

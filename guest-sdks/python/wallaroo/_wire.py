@@ -97,6 +97,11 @@ def messages(buf):
 def decode_entries(buf):
     """The ``(step, key, value)`` triples of a ``state-entries`` buffer."""
     count, table, table_end = _table(buf, 3, "state entries")
+    if REMOVED in table[2::3]:
+        raise MalformedBuffer(
+            f"malformed state entries buffer: entry {table[2::3].index(REMOVED)} says its key's "
+            "state was removed, which only snapshot-changed may say"
+        )
     lengths = [0] * (2 * count)
     lengths[0::2] = table[1::3]
     lengths[1::2] = table[2::3]
@@ -144,11 +149,21 @@ def failed(out, index, step, key, error):
     out.append(text)
 
 
+# The value length of an entry that says its key's state was removed (it expired).
+REMOVED = 0xFFFFFFFF
+
+
 def encode_entries(entries):
-    """A ``state-entries`` buffer of ``(step, key, value)`` triples."""
+    """A ``state-entries`` buffer of ``(step, key, value)`` triples; a value of None says the
+    key's state was removed."""
     buf = bytearray(4)
     data = []
     for step, key, value in entries:
+        if value is None:
+            buf += _ENTRY(step, len(key), REMOVED)
+            data.append(key)
+            data.append(b"")
+            continue
         buf += _ENTRY(step, len(key), len(value))
         data.append(key)
         data.append(value)
