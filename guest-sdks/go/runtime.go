@@ -97,10 +97,15 @@ type Output struct {
 // message.
 const NoInput = math.MaxUint32
 
+// StateEntry is the state of one key of a state step. In SnapshotChanged's entries, Removed
+// says instead that the key's state was removed (it expired, see ExpireAfter): Value is then
+// nil, and the host drops the key from its copy. Restore refuses Removed entries, and Take
+// returns none.
 type StateEntry struct {
-	Step  uint32
-	Key   []byte
-	Value []byte
+	Step    uint32
+	Key     []byte
+	Value   []byte
+	Removed bool
 }
 
 type StateKey struct {
@@ -731,6 +736,10 @@ func (r *Runtime) Restore(entries []StateEntry) error {
 		st := r.stores[e.Step]
 		if st == nil {
 			return fmt.Errorf("cannot restore state into step %d: it keeps none", e.Step)
+		}
+		if e.Removed {
+			return fmt.Errorf("cannot restore the state of step %d for key %q: the entry says it was removed, "+
+				"which only snapshot-changed may say", e.Step, e.Key)
 		}
 		v, conv, err := st.stage.decState(e.Value)
 		if err != nil {
