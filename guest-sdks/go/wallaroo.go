@@ -46,6 +46,23 @@
 //	sums := wallaroo.ToWindows(wallaroo.KeyBy(transactions, user), "total",
 //		wallaroo.RangeWindows(9*time.Second).WithSlide(3*time.Second), totalAggregation{})
 //
+// # Expiring state
+//
+// ExpireAfter makes a state step forget a key that has had no message for a while: once the
+// watermark reaches the event time of the key's last message plus the given time, an optional
+// function gets the key and its state, whatever it returns goes downstream like the step's own
+// outputs (with that deadline as event time), and the state is removed from the instance and
+// from the next checkpoint. With the default event times (when the host received each
+// message) that is a time without messages on the clock; the end of every stream expires every
+// key. A key's last-seen time is kept with its state, so it survives recoveries, moves and
+// swaps; a state from a version without ExpireAfter gets the full time from when it is
+// restored.
+//
+//	sessions := wallaroo.ToState(wallaroo.KeyBy(clicks, user), "session", newSession, addClick)
+//	sessions = wallaroo.ExpireAfter(sessions, 30*time.Minute, func(user string, s *session) ([]summary, error) {
+//		return []summary{s.summary(user)}, nil
+//	})
+//
 // # Changing state between versions
 //
 // A hot swap (or a start on an earlier version's log) restores each key's state into the new
