@@ -451,6 +451,30 @@ func mapCodec(t reflect.Type, inProgress map[reflect.Type]*typeCodec) (encodeFun
 // tells a state of an earlier version's type (see UpgradeState) from one of the step's own.
 const stateMark = 0xf7
 
+// lastSeenMark starts the state of a key of a state step with ExpireAfter: it is followed by
+// the key's last-seen time (nanoseconds since the Unix epoch, u64 little-endian), then by the
+// state as a step without ExpireAfter writes it (stateMark, layout, value). A restore tells
+// the two apart by the marks: a state without a last-seen time gets one, and a step without
+// ExpireAfter skips it.
+const lastSeenMark = 0xf8
+
+// lastSeenLen is the length of lastSeenMark and the time after it.
+const lastSeenLen = 9
+
+// appendLastSeen appends lastSeenMark and t to buf.
+func appendLastSeen(buf []byte, t uint64) []byte {
+	return binary.LittleEndian.AppendUint64(append(buf, lastSeenMark), t)
+}
+
+// cutLastSeen returns the last-seen time at the start of data and the state after it, if
+// data starts with them (see lastSeenMark).
+func cutLastSeen(data []byte) (uint64, []byte, bool) {
+	if len(data) <= lastSeenLen || data[0] != lastSeenMark || data[lastSeenLen] != stateMark {
+		return 0, data, false
+	}
+	return binary.LittleEndian.Uint64(data[1:]), data[lastSeenLen:], true
+}
+
 // stateHeader is stateMark and the FNV-1a hash of t's layout (see layout).
 func stateHeader(t reflect.Type) []byte {
 	h := fnv.New64a()

@@ -20,3 +20,9 @@ func WireOutputs(t *testing.T, out []Output) []Output {
 	t.Helper()
 	return hostOutputs(t, appendOutputs(nil, out))
 }
+
+// WireChanges is entries, as snapshot-changed returns them, as the host receives them.
+func WireChanges(t *testing.T, entries []StateEntry) []StateEntry {
+	t.Helper()
+	return hostChanges(t, appendEntries(nil, entries))
+}

@@ -97,10 +97,15 @@ type Output struct {
 // message.
 const NoInput = math.MaxUint32
 
+// StateEntry is the state of one key of a state step. In SnapshotChanged's entries, Removed
+// says instead that the key's state was removed (it expired, see ExpireAfter): Value is then
+// nil, and the host drops the key from its copy. Restore refuses Removed entries, and Take
+// returns none.
 type StateEntry struct {
-	Step  uint32
-	Key   []byte
-	Value []byte
+	Step    uint32
+	Key     []byte
+	Value   []byte
+	Removed bool
 }
 
 type StateKey struct {
@@ -215,11 +220,42 @@ type slot struct {
 	value   any
 	changed bool
 	live    bool
+	// stored says that the host may hold a copy of the key's state: the slot was in a
+	// snapshot or restored, or replaced an expired slot of its key before the host was told.
+	stored bool
+	// expired says that the state expired (live is false) and the host is still to be told:
+	// the slot is its key's in store.gone and marked changed.
+	expired bool
+	// In a step with ExpireAfter (expiry.go): the key's last-seen time (unless stamped is
+	// false: restored without one before the first Advance), and the deadline of its entry
+	// in the step's heap, if inHeap.
+	lastSeen uint64
+	stamped  bool
+	queued   uint64
+	inHeap   bool
 }
 
 type store struct {
 	stage *stepStage
 	slots map[string]*slot
+	// With ExpireAfter: the step's deadlines, and its expired slots whose removal the next
+	// snapshot reports, by key.
+	exp  *expiringStore
+	gone map[string]*slot
+}
+
+// add creates the slot of key, which has none, holding value.
+func (st *store) add(step uint32, key string, value any) *slot {
+	sl := &slot{step: step, key: key, value: value, live: true}
+	if old := st.gone[key]; old != nil {
+		// The host still holds the expired state, which this one replaces; should this one
+		// expire before a snapshot too, the host must still be told.
+		old.expired = false
+		delete(st.gone, key)
+		sl.stored = true
+	}
+	st.slots[key] = sl
+	return sl
 }
 
 // windowStore is a window step's store and the timers of its keys.
@@ -238,10 +274,15 @@ type Runtime struct {
 	entries []*entry
 	stores  map[uint32]*store
 	changed []*slot
-	windows []*windowStore // in step order, the order Advance fires them in
+	windows []*windowStore
+	// timed fires the window steps and expires the state of steps with ExpireAfter, in step
+	// order: what Advance does
+	timed []func()
 
-	// How far event time has got: no message older is still to come.
+	// How far event time has got: no message older is still to come. advanced says whether
+	// Advance has been called.
 	watermark uint64
+	advanced  bool
 
 	// The message being processed.
 	key       []byte
@@ -301,8 +342,8 @@ func (r *Runtime) build(steps []*compiledStep) {
 	runners := make([]runner, len(steps))
 	r.stores = map[uint32]*store{}
 	r.changed = nil
-	r.windows = nil
-	r.watermark = 0
+	r.windows, r.timed = nil, nil
+	r.watermark, r.advanced = 0, false
 	for id := len(steps) - 1; id >= 0; id-- {
 		s := steps[id]
 		switch s.kind {
@@ -315,17 +356,24 @@ func (r *Runtime) build(steps []*compiledStep) {
 		case KindStateful:
 			st := &store{stage: s.step, slots: map[string]*slot{}}
 			r.stores[uint32(id)] = st
+			emit := r.downstream(s.successors, runners)
 			if s.step.window == nil {
-				runners[id] = r.statefulRunner(uint32(id), st, r.downstream(s.successors, runners))
+				if s.step.expire != nil {
+					es := &expiringStore{id: uint32(id), st: st, e: s.step.expire, emit: emit}
+					st.exp, st.gone = es, map[string]*slot{}
+					r.timed = append(r.timed, func() { r.expireKeys(es) })
+				}
+				runners[id] = r.statefulRunner(uint32(id), st, emit)
 				break
 			}
-			ws := &windowStore{id: uint32(id), st: st, w: s.step.window, emit: r.downstream(s.successors, runners),
+			ws := &windowStore{id: uint32(id), st: st, w: s.step.window, emit: emit,
 				timers: timers{queued: map[string]int64{}}}
 			r.windows = append(r.windows, ws)
+			r.timed = append(r.timed, func() { r.fireWindows(ws) })
 			runners[id] = r.windowRunner(ws)
 		}
 	}
-	slices.Reverse(r.windows)
+	slices.Reverse(r.timed)
 	r.entries = make([]*entry, len(steps))
 	for id, s := range steps {
 		switch s.kind {
@@ -413,8 +461,10 @@ func (r *Runtime) statefulRunner(id uint32, st *store, emit func(any)) runner {
 		r.current = id
 		sl := st.slots[string(r.key)]
 		if sl == nil {
-			sl = &slot{step: id, key: string(r.key), value: newState(), live: true}
-			st.slots[sl.key] = sl
+			sl = st.add(id, string(r.key), newState())
+		}
+		if st.exp != nil {
+			st.exp.seen(sl, r.eventTime)
 		}
 		r.markChanged(sl)
 		err := fn(v, sl.value, emit)
@@ -435,8 +485,7 @@ func (r *Runtime) windowRunner(ws *windowStore) runner {
 		}
 		sl := st.slots[string(r.key)]
 		if sl == nil {
-			sl = &slot{step: id, key: string(r.key), value: st.stage.newState(), live: true}
-			st.slots[sl.key] = sl
+			sl = st.add(id, string(r.key), st.stage.newState())
 		}
 		r.markChanged(sl)
 		// Even if the aggregation panics: what it changed may have moved the next window.
@@ -609,20 +658,24 @@ func (r *Runtime) Process(segment uint32, batch []Message) ([]Output, error) {
 }
 
 // Advance moves the watermark to watermark (nanoseconds since the Unix epoch; it never goes
-// back): no message with an event time before it is still to come. It returns the outputs of
-// every window it makes due, as Process returns them: window step by window step in step
-// order, within a step in the order the windows are due. A window's outputs carry the event
-// time of its last instant; a window whose output fails gives one OutputFailed (Input NoInput,
-// with its key) instead. Messages processed later are late if older than the watermark allows.
+// back): no message with an event time before it is still to come. It fires every window it
+// makes due and expires every key whose state it makes expire (see ExpireAfter), and returns
+// their outputs as Process returns them: step by step in step order, within a step in the
+// order the windows or keys are due. A window's outputs carry the event time of its last
+// instant, an expiring key's the deadline it expired at; a window or key whose output fails
+// gives one OutputFailed (Input NoInput, with its key) instead. Messages processed later are
+// late if older than the watermark allows. The largest watermark (math.MaxUint64) ends every
+// stream: every window fires and every expiring key expires.
 func (r *Runtime) Advance(watermark uint64) ([]Output, error) {
 	if r.entries == nil {
 		return nil, errors.New("advance called before describe")
 	}
 	r.watermark = max(r.watermark, watermark)
+	r.advanced = true
 	r.out, r.buf = nil, nil
 	r.keyed, r.input = true, NoInput
-	for _, ws := range r.windows {
-		r.fireWindows(ws)
+	for _, fire := range r.timed {
+		fire()
 	}
 	out := r.out
 	r.out, r.buf, r.key = nil, nil, nil
@@ -678,6 +731,10 @@ func panicText(p any) string {
 // SnapshotChanged returns the state of at most max keys changed since their last snapshot, and
 // forgets the change marks of those returned once every one of them is encoded. Fewer than max
 // entries means no changed key is left.
+//
+// A key whose state expired since its last snapshot is a Removed entry (once), unless it has
+// state again (then its entry is that state) or the host never had its state (then it has
+// none).
 func (r *Runtime) SnapshotChanged(max int) ([]StateEntry, error) {
 	if r.stores == nil {
 		return nil, errors.New("state requested before describe")
@@ -687,16 +744,27 @@ func (r *Runtime) SnapshotChanged(max int) ([]StateEntry, error) {
 	for n < len(r.changed) && len(entries) < max {
 		sl := r.changed[n]
 		n++
-		if !sl.live || !sl.changed {
-			continue
+		switch {
+		case !sl.changed:
+		case sl.live:
+			value, err := r.encodeState(sl)
+			if err != nil {
+				return nil, err
+			}
+			entries = append(entries, StateEntry{Step: sl.step, Key: []byte(sl.key), Value: value})
+		case sl.expired:
+			entries = append(entries, StateEntry{Step: sl.step, Key: []byte(sl.key), Removed: true})
 		}
-		value, err := r.encodeState(sl)
-		if err != nil {
-			return nil, err
-		}
-		entries = append(entries, StateEntry{Step: sl.step, Key: []byte(sl.key), Value: value})
 	}
 	for _, sl := range r.changed[:n] {
+		switch {
+		case !sl.changed:
+		case sl.live:
+			sl.stored = true
+		case sl.expired:
+			sl.expired = false
+			delete(r.stores[sl.step].gone, sl.key)
+		}
 		sl.changed = false
 	}
 	if n == len(r.changed) {
@@ -713,7 +781,31 @@ func (r *Runtime) encodeState(sl *slot) (value []byte, err error) {
 			err = fmt.Errorf("cannot encode the state of step %d for key %q: %v", sl.step, sl.key, p)
 		}
 	}()
-	return r.stores[sl.step].stage.encState(sl.value), nil
+	st := r.stores[sl.step]
+	buf := make([]byte, 0, 32)
+	if st.exp != nil && sl.stamped {
+		buf = appendLastSeen(buf, sl.lastSeen)
+	}
+	return st.stage.encState(buf, sl.value), nil
+}
+
+// decodeState decodes a state the host restores into stage, with its last-seen time if it has
+// one (see lastSeenMark), whether or not the step has ExpireAfter.
+func decodeState(stage *stepStage, data []byte) (state any, lastSeen uint64, timed, converted bool, err error) {
+	t, body, ok := cutLastSeen(data)
+	if !ok {
+		state, converted, err = stage.decState(data)
+		return state, 0, false, converted, err
+	}
+	if state, converted, err = stage.decState(body); err == nil {
+		return state, t, true, converted, nil
+	}
+	// Perhaps a state written without a header (by an SDK from before headers) that starts
+	// like a time.
+	if state, converted, err2 := stage.decState(data); err2 == nil {
+		return state, 0, false, converted, nil
+	}
+	return nil, 0, false, false, err
 }
 
 // Restore replaces or creates the given states. Applies nothing if any entry is unusable.
@@ -721,31 +813,54 @@ func (r *Runtime) encodeState(sl *slot) (value []byte, err error) {
 // The host keeps the bytes it restores, so a restored state is not marked changed (a start
 // would otherwise encode every key again for its first checkpoint); one converted from an
 // earlier version's state is, so the host's copy becomes this version's.
+//
+// In a step with ExpireAfter, a state keeps the last-seen time it was written with. One
+// written without (by a step without ExpireAfter) is converted: it gets the watermark as its
+// last-seen time, or, before the instance's first Advance, that Advance's watermark.
 func (r *Runtime) Restore(entries []StateEntry) error {
 	if r.stores == nil {
 		return errors.New("state requested before describe")
 	}
 	values := make([]any, len(entries))
 	converted := make([]bool, len(entries))
+	lastSeen := make([]uint64, len(entries))
+	timed := make([]bool, len(entries))
 	for i, e := range entries {
 		st := r.stores[e.Step]
 		if st == nil {
 			return fmt.Errorf("cannot restore state into step %d: it keeps none", e.Step)
 		}
-		v, conv, err := st.stage.decState(e.Value)
+		if e.Removed {
+			return fmt.Errorf("cannot restore the state of step %d for key %q: the entry says it was removed, "+
+				"which only snapshot-changed may say", e.Step, e.Key)
+		}
+		v, seen, hasTime, conv, err := decodeState(st.stage, e.Value)
 		if err != nil {
 			return fmt.Errorf("cannot restore the state of step %d for key %q: %v", e.Step, e.Key, err)
 		}
-		values[i], converted[i] = v, conv
+		values[i], converted[i], lastSeen[i], timed[i] = v, conv, seen, hasTime
 	}
 	for i, e := range entries {
 		st := r.stores[e.Step]
 		sl := st.slots[string(e.Key)]
 		if sl == nil {
-			sl = &slot{step: e.Step, key: string(e.Key), live: true}
-			st.slots[sl.key] = sl
+			sl = st.add(e.Step, string(e.Key), nil)
 		}
-		sl.value = values[i]
+		sl.value, sl.stored = values[i], true
+		if es := st.exp; es != nil {
+			switch {
+			case timed[i]:
+				sl.lastSeen, sl.stamped = lastSeen[i], true
+				es.queue(sl)
+			case r.advanced:
+				sl.lastSeen, sl.stamped = r.watermark, true
+				es.queue(sl)
+				converted[i] = true
+			default:
+				sl.stamped = false
+				es.unstamped = append(es.unstamped, sl)
+			}
+		}
 		if converted[i] {
 			r.markChanged(sl)
 		}
@@ -761,7 +876,8 @@ func (r *Runtime) Restore(entries []StateEntry) error {
 	return nil
 }
 
-// Take removes the states of the given keys that exist and returns them.
+// Take removes the states of the given keys that exist and returns them (an expired key's
+// state exists no more).
 func (r *Runtime) Take(keys []StateKey) ([]StateEntry, error) {
 	if r.stores == nil {
 		return nil, errors.New("state requested before describe")
@@ -782,7 +898,7 @@ func (r *Runtime) Take(keys []StateKey) ([]StateEntry, error) {
 		}
 		taken = append(taken, StateEntry{Step: k.Step, Key: []byte(sl.key), Value: value})
 		delete(st.slots, sl.key)
-		sl.live = false
+		sl.live, sl.value = false, nil
 	}
 	return taken, nil
 }

@@ -46,6 +46,23 @@
 //	sums := wallaroo.ToWindows(wallaroo.KeyBy(transactions, user), "total",
 //		wallaroo.RangeWindows(9*time.Second).WithSlide(3*time.Second), totalAggregation{})
 //
+// # Expiring state
+//
+// ExpireAfter makes a state step forget a key that has had no message for a while: once the
+// watermark reaches the event time of the key's last message plus the given time, an optional
+// function gets the key and its state, whatever it returns goes downstream like the step's own
+// outputs (with that deadline as event time), and the state is removed from the instance and
+// from the next checkpoint. With the default event times (when the host received each
+// message) that is a time without messages on the clock; the end of every stream expires every
+// key. A key's last-seen time is kept with its state, so it survives recoveries, moves and
+// swaps; a state from a version without ExpireAfter gets the full time from when it is
+// restored.
+//
+//	sessions := wallaroo.ToState(wallaroo.KeyBy(clicks, user), "session", newSession, addClick)
+//	sessions = wallaroo.ExpireAfter(sessions, 30*time.Minute, func(user string, s *session) ([]summary, error) {
+//		return []summary{s.summary(user)}, nil
+//	})
+//
 // # Changing state between versions
 //
 // A hot swap (or a start on an earlier version's log) restores each key's state into the new
@@ -255,7 +272,7 @@ type stepStage struct {
 	// stateful: fn(value, state, emit); newState creates a key's state; state codec below.
 	stateful func(v any, state any, emit func(any)) error
 	newState func() any
-	encState func(state any) []byte
+	encState func(buf []byte, state any) []byte
 	// decState also says whether the state was converted: written by an earlier version
 	// (an UpgradeState's type, or an SDK from before headers) rather than as encState writes it.
 	decState func(data []byte) (state any, converted bool, err error)
@@ -270,6 +287,16 @@ type stepStage struct {
 	encodeIn func(buf []byte, v any) []byte
 	// window makes a stateful step a window step (see ToWindows), whose state newState makes
 	window windowing
+	// expire makes a key's state expire after a time without messages (see ExpireAfter)
+	expire *expiry
+}
+
+// expiry is how a state step's keys expire: after `after` nanoseconds of event time without
+// a message, calling onExpire (if set) with the key, its state and the step's emit function.
+type expiry struct {
+	after    uint64
+	onExpire func(key string, state any, emit func(any)) error
+	where    string
 }
 
 // Source starts a pipeline with the messages of one source.
@@ -381,8 +408,8 @@ func stateStep[In, S any](p Pipeline[In], name string, newState func() *S, where
 	}
 	s.stateType = reflect.TypeFor[S]()
 	header := stateHeader(s.stateType)
-	s.encState = func(state any) []byte {
-		return c.appendValue(append(make([]byte, 0, 32), header...), state.(*S))
+	s.encState = func(buf []byte, state any) []byte {
+		return c.appendValue(append(buf, header...), state.(*S))
 	}
 	decode := func(data []byte) (any, error) {
 		v, err := c.decode(data)
@@ -470,6 +497,64 @@ func UpgradeState[Out, Old, S any](p Pipeline[Out], upgrade func(*Old) (*S, erro
 			return state, nil
 		},
 	})
+	return p
+}
+
+// ExpireAfter makes the state of a key of the state step p comes out of (a ToState or
+// ToStateMulti) expire once `after` has passed in event time without a message for that key:
+// when the watermark (Runtime.Advance) reaches the key's last message's event time plus after,
+// onExpire (which may be nil) is called with the key and its state, its results go downstream
+// as the step's own outputs do (with that deadline as their event time), and the key's state
+// is removed, from the instance and from the next checkpoint. A later message for the key
+// starts it again from newState. With sources whose event time is when the host received the
+// message (the default), this is `after` of wall time without a message.
+//
+// A key's last-seen time is part of its state, so a restore (recovery, a key's move, a hot
+// swap) keeps its clock. A state written without ExpireAfter (by a version of the application
+// without it) gets a full `after` from the instance's watermark when it is restored (from its
+// first watermark if it is restored before any); a step without ExpireAfter reads a state
+// written with it, ignoring the time. It works together with
+// UpgradeState. An error from onExpire, or a panic in it, is reported as a failure of the
+// step for that key (the state is removed all the same). Call it at most once per step; S is
+// the step's state type, which a nil onExpire leaves to be named: ExpireAfter[Out, S](p,
+// after, nil).
+func ExpireAfter[Out, S any](p Pipeline[Out], after time.Duration, onExpire func(key string, state *S) ([]Out, error)) Pipeline[Out] {
+	n := p.n
+	s, ok := n.stage.(*stepStage)
+	switch {
+	case n.err != nil:
+		return p
+	case !ok || s.kind != "stateful":
+		n.err = errors.New("ExpireAfter: the pipeline does not come out of a state step (ToState or ToStateMulti)")
+		return p
+	case s.window != nil:
+		n.err = fmt.Errorf("ExpireAfter: step %q is a window step, whose windows end as they fire", s.name)
+		return p
+	case reflect.TypeFor[S]() != s.stateType:
+		n.err = fmt.Errorf("ExpireAfter for step %q is given a %s, but the step's state is a %s", s.name, reflect.TypeFor[S](), s.stateType)
+		return p
+	case after <= 0:
+		n.err = fmt.Errorf("ExpireAfter for step %q: the time must be more than 0, not %v", s.name, after)
+		return p
+	case s.expire != nil:
+		n.err = fmt.Errorf("ExpireAfter for step %q: its state expires already (call ExpireAfter once per step)", s.name)
+		return p
+	}
+	e := &expiry{after: uint64(after)}
+	if onExpire != nil {
+		e.where = definitionSite(onExpire)
+		e.onExpire = func(key string, state any, emit func(any)) error {
+			outs, err := onExpire(key, state.(*S))
+			if err != nil {
+				return err
+			}
+			for _, out := range outs {
+				emit(out)
+			}
+			return nil
+		}
+	}
+	s.expire = e
 	return p
 }
 

@@ -284,6 +284,10 @@ func TestSnapshotRestoreAndTakeCarryState(t *testing.T) {
 	if err := other.Restore([]wallaroo.StateEntry{{Step: 1, Key: []byte("a")}}); err == nil {
 		t.Fatal("restored into a stateless step")
 	}
+	if err := other.Restore([]wallaroo.StateEntry{{Step: 3, Key: []byte("a"), Removed: true}}); err == nil ||
+		!strings.Contains(err.Error(), "says it was removed") {
+		t.Fatalf("restored a removed key: %v", err)
+	}
 }
 
 func TestABoundedSnapshotReturnsAtMostThatManyAndKeepsTheOtherMarks(t *testing.T) {

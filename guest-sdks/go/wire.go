@@ -80,8 +80,20 @@ func decodeBatch(buf []byte) ([]Message, error) {
 	return batch, noLeftover(buf, at, what)
 }
 
-// decodeEntries reads a state-entries buffer. Keys and values point into buf.
+// removedLen is the value-len of a state entry that says its key's state was removed (it
+// expired): no value bytes follow, and it counts as 0 in the buffer's total size. Only
+// snapshot-changed returns such entries; a restore buffer holding one is malformed.
+const removedLen = 1<<32 - 1
+
+// decodeEntries reads a state-entries buffer as restore receives it. Keys and values point
+// into buf.
 func decodeEntries(buf []byte) ([]StateEntry, error) {
+	return decodeEntryTable(buf, false)
+}
+
+// decodeEntryTable reads a state-entries buffer, with entries of removed keys (Removed, no
+// Value) if removedOK, else refusing them.
+func decodeEntryTable(buf []byte, removedOK bool) ([]StateEntry, error) {
 	const what = "state entries"
 	heads, at, err := table(buf, 3, what)
 	if err != nil {
@@ -95,7 +107,16 @@ func decodeEntries(buf []byte) ([]StateEntry, error) {
 		if e.Key, err = field(buf, &at, binary.LittleEndian.Uint32(h[4:]), what); err != nil {
 			return nil, err
 		}
-		if e.Value, err = field(buf, &at, binary.LittleEndian.Uint32(h[8:]), what); err != nil {
+		valueLen := binary.LittleEndian.Uint32(h[8:])
+		if valueLen == removedLen {
+			if !removedOK {
+				return nil, fmt.Errorf("malformed %s buffer: entry %d says its key's state was removed, "+
+					"which only snapshot-changed may say", what, i)
+			}
+			e.Removed = true
+			continue
+		}
+		if e.Value, err = field(buf, &at, valueLen, what); err != nil {
 			return nil, err
 		}
 	}
@@ -171,17 +192,24 @@ func appendOutputs(buf []byte, out []Output) []byte {
 	return buf
 }
 
-// appendEntries appends the state-entries buffer of entries to buf.
+// appendEntries appends the state-entries buffer of entries to buf; an entry that is Removed
+// has the value-len removedLen and no value bytes.
 func appendEntries(buf []byte, entries []StateEntry) []byte {
 	buf = appendU32(buf, uint32(len(entries)))
 	for _, e := range entries {
 		buf = appendU32(buf, e.Step)
 		buf = appendU32(buf, uint32(len(e.Key)))
-		buf = appendU32(buf, uint32(len(e.Value)))
+		if e.Removed {
+			buf = appendU32(buf, removedLen)
+		} else {
+			buf = appendU32(buf, uint32(len(e.Value)))
+		}
 	}
 	for _, e := range entries {
 		buf = append(buf, e.Key...)
-		buf = append(buf, e.Value...)
+		if !e.Removed {
+			buf = append(buf, e.Value...)
+		}
 	}
 	return buf
 }

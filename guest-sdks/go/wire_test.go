@@ -38,6 +38,49 @@ func hostKeys(keys []StateKey) []byte {
 	return buf
 }
 
+// hostChanges reads a snapshot-changed buffer the way the host does: an entry whose value-len
+// is 4294967295 says its key's state was removed and has no value bytes. It checks the total
+// size rule (4 + 12n + the lengths, a removed value counting 0).
+func hostChanges(t *testing.T, buf []byte) []StateEntry {
+	t.Helper()
+	if len(buf) < 4 {
+		t.Fatalf("state entries cut short")
+	}
+	n := int(binary.LittleEndian.Uint32(buf))
+	if len(buf) < 4+12*n {
+		t.Fatalf("state entries table cut short")
+	}
+	size := 4 + 12*n
+	entries := make([]StateEntry, n)
+	for i := range entries {
+		h := buf[4+12*i:]
+		entries[i].Step = binary.LittleEndian.Uint32(h)
+		keyLen, valueLen := binary.LittleEndian.Uint32(h[4:]), binary.LittleEndian.Uint32(h[8:])
+		size += int(keyLen)
+		if valueLen == 1<<32-1 {
+			entries[i].Removed = true
+			valueLen = 0
+		}
+		size += int(valueLen)
+		entries[i].Value = make([]byte, valueLen) // filled below
+		entries[i].Key = make([]byte, keyLen)
+	}
+	if size != len(buf) {
+		t.Fatalf("state entries of %d bytes, the lengths say %d", len(buf), size)
+	}
+	at := 4 + 12*n
+	for i := range entries {
+		e := &entries[i]
+		at += copy(e.Key, buf[at:])
+		if e.Removed {
+			e.Value = nil
+			continue
+		}
+		at += copy(e.Value, buf[at:])
+	}
+	return entries
+}
+
 // hostOutputs reads an outputs buffer the way the host does, failing on anything malformed.
 func hostOutputs(t *testing.T, buf []byte) []Output {
 	t.Helper()
@@ -194,6 +237,30 @@ func TestStateEntriesRoundTrip(t *testing.T) {
 	}
 	if got, err := decodeEntries(appendEntries(nil, nil)); err != nil || len(got) != 0 {
 		t.Fatalf("no entries: %v, %v", got, err)
+	}
+}
+
+func TestARemovedKeysEntryHasTheLargestValueLenAndNoValueBytes(t *testing.T) {
+	entries := []StateEntry{
+		{Step: 3, Key: []byte("gone"), Removed: true},
+		{Step: 3, Key: []byte("kept"), Value: []byte("v")},
+		{Step: 5, Key: []byte{}, Removed: true},
+	}
+	buf := appendEntries(nil, entries)
+	want := cat(le(3, 3, 4, 1<<32-1, 3, 4, 1, 5, 0, 1<<32-1), []byte("gonekeptv"))
+	if !bytes.Equal(buf, want) {
+		t.Fatalf("got %v, want %v", buf, want)
+	}
+	if got := hostChanges(t, buf); !reflect.DeepEqual(got, entries) {
+		t.Fatalf("the host reads %+v", got)
+	}
+	if got, err := decodeEntryTable(buf, true); err != nil || !reflect.DeepEqual(got, entries) {
+		t.Fatalf("read back %+v, %v", got, err)
+	}
+	// Never in a restore.
+	_, err := decodeEntries(buf)
+	if err == nil || !strings.Contains(err.Error(), "malformed state entries buffer: entry 0 says its key's state was removed") {
+		t.Fatalf("%v", err)
 	}
 }
 

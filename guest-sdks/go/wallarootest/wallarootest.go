@@ -24,7 +24,8 @@ type Result struct {
 // per batch; every routed message is processed at once, depth first, as one worker would, with
 // the event time its route carries. The source's messages have event time 0 (unless its
 // config takes them from the data). After the last payload every stream ends: the watermark
-// goes to its largest value, and every window fires.
+// goes to its largest value, every window fires and every expiring state expires (see
+// wallaroo.ExpireAfter).
 func Run(setup wallaroo.SetupFunc, args []string, payloads [][]byte) (Result, error) {
 	rt := wallaroo.NewRuntime(setup)
 	spec, err := rt.Describe(args)
