@@ -7,6 +7,7 @@ mod build;
 mod cluster;
 mod durability;
 mod examples;
+mod expiry;
 mod go;
 mod latency;
 mod metrics;

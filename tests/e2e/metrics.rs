@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use wallaroo_tests::*;
 
-fn get(addr: &str, path: &str) -> String {
+pub(crate) fn get(addr: &str, path: &str) -> String {
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut response = String::new();

@@ -419,7 +419,10 @@ fn decode_entry_table(buf: &[u8]) -> Result<Vec<TableEntry>, Malformed> {
         let key = r.bytes(key_len as usize, || format!("entry {i}'s key"))?;
         let value = match value_len {
             REMOVED => None,
-            n => Some(r.bytes(n as usize, || format!("entry {i}'s value"))?.to_vec()),
+            n => Some(
+                r.bytes(n as usize, || format!("entry {i}'s value"))?
+                    .to_vec(),
+            ),
         };
         entries.push((step, key.to_vec(), value));
     }
@@ -689,7 +692,10 @@ mod tests {
             ]
         );
         let err = decode_entries(&buf).unwrap_err().to_string();
-        assert!(err.contains("entry 0 says its key's state was removed"), "{err}");
+        assert!(
+            err.contains("entry 0 says its key's state was removed"),
+            "{err}"
+        );
         // A removed entry has no value bytes: a buffer that gives it some is malformed.
         buf.splice(30..30, *b"zz");
         assert!(decode_changes(&buf).is_err());

@@ -420,7 +420,10 @@ mod tests {
         let removed = |checkpoint, keys: &[(u32, &str)]| Record::Removed {
             checkpoint,
             steps: StateSteps::Named(vec!["count".into(), "sum".into()]),
-            keys: keys.iter().map(|(s, k)| (*s, k.as_bytes().to_vec())).collect(),
+            keys: keys
+                .iter()
+                .map(|(s, k)| (*s, k.as_bytes().to_vec()))
+                .collect(),
         };
         let mut log = version_1_log();
         log.push(removed(2, &[(0, "a"), (1, "a")]));
@@ -443,7 +446,8 @@ mod tests {
         });
         log.push(commit(4, 7, 0));
         let r = Recovery::from_log(numbered(log), 0, None, &v1).unwrap();
-        let expected: StateMap = [((1, b"a".to_vec()), vec![9]), ((1, b"b".to_vec()), vec![1])].into();
+        let expected: StateMap =
+            [((1, b"a".to_vec()), vec![9]), ((1, b"b".to_vec()), vec![1])].into();
         assert_eq!(r.state, expected);
     }
 
