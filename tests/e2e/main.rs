@@ -8,6 +8,7 @@ mod cluster;
 mod durability;
 mod examples;
 mod expiry;
+mod finish;
 mod go;
 mod latency;
 mod metrics;

@@ -98,6 +98,7 @@ class SimulatedHost:
         self.spec = self.runtime.describe(ARGS)
         self.emitted = [[] for _ in self.spec.sinks]
         self.failures = []
+        self.ended = []  # segments whose generator said it ran out
         self.batches = []  # (segment, batch) of every process call, for inspection
 
     def source_segment(self, name):
@@ -120,6 +121,8 @@ class SimulatedHost:
                         pending.append((target, [(key, payload, time)]))
                 elif item[0] == "emit":
                     self.emitted[item[1]].append(item[2])
+                elif item[0] == "ended":
+                    self.ended.append(item[1])
                 else:
                     self.failures.append(item)
 
@@ -703,10 +706,14 @@ def test_a_generator_produces_one_value_per_message_until_none():
     assert host.spec.sources == [SourceSpec("countdown", ("generator",), 0)]
     assert host.spec.steps[0] == StepSpec("Countdown", "decoder")
     host.send([b"", b""])
+    assert host.ended == []
     host.send([b"ignored", b"", b""])
     assert host.output() == b"<3>\n<2>\n<1>\n"
+    assert host.ended == [0]  # said once, by the message that found it had run out
     host.send([b""])
     assert host.output() == b"<3>\n<2>\n<1>\n"
+    assert host.ended == [0]
+    assert host.failures == []
 
 
 # ------------------------------------------------------------------------------------------------

@@ -728,9 +728,10 @@ _NOT_STARTED = object()
 _EXHAUSTED = object()
 
 
-def _generator_entry(step_id, config, nxt):
+def _generator_entry(step_id, config, nxt, ended_record):
     """Each message asks for the next value: ``initial_value()``, then ``apply(previous)``.
-    A None ends the generator. After an exception the generator stays where it was."""
+    A None ends the generator, which says so once (``ended_record``). After an exception the
+    generator stays where it was."""
     generator = config.generator
     previous = _NOT_STARTED
 
@@ -747,6 +748,7 @@ def _generator_entry(step_id, config, nxt):
             raise StepFailed(step_id, error_text(error)) from None
         if value is None:
             previous = _EXHAUSTED
+            ended_record(out, step_id)
             return
         previous = value
         nxt(value, None, out)
@@ -847,6 +849,7 @@ def _build(steps, flat, clock, late):
             _wire.route(out, key, segment, payload, clock.now)
 
         late_record = _wire.late
+        ended_record = _wire.ended
     else:
 
         def route(out, key, segment, payload):
@@ -854,6 +857,9 @@ def _build(steps, flat, clock, late):
 
         def late_record(out, index, step):
             out.append(("late", index, step))
+
+        def ended_record(out, segment):
+            out.append(("ended", segment))
 
     for step_id in reversed(range(len(steps))):
         step = steps[step_id]
@@ -894,7 +900,7 @@ def _build(steps, flat, clock, late):
             if step.event_time is not None:
                 nxt = _timed(step_id, step.event_time, nxt, clock)
             if isinstance(step.stage, GenSourceConfig):
-                entry = _generator_entry(step_id, step.stage, nxt)
+                entry = _generator_entry(step_id, step.stage, nxt, ended_record)
             else:
                 entry = _decoder_entry(step_id, step.stage, nxt)
             entries[step_id] = _batch_runner(entry, False, clock)

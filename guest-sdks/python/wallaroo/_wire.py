@@ -25,7 +25,8 @@ _LATE_HEAD = struct.Struct("<BII").pack  # tag 3, input, step
 _ENTRY = struct.Struct("<III").pack  # step, key length, value length
 _KEY = struct.Struct("<II").pack  # step, key length
 
-ROUTE, EMIT, FAILED, LATE = 0, 1, 2, 3
+ROUTE, EMIT, FAILED, LATE, ENDED = 0, 1, 2, 3, 4
+_ENDED_HEAD = struct.Struct("<BI").pack  # tag 4, segment
 # The input index of a failure that no input message caused (a window fired by a watermark).
 NO_INPUT = 2**32 - 1
 
@@ -134,6 +135,10 @@ def late(out, index, step):
     out.append(_LATE_HEAD(LATE, index, step))
 
 
+def ended(out, segment):
+    out.append(_ENDED_HEAD(ENDED, segment))
+
+
 def emit(out, sink, payload):
     out.append(EMIT_HEAD(EMIT, sink, len(payload)))
     out.append(payload)
@@ -205,8 +210,8 @@ def encode_keys(keys):
 def decode_outputs(buf):
     """The records of an ``outputs`` buffer as the tuples ``wallaroo._runtime.Runtime`` returns
     without ``flat``: ``("route", key, segment, payload, event_time)``, ``("emit", sink,
-    payload)``, ``("failed", index or None, step, key or None, error)`` and ``("late", index,
-    step)``."""
+    payload)``, ``("failed", index or None, step, key or None, error)``, ``("late", index,
+    step)`` and ``("ended", segment)``."""
     buf = bytes(buf)
     at, records = 0, []
     try:
@@ -234,6 +239,10 @@ def decode_outputs(buf):
                 index, step = struct.unpack_from("<II", buf, at + 1)
                 at += 9
                 records.append(("late", index, step))
+            elif tag == ENDED:
+                (segment,) = struct.unpack_from("<I", buf, at + 1)
+                at += 5
+                records.append(("ended", segment))
             else:
                 raise MalformedBuffer(f"unknown output tag {tag} at byte {at}")
     except struct.error as error:

@@ -46,6 +46,12 @@ pub struct HostOptions {
     /// window it belongs to had fired) to the dead letters; they are counted either way.
     #[arg(long)]
     pub dead_letter_late: bool,
+    /// Finish once every source's stream has ended (each acknowledged sender ended its stream,
+    /// `wallaroo send --ack --end`, and no connection is open; each generator ran out): event
+    /// time moves to its end, every window fires, every expiring key expires, the output is
+    /// written out and committed, and the node (or the cluster) stops and exits 0.
+    #[arg(long)]
+    pub finish: bool,
     /// Most messages handed to the application in one call.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
@@ -69,6 +75,7 @@ impl HostOptions {
             dead_letter_max_bytes: self.dead_letter_max_bytes,
             max_frame_size: self.max_frame_size,
             dead_letter_late: self.dead_letter_late,
+            finish: self.finish,
         }
     }
 }
@@ -140,7 +147,7 @@ mod tests {
         let options = "--workers 2 --resilience exactly-once --sink-framing tagged \
                        --checkpoint-interval 200 --max-memory 64 --call-timeout 500 \
                        --max-frame-size 4096 --dead-letter-max-bytes 1048576 --batch-size 8 \
-                       --key-groups 16 --dead-letter-late";
+                       --key-groups 16 --dead-letter-late --finish";
         let expected = Settings {
             key_groups: 16,
             workers: Some(2),
@@ -153,6 +160,7 @@ mod tests {
             dead_letter_max_bytes: 1 << 20,
             max_frame_size: 4096,
             dead_letter_late: true,
+            finish: true,
         };
         assert_eq!(run(&format!("wallaroo run {options} app.wasm")), expected);
         assert_eq!(run(&format!("wallaroo run app.wasm {options}")), expected);

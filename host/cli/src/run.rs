@@ -245,6 +245,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             config,
         };
         let mut status = crate::status::spawn_status_line(node.metrics());
+        let finish = settings.finish;
+        let mut finished = false;
 
         let failure = loop {
             let candidate = async {
@@ -255,6 +257,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             };
             tokio::select! {
                 _ = signals.next() => break None,
+                () = node.at_end(), if finish => {
+                    finished = true;
+                    break None;
+                }
                 why = node.failed() => break Some(why),
                 Some(candidate) = candidate => {
                     crate::status::clear_status_line(status);
@@ -313,6 +319,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             }
         };
         crate::status::clear_status_line(status);
+        if finished {
+            eprintln!("every source's stream has ended and every window has fired: finishing");
+        }
         if let Some(why) = failure {
             // Its sources stopped accepting when it failed; what is queued is left undone.
             edges.stop_sources().await;

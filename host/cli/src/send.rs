@@ -38,6 +38,11 @@ pub struct Args {
     /// The acknowledged stream's id; the same id resumes the same stream [default: random].
     #[arg(long, requires = "ack")]
     stream_id: Option<u64>,
+    /// End the acknowledged stream after the file: the node learns that nothing more comes
+    /// from it (a node run with --finish finishes once all its streams have ended). Sending
+    /// again on a stream that ended sends nothing.
+    #[arg(long, requires = "ack", conflicts_with = "repeat")]
+    end: bool,
     /// Offer a fixed load of this many messages per second, catching up at once after a stall
     /// (for latency measurements; --batch-size and --interval do not apply).
     #[arg(long)]
@@ -63,6 +68,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             .then(|| args.stream_id.unwrap_or_else(random_stream_id)),
         rate: args.rate,
         stamp: args.stamp,
+        end: args.end,
     };
     let sent = crate::io_runtime()?.block_on(wallaroo_connectors::send(&options))?;
     eprintln!("sent {sent} messages to {}", options.host);

@@ -62,6 +62,8 @@ pub enum Output {
     Emit(Emitted),
     Failed(Failure),
     Late(Late),
+    /// The generator source of this segment has run out.
+    Ended(u32),
 }
 
 /// The durable form of one key's state in one stateful step.
@@ -83,6 +85,7 @@ const ROUTE: u8 = 0;
 const EMIT: u8 = 1;
 const FAILED: u8 = 2;
 const LATE: u8 = 3;
+const ENDED: u8 = 4;
 
 /// A buffer from the guest that does not follow its layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,9 +341,11 @@ pub fn decode_outputs(buf: &[u8]) -> Result<Vec<Output>, Malformed> {
                 let step = r.u32(|| format!("{}'s step", at()))?;
                 Output::Late(Late { input, step })
             }
+            ENDED => Output::Ended(r.u32(|| format!("{}'s segment", at()))?),
             tag => {
                 return Err(r.malformed(format!(
-                    "{} has the unknown tag {tag} (route is 0, emit 1, failed 2, late 3)",
+                    "{} has the unknown tag {tag} (route is 0, emit 1, failed 2, late 3, \
+                     ended 4)",
                     at()
                 )));
             }
@@ -501,6 +506,10 @@ mod tests {
                         buf.push(LATE);
                         u32(&mut buf, l.input as usize);
                         u32(&mut buf, l.step as usize);
+                    }
+                    Output::Ended(segment) => {
+                        buf.push(ENDED);
+                        u32(&mut buf, *segment as usize);
                     }
                     Output::Emit(e) => {
                         buf.push(EMIT);

@@ -100,12 +100,14 @@ impl Edges {
                         source: source.name.clone(),
                         addr: listener.local_addr()?,
                     });
+                    handles.listening();
                     sources.spawn(listener.run(move || handles.next(), stop_rx.clone()));
                 }
                 SourceConfig::Generator if plan.generators => {
                     started.push(Edge::Generating {
                         source: source.name.clone(),
                     });
+                    handles.generating();
                     sources.spawn(run_generator(
                         handles.next(),
                         plan.sources.batch_size,

@@ -9,6 +9,11 @@
 //! After a lost connection the client reconnects, says hello again and resends from the
 //! position it is told.
 //!
+//! **The end of an acknowledged stream.** A client may end its stream with the frame
+//! [`END_OF_STREAM`]: it takes one position in the stream and is acknowledged like any frame,
+//! once the end is durable. A hello for a stream that has ended is answered with
+//! [`STREAM_ENDED`] as the resume position: nothing more may be sent on it.
+//!
 //! **Tagged sink framing.** A node with exactly-once sinks starts each connection with
 //! [`TAGGED_HELLO`], then the sink's identity (u32 big-endian length, UTF-8), then writes each
 //! frame as epoch (u64 BE), sequence within the epoch (u64 BE), length (u32 BE), payload.
@@ -17,6 +22,8 @@
 
 pub const ACK_HELLO: &[u8] = b"\0wallaroo-ack\x01";
 pub const RESUME_AT_LAST_ACK: u64 = u64::MAX;
+pub const END_OF_STREAM: &[u8] = b"\0wallaroo-end\x01";
+pub use wallaroo_engine::STREAM_ENDED;
 pub const TAGGED_HELLO: &[u8] = b"\0wallaroo-tagged\x01";
 
 /// The stream id in a hello frame, or None if the frame is an ordinary message.

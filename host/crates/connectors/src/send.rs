@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wallaroo_types::Framing;
 
-use crate::protocol::{RESUME_AT_LAST_ACK, ack_hello};
+use crate::protocol::{END_OF_STREAM, RESUME_AT_LAST_ACK, STREAM_ENDED, ack_hello};
 use crate::{connect_with_retry, latency};
 
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub struct SendOptions {
     pub rate: Option<u64>,
     /// With `rate`: put each message's intended send time in front of it (`t<NANOS> `).
     pub stamp: bool,
+    /// With `ack`: end the stream after the file ([`crate::protocol::END_OF_STREAM`]).
+    pub end: bool,
 }
 
 /// How long an acknowledged sender keeps trying to reach a node that went away.
@@ -131,6 +133,12 @@ async fn send_acked(
     let acked = Arc::new(AtomicU64::new(0));
     loop {
         match acked_connection(options, messages, stream_id, limit, &acked).await {
+            // A stream ended before (by this sender, acknowledged, or by an earlier one).
+            Ok(()) if acked.load(Ordering::SeqCst) == STREAM_ENDED && !options.end => bail!(
+                "stream {stream_id} of {} has ended: nothing more may be sent on it (give \
+                 another --stream-id)",
+                options.host
+            ),
             Ok(()) => return Ok(limit),
             // connect_with_retry has already waited its patience out.
             Err(e) if e.downcast_ref::<Unreachable>().is_some() => return Err(e),
@@ -172,11 +180,18 @@ async fn acked_connection(
     let resume = read.read_u64().await.context(
         "the source did not answer the acknowledged-mode hello (is it a framed TCP source?)",
     )?;
+    // The stream's positions: the file's messages, then its end.
+    let total = limit + u64::from(options.end);
+    if resume == STREAM_ENDED {
+        tracing::info!("stream {stream_id} has ended already: nothing to send");
+        acked.store(STREAM_ENDED, Ordering::SeqCst);
+        return Ok(());
+    }
     let base = match resume {
         RESUME_AT_LAST_ACK => acked.load(Ordering::SeqCst),
         at => at,
     }
-    .min(limit);
+    .min(total);
     acked.fetch_max(base, Ordering::SeqCst);
     // Acks count this connection's messages from `base`.
     let reader = {
@@ -185,7 +200,7 @@ async fn acked_connection(
             loop {
                 let count = read.read_u64().await?;
                 acked.fetch_max(base + count, Ordering::SeqCst);
-                if base + count >= limit {
+                if base + count >= total {
                     return std::io::Result::Ok(());
                 }
             }
@@ -194,11 +209,15 @@ async fn acked_connection(
     let batch_size = options.batch_size.max(1) as u64;
     let mut at = base;
     let sending = async {
-        while at < limit {
+        while at < total {
             buf.clear();
-            let end = (at + batch_size).min(limit);
+            let end = (at + batch_size).min(total);
             for i in at..end {
-                Framing::DEFAULT.encode(messages[(i % messages.len() as u64) as usize], &mut buf);
+                let message = match i {
+                    i if i == limit => END_OF_STREAM,
+                    i => messages[(i % messages.len() as u64) as usize],
+                };
+                Framing::DEFAULT.encode(message, &mut buf);
             }
             write.write_all(&buf).await?;
             at = end;
@@ -211,7 +230,7 @@ async fn acked_connection(
     };
     let result = async {
         sending.await?;
-        if base >= limit {
+        if base >= total {
             return Ok(());
         }
         reader

@@ -68,6 +68,9 @@ pub struct Settings {
     /// Late messages (too late for every window they belong to) are dead-lettered too.
     #[serde(default)]
     pub dead_letter_late: bool,
+    /// Finish once every source's stream has ended (see `NodeConfig::finish_at_end`).
+    #[serde(default)]
+    pub finish: bool,
 }
 
 fn default_dead_letter_max_bytes() -> u64 {
@@ -93,6 +96,7 @@ impl Default for Settings {
             dead_letter_max_bytes: default_dead_letter_max_bytes(),
             max_frame_size: default_max_frame_size(),
             dead_letter_late: false,
+            finish: false,
         }
     }
 }
@@ -144,6 +148,7 @@ impl Settings {
         config.checkpoint_interval = self.checkpoint_interval();
         config.dead_letter_max_bytes = self.dead_letter_max_bytes;
         config.dead_letter_late = self.dead_letter_late;
+        config.finish_at_end = self.finish;
         config.discard_corrupt_log = discard_corrupt_log;
         Ok(config)
     }

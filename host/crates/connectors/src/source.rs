@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use wallaroo_engine::{DeadLetterEntry as Entry, Lsn, NotAccepted, SourceHandle};
 use wallaroo_types::Framing;
 
-use crate::protocol::{RESUME_AT_LAST_ACK, parse_ack_hello};
+use crate::protocol::{END_OF_STREAM, RESUME_AT_LAST_ACK, STREAM_ENDED, parse_ack_hello};
 
 /// The most of an oversized frame's payload kept in the dead letters; the rest of the frame is
 /// read and dropped, so one bad header costs bounded disk however long it claims the frame is.
@@ -146,7 +146,13 @@ struct Acked {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, mut stop: watch::Receiver<bool>) {
+    async fn run(self, stream: TcpStream, stop: watch::Receiver<bool>) {
+        self.handle.connection(true);
+        self.serve(stream, stop).await;
+        self.handle.connection(false);
+    }
+
+    async fn serve(&self, stream: TcpStream, mut stop: watch::Receiver<bool>) {
         let (read, write) = stream.into_split();
         let mut reader = BufReader::with_capacity(64 * 1024, read);
         let mut write = Some(write);
@@ -186,7 +192,30 @@ impl Connection {
                 }
                 continue;
             }
+            if acked.as_ref().is_some_and(|a| a.next_seq == STREAM_ENDED) {
+                tracing::warn!(
+                    source = %self.source, peer = %self.peer,
+                    "a frame came on acknowledged stream {} after its end: the connection is \
+                     closed and nothing of it is taken",
+                    acked.as_ref().map_or(0, |a| a.stream)
+                );
+                break;
+            }
             match frame {
+                Frame::Payload(p) if acked.is_some() && p == END_OF_STREAM => {
+                    if !batch.is_empty() {
+                        let sent = self.send(std::mem::take(&mut batch), &mut acked).await;
+                        if self.refused(sent, &mut stop).await {
+                            return;
+                        }
+                    }
+                    let ended = self.end(&mut acked);
+                    if self.refused(ended, &mut stop).await {
+                        return;
+                    }
+                    // Nothing may follow the end: what does is not read.
+                    break;
+                }
                 Frame::Payload(p) => batch.push(p),
                 Frame::Skipped => {
                     // The skipped frame holds a position in the stream: what came before it
@@ -247,6 +276,7 @@ impl Connection {
 
     async fn start_acks(&self, stream: u64, mut write: OwnedWriteHalf) -> std::io::Result<Acked> {
         let resume = self.handle.stream_position(stream);
+        self.handle.stream_hello(stream, resume.unwrap_or(0));
         write
             .write_all(&resume.unwrap_or(RESUME_AT_LAST_ACK).to_be_bytes())
             .await?;
@@ -286,6 +316,20 @@ impl Connection {
         let Some(a) = acked else { return Ok(()) };
         let lsn = self.handle.skip((a.stream, a.next_seq))?;
         a.next_seq += 1;
+        a.accepted += 1;
+        let _ = a.acks.send((lsn, a.accepted));
+        Ok(())
+    }
+
+    /// The client ended its acknowledged stream: the end takes the stream's next position and
+    /// is acknowledged once durable.
+    fn end(&self, acked: &mut Option<Acked>) -> Result<(), NotAccepted> {
+        let Some(a) = acked else { return Ok(()) };
+        if a.next_seq == STREAM_ENDED {
+            return Ok(());
+        }
+        let lsn = self.handle.end_stream((a.stream, a.next_seq))?;
+        a.next_seq = STREAM_ENDED;
         a.accepted += 1;
         let _ = a.acks.send((lsn, a.accepted));
         Ok(())
@@ -436,15 +480,19 @@ async fn fill<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// Feeds a generator source: asks its segment for `batch` messages at a time until `stop`.
+/// Feeds a generator source: asks its segment for `batch` messages at a time until `stop`, or
+/// until the generator has run out (on a node asked to finish once its sources end, which
+/// keeps that).
 pub async fn run_generator(handle: SourceHandle, batch: usize, mut stop: watch::Receiver<bool>) {
-    loop {
+    while !handle.generator_done() {
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
-            sent = handle.send(vec![Vec::new(); batch], None) => if sent.is_err() { break },
+            _ = stop.wait_for(|s| *s) => return,
+            sent = handle.send(vec![Vec::new(); batch], None) => if sent.is_err() { return },
         }
     }
+    tracing::info!("a generator source has run out");
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Writes how many frames of the connection are acknowledged: at once without a log, else as

@@ -125,6 +125,16 @@ impl Log {
         positions
     }
 
+    /// The positions of source `source`'s acknowledged streams: `(stream, next position)`.
+    pub(crate) fn streams_of(&self, source: u32) -> Vec<(u64, u64)> {
+        self.lock()
+            .streams
+            .iter()
+            .filter(|((s, _), _)| *s == source)
+            .map(|(&(_, stream), &at)| (stream, at))
+            .collect()
+    }
+
     pub(crate) fn stream_position(&self, source: u32, stream: u64) -> u64 {
         self.lock()
             .streams

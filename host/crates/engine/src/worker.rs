@@ -24,7 +24,7 @@ use wallaroo_types::KeyGroups;
 use wallaroo_wal::KeyState;
 
 use crate::dead_letter::{Entry, bounded_error, display_key};
-use crate::node::{NodeConfig, Owner, Part, Resilience, Shared, SinkBatch, Work};
+use crate::node::{END_OF_TIME, NodeConfig, Owner, Part, Resilience, Shared, SinkBatch, Work};
 use crate::recovery::StateMap;
 use crate::state_steps::StatefulSteps;
 
@@ -69,6 +69,10 @@ pub(crate) struct Worker {
     /// last copied (where an instance holding that copy starts).
     advanced: u64,
     copied_watermark: u64,
+    /// This worker's watermark reached the end of time (counted in `Shared::at_end`).
+    at_end: bool,
+    /// Each source's segment, by source index.
+    source_segments: Vec<u32>,
     /// Whether the application has a source the host stamps event times on (ticks speak for
     /// those), and the segments of sources whose event times come from the data, with the
     /// latest such time this worker has seen and when.
@@ -180,6 +184,8 @@ impl Worker {
             call_bytes: call_bytes(max_memory),
             watermarks: Watermarks::new(&spec.steps, config.workers, config.placement.as_ref()),
             advanced: 0,
+            at_end: false,
+            source_segments: spec.sources.iter().map(|s| s.segment).collect(),
             copied_watermark: 0,
             ingest_sources: spec.sources.iter().any(|s| !s.event_time_from_data),
             data_segments: spec
@@ -335,6 +341,11 @@ impl Worker {
                     .filter(|(_, at)| at.elapsed() < IDLE_AFTER)
                     .map(|(time, _)| time);
                 let ingest = self.ingest_sources.then_some(time);
+                // Every source has ended: nothing is still to come, whatever its times.
+                let (ingest, data) = match time {
+                    END_OF_TIME => (Some(END_OF_TIME), None),
+                    _ => (ingest, data),
+                };
                 if self.watermarks.tick(ingest, data) {
                     self.watermark_moved();
                 }
@@ -353,6 +364,9 @@ impl Worker {
             && deepest > self.advanced
         {
             self.advance(deepest);
+        }
+        if self.advanced == END_OF_TIME && !std::mem::replace(&mut self.at_end, true) {
+            self.shared.at_end.fetch_add(1, Ordering::SeqCst);
         }
         let levels = self.watermarks.levels().to_vec();
         let epoch = self.gate.epoch();
@@ -685,6 +699,12 @@ impl Worker {
                         let error = "late: it arrived after every window it belongs to had fired \
                                      (the step's late data policy applied as well)";
                         self.dead_letter(late.step, &m.key, error, &m.payload);
+                    }
+                }
+                Output::Ended(segment) => {
+                    match self.source_segments.iter().position(|&s| s == segment) {
+                        Some(source) => self.shared.ends(|e| e.generator_ended(source as u32)),
+                        None => tracing::error!(segment, "guest ended a segment that is no source"),
                     }
                 }
             }

@@ -16,6 +16,9 @@ use crate::DeadLetters;
 use crate::log::Log;
 use crate::metrics::{Metrics, NodeCounters};
 
+/// The watermark once every stream has ended: no event time is still to come.
+pub(crate) const END_OF_TIME: u64 = u64::MAX;
+
 pub(crate) enum Work {
     Batch {
         segment: u32,
@@ -111,6 +114,10 @@ pub(crate) struct Shared {
     pub(super) nudge: (flume::Sender<()>, flume::Receiver<()>),
     /// The last event time a source batch or a tick was stamped with: see [`Shared::stamp`].
     pub(crate) source_clock: std::sync::Mutex<u64>,
+    /// With a node asked to finish at the end: which sources have ended.
+    pub(crate) ends: Option<std::sync::Mutex<super::ends::Ends>>,
+    /// Workers whose watermark has reached the end of time.
+    pub(crate) at_end: AtomicUsize,
 }
 
 /// Nanoseconds since the Unix epoch, now.
@@ -220,6 +227,25 @@ impl Shared {
         let _ = self.inboxes[worker].send(work);
     }
 
+    /// Every source of a node asked to finish at the end has ended (false for any other).
+    pub(crate) fn sources_ended(&self) -> bool {
+        let Some(ends) = &self.ends else {
+            return false;
+        };
+        let ends = ends.lock().unwrap_or_else(|p| p.into_inner());
+        ends.all_ended(|source| match &self.log {
+            Some(log) => log.streams_of(source),
+            None => Vec::new(),
+        })
+    }
+
+    /// Records a change of a source's end, with a node asked to finish at the end.
+    pub(crate) fn ends(&self, change: impl FnOnce(&mut super::ends::Ends)) {
+        if let Some(ends) = &self.ends {
+            change(&mut ends.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
     /// The event time of source input received now, never less than one stamped before.
     ///
     /// A source stamps its batch and hands it to a worker's inbox under the lock this takes
@@ -231,11 +257,17 @@ impl Shared {
         *clock
     }
 
-    /// Queues a tick into every worker: the sources' watermark is now. False once no worker
-    /// takes work any more.
+    /// Queues a tick into every worker: the sources' watermark is now, or the end of time
+    /// once every source has ended (with a node asked to finish). False once no worker takes
+    /// work any more.
     pub(crate) fn tick(&self) -> bool {
+        let ended = self.sources_ended();
         let mut clock = self.source_clock.lock().unwrap_or_else(|p| p.into_inner());
-        let time = Self::stamp(&mut clock);
+        let time = if ended {
+            END_OF_TIME
+        } else {
+            Self::stamp(&mut clock)
+        };
         let mut open = false;
         for inbox in &self.inboxes {
             open |= inbox.send(Work::Tick { time }).is_ok();

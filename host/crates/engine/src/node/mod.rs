@@ -4,6 +4,7 @@
 //! the routing table in [`routing`], the handles sources and sinks use in [`sources`] and
 //! [`sinks`].
 
+mod ends;
 mod inbox;
 mod routing;
 mod sinks;
@@ -32,7 +33,8 @@ use crate::worker::Worker;
 use wallaroo_protocol::participant::{Event as MemberEvent, Reply as MemberReply, Resume};
 use wallaroo_protocol::quiescence::Alignment;
 
-pub(crate) use inbox::{Part, Shared, Work};
+pub use ends::STREAM_ENDED;
+pub(crate) use inbox::{END_OF_TIME, Part, Shared, Work};
 pub(crate) use routing::Owner;
 pub use routing::{Peers, Placement, RemoteInput};
 pub use sinks::{SinkBatch, SinkQueue};
@@ -107,6 +109,9 @@ pub struct NodeConfig {
     /// A copy of every message that reaches a window step after every window it belongs to
     /// has fired goes to the dead letters (late messages are counted either way).
     pub dead_letter_late: bool,
+    /// The node is to finish once every source's stream has ended (see [`Node::at_end`]):
+    /// then event time moves to its end (every window fires, every expiring key expires).
+    pub finish_at_end: bool,
 }
 
 impl NodeConfig {
@@ -126,6 +131,7 @@ impl NodeConfig {
             discard_corrupt_log: false,
             drop_state: Vec::new(),
             dead_letter_late: false,
+            finish_at_end: false,
         }
     }
 }
@@ -395,6 +401,10 @@ impl Node {
             progress: flume::bounded(1),
             nudge: flume::bounded(1),
             source_clock: std::sync::Mutex::new(0),
+            ends: config
+                .finish_at_end
+                .then(|| std::sync::Mutex::new(ends::Ends::new(spec.sources.len()))),
+            at_end: AtomicUsize::new(0),
         });
         let owners: Arc<Vec<Owner>> = Arc::new(routing::owners(
             config.key_groups,
@@ -758,6 +768,21 @@ impl Node {
 
     pub fn resilience(&self) -> Resilience {
         self.shared.resilience
+    }
+
+    /// Resolves once the node has nothing more to do (asked to finish at the end): every
+    /// source's stream has ended, every worker has seen event time reach its end (so every
+    /// window fired), and nothing is queued here. Never without `finish_at_end`.
+    pub async fn at_end(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if self.shared.sources_ended()
+                && self.shared.at_end.load(Ordering::SeqCst) == self.shared.inboxes.len()
+                && self.shared.in_flight.load(Ordering::SeqCst) == 0
+            {
+                return;
+            }
+        }
     }
 
     /// Hands out [`SourceHandle`]s for source `source` (by index in the spec).

@@ -32,6 +32,17 @@ pub struct SourceHandles {
 }
 
 impl SourceHandles {
+    /// This node listens for the source's connections (for a node asked to finish at the end:
+    /// the source ends once its streams have).
+    pub fn listening(&self) {
+        self.shared.ends(|e| e.listening(self.source));
+    }
+
+    /// This node runs the source's generator (which ends when it runs out).
+    pub fn generating(&self) {
+        self.shared.ends(|e| e.generating(self.source));
+    }
+
     /// A handle feeding one worker, chosen round robin. A connection keeps its handle, so the
     /// order of its messages is kept.
     pub fn next(&self) -> SourceHandle {
@@ -154,6 +165,65 @@ impl SourceHandle {
         log.append_input(self.source, Some((id, seq + 1)), 0, Vec::new(), |_| {})
             .map(Some)
             .ok_or(NotAccepted::LogFailed)
+    }
+
+    /// Ends acknowledged stream `stream` (its id and the position of its end): nothing more
+    /// comes from it. With a log, the end is logged as the stream's position
+    /// ([`crate::STREAM_ENDED`]) and its LSN returned, so a restart knows it.
+    pub fn end_stream(&self, stream: (u64, u64)) -> Result<Option<Lsn>, NotAccepted> {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return Err(NotAccepted::Stopping);
+        }
+        let lsn = match &self.shared.log {
+            None => None,
+            Some(log) if log.failed() => return Err(NotAccepted::LogFailed),
+            Some(log) => Some(
+                log.append_input(
+                    self.source,
+                    Some((stream.0, crate::STREAM_ENDED)),
+                    0,
+                    Vec::new(),
+                    |_| {},
+                )
+                .ok_or(NotAccepted::LogFailed)?,
+            ),
+        };
+        self.shared.ends(|e| e.stream_ended(self.source, stream.0));
+        tracing::info!(
+            source = self.source,
+            stream = stream.0,
+            frames = stream.1,
+            "stream ended"
+        );
+        Ok(lsn)
+    }
+
+    /// A connection opened (`true`) or closed.
+    pub fn connection(&self, open: bool) {
+        self.shared.ends(|e| match open {
+            true => e.opened(self.source),
+            false => e.closed(self.source),
+        });
+    }
+
+    /// An acknowledged stream said hello, resuming at `at`.
+    pub fn stream_hello(&self, stream: u64, at: u64) {
+        self.shared.ends(|e| e.stream(self.source, stream, at));
+    }
+
+    /// The source's generator has run out.
+    pub fn generator_ended(&self) {
+        self.shared.ends(|e| e.generator_ended(self.source));
+    }
+
+    /// Whether the source's generator has run out (with a node asked to finish at the end;
+    /// otherwise whether it said so is not kept).
+    pub fn generator_done(&self) -> bool {
+        self.shared.ends.as_ref().is_some_and(|e| {
+            e.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .generator_has_ended(self.source)
+        })
     }
 
     /// The log's durable position; None without a log.
