@@ -211,8 +211,7 @@ fn a_generator_that_runs_out_ends_its_source_and_the_node_finishes() {
     let text = receiver.text();
     let last = |parity: &str| {
         text.lines()
-            .filter(|l| l.starts_with(parity))
-            .next_back()
+            .rfind(|l| l.starts_with(parity))
             .map(str::to_string)
     };
     // 1000 down to 1: 500 even numbers summing to 250500, 500 odd ones to 250000.
