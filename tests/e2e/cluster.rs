@@ -1365,3 +1365,67 @@ fn sliding_windows_on_three_nodes_fire_by_the_watermark_and_hold_every_message_t
     assert_eq!(receiver.text(), text, "a window fired twice");
     assert_each_message_in_two_windows(&text, &amounts);
 }
+
+#[test]
+fn a_cluster_deployed_to_finish_fires_every_window_at_the_end_and_the_deploy_then_exits_0() {
+    use crate::finish::{event_time_input, send_ended, windows};
+    let wasm = build_app(crate::windows::APP);
+    let cluster = Cluster::new(3);
+    let mut rng = seeded("finish on three nodes");
+    // One stream of event times, its lines dealt to two senders: each stays in time order.
+    let all = cluster.dir.path().join("all.txt");
+    let expected = event_time_input(&all, 3000, &mut rng);
+    let text = std::fs::read_to_string(&all).unwrap();
+    let (a, b) = (cluster.dir.path().join("a.txt"), cluster.dir.path().join("b.txt"));
+    let dealt = |parity| -> String {
+        let lines = text.lines().enumerate().filter(|(i, _)| i % 2 == parity);
+        lines.map(|(_, l)| format!("{l}\n")).collect()
+    };
+    std::fs::write(&a, dealt(0)).unwrap();
+    std::fs::write(&b, dealt(1)).unwrap();
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    // The deploy waits for the end: its output (sent to standard error here) names the sources.
+    let mut deploy = Command::new("sh");
+    deploy
+        .args(["-c", "exec \"$0\" \"$@\" 1>&2"])
+        .arg(wallaroo())
+        .args(["deploy", "--workers", "1", "--finish"])
+        .args(EXACTLY_ONCE)
+        .arg(&wasm)
+        .args(["--in", &format!("127.0.0.1:{APP_SOURCE_PORT}")])
+        .args(["--out", &receiver.addr, "--event-time"])
+        .arg("--nodes")
+        .arg(&cluster.hosts_file)
+        .arg("--certs")
+        .arg(&cluster.certs);
+    let mut deploy = Proc::spawn("deploy", deploy);
+    let source = |node: usize| {
+        let line = deploy.wait_line(&format!("source node {node}:"), Duration::from_secs(120));
+        line.rsplit(' ').next().unwrap().to_string()
+    };
+    let (first, last) = (source(0), source(2));
+    deploy.wait_line("waiting for", Duration::from_secs(10));
+    // Both streams at once; then each is ended (sending nothing more), one after the other.
+    let mut send_a = ack_sender(&first, &a, "1");
+    let mut send_b = ack_sender(&last, &b, "2");
+    for s in [&mut send_a, &mut send_b] {
+        assert_eq!(s.wait(Duration::from_secs(120)), Some(0), "{}", s.stderr());
+    }
+    send_ended(&first, &a, "1");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!deploy.has_exited(), "finished with stream 2 not ended");
+    send_ended(&last, &b, "2");
+    assert_eq!(
+        deploy.wait(Duration::from_secs(120)),
+        Some(0),
+        "{}\n{}",
+        deploy.stderr(),
+        cluster.logs()
+    );
+    assert!(deploy.stderr().contains("finished 'Window totals'"), "{}", deploy.stderr());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(windows(&receiver.text()), expected);
+    let status = cluster.command(&["status"]);
+    let report = String::from_utf8_lossy(&status.stdout);
+    assert!(report.contains("no application"), "{report}");
+}

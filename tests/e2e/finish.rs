@@ -13,7 +13,7 @@ use wallaroo_tests::*;
 /// Writes `lines` `user,amount,seconds` lines with event times from 2019, a few per second,
 /// and returns each user's windows of 2 s every 1 s as `(total, count)`, oldest first, the
 /// empty ones left out. Nothing is far ahead: the last windows fire only at the end of time.
-fn event_time_input(
+pub(crate) fn event_time_input(
     path: &Path,
     lines: usize,
     rng: &mut StdRng,
@@ -52,7 +52,7 @@ fn event_time_input(
     expected
 }
 
-fn windows(text: &str) -> BTreeMap<String, Vec<(i64, u64)>> {
+pub(crate) fn windows(text: &str) -> BTreeMap<String, Vec<(i64, u64)>> {
     let mut out: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
     for line in text.lines() {
         let [user, total, count] = line.split(' ').collect::<Vec<_>>()[..] else {
@@ -64,7 +64,7 @@ fn windows(text: &str) -> BTreeMap<String, Vec<(i64, u64)>> {
     out
 }
 
-fn send_ended(source: &str, input: &Path, stream: &str) {
+pub(crate) fn send_ended(source: &str, input: &Path, stream: &str) {
     send(
         source,
         input,

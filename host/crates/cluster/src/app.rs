@@ -441,6 +441,11 @@ impl AppRun {
         Ok(())
     }
 
+    /// With the deployment asked to finish at the end: this node's view of its input.
+    pub(crate) fn finish(&self) -> Option<wallaroo_engine::Finish> {
+        self.node.as_ref().and_then(|n| n.finish())
+    }
+
     pub(crate) fn next_checkpoint(&self) -> u64 {
         self.checkpoints.as_ref().map_or(1, |c| c.next_number())
     }

@@ -116,6 +116,7 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
         drop_state: options.drop_state,
     };
     let deployment = manifest.deployment.clone();
+    let finish = manifest.settings.finish;
     match client.ask(0, &Msg::Deploy { manifest }).await? {
         Msg::Deployed { app, sources } => {
             println!(
@@ -125,6 +126,9 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
             for s in sources {
                 println!("source {s}");
             }
+            if finish {
+                wait_finished(&client, &app).await?;
+            }
             Ok(())
         }
         Msg::Changed { app, what } => {
@@ -132,6 +136,36 @@ pub async fn deploy(options: DeployOptions) -> anyhow::Result<()> {
             Ok(())
         }
         other => anyhow::bail!("unexpected answer {}", other.name()),
+    }
+}
+
+/// Waits until the application, deployed to finish at the end, has finished: its coordinator
+/// has no application any more, and its last change was the finish.
+async fn wait_finished(client: &Client, app: &str) -> anyhow::Result<()> {
+    println!(
+        "waiting for '{app}' to finish once every source's stream has ended (interrupting this \
+         leaves it running)"
+    );
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let status = match client.ask(0, &Msg::Status).await {
+            Ok(Msg::NodeStatus(s)) => *s,
+            // The coordinator's node may be restarting: it recovers the application.
+            Ok(_) | Err(_) => continue,
+        };
+        if status.state != "no application" {
+            continue;
+        }
+        return match status.changes.last() {
+            Some(c) if c.kind == "finish" => {
+                println!(
+                    "finished '{app}': every source's stream ended, every window fired and the \
+                     output is written"
+                );
+                Ok(())
+            }
+            _ => anyhow::bail!("'{app}' stopped before every source's stream had ended"),
+        };
     }
 }
 

@@ -20,7 +20,11 @@ use wallaroo_transport::FrameSender;
 
 use crate::daemon::{Context, Stream};
 use crate::manifest::{ClusterRecord, Manifest};
-use crate::proto::{Change, Msg, Recovery, Refusal, RefusalKind, Rejoin, Totals};
+use crate::proto::{Change, Msg, NodeStatus, Recovery, Refusal, RefusalKind, Rejoin, Totals};
+
+/// How often, with the deployment asked to finish at the end, the coordinator asks the
+/// members where their input stands.
+const FINISH_POLL: Duration = Duration::from_millis(500);
 
 /// What reaches the coordinator: a node's control stream, or a client's stop.
 pub(crate) enum Joined {
@@ -49,6 +53,8 @@ enum Inner {
         msg: Box<Result<Option<Msg>, String>>,
     },
     Recorded(Result<(), String>),
+    /// With the deployment asked to finish at the end: every member's status, by index.
+    Finish(Vec<Result<NodeStatus, String>>),
 }
 
 /// A member's control stream as the driver holds it.
@@ -106,6 +112,10 @@ struct Driver {
     recovering: Option<(Instant, String)>,
     /// The last changes (see [`Change`]), oldest first; published to `ctx.changes`.
     changes: VecDeque<Change>,
+    /// With the deployment asked to finish at the end: the members' statuses are being
+    /// asked for, and the members were told that every node's input has ended.
+    finish_asked: bool,
+    input_ended: bool,
 }
 
 impl Coordinator {
@@ -178,14 +188,22 @@ impl Coordinator {
             swap_committed: None,
             recovering: None,
             changes: VecDeque::new(),
+            finish_asked: false,
+            input_ended: false,
         };
         if !first_deploy {
             driver.announce_restart(record.generation);
         }
         driver.carry_out(actions).await;
+        let mut finish_poll = tokio::time::interval(FINISH_POLL);
         while !driver.core.done() {
             let deadline = driver.core.poll_timeout().map(|at| start + at);
+            let finishing = driver.current.settings.finish;
             let event = tokio::select! {
+                _ = finish_poll.tick(), if finishing => {
+                    driver.ask_finish();
+                    None
+                }
                 joined = events.recv_async() => match joined {
                     Ok(Joined::Node { index, deployment, rejoin, stream }) => {
                         driver.joining = Some(stream);
@@ -489,9 +507,86 @@ impl Driver {
     }
 
     /// An answer read from a member's control stream, as the core's event.
+    /// With the deployment asked to finish at the end: asks every member where its input
+    /// stands (one round at a time, while the application runs).
+    fn ask_finish(&mut self) {
+        if self.finish_asked || !self.core.running() {
+            return;
+        }
+        self.finish_asked = true;
+        let (ctx, tx) = (self.ctx.clone(), self.inner_tx.clone());
+        let nodes = self.current.nodes.clone();
+        let members: Vec<usize> = self.current.members().map(|(m, _)| m).collect();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for m in members {
+                let asked = async {
+                    let conn = ctx.connection(&nodes[m]).await?;
+                    match crate::daemon::request(&conn, &Msg::Status).await? {
+                        Msg::NodeStatus(s) => Ok(*s),
+                        other => anyhow::bail!("unexpected answer {}", other.name()),
+                    }
+                };
+                answers.push(asked.await.map_err(|e| format!("node {m}: {e:#}")));
+            }
+            let _ = tx.send(Inner::Finish(answers));
+        });
+    }
+
+    /// The members' statuses came: once every node's input has ended, each is told so; once
+    /// each is at the end (every window fired, nothing queued), the cluster stops.
+    fn finish_answers(&mut self, answers: Vec<Result<NodeStatus, String>>) -> Option<Event> {
+        self.finish_asked = false;
+        if !self.core.running() {
+            return None;
+        }
+        let statuses: Vec<NodeStatus> = answers
+            .into_iter()
+            .filter_map(|a| a.map_err(|e| tracing::debug!("finish: {e}")).ok())
+            .filter(|s| s.state == "running")
+            .collect();
+        if statuses.len() < self.current.members().count() {
+            return None;
+        }
+        let inputs = statuses.iter().map(|s| s.input.unwrap_or_default());
+        if !self.input_ended && wallaroo_engine::InputEnd::all_over(inputs) {
+            self.input_ended = true;
+            tracing::info!("every node's input has ended: event time moves to its end");
+        }
+        if self.input_ended && statuses.iter().all(|s| s.at_end) {
+            tracing::info!(
+                "every source's stream has ended and every window has fired: finishing"
+            );
+            self.changed(Change {
+                kind: "finish".into(),
+                generation: statuses[0].generation,
+                ..Change::default()
+            });
+            return Some(Event::Stop);
+        }
+        if self.input_ended {
+            // Told again every round: a node that restarted since has to hear it too.
+            let (ctx, nodes) = (self.ctx.clone(), self.current.nodes.clone());
+            let members: Vec<usize> = statuses.iter().map(|s| s.index as usize).collect();
+            tokio::spawn(async move {
+                for m in members {
+                    let told = async {
+                        let conn = ctx.connection(&nodes[m]).await?;
+                        crate::daemon::request(&conn, &Msg::EndInput).await
+                    };
+                    if let Err(e) = told.await {
+                        tracing::debug!("finish: telling node {m} its input ended: {e:#}");
+                    }
+                }
+            });
+        }
+        None
+    }
+
     fn inner_event(&mut self, got: Inner) -> Option<Event> {
         let (member, stream, msg) = match got {
             Inner::Recorded(result) => return Some(Event::Recorded(result)),
+            Inner::Finish(answers) => return self.finish_answers(answers),
             Inner::Answer {
                 member,
                 stream,

@@ -174,6 +174,9 @@ pub enum Msg {
     Flush {
         checkpoint: u64,
     },
+    /// Coordinator to node (on a request stream), with the deployment asked to finish at the
+    /// end: every node's input has ended, so event time moves to its end here.
+    EndInput,
 }
 
 impl Msg {
@@ -216,6 +219,7 @@ impl Msg {
             Msg::NodeStatus(_) => "NodeStatus",
             Msg::Watermark { .. } => "Watermark",
             Msg::Flush { .. } => "Flush",
+            Msg::EndInput => "EndInput",
         }
     }
 }
@@ -368,6 +372,12 @@ pub struct NodeStatus {
     /// Messages too late for their windows, by window step.
     #[serde(default)]
     pub late: Vec<(String, u64)>,
+    /// With the deployment asked to finish at the end: where this node's input stands, and
+    /// whether it is at the end (event time there, nothing queued).
+    #[serde(default)]
+    pub input: Option<wallaroo_engine::InputEnd>,
+    #[serde(default)]
+    pub at_end: bool,
 }
 
 /// A change of the running application, as its coordinator saw it. Kept in memory by the

@@ -233,6 +233,7 @@ async fn obey(
                         workers: app.workers,
                         peers: app.peers(),
                         component: app.component.clone(),
+                        finish: app.finish(),
                     });
                     ctx.inbound.send_replace(Some(app.inbound.clone()));
                     *run = Some(app);

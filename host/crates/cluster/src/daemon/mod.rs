@@ -89,6 +89,8 @@ struct View {
     workers: usize,
     peers: Arc<crate::app::NetPeers>,
     component: String,
+    /// With the deployment asked to finish at the end.
+    finish: Option<wallaroo_engine::Finish>,
 }
 
 impl Context {

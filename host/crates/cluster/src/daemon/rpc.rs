@@ -185,6 +185,16 @@ pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
             Err(e) => refused(e),
         },
         Msg::Status => Msg::NodeStatus(Box::new(status(ctx))),
+        Msg::EndInput => match ctx.view.lock().unwrap().as_ref().and_then(|v| v.finish.clone()) {
+            Some(finish) => {
+                finish.end_input();
+                Msg::Ok
+            }
+            None => Msg::Refused(Refusal::new(
+                RefusalKind::NotRunning,
+                "no application asked to finish at the end runs here",
+            )),
+        },
         Msg::Stop => {
             let joins = ctx.joins.lock().unwrap().clone();
             match (ctx.assignment(), joins) {
@@ -238,6 +248,8 @@ fn status(ctx: &Arc<Context>) -> NodeStatus {
         state: "no application".into(),
         ..NodeStatus::default()
     };
+    // Only a coordinator keeps changes; they outlive the application (how it ended).
+    s.changes = ctx.changes.lock().unwrap().clone();
     let Some(a) = assignment else { return s };
     s.index = a.index;
     s.key_groups = group_ranges(&a.manifest.table, a.index);
@@ -256,9 +268,6 @@ fn status(ctx: &Arc<Context>) -> NodeStatus {
             waited_ms: since.elapsed().as_millis() as u64,
             ..recovery
         });
-    if a.index == 0 {
-        s.changes = ctx.changes.lock().unwrap().clone();
-    }
     let view = ctx.view.lock().unwrap().clone();
     if let Some(v) = view {
         let totals = v.metrics.totals();
@@ -279,6 +288,10 @@ fn status(ctx: &Arc<Context>) -> NodeStatus {
         s.remote_messages = v.peers.messages.load(std::sync::atomic::Ordering::Relaxed);
         s.remote_bytes = v.peers.bytes.load(std::sync::atomic::Ordering::Relaxed);
         s.sources = v.sources;
+        if let Some(f) = &v.finish {
+            s.input = Some(f.input());
+            s.at_end = f.at_end();
+        }
     }
     s
 }

@@ -1,11 +1,12 @@
 //! Which of a node's sources have ended, for a node asked to finish once they all have.
 //!
-//! A TCP source has ended when no connection to it is open and every acknowledged stream it
-//! has seen (in this run, and with a log in earlier ones: their positions are kept in the log)
-//! was ended by its sender, at least one of them. A plain connection cannot end its stream: a
-//! close is not an end (it may be a crash), so a source fed only by plain senders never ends.
-//! A generator has ended when its generator says it has nothing more. A source that runs
-//! nowhere on this node (a generator another node runs) feeds nothing here: it has ended.
+//! A node's input has ended when nothing is pending and something ended. Pending: a connection
+//! open, an acknowledged stream seen (in this run, and with a log in earlier ones: their
+//! positions are kept in the log) that its sender has not ended, a generator that has not run
+//! out. A plain connection cannot end its stream (a close may be a crash): a source fed only
+//! by plain senders never ends. A source that runs nowhere on this node (a generator another
+//! node runs) is neither. In a cluster, the input has ended when nothing is pending on any
+//! node and something ended on one.
 
 use std::collections::HashMap;
 
@@ -85,20 +86,52 @@ impl Ends {
         self.sources[source as usize].generator_ended
     }
 
-    /// Every source has ended. `logged` gives the positions the log keeps of each source's
-    /// acknowledged streams (nothing without a log).
-    pub(crate) fn all_ended(&self, logged: impl Fn(u32) -> Vec<(u64, u64)>) -> bool {
-        self.sources.iter().enumerate().all(|(i, s)| match s.kind {
-            Kind::Absent => true,
-            Kind::Generator => s.generator_ended,
-            Kind::Tcp => {
-                let mut streams = s.streams.clone();
-                for (stream, at) in logged(i as u32) {
-                    *streams.entry(stream).or_default() |= at == STREAM_ENDED;
+    /// Where the node's input stands. `logged` gives the positions the log keeps of each
+    /// source's acknowledged streams (nothing without a log).
+    pub(crate) fn input(&self, logged: impl Fn(u32) -> Vec<(u64, u64)>) -> InputEnd {
+        let mut input = InputEnd::default();
+        for (i, s) in self.sources.iter().enumerate() {
+            match s.kind {
+                Kind::Absent => {}
+                Kind::Generator => {
+                    input.pending |= !s.generator_ended;
+                    input.ended |= s.generator_ended;
                 }
-                s.open == 0 && !streams.is_empty() && streams.values().all(|&ended| ended)
+                Kind::Tcp => {
+                    let mut streams = s.streams.clone();
+                    for (stream, at) in logged(i as u32) {
+                        *streams.entry(stream).or_default() |= at == STREAM_ENDED;
+                    }
+                    input.pending |= s.open > 0 || streams.values().any(|&ended| !ended);
+                    input.ended |= streams.values().any(|&ended| ended);
+                }
             }
-        })
+        }
+        input
+    }
+}
+
+/// Where a node's input stands: something may still come (`pending`), something has ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputEnd {
+    pub pending: bool,
+    pub ended: bool,
+}
+
+impl InputEnd {
+    /// A node alone has nothing more to take.
+    pub fn over(self) -> bool {
+        !self.pending && self.ended
+    }
+
+    /// The input of a cluster whose nodes' input stands as `nodes` has ended.
+    pub fn all_over(nodes: impl IntoIterator<Item = InputEnd>) -> bool {
+        let (mut pending, mut ended) = (false, false);
+        for n in nodes {
+            pending |= n.pending;
+            ended |= n.ended;
+        }
+        !pending && ended
     }
 }
 
@@ -114,21 +147,21 @@ mod tests {
     fn a_tcp_source_ends_once_every_acknowledged_stream_ended_and_no_connection_is_open() {
         let mut ends = Ends::new(1);
         ends.listening(0);
-        assert!(!ends.all_ended(none), "no stream yet");
+        assert!(!ends.input(none).over(), "no stream yet");
         ends.opened(0);
         ends.stream(0, 7, 0);
         ends.opened(0);
         ends.stream(0, 8, 0);
         ends.stream_ended(0, 7);
         ends.closed(0);
-        assert!(!ends.all_ended(none), "stream 8 goes on");
+        assert!(!ends.input(none).over(), "stream 8 goes on");
         ends.stream_ended(0, 8);
-        assert!(!ends.all_ended(none), "its connection is still open");
+        assert!(!ends.input(none).over(), "its connection is still open");
         ends.closed(0);
-        assert!(ends.all_ended(none));
+        assert!(ends.input(none).over());
         // A plain connection holds the end back while it is open.
         ends.opened(0);
-        assert!(!ends.all_ended(none));
+        assert!(!ends.input(none).over());
     }
 
     #[test]
@@ -141,19 +174,36 @@ mod tests {
             _ => vec![(3, STREAM_ENDED)],
         };
         assert!(
-            !ends.all_ended(logged),
+            !ends.input(logged).over(),
             "stream 2 stopped at 40 without an end"
         );
         ends.stream_ended(0, 2);
-        assert!(ends.all_ended(logged));
+        assert!(ends.input(logged).over());
     }
 
     #[test]
     fn a_generator_ends_when_it_says_so_and_a_source_not_run_here_has_ended() {
         let mut ends = Ends::new(2);
         ends.generating(0);
-        assert!(!ends.all_ended(none));
+        assert!(!ends.input(none).over());
         ends.generator_ended(0);
-        assert!(ends.all_ended(none), "source 1 runs nowhere here");
+        assert!(ends.input(none).over(), "source 1 runs nowhere here");
+    }
+
+    #[test]
+    fn a_clusters_input_has_ended_when_nothing_is_pending_anywhere_and_something_ended() {
+        let idle = InputEnd::default();
+        let ended = InputEnd {
+            pending: false,
+            ended: true,
+        };
+        let open = InputEnd {
+            pending: true,
+            ended: true,
+        };
+        assert!(!idle.over(), "a node alone that saw nothing waits");
+        assert!(InputEnd::all_over([idle, ended, idle]));
+        assert!(!InputEnd::all_over([open, ended]));
+        assert!(!InputEnd::all_over([idle, idle]));
     }
 }

@@ -118,6 +118,9 @@ pub(crate) struct Shared {
     pub(crate) ends: Option<std::sync::Mutex<super::ends::Ends>>,
     /// Workers whose watermark has reached the end of time.
     pub(crate) at_end: AtomicUsize,
+    /// Every source's stream has ended (see [`Shared::sources_ended`]): ticks carry the end of
+    /// time.
+    pub(crate) end_of_input: AtomicBool,
 }
 
 /// Nanoseconds since the Unix epoch, now.
@@ -227,16 +230,26 @@ impl Shared {
         let _ = self.inboxes[worker].send(work);
     }
 
-    /// Every source of a node asked to finish at the end has ended (false for any other).
-    pub(crate) fn sources_ended(&self) -> bool {
-        let Some(ends) = &self.ends else {
-            return false;
-        };
-        let ends = ends.lock().unwrap_or_else(|p| p.into_inner());
-        ends.all_ended(|source| match &self.log {
+    /// Where this node's input stands (None unless it is to finish at the end).
+    pub(crate) fn input_end(&self) -> Option<super::ends::InputEnd> {
+        let ends = self.ends.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        Some(ends.input(|source| match &self.log {
             Some(log) => log.streams_of(source),
             None => Vec::new(),
-        })
+        }))
+    }
+
+    /// The input has ended, for a node asked to finish at the end: a node alone decides so
+    /// itself, one in a cluster is told by the coordinator (which sees every node's input).
+    pub(crate) fn sources_ended(&self) -> bool {
+        if self.end_of_input.load(Ordering::SeqCst) {
+            return true;
+        }
+        let over = self.peers.is_none() && self.input_end().is_some_and(|i| i.over());
+        if over {
+            self.end_of_input.store(true, Ordering::SeqCst);
+        }
+        over
     }
 
     /// Records a change of a source's end, with a node asked to finish at the end.

@@ -33,7 +33,33 @@ use crate::worker::Worker;
 use wallaroo_protocol::participant::{Event as MemberEvent, Reply as MemberReply, Resume};
 use wallaroo_protocol::quiescence::Alignment;
 
-pub use ends::STREAM_ENDED;
+pub use ends::{InputEnd, STREAM_ENDED};
+
+/// A node asked to finish once its input has ended: where its input stands and whether it is
+/// at the end, for the cluster's coordinator, which tells it when the whole cluster's input
+/// has ended.
+#[derive(Clone)]
+pub struct Finish(Arc<Shared>);
+
+impl Finish {
+    pub fn input(&self) -> InputEnd {
+        self.0.input_end().unwrap_or_default()
+    }
+
+    /// Every node's input has ended: event time moves to its end here.
+    pub fn end_input(&self) {
+        self.0.end_of_input.store(true, Ordering::SeqCst);
+    }
+
+    /// The input has ended, every worker has seen event time reach its end (so every window
+    /// fired) and nothing is queued here.
+    pub fn at_end(&self) -> bool {
+        let shared = &self.0;
+        shared.sources_ended()
+            && shared.at_end.load(Ordering::SeqCst) == shared.inboxes.len()
+            && shared.in_flight.load(Ordering::SeqCst) == 0
+    }
+}
 pub(crate) use inbox::{END_OF_TIME, Part, Shared, Work};
 pub(crate) use routing::Owner;
 pub use routing::{Peers, Placement, RemoteInput};
@@ -405,6 +431,7 @@ impl Node {
                 .finish_at_end
                 .then(|| std::sync::Mutex::new(ends::Ends::new(spec.sources.len()))),
             at_end: AtomicUsize::new(0),
+            end_of_input: AtomicBool::new(false),
         });
         let owners: Arc<Vec<Owner>> = Arc::new(routing::owners(
             config.key_groups,
@@ -774,15 +801,19 @@ impl Node {
     /// source's stream has ended, every worker has seen event time reach its end (so every
     /// window fired), and nothing is queued here. Never without `finish_at_end`.
     pub async fn at_end(&self) {
+        let finish = Finish(self.shared.clone());
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if self.shared.sources_ended()
-                && self.shared.at_end.load(Ordering::SeqCst) == self.shared.inboxes.len()
-                && self.shared.in_flight.load(Ordering::SeqCst) == 0
-            {
+            if finish.at_end() {
                 return;
             }
         }
+    }
+
+    /// What a cluster's coordinator asks and tells a node asked to finish at the end (None
+    /// for any other).
+    pub fn finish(&self) -> Option<Finish> {
+        self.shared.ends.is_some().then(|| Finish(self.shared.clone()))
     }
 
     /// Hands out [`SourceHandle`]s for source `source` (by index in the spec).
