@@ -1376,7 +1376,10 @@ fn a_cluster_deployed_to_finish_fires_every_window_at_the_end_and_the_deploy_the
     let all = cluster.dir.path().join("all.txt");
     let expected = event_time_input(&all, 3000, &mut rng);
     let text = std::fs::read_to_string(&all).unwrap();
-    let (a, b) = (cluster.dir.path().join("a.txt"), cluster.dir.path().join("b.txt"));
+    let (a, b) = (
+        cluster.dir.path().join("a.txt"),
+        cluster.dir.path().join("b.txt"),
+    );
     let dealt = |parity| -> String {
         let lines = text.lines().enumerate().filter(|(i, _)| i % 2 == parity);
         lines.map(|(_, l)| format!("{l}\n")).collect()
@@ -1422,7 +1425,11 @@ fn a_cluster_deployed_to_finish_fires_every_window_at_the_end_and_the_deploy_the
         deploy.stderr(),
         cluster.logs()
     );
-    assert!(deploy.stderr().contains("finished 'Window totals'"), "{}", deploy.stderr());
+    assert!(
+        deploy.stderr().contains("finished 'Window totals'"),
+        "{}",
+        deploy.stderr()
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(windows(&receiver.text()), expected);
     let status = cluster.command(&["status"]);

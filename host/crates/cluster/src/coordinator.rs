@@ -554,9 +554,7 @@ impl Driver {
             tracing::info!("every node's input has ended: event time moves to its end");
         }
         if self.input_ended && statuses.iter().all(|s| s.at_end) {
-            tracing::info!(
-                "every source's stream has ended and every window has fired: finishing"
-            );
+            tracing::info!("every source's stream has ended and every window has fired: finishing");
             self.changed(Change {
                 kind: "finish".into(),
                 generation: statuses[0].generation,

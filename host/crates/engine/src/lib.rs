@@ -27,8 +27,9 @@ pub use dead_letter::{
 };
 pub use metrics::{NodeCounters, NodeTotals};
 pub use node::{
-    Checkpoints, MetricsHandle, Node, NodeConfig, NotAccepted, Peers, Placement, Recovered,
-    RemoteInput, Resilience, STREAM_ENDED, Finish, InputEnd, SinkBatch, SinkQueue, SourceHandle, SourceHandles,
+    Checkpoints, Finish, InputEnd, MetricsHandle, Node, NodeConfig, NotAccepted, Peers, Placement,
+    Recovered, RemoteInput, Resilience, STREAM_ENDED, SinkBatch, SinkQueue, SourceHandle,
+    SourceHandles,
 };
 pub use wallaroo_component::Message;
 pub use wallaroo_protocol::quiescence::Alignment;

@@ -185,7 +185,13 @@ pub(super) async fn answer(ctx: &Arc<Context>, request: Msg) -> Msg {
             Err(e) => refused(e),
         },
         Msg::Status => Msg::NodeStatus(Box::new(status(ctx))),
-        Msg::EndInput => match ctx.view.lock().unwrap().as_ref().and_then(|v| v.finish.clone()) {
+        Msg::EndInput => match ctx
+            .view
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|v| v.finish.clone())
+        {
             Some(finish) => {
                 finish.end_input();
                 Msg::Ok

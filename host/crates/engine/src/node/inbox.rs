@@ -232,7 +232,11 @@ impl Shared {
 
     /// Where this node's input stands (None unless it is to finish at the end).
     pub(crate) fn input_end(&self) -> Option<super::ends::InputEnd> {
-        let ends = self.ends.as_ref()?.lock().unwrap_or_else(|p| p.into_inner());
+        let ends = self
+            .ends
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         Some(ends.input(|source| match &self.log {
             Some(log) => log.streams_of(source),
             None => Vec::new(),

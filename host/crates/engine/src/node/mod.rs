@@ -813,7 +813,10 @@ impl Node {
     /// What a cluster's coordinator asks and tells a node asked to finish at the end (None
     /// for any other).
     pub fn finish(&self) -> Option<Finish> {
-        self.shared.ends.is_some().then(|| Finish(self.shared.clone()))
+        self.shared
+            .ends
+            .is_some()
+            .then(|| Finish(self.shared.clone()))
     }
 
     /// Hands out [`SourceHandle`]s for source `source` (by index in the spec).
