@@ -151,12 +151,24 @@ impl Cluster {
     /// `wallaroo deploy` of `wasm` as every test deploys (one worker a node, the source and
     /// the receiver as the application's arguments).
     fn deploy_command(&self, wasm: &Path, receiver: &str, extra: &[&str]) -> std::process::Output {
+        self.deploy_command_with(wasm, receiver, extra, &[])
+    }
+
+    /// [`Cluster::deploy_command`] with more arguments for the application.
+    fn deploy_command_with(
+        &self,
+        wasm: &Path,
+        receiver: &str,
+        extra: &[&str],
+        app_args: &[&str],
+    ) -> std::process::Output {
         let mut args = vec!["deploy", "--workers", "1"];
         args.extend(extra);
         let wasm = wasm.to_string_lossy().into_owned();
         args.push(&wasm);
         let in_arg = format!("127.0.0.1:{APP_SOURCE_PORT}");
         args.extend(["--in", &in_arg, "--out", receiver]);
+        args.extend(app_args);
         self.command(&args)
     }
 
@@ -184,7 +196,17 @@ impl Cluster {
 
     /// [`Cluster::deploy_command`], which must succeed: its stdout.
     fn deploy_output(&self, wasm: &Path, receiver: &str, extra: &[&str]) -> String {
-        let out = self.deploy_command(wasm, receiver, extra);
+        self.deploy_output_with(wasm, receiver, extra, &[])
+    }
+
+    fn deploy_output_with(
+        &self,
+        wasm: &Path,
+        receiver: &str,
+        extra: &[&str],
+        app_args: &[&str],
+    ) -> String {
+        let out = self.deploy_command_with(wasm, receiver, extra, app_args);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -196,7 +218,18 @@ impl Cluster {
     }
 
     fn deploy(&self, wasm: &Path, receiver: &str, extra: &[&str]) -> Vec<String> {
-        let stdout = self.deploy_output(wasm, receiver, extra);
+        self.deploy_with(wasm, receiver, extra, &[])
+    }
+
+    /// Deploys `wasm` with `app_args` for the application too; returns each node's source.
+    fn deploy_with(
+        &self,
+        wasm: &Path,
+        receiver: &str,
+        extra: &[&str],
+        app_args: &[&str],
+    ) -> Vec<String> {
+        let stdout = self.deploy_output_with(wasm, receiver, extra, app_args);
         // "source node 0: Split and Count 10.200.1.2:1024"
         let mut sources = vec![String::new(); self.addrs.len()];
         for line in stdout.lines().filter(|l| l.starts_with("source node ")) {
@@ -1435,4 +1468,70 @@ fn a_cluster_deployed_to_finish_fires_every_window_at_the_end_and_the_deploy_the
     let status = cluster.command(&["status"]);
     let report = String::from_utf8_lossy(&status.stdout);
     assert!(report.contains("no application"), "{report}");
+}
+
+#[test]
+fn expiring_state_on_three_nodes_says_farewell_once_and_status_counts_the_keys_down_to_zero() {
+    use crate::expiry::{APP, histories};
+    let wasm = build_app(APP);
+    let cluster = Cluster::new(3);
+    let mut rng = seeded("expiry on three nodes");
+    // Each sender its own users, so that each user's messages keep their order.
+    let mut amounts: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    let files: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .map(|prefix| {
+            let mut text = String::new();
+            for _ in 0..1500 {
+                let user = format!("{prefix}{}", rng.random_range(0..12));
+                let amount = rng.random_range(-500..500i64);
+                text.push_str(&format!("{user},{amount}\n"));
+                amounts.entry(user).or_default().push(amount);
+            }
+            let path = cluster.dir.path().join(format!("{prefix}.txt"));
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
+    let app_args = ["--expire-after-ms", "5000"];
+    let sources = cluster.deploy_with(&wasm, &receiver.addr, EXACTLY_ONCE, &app_args);
+    let mut send_a = ack_sender(&sources[0], &files[0], "1");
+    let mut send_b = ack_sender(&sources[2], &files[1], "2");
+    for s in [&mut send_a, &mut send_b] {
+        assert_eq!(s.wait(Duration::from_secs(120)), Some(0), "{}", s.stderr());
+    }
+    let keys = |status: &serde_json::Value| -> u64 {
+        let nodes = status["nodes"].as_array().unwrap();
+        nodes
+            .iter()
+            .map(|n| n["state_keys"].as_u64().unwrap())
+            .sum()
+    };
+    let held = keys(&status_json(&cluster));
+    assert!(held > 0, "no keys held right after the input");
+    let done = wait_until(Duration::from_secs(60), || {
+        let h = histories(&receiver.text(), &amounts);
+        let all = amounts.iter().all(|(u, a)| {
+            h.get(u)
+                .is_some_and(|h| h.messages == a.len() && h.ended_expired)
+        });
+        all.then_some(h)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every user expired; the nodes said:\n{}",
+            cluster.logs()
+        )
+    });
+    assert!(done.values().all(|h| h.expiries == 1), "{done:?}");
+    let left = wait_until(Duration::from_secs(10), || {
+        let k = keys(&status_json(&cluster));
+        (k == 0).then_some(k)
+    });
+    assert_eq!(
+        left,
+        Some(0),
+        "keys left after every user expired (held {held} before)"
+    );
 }

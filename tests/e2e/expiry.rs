@@ -14,23 +14,26 @@ use wallaroo_tests::*;
 use crate::metrics::get;
 use crate::windows::transactions;
 
-const APP: &str = "tests/apps/quiet_users/quiet_users.py";
+pub(crate) const APP: &str = "tests/apps/quiet_users/quiet_users.py";
 
 /// What one user's outputs say.
 #[derive(Debug, Default, PartialEq)]
-struct History {
+pub(crate) struct History {
     /// Messages the outputs account for.
-    messages: usize,
-    expiries: usize,
+    pub(crate) messages: usize,
+    pub(crate) expiries: usize,
     /// The last output was a farewell (or there was none).
-    ended_expired: bool,
+    pub(crate) ended_expired: bool,
 }
 
 /// Checks the receiver's `text` against each user's amounts in order: every message output
 /// its user's running total and count since the user's state was last new, and every farewell
 /// (`user expired total count`) closed a run with that run's total and count. Panics naming
 /// the first line that does not fit.
-fn histories(text: &str, amounts: &BTreeMap<String, Vec<i64>>) -> BTreeMap<String, History> {
+pub(crate) fn histories(
+    text: &str,
+    amounts: &BTreeMap<String, Vec<i64>>,
+) -> BTreeMap<String, History> {
     // (next message, run total, run count, expiries) per user
     let mut runs: BTreeMap<&str, (usize, i64, u64, usize)> = BTreeMap::new();
     for line in text.lines() {
@@ -192,20 +195,15 @@ fn expiry_survives_kills_and_every_users_history_stays_exactly_once() {
     let start = || Node::start_at(&wasm, &source, &receiver.addr, dir.path(), &args);
     let mut node = start();
     let mut sender = slow_ack_sender(&source, &input, "9", lines, 8);
-    let mut points: Vec<usize> = (0..3)
-        .map(|_| rng.random_range(lines / 10..lines / 2))
+    let mut points: Vec<u64> = (0..3)
+        .map(|_| rng.random_range(lines as u64 / 10..lines as u64 / 2))
         .collect();
     points.sort();
-    for point in points {
-        wait_until(Duration::from_secs(120), || {
-            let h = histories(&receiver.text(), &amounts);
-            (h.values().map(|h| h.messages).sum::<usize>() >= point).then_some(())
-        })
-        .unwrap_or_else(|| panic!("output stalled; the node said:\n{}", node.proc.stderr()));
-        node.proc.signal(libc::SIGKILL);
-        node.proc.wait(Duration::from_secs(10));
-        node = start();
-    }
+    let progress = || {
+        let h = histories(&receiver.text(), &amounts);
+        h.values().map(|h| h.messages as u64).sum()
+    };
+    kill_at(&mut node, &points, progress, start);
     assert_eq!(
         sender.wait(Duration::from_secs(180)),
         Some(0),

@@ -192,15 +192,8 @@ fn a_generator_that_runs_out_ends_its_source_and_the_node_finishes() {
     let wasm = build_app("tests/apps/countdown/countdown.py");
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path());
-    let mut cmd = std::process::Command::new(wallaroo());
-    cmd.arg("run")
-        .arg(&wasm)
-        .args(["--out", &receiver.addr, "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--cache-dir")
-        .arg(scratch().join("cache"))
-        .args(["--workers", "2", "--finish", "--from", "1000"]);
-    let mut node = Proc::spawn("countdown", cmd);
+    let extra = ["--workers", "2", "--finish", "--from", "1000"];
+    let mut node = run_generating("countdown", &wasm, &receiver.addr, dir.path(), &extra);
     assert_eq!(
         node.wait(Duration::from_secs(60)),
         Some(0),

@@ -186,15 +186,7 @@ fn windows_survive_kills_and_each_result_is_output_exactly_once() {
         .map(|_| rng.random_range(all / 10..all / 2))
         .collect();
     points.sort();
-    for point in points {
-        wait_until(Duration::from_secs(120), || {
-            (messages_in(&receiver.text()) >= point).then_some(())
-        })
-        .unwrap_or_else(|| panic!("output stalled; the node said:\n{}", node.proc.stderr()));
-        node.proc.signal(libc::SIGKILL);
-        node.proc.wait(Duration::from_secs(10));
-        node = start();
-    }
+    kill_at(&mut node, &points, || messages_in(&receiver.text()), start);
     assert_eq!(
         sender.wait(Duration::from_secs(180)),
         Some(0),
@@ -213,15 +205,8 @@ fn the_alerts_example_over_a_generator_sends_only_alerts_past_the_threshold() {
     let wasm = build_app("componentize-py-examples/alerts_windowed/alerts.py");
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path());
-    let mut cmd = std::process::Command::new(wallaroo());
-    cmd.arg("run")
-        .arg(&wasm)
-        .args(["--out", &receiver.addr, "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--cache-dir")
-        .arg(scratch().join("cache"))
-        .args(["--resilience", "none"]);
-    let mut node = Proc::spawn("alerts", cmd);
+    let extra = ["--resilience", "none"];
+    let mut node = run_generating("alerts", &wasm, &receiver.addr, dir.path(), &extra);
     // The first windows end 9 s after the generator starts; alerts come every 3 s after.
     let text = wait_until(Duration::from_secs(40), || {
         let text = receiver.text();

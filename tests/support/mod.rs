@@ -545,6 +545,44 @@ pub const WORD_COUNT_RENAMED: &str = "tests/apps/word_count_renamed/word_count.p
 /// A version of word count that restores a sample of its state and fails on the rest.
 pub const WORD_COUNT_BREAKS_ON_START: &str = "tests/apps/word_count_breaks_on_start/word_count.py";
 
+/// Kills `node` with SIGKILL and starts it again with `start` (on the same data directory)
+/// each time `progress()` reaches the next of `points`, waiting up to 120 s for each.
+pub fn kill_at(
+    node: &mut Node,
+    points: &[u64],
+    progress: impl Fn() -> u64,
+    start: impl Fn() -> Node,
+) {
+    for &point in points {
+        wait_until(Duration::from_secs(120), || {
+            (progress() >= point).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "output stalled before {point}; the node said:\n{}",
+                node.proc.stderr()
+            )
+        });
+        node.proc.signal(libc::SIGKILL);
+        node.proc.wait(Duration::from_secs(10));
+        *node = start();
+    }
+}
+
+/// `wallaroo run` of `wasm`, whose sources are generators (no `--in`), writing to `sink`, its
+/// data in `dir`, with `extra` options and arguments.
+pub fn run_generating(name: &str, wasm: &Path, sink: &str, dir: &Path, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(wallaroo());
+    cmd.arg("run")
+        .arg(wasm)
+        .args(["--out", sink, "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--cache-dir")
+        .arg(scratch().join("cache"))
+        .args(extra);
+    Proc::spawn(name, cmd)
+}
+
 /// `wallaroo send --ack` of `input` to `source`, spread over about `secs` seconds.
 pub fn slow_ack_sender(
     source: &str,
