@@ -1419,6 +1419,15 @@ fn a_cluster_deployed_to_finish_fires_every_window_at_the_end_and_the_deploy_the
     };
     std::fs::write(&a, dealt(0)).unwrap();
     std::fs::write(&b, dealt(1)).unwrap();
+    // Stream 2's first half goes before stream 1 ends, the rest after: a cluster that finished
+    // early would lose it.
+    let b_half = cluster.dir.path().join("b_half.txt");
+    let half: String = dealt(1)
+        .lines()
+        .take(750)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&b_half, half).unwrap();
     let receiver = Receiver::start_on(cluster.dir.path(), cluster.hosts.outside());
     // The deploy waits for the end: its output (sent to standard error here) names the sources.
     let mut deploy = Command::new("sh");
@@ -1441,14 +1450,14 @@ fn a_cluster_deployed_to_finish_fires_every_window_at_the_end_and_the_deploy_the
     };
     let (first, last) = (source(0), source(2));
     deploy.wait_line("waiting for", Duration::from_secs(10));
-    // Both streams at once; then each is ended (sending nothing more), one after the other.
+    // Both streams at once, stream 2 half of it; stream 1 ends; then stream 2's rest and end.
     let mut send_a = ack_sender(&first, &a, "1");
-    let mut send_b = ack_sender(&last, &b, "2");
+    let mut send_b = ack_sender(&last, &b_half, "2");
     for s in [&mut send_a, &mut send_b] {
         assert_eq!(s.wait(Duration::from_secs(120)), Some(0), "{}", s.stderr());
     }
     send_ended(&first, &a, "1");
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(1500));
     assert!(!deploy.has_exited(), "finished with stream 2 not ended");
     send_ended(&last, &b, "2");
     assert_eq!(

@@ -239,6 +239,28 @@ def test_state_written_without_expiry_gets_a_full_period_from_the_next_watermark
     assert host.advance(60 * S) == ["ann quiet at 3"]
 
 
+def test_a_clock_given_at_the_first_watermark_is_saved_so_a_copy_keeps_it():
+    plain = Host(app(expire_after=None))
+    plain.send("ann", 3, 4 * S)
+    host = Host(app(on_expire=quiet))
+    host.runtime.restore(plain.runtime.snapshot_changed())
+    assert host.advance(50 * S) == []
+    # The clock (50 s) is saved: an instance made from the snapshot expires the key at 60 s.
+    copy = Host(app(on_expire=quiet))
+    copy.runtime.restore(host.runtime.snapshot_changed())
+    assert copy.advance(55 * S) == []
+    assert copy.advance(60 * S) == ["ann quiet at 3"]
+
+
+def test_a_clockless_key_restored_at_the_end_of_time_expires_then():
+    plain = Host(app(expire_after=None))
+    plain.send("ann", 3, 4 * S)
+    host = Host(app(on_expire=quiet))
+    host.runtime.restore(plain.runtime.snapshot_changed())
+    assert host.advance(2**64 - 1) == ["ann quiet at 3"]
+    assert host.keys() == set()
+
+
 def test_a_step_without_expiry_restores_state_written_with_it():
     host = Host(app(on_expire=quiet))
     host.send("ann", 3, 4 * S)

@@ -20,6 +20,8 @@ _TIME = struct.Struct("<Q")
 _PREFIX = len(HEADER) + _TIME.size
 # The clock of a restored key whose state carried none: set at the next advance.
 _UNKNOWN = -1
+# The watermark once every stream has ended: every key expires.
+_END = 2**64 - 1
 
 
 def stamped(seen, pickled):
@@ -87,8 +89,10 @@ class Expiry:
                 queued.discard(key)
                 continue
             if clock == _UNKNOWN:
+                # The clock is part of the state: the host's copy must get it.
                 seen[key] = clock = watermark
-            deadline = clock + after
+                changed[key] = None
+            deadline = min(clock + after, _END)
             if deadline > watermark:
                 heapq.heappush(heap, (deadline, key))
                 continue

@@ -487,6 +487,9 @@ impl AppRun {
     /// Stops taking input; returns once every source has stopped.
     pub(crate) async fn stop_sources(&mut self) {
         self.edges.stop_sources().await;
+        if let Some(node) = &self.node {
+            node.stop_time();
+        }
     }
 
     /// Queued work here, and routed batches sent to and taken from other nodes.

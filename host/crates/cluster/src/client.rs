@@ -146,26 +146,31 @@ async fn wait_finished(client: &Client, app: &str) -> anyhow::Result<()> {
         "waiting for '{app}' to finish once every source's stream has ended (interrupting this \
          leaves it running)"
     );
+    // The coordinator's own node stops before the coordinator has every node's answer: the
+    // finish is recorded a moment after the application is gone there.
+    let mut gone_since = None;
     loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let status = match client.ask(0, &Msg::Status).await {
             Ok(Msg::NodeStatus(s)) => *s,
             // The coordinator's node may be restarting: it recovers the application.
             Ok(_) | Err(_) => continue,
         };
         if status.state != "no application" {
+            gone_since = None;
             continue;
         }
-        return match status.changes.last() {
-            Some(c) if c.kind == "finish" => {
-                println!(
-                    "finished '{app}': every source's stream ended, every window fired and the \
-                     output is written"
-                );
-                Ok(())
-            }
-            _ => anyhow::bail!("'{app}' stopped before every source's stream had ended"),
-        };
+        if status.changes.last().is_some_and(|c| c.kind == "finish") {
+            println!(
+                "finished '{app}': every source's stream ended, every window fired and the \
+                 output is written"
+            );
+            return Ok(());
+        }
+        let since = *gone_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() > std::time::Duration::from_secs(150) {
+            anyhow::bail!("'{app}' stopped before every source's stream had ended");
+        }
     }
 }
 

@@ -116,6 +116,9 @@ struct Driver {
     /// asked for, and the members were told that every node's input has ended.
     finish_asked: bool,
     input_ended: bool,
+    /// The stop that finishes is under way, from this generation.
+    finishing: bool,
+    finish_generation: u64,
 }
 
 impl Coordinator {
@@ -190,6 +193,8 @@ impl Coordinator {
             changes: VecDeque::new(),
             finish_asked: false,
             input_ended: false,
+            finishing: false,
+            finish_generation: 0,
         };
         if !first_deploy {
             driver.announce_restart(record.generation);
@@ -469,6 +474,17 @@ impl Driver {
                 None
             }
             Action::AnswerStops(answer) => {
+                if std::mem::take(&mut self.finishing) {
+                    match &answer {
+                        Ok(()) => self.changed(Change {
+                            kind: "finish".into(),
+                            generation: self.finish_generation,
+                            ..Change::default()
+                        }),
+                        // It runs on (or recovers): the next rounds of asking finish again.
+                        Err(why) => tracing::warn!("the finish's stop failed: {why}"),
+                    }
+                }
                 let answer = match answer {
                     Ok(()) => Msg::Deployed {
                         app: self.app_name.clone(),
@@ -510,7 +526,7 @@ impl Driver {
     /// With the deployment asked to finish at the end: asks every member where its input
     /// stands (one round at a time, while the application runs).
     fn ask_finish(&mut self) {
-        if self.finish_asked || !self.core.running() {
+        if self.finish_asked || self.finishing || !self.core.running() {
             return;
         }
         self.finish_asked = true;
@@ -537,7 +553,7 @@ impl Driver {
     /// each is at the end (every window fired, nothing queued), the cluster stops.
     fn finish_answers(&mut self, answers: Vec<Result<NodeStatus, String>>) -> Option<Event> {
         self.finish_asked = false;
-        if !self.core.running() {
+        if self.finishing || !self.core.running() {
             return None;
         }
         let statuses: Vec<NodeStatus> = answers
@@ -555,11 +571,8 @@ impl Driver {
         }
         if self.input_ended && statuses.iter().all(|s| s.at_end) {
             tracing::info!("every source's stream has ended and every window has fired: finishing");
-            self.changed(Change {
-                kind: "finish".into(),
-                generation: statuses[0].generation,
-                ..Change::default()
-            });
+            self.finishing = true;
+            self.finish_generation = statuses[0].generation;
             return Some(Event::Stop);
         }
         if self.input_ended {

@@ -72,6 +72,15 @@ impl Edges {
         let (stop, stop_rx) = watch::channel(false);
         let mut started = Vec::new();
         let mut sources = JoinSet::new();
+        // Every source is known before any runs: a generator that runs out at once must not
+        // make the input look over while a TCP source is still to listen.
+        for (i, source) in spec.sources.iter().enumerate() {
+            match &source.config {
+                SourceConfig::Tcp(_) => node.source(i).listening(),
+                SourceConfig::Generator if plan.generators => node.source(i).generating(),
+                SourceConfig::Generator => {}
+            }
+        }
         for (i, source) in spec.sources.iter().enumerate() {
             let handles = node.source(i);
             match &source.config {
@@ -100,14 +109,12 @@ impl Edges {
                         source: source.name.clone(),
                         addr: listener.local_addr()?,
                     });
-                    handles.listening();
                     sources.spawn(listener.run(move || handles.next(), stop_rx.clone()));
                 }
                 SourceConfig::Generator if plan.generators => {
                     started.push(Edge::Generating {
                         source: source.name.clone(),
                     });
-                    handles.generating();
                     sources.spawn(run_generator(
                         handles.next(),
                         plan.sources.batch_size,

@@ -180,8 +180,6 @@ async fn acked_connection(
     let resume = read.read_u64().await.context(
         "the source did not answer the acknowledged-mode hello (is it a framed TCP source?)",
     )?;
-    // The stream's positions: the file's messages, then its end.
-    let total = limit + u64::from(options.end);
     if resume == STREAM_ENDED {
         tracing::info!("stream {stream_id} has ended already: nothing to send");
         acked.store(STREAM_ENDED, Ordering::SeqCst);
@@ -191,22 +189,26 @@ async fn acked_connection(
         RESUME_AT_LAST_ACK => acked.load(Ordering::SeqCst),
         at => at,
     }
-    .min(total);
+    .min(limit);
     acked.fetch_max(base, Ordering::SeqCst);
-    // Acks count this connection's messages from `base`.
+    // This connection's frames: the messages from `base`, then the end (which takes the
+    // stream's next position, wherever the node has it).
+    let frames = limit - base + u64::from(options.end);
+    // Acks count this connection's frames.
     let reader = {
         let acked = acked.clone();
         tokio::spawn(async move {
             loop {
                 let count = read.read_u64().await?;
                 acked.fetch_max(base + count, Ordering::SeqCst);
-                if base + count >= total {
+                if count >= frames {
                     return std::io::Result::Ok(());
                 }
             }
         })
     };
     let batch_size = options.batch_size.max(1) as u64;
+    let total = base + frames;
     let mut at = base;
     let sending = async {
         while at < total {
@@ -214,7 +216,7 @@ async fn acked_connection(
             let end = (at + batch_size).min(total);
             for i in at..end {
                 let message = match i {
-                    i if i == limit => END_OF_STREAM,
+                    i if i >= limit => END_OF_STREAM,
                     i => messages[(i % messages.len() as u64) as usize],
                 };
                 Framing::DEFAULT.encode(message, &mut buf);
@@ -230,7 +232,7 @@ async fn acked_connection(
     };
     let result = async {
         sending.await?;
-        if base >= total {
+        if frames == 0 {
             return Ok(());
         }
         reader

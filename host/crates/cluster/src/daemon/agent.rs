@@ -257,7 +257,8 @@ async fn obey(
                 None => Default::default(),
             };
             *ctx.assignment.lock().unwrap() = None;
-            *ctx.joins.lock().unwrap() = None;
+            // On the coordinator's node, the coordinator lets joins go once it is done: the
+            // other nodes' answers to Shutdown (and their joins, if they left) still come.
             if let Err(e) = ctx.data.retire() {
                 tracing::warn!("{e:#}");
             }

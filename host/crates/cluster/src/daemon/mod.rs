@@ -231,10 +231,19 @@ fn start_roles(
 ) {
     if assignment.index == 0 {
         let (tx, rx) = flume::unbounded();
+        let ours = tx.clone();
         *ctx.joins.lock().unwrap() = Some(tx);
         let record = ctx.data.cluster_record().unwrap_or_default();
         let coordinator = Coordinator::new(ctx.clone(), assignment.manifest.clone(), record, rx);
-        tokio::spawn(coordinator.run(deployed));
+        let own = ctx.clone();
+        tokio::spawn(async move {
+            coordinator.run(deployed).await;
+            // Joins go nowhere now (unless a later deploy made a coordinator of its own).
+            let mut joins = own.joins.lock().unwrap();
+            if joins.as_ref().is_some_and(|j| j.same_channel(&ours)) {
+                *joins = None;
+            }
+        });
     }
     tokio::spawn(agent::agent(ctx.clone(), assignment));
 }

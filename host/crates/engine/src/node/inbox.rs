@@ -121,6 +121,9 @@ pub(crate) struct Shared {
     /// Every source's stream has ended (see [`Shared::sources_ended`]): ticks carry the end of
     /// time.
     pub(crate) end_of_input: AtomicBool,
+    /// The sources stopped for good (a stop, a change): no more ticks, so event time stands
+    /// still and nothing fires or expires past the checkpoint the node stops at.
+    pub(crate) time_stopped: AtomicBool,
 }
 
 /// Nanoseconds since the Unix epoch, now.
@@ -162,6 +165,7 @@ impl Shared {
 
     /// Sources get no more credits, and a source waiting for the network is let go.
     pub(super) fn stop_taking_input(&self) {
+        self.stop_time();
         self.stopping.store(true, Ordering::SeqCst);
         if let Some(peers) = &self.peers {
             peers.relieved().notify_waiters();
@@ -230,6 +234,10 @@ impl Shared {
         let _ = self.inboxes[worker].send(work);
     }
 
+    pub(crate) fn stop_time(&self) {
+        self.time_stopped.store(true, Ordering::SeqCst);
+    }
+
     /// Where this node's input stands (None unless it is to finish at the end).
     pub(crate) fn input_end(&self) -> Option<super::ends::InputEnd> {
         let ends = self
@@ -278,6 +286,9 @@ impl Shared {
     /// once every source has ended (with a node asked to finish). False once no worker takes
     /// work any more.
     pub(crate) fn tick(&self) -> bool {
+        if self.time_stopped.load(Ordering::SeqCst) {
+            return true;
+        }
         let ended = self.sources_ended();
         let mut clock = self.source_clock.lock().unwrap_or_else(|p| p.into_inner());
         let time = if ended {

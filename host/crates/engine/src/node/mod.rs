@@ -432,6 +432,7 @@ impl Node {
                 .then(|| std::sync::Mutex::new(ends::Ends::new(spec.sources.len()))),
             at_end: AtomicUsize::new(0),
             end_of_input: AtomicBool::new(false),
+            time_stopped: AtomicBool::new(false),
         });
         let owners: Arc<Vec<Owner>> = Arc::new(routing::owners(
             config.key_groups,
@@ -661,6 +662,13 @@ impl Node {
             key_groups: self.key_groups,
             owners: self.owners.clone(),
         }
+    }
+
+    /// The sources have stopped for good (in a cluster, for a stop or a change): event time
+    /// stands still from now on, so that no window fires and no key expires after the
+    /// checkpoint the node stops at (whose state a change hands over).
+    pub fn stop_time(&self) {
+        self.shared.stop_time();
     }
 
     /// Stops sources and asks no more of the workers than their current batch: queued work

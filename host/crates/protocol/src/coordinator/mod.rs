@@ -618,7 +618,7 @@ impl Coordinator {
             // Every member wrote out all it released (the stop's Flush): one that left, or
             // restarted, in the last step has nothing a recovery would bring back, so it only
             // stops too. No other member is to blame for its leaving: peers are stopping.
-            return self.shutdown_again(index, actions);
+            return self.shutdown_again(now, index, actions);
         }
         if was_member || self.all_joined() {
             let lost = rejoined(index, rejoin.as_ref(), self.config.members);

@@ -106,8 +106,10 @@ impl Coordinator {
         });
     }
 
-    /// Member `member` joined again in the last step of a stop: it stops again.
-    pub(super) fn shutdown_again(&mut self, member: usize, actions: &mut Vec<Action>) {
+    /// Member `member` joined again in the last step of a stop: it stops again, and has the
+    /// whole patience for its answer.
+    pub(super) fn shutdown_again(&mut self, now: Time, member: usize, actions: &mut Vec<Action>) {
+        let patience = self.config.patience.answer;
         let Phase::Stopping(Stopping {
             round: Some(round), ..
         }) = &mut self.phase
@@ -115,6 +117,7 @@ impl Coordinator {
             return;
         };
         round.replies[member] = None;
+        round.deadline = round.deadline.max(now + patience);
         actions.push(Action::Send {
             member,
             command: Command::Shutdown,

@@ -1403,7 +1403,14 @@ fn a_member_that_stopped_and_restarts_in_the_last_step_of_a_stop_is_told_to_stop
         reply: Reply::Stopped,
     });
     cluster.lose(0);
+    // Late in the round: it has the whole patience again for its answer.
+    cluster.advance(Patience::default().answer - Duration::from_secs(1));
     assert_eq!(sends(&cluster.join(0)), [(0, Command::Shutdown)]);
+    let asked = cluster.now;
+    assert_eq!(
+        cluster.c.poll_timeout(),
+        Some(asked + Patience::default().answer)
+    );
     let actions = cluster.answer_ok();
     assert_eq!(actions, [Action::AnswerStops(Ok(())), Action::Done]);
 }
