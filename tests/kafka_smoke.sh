@@ -11,14 +11,14 @@ kafka=scripts/kafka
 work=$(mktemp -d)
 topics=()
 was_running=1
-$kafka status >/dev/null || was_running=0
+"$kafka" status >/dev/null || was_running=0
 
 cleanup() {
     local status=$? topic
     if [ "$was_running" = 1 ]; then
-        for topic in "${topics[@]}"; do $kafka topic delete "$topic" >/dev/null 2>&1 || true; done
+        for topic in "${topics[@]}"; do "$kafka" topic delete "$topic" >/dev/null 2>&1 || true; done
     else
-        $kafka stop >/dev/null || true
+        "$kafka" stop >/dev/null || true
     fi
     if [ "$status" = 0 ]; then rm -rf "$work"; else echo "kafka smoke: its files are in $work" >&2; fi
 }
@@ -31,27 +31,27 @@ fail() {
     exit 1
 }
 
-start=$($kafka start)
+start=$("$kafka" start)
 bootstrap=${start##* }
 step "broker up at $bootstrap"
 
 input=smoke-in-$$
 copy=smoke-tx-$$
 topics+=("$input" "$copy")
-$kafka topic create "$input" 4 >/dev/null
-$kafka topic create "$copy" 1 >/dev/null
+"$kafka" topic create "$input" 4 >/dev/null
+"$kafka" topic create "$copy" 1 >/dev/null
 
 # 40 keyed records: the default partitioner spreads them over all 4 partitions.
 records=40
 for i in $(seq 1 "$records"); do printf 'key-%d\tvalue-%d\n' "$i" "$i"; done >"$work/sent"
-$kafka tool org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$bootstrap" \
+"$kafka" tool org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$bootstrap" \
     --topic "$input" --reader-property parse.key=true --command-property acks=all \
     <"$work/sent" 2>"$work/producer.log" || fail "console producer" "$work/producer.log"
 
 consume() { # topic, options...
     local topic=$1
     shift
-    $kafka tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$bootstrap" \
+    "$kafka" tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$bootstrap" \
         --topic "$topic" --formatter-property print.key=true \
         --formatter-property print.partition=true "$@"
 }
@@ -72,7 +72,7 @@ step "$records records produced and consumed back over 4 partitions"
 # some at random (then copying those records again).
 awk -F'\t' '$1 == "Partition:0"' "$work/got" | cut -f2- >"$work/p0"
 p0=$(wc -l <"$work/p0")
-$kafka tool org.apache.kafka.tools.TransactionalMessageCopier --broker-list "$bootstrap" \
+"$kafka" tool org.apache.kafka.tools.TransactionalMessageCopier --broker-list "$bootstrap" \
     --input-topic "$input" --input-partition 0 --output-topic "$copy" \
     --transactional-id "smoke-copier-$$" --consumer-group "smoke-copier-$$" \
     --transaction-size 3 --enable-random-aborts --use-group-metadata \
