@@ -477,10 +477,13 @@ impl AppRun {
     /// written.
     pub(crate) async fn abort(mut self) {
         self.edges.abort_sources();
+        // The sinks go first: a release blocked on a full sink queue (a slow receiver) would
+        // otherwise hold the node's threads, which the abort waits for. What they did not
+        // write stays in the log and is released again after the rollback.
+        self.edges.abort_sinks();
         if let Some(node) = self.node.take() {
             node.abort().await;
         }
-        self.edges.abort_sinks();
         self.links.abort_all();
     }
 
