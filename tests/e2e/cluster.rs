@@ -1401,7 +1401,8 @@ fn sliding_windows_on_three_nodes_fire_by_the_watermark_and_hold_every_message_t
 
 #[test]
 fn a_cluster_deployed_to_finish_fires_every_window_at_the_end_and_the_deploy_then_exits_0() {
-    use crate::finish::{event_time_input, send_ended, windows};
+    use crate::finish::send_ended;
+    use crate::windows::{event_time_input, windows};
     let wasm = build_app(crate::windows::APP);
     let cluster = Cluster::new(3);
     let mut rng = seeded("finish on three nodes");

@@ -2,67 +2,14 @@
 //! node run with `--finish` then moves event time to its end (every window fires, every
 //! expiring key expires), commits the output and exits 0 by itself.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt as _, SeedableRng};
 use wallaroo_tests::*;
 
-/// Writes `lines` `user,amount,seconds` lines with event times from 2019, a few per second,
-/// and returns each user's windows of 2 s every 1 s as `(total, count)`, oldest first, the
-/// empty ones left out. Nothing is far ahead: the last windows fire only at the end of time.
-pub(crate) fn event_time_input(
-    path: &Path,
-    lines: usize,
-    rng: &mut StdRng,
-) -> BTreeMap<String, Vec<(i64, u64)>> {
-    let mut events: BTreeMap<String, Vec<(u64, i64)>> = BTreeMap::new();
-    let mut text = String::new();
-    let mut time = 1_550_000_000_000u64;
-    for _ in 0..lines {
-        time += rng.random_range(0..400u64);
-        let user = format!("u{}", rng.random_range(0..10));
-        let amount = rng.random_range(-500..500i64);
-        text.push_str(&format!(
-            "{user},{amount},{}.{:03}\n",
-            time / 1000,
-            time % 1000
-        ));
-        events.entry(user).or_default().push((time, amount));
-    }
-    std::fs::write(path, text).unwrap();
-    let mut expected: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
-    for (user, events) in &events {
-        let mut window = events[0].0 / 1000 * 1000 - 1000;
-        while window <= events.last().unwrap().0 {
-            let inside: Vec<i64> = events
-                .iter()
-                .filter(|(t, _)| (window..window + 2000).contains(t))
-                .map(|(_, a)| *a)
-                .collect();
-            if !inside.is_empty() {
-                let entry = (inside.iter().sum(), inside.len() as u64);
-                expected.entry(user.clone()).or_default().push(entry);
-            }
-            window += 1000;
-        }
-    }
-    expected
-}
-
-pub(crate) fn windows(text: &str) -> BTreeMap<String, Vec<(i64, u64)>> {
-    let mut out: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
-    for line in text.lines() {
-        let [user, total, count] = line.split(' ').collect::<Vec<_>>()[..] else {
-            panic!("not a window's output: {line:?}");
-        };
-        let window = (total.parse().unwrap(), count.parse().unwrap());
-        out.entry(user.to_string()).or_default().push(window);
-    }
-    out
-}
+use crate::windows::{event_time_input, windows};
 
 pub(crate) fn send_ended(source: &str, input: &Path, stream: &str) {
     send(

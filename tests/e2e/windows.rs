@@ -34,7 +34,7 @@ pub(crate) fn transactions(
 }
 
 /// Each user's windows as `(total, count)`, in output order.
-fn windows(text: &str) -> BTreeMap<String, Vec<(i64, u64)>> {
+pub(crate) fn windows(text: &str) -> BTreeMap<String, Vec<(i64, u64)>> {
     let mut out: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -46,6 +46,48 @@ fn windows(text: &str) -> BTreeMap<String, Vec<(i64, u64)>> {
             .push((total.parse().unwrap(), count.parse().unwrap()));
     }
     out
+}
+
+/// Writes `lines` `user,amount,seconds` lines with event times from 2019, a few per second,
+/// and returns each user's windows of 2 s every 1 s as `(total, count)`, oldest first, the
+/// empty ones left out. Nothing is far ahead: the last windows fire only at the end of time.
+pub(crate) fn event_time_input(
+    path: &Path,
+    lines: usize,
+    rng: &mut StdRng,
+) -> BTreeMap<String, Vec<(i64, u64)>> {
+    let mut events: BTreeMap<String, Vec<(u64, i64)>> = BTreeMap::new();
+    let mut text = String::new();
+    let mut time = 1_550_000_000_000u64;
+    for _ in 0..lines {
+        time += rng.random_range(0..400u64);
+        let user = format!("u{}", rng.random_range(0..10));
+        let amount = rng.random_range(-500..500i64);
+        text.push_str(&format!(
+            "{user},{amount},{}.{:03}\n",
+            time / 1000,
+            time % 1000
+        ));
+        events.entry(user).or_default().push((time, amount));
+    }
+    std::fs::write(path, text).unwrap();
+    let mut expected: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+    for (user, events) in &events {
+        let mut window = events[0].0 / 1000 * 1000 - 1000;
+        while window <= events.last().unwrap().0 {
+            let inside: Vec<i64> = events
+                .iter()
+                .filter(|(t, _)| (window..window + 2000).contains(t))
+                .map(|(_, a)| *a)
+                .collect();
+            if !inside.is_empty() {
+                let entry = (inside.iter().sum(), inside.len() as u64);
+                expected.entry(user.clone()).or_default().push(entry);
+            }
+            window += 1000;
+        }
+    }
+    expected
 }
 
 pub(crate) fn messages_in(text: &str) -> u64 {
@@ -243,22 +285,9 @@ fn event_time_windows_give_the_sums_computed_from_the_data_and_a_late_record_fir
     let input = dir.path().join("input.txt");
     // Times from 2019, in order, a few per second; then one far ahead for another user,
     // which moves the watermark past every window of every other user.
-    let start = 1_550_000_000u64;
-    let mut events: BTreeMap<String, Vec<(u64, i64)>> = BTreeMap::new();
-    let mut text = String::new();
-    let mut time = start * 1000;
-    for _ in 0..2000 {
-        time += rng.random_range(0..400u64);
-        let user = format!("u{}", rng.random_range(0..10));
-        let amount = rng.random_range(-500..500i64);
-        text.push_str(&format!(
-            "{user},{amount},{}.{:03}\n",
-            time / 1000,
-            time % 1000
-        ));
-        events.entry(user).or_default().push((time, amount));
-    }
-    text.push_str(&format!("last,0,{}\n", start + 10_000_000));
+    let expected = event_time_input(&input, 2000, &mut rng);
+    let mut text = std::fs::read_to_string(&input).unwrap();
+    text.push_str(&format!("last,0,{}\n", 1_550_000_000u64 + 10_000_000));
     std::fs::write(&input, text).unwrap();
     let receiver = Receiver::start(dir.path());
     let mut node = Node::start(
@@ -268,28 +297,6 @@ fn event_time_windows_give_the_sums_computed_from_the_data_and_a_late_record_fir
         &["--workers", "2", "--event-time"],
     );
     send(&node.source, &input, &[]);
-    // Each user's windows of 2 s every 1 s (in ms here), oldest first, empty ones left out.
-    let mut expected: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
-    for (user, events) in &events {
-        let first = events[0].0 / 1000 * 1000 - 1000;
-        let last = events.last().unwrap().0;
-        let mut window = first;
-        while window <= last {
-            let inside: Vec<i64> = events
-                .iter()
-                .filter(|(t, _)| (window..window + 2000).contains(t))
-                .map(|(_, a)| *a)
-                .collect();
-            if !inside.is_empty() {
-                let total: i64 = inside.iter().sum();
-                expected
-                    .entry(user.clone())
-                    .or_default()
-                    .push((total, inside.len() as u64));
-            }
-            window += 1000;
-        }
-    }
     let all: u64 = 2 * 2000;
     let text = wait_for_windows(&receiver, all, 30, || node.proc.stderr());
     assert_eq!(windows(&text), expected);
