@@ -456,18 +456,8 @@ type stateUpgrade struct {
 // per earlier type; an error from upgrade refuses the restore, naming the step and key.
 func UpgradeState[Out, Old, S any](p Pipeline[Out], upgrade func(*Old) (*S, error)) Pipeline[Out] {
 	n := p.n
-	s, ok := n.stage.(*stepStage)
-	switch {
-	case n.err != nil:
-		return p
-	case !ok || s.kind != "stateful":
-		n.err = errors.New("UpgradeState: the pipeline does not come out of a state step (ToState or ToStateMulti)")
-		return p
-	case s.window != nil:
-		n.err = fmt.Errorf("UpgradeState: step %q is a window step, whose state the SDK lays out itself", s.name)
-		return p
-	case reflect.TypeFor[S]() != s.stateType:
-		n.err = fmt.Errorf("UpgradeState for step %q makes a %s, but the step's state is a %s", s.name, reflect.TypeFor[S](), s.stateType)
+	s := stateStepOf[S](n, "UpgradeState", "whose state the SDK lays out itself", "makes")
+	if s == nil {
 		return p
 	}
 	c, err := newCodec[Old]()
@@ -500,6 +490,28 @@ func UpgradeState[Out, Old, S any](p Pipeline[Out], upgrade func(*Old) (*S, erro
 	return p
 }
 
+// stateStepOf is the state step (ToState or ToStateMulti, not a window step) whose state type
+// is S that n comes out of, for the function named fn that modifies it; nil when there is
+// none, with n.err saying why (naming the step, why a window step will not do, and with
+// `given` what fn's S is to the step). Nil too when n has an error already.
+func stateStepOf[S any](n *node, fn, window, given string) *stepStage {
+	s, ok := n.stage.(*stepStage)
+	switch {
+	case n.err != nil:
+		return nil
+	case !ok || s.kind != "stateful":
+		n.err = fmt.Errorf("%s: the pipeline does not come out of a state step (ToState or ToStateMulti)", fn)
+		return nil
+	case s.window != nil:
+		n.err = fmt.Errorf("%s: step %q is a window step, %s", fn, s.name, window)
+		return nil
+	case reflect.TypeFor[S]() != s.stateType:
+		n.err = fmt.Errorf("%s for step %q %s a %s, but the step's state is a %s", fn, s.name, given, reflect.TypeFor[S](), s.stateType)
+		return nil
+	}
+	return s
+}
+
 // ExpireAfter makes the state of a key of the state step p comes out of (a ToState or
 // ToStateMulti) expire once `after` has passed in event time without a message for that key:
 // when the watermark (Runtime.Advance) reaches the key's last message's event time plus after,
@@ -520,18 +532,9 @@ func UpgradeState[Out, Old, S any](p Pipeline[Out], upgrade func(*Old) (*S, erro
 // after, nil).
 func ExpireAfter[Out, S any](p Pipeline[Out], after time.Duration, onExpire func(key string, state *S) ([]Out, error)) Pipeline[Out] {
 	n := p.n
-	s, ok := n.stage.(*stepStage)
+	s := stateStepOf[S](n, "ExpireAfter", "whose windows end as they fire", "is given")
 	switch {
-	case n.err != nil:
-		return p
-	case !ok || s.kind != "stateful":
-		n.err = errors.New("ExpireAfter: the pipeline does not come out of a state step (ToState or ToStateMulti)")
-		return p
-	case s.window != nil:
-		n.err = fmt.Errorf("ExpireAfter: step %q is a window step, whose windows end as they fire", s.name)
-		return p
-	case reflect.TypeFor[S]() != s.stateType:
-		n.err = fmt.Errorf("ExpireAfter for step %q is given a %s, but the step's state is a %s", s.name, reflect.TypeFor[S](), s.stateType)
+	case s == nil:
 		return p
 	case after <= 0:
 		n.err = fmt.Errorf("ExpireAfter for step %q: the time must be more than 0, not %v", s.name, after)
