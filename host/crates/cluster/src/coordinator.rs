@@ -232,6 +232,25 @@ impl Coordinator {
     }
 }
 
+/// Asks each of `members` (indexes into `nodes`) `msg` on a request stream of its own, one
+/// after another, and returns each one's answer.
+async fn ask_each(
+    ctx: &Context,
+    nodes: &[String],
+    members: Vec<usize>,
+    msg: &Msg,
+) -> Vec<(usize, anyhow::Result<Msg>)> {
+    let mut answers = Vec::with_capacity(members.len());
+    for m in members {
+        let asked = async {
+            let conn = ctx.connection(&nodes[m]).await?;
+            crate::daemon::request(&conn, msg).await
+        };
+        answers.push((m, asked.await));
+    }
+    answers
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -522,7 +541,6 @@ impl Driver {
         }
     }
 
-    /// An answer read from a member's control stream, as the core's event.
     /// With the deployment asked to finish at the end: asks every member where its input
     /// stands (one round at a time, while the application runs).
     fn ask_finish(&mut self) {
@@ -534,18 +552,13 @@ impl Driver {
         let nodes = self.current.nodes.clone();
         let members: Vec<usize> = self.current.members().map(|(m, _)| m).collect();
         tokio::spawn(async move {
-            let mut answers = Vec::new();
-            for m in members {
-                let asked = async {
-                    let conn = ctx.connection(&nodes[m]).await?;
-                    match crate::daemon::request(&conn, &Msg::Status).await? {
-                        Msg::NodeStatus(s) => Ok(*s),
-                        other => anyhow::bail!("unexpected answer {}", other.name()),
-                    }
-                };
-                answers.push(asked.await.map_err(|e| format!("node {m}: {e:#}")));
-            }
-            let _ = tx.send(Inner::Finish(answers));
+            let answers = ask_each(&ctx, &nodes, members, &Msg::Status).await;
+            let statuses = answers.into_iter().map(|(m, answer)| match answer {
+                Ok(Msg::NodeStatus(s)) => Ok(*s),
+                Ok(other) => Err(format!("node {m}: unexpected answer {}", other.name())),
+                Err(e) => Err(format!("node {m}: {e:#}")),
+            });
+            let _ = tx.send(Inner::Finish(statuses.collect()));
         });
     }
 
@@ -580,12 +593,8 @@ impl Driver {
             let (ctx, nodes) = (self.ctx.clone(), self.current.nodes.clone());
             let members: Vec<usize> = statuses.iter().map(|s| s.index as usize).collect();
             tokio::spawn(async move {
-                for m in members {
-                    let told = async {
-                        let conn = ctx.connection(&nodes[m]).await?;
-                        crate::daemon::request(&conn, &Msg::EndInput).await
-                    };
-                    if let Err(e) = told.await {
+                for (m, told) in ask_each(&ctx, &nodes, members, &Msg::EndInput).await {
+                    if let Err(e) = told {
                         tracing::debug!("finish: telling node {m} its input ended: {e:#}");
                     }
                 }
@@ -594,6 +603,7 @@ impl Driver {
         None
     }
 
+    /// An answer read from a member's control stream, as the core's event.
     fn inner_event(&mut self, got: Inner) -> Option<Event> {
         let (member, stream, msg) = match got {
             Inner::Recorded(result) => return Some(Event::Recorded(result)),

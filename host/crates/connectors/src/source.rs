@@ -481,8 +481,7 @@ async fn fill<R: AsyncRead + Unpin>(
 }
 
 /// Feeds a generator source: asks its segment for `batch` messages at a time until `stop`, or
-/// until the generator has run out (on a node asked to finish once its sources end, which
-/// keeps that).
+/// until the generator has run out.
 pub async fn run_generator(handle: SourceHandle, batch: usize, mut stop: watch::Receiver<bool>) {
     while !handle.generator_done() {
         tokio::select! {

@@ -1,4 +1,5 @@
-//! Which of a node's sources have ended, for a node asked to finish once they all have.
+//! Which of a node's sources have ended: a generator that ran out is asked no more, and a
+//! node asked to finish does so once they all have.
 //!
 //! A node's input has ended when nothing is pending and something ended. Pending: a connection
 //! open, an acknowledged stream seen (in this run, and with a log in earlier ones: their

@@ -114,8 +114,10 @@ pub(crate) struct Shared {
     pub(super) nudge: (flume::Sender<()>, flume::Receiver<()>),
     /// The last event time a source batch or a tick was stamped with: see [`Shared::stamp`].
     pub(crate) source_clock: std::sync::Mutex<u64>,
-    /// With a node asked to finish at the end: which sources have ended.
-    pub(crate) ends: Option<std::sync::Mutex<super::ends::Ends>>,
+    /// Which sources have ended.
+    pub(crate) ends: std::sync::Mutex<super::ends::Ends>,
+    /// The node is to finish once its input has ended (`NodeConfig::finish_at_end`).
+    pub(crate) finish: bool,
     /// Workers whose watermark has reached the end of time.
     pub(crate) at_end: AtomicUsize,
     /// Every source's stream has ended (see [`Shared::sources_ended`]): ticks carry the end of
@@ -240,11 +242,10 @@ impl Shared {
 
     /// Where this node's input stands (None unless it is to finish at the end).
     pub(crate) fn input_end(&self) -> Option<super::ends::InputEnd> {
-        let ends = self
-            .ends
-            .as_ref()?
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        if !self.finish {
+            return None;
+        }
+        let ends = self.ends.lock().unwrap_or_else(|p| p.into_inner());
         Some(ends.input(|source| match &self.log {
             Some(log) => log.streams_of(source),
             None => Vec::new(),
@@ -264,11 +265,9 @@ impl Shared {
         over
     }
 
-    /// Records a change of a source's end, with a node asked to finish at the end.
-    pub(crate) fn ends(&self, change: impl FnOnce(&mut super::ends::Ends)) {
-        if let Some(ends) = &self.ends {
-            change(&mut ends.lock().unwrap_or_else(|p| p.into_inner()));
-        }
+    /// Reads or records a change of a source's end.
+    pub(crate) fn ends<T>(&self, change: impl FnOnce(&mut super::ends::Ends) -> T) -> T {
+        change(&mut self.ends.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The event time of source input received now, never less than one stamped before.

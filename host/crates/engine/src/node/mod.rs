@@ -427,9 +427,8 @@ impl Node {
             progress: flume::bounded(1),
             nudge: flume::bounded(1),
             source_clock: std::sync::Mutex::new(0),
-            ends: config
-                .finish_at_end
-                .then(|| std::sync::Mutex::new(ends::Ends::new(spec.sources.len()))),
+            ends: std::sync::Mutex::new(ends::Ends::new(spec.sources.len())),
+            finish: config.finish_at_end,
             at_end: AtomicUsize::new(0),
             end_of_input: AtomicBool::new(false),
             time_stopped: AtomicBool::new(false),
@@ -821,10 +820,7 @@ impl Node {
     /// What a cluster's coordinator asks and tells a node asked to finish at the end (None
     /// for any other).
     pub fn finish(&self) -> Option<Finish> {
-        self.shared
-            .ends
-            .is_some()
-            .then(|| Finish(self.shared.clone()))
+        self.shared.finish.then(|| Finish(self.shared.clone()))
     }
 
     /// Hands out [`SourceHandle`]s for source `source` (by index in the spec).

@@ -32,8 +32,8 @@ pub struct SourceHandles {
 }
 
 impl SourceHandles {
-    /// This node listens for the source's connections (for a node asked to finish at the end:
-    /// the source ends once its streams have).
+    /// This node listens for the source's connections (the source ends once its streams
+    /// have).
     pub fn listening(&self) {
         self.shared.ends(|e| e.listening(self.source));
     }
@@ -151,6 +151,13 @@ impl SourceHandle {
     /// position) without handing it on: it was dead-lettered at the source. With a log, the
     /// new position is logged and its LSN returned, so a restart resumes after the frame.
     pub fn skip(&self, stream: (u64, u64)) -> Result<Option<Lsn>, NotAccepted> {
+        let (id, seq) = stream;
+        self.log_position(id, seq + 1)
+    }
+
+    /// Logs that acknowledged stream `id` is now at `position`, as a batch of no frames whose
+    /// first would stand there; its LSN, or None without a log.
+    fn log_position(&self, id: u64, position: u64) -> Result<Option<Lsn>, NotAccepted> {
         if self.shared.stopping.load(Ordering::SeqCst) {
             return Err(NotAccepted::Stopping);
         }
@@ -160,9 +167,7 @@ impl SourceHandle {
         if log.failed() {
             return Err(NotAccepted::LogFailed);
         }
-        let (id, seq) = stream;
-        // A batch of no frames whose first would stand after the skipped one.
-        log.append_input(self.source, Some((id, seq + 1)), 0, Vec::new(), |_| {})
+        log.append_input(self.source, Some((id, position)), 0, Vec::new(), |_| {})
             .map(Some)
             .ok_or(NotAccepted::LogFailed)
     }
@@ -171,23 +176,7 @@ impl SourceHandle {
     /// comes from it. With a log, the end is logged as the stream's position
     /// ([`crate::STREAM_ENDED`]) and its LSN returned, so a restart knows it.
     pub fn end_stream(&self, stream: (u64, u64)) -> Result<Option<Lsn>, NotAccepted> {
-        if self.shared.stopping.load(Ordering::SeqCst) {
-            return Err(NotAccepted::Stopping);
-        }
-        let lsn = match &self.shared.log {
-            None => None,
-            Some(log) if log.failed() => return Err(NotAccepted::LogFailed),
-            Some(log) => Some(
-                log.append_input(
-                    self.source,
-                    Some((stream.0, crate::STREAM_ENDED)),
-                    0,
-                    Vec::new(),
-                    |_| {},
-                )
-                .ok_or(NotAccepted::LogFailed)?,
-            ),
-        };
+        let lsn = self.log_position(stream.0, crate::STREAM_ENDED)?;
         self.shared.ends(|e| e.stream_ended(self.source, stream.0));
         tracing::info!(
             source = self.source,
@@ -211,19 +200,9 @@ impl SourceHandle {
         self.shared.ends(|e| e.stream(self.source, stream, at));
     }
 
-    /// The source's generator has run out.
-    pub fn generator_ended(&self) {
-        self.shared.ends(|e| e.generator_ended(self.source));
-    }
-
-    /// Whether the source's generator has run out (with a node asked to finish at the end;
-    /// otherwise whether it said so is not kept).
+    /// Whether the source's generator has run out.
     pub fn generator_done(&self) -> bool {
-        self.shared.ends.as_ref().is_some_and(|e| {
-            e.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .generator_has_ended(self.source)
-        })
+        self.shared.ends(|e| e.generator_has_ended(self.source))
     }
 
     /// The log's durable position; None without a log.
