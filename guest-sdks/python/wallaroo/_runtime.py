@@ -1076,26 +1076,26 @@ class Runtime:
         state expired since; forgets the marks of those returned once every one of them is
         pickled. Fewer than ``max_entries`` means none is left."""
         entries = []
-        taken = []  # (changed, keys) whose marks go once every state is pickled
+        taken = []  # (marks, keys) whose marks go once every state is pickled
         left = max_entries
-        expiring = self._expiring
+
+        def marked(marks):
+            nonlocal left
+            keys = list(marks if left is None else islice(marks, max(left, 0)))
+            taken.append((marks, keys))
+            if left is not None:
+                left -= len(keys)
+            return keys
+
         for step_id, (states, changed) in self._described_stores().items():
-            expiry = expiring.get(step_id, (None, None))[1]
-            for marks in (changed,) if expiry is None else (changed, expiry.removed):
-                if left is not None and left <= 0:
-                    break
-                keys = list(marks if left is None else islice(marks, left))
-                if marks is changed:
-                    for key in keys:
-                        value = self._pickle_state(step_id, key, states[key])
-                        if expiry is not None:
-                            value = stamped(expiry.seen[key], value)
-                        entries.append((step_id, key, value))
-                else:
-                    entries.extend((step_id, key, None) for key in keys)
-                taken.append((marks, keys))
-                if left is not None:
-                    left -= len(keys)
+            expiry = self._expiring.get(step_id, (None, None))[1]
+            for key in marked(changed):
+                value = self._pickle_state(step_id, key, states[key])
+                if expiry is not None:
+                    value = stamped(expiry.seen[key], value)
+                entries.append((step_id, key, value))
+            if expiry is not None:
+                entries.extend((step_id, key, None) for key in marked(expiry.removed))
         for changed, keys in taken:
             if len(keys) == len(changed):
                 changed.clear()

@@ -766,16 +766,18 @@ impl Worker {
             Ok(changes) => {
                 let counters = &self.shared.counters;
                 for change in changes {
-                    let (step, key) = match &change {
-                        StateChange::Set(StateEntry { step, key, .. })
-                        | StateChange::Removed(StateKey { step, key }) => (*step, key.clone()),
+                    let (step, key, value) = match change {
+                        StateChange::Set(StateEntry { step, key, value }) => {
+                            (step, key, Some(value))
+                        }
+                        StateChange::Removed(StateKey { step, key }) => (step, key, None),
                     };
                     if let Some(dirty) = &mut self.dirty {
                         dirty.insert((step, key.clone()));
                     }
                     let key_len = key.len() as i64;
-                    match change {
-                        StateChange::Set(StateEntry { value, .. }) => {
+                    match value {
+                        Some(value) => {
                             let value_len = value.len() as i64;
                             match self.state.insert((step, key), value) {
                                 Some(old) => {
@@ -787,7 +789,7 @@ impl Worker {
                                 }
                             }
                         }
-                        StateChange::Removed(_) => {
+                        None => {
                             if let Some(old) = self.state.remove(&(step, key)) {
                                 counters.state_keys.dec();
                                 counters.state_bytes.dec_by(key_len + old.len() as i64);
