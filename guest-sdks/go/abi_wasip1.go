@@ -21,7 +21,7 @@ import (
 )
 
 const (
-	exportPrefix     = "wallaroo:app/guest@0.4.0#"
+	exportPrefix     = "wallaroo:app/guest@0.5.0#"
 	argArenaSize     = 1 << 20
 	adapterArenaSize = 256 << 10
 )
@@ -197,7 +197,7 @@ func guarded(p *unsafe.Pointer) {
 	}
 }
 
-//go:wasmexport wallaroo:app/guest@0.4.0#describe
+//go:wasmexport wallaroo:app/guest@0.5.0#describe
 func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -240,9 +240,13 @@ func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Point
 	putU32(r, 12, addr(sources))
 	putU32(r, 16, uint32(len(spec.Sources)))
 
-	sinks := record(len(spec.Sinks), 28)
+	// sink-spec { name: string @0, config: sink-config @8 }, alignment 4: sink-config's u8
+	// case @8, its payload @12, as large as its largest case (kafka-sink: two strings and a
+	// list, 24 bytes), so the record's size is 36. tcp-sink { host: string @12, port @20 }.
+	const sinkSpecSize = 36
+	sinks := record(len(spec.Sinks), sinkSpecSize)
 	for i, s := range spec.Sinks {
-		p := unsafe.Add(sinks, i*28)
+		p := unsafe.Add(sinks, i*sinkSpecSize)
 		putString(p, 0, s.Name)
 		putU8(p, 8, 0) // sink-config::tcp
 		putString(p, 12, s.Host)
@@ -284,7 +288,7 @@ func argBytes(ptr unsafe.Pointer, n uint32) []byte {
 // before the next call, which then reuses it.
 var results []byte
 
-//go:wasmexport wallaroo:app/guest@0.4.0#process
+//go:wasmexport wallaroo:app/guest@0.5.0#process
 func exportProcess(segment uint32, batchPtr unsafe.Pointer, batchLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -301,7 +305,7 @@ func exportProcess(segment uint32, batchPtr unsafe.Pointer, batchLen uint32) (re
 	return retBytes(results)
 }
 
-//go:wasmexport wallaroo:app/guest@0.4.0#advance
+//go:wasmexport wallaroo:app/guest@0.5.0#advance
 func exportAdvance(watermark uint64) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -314,7 +318,7 @@ func exportAdvance(watermark uint64) (result unsafe.Pointer) {
 	return retBytes(results)
 }
 
-//go:wasmexport wallaroo:app/guest@0.4.0#snapshot-changed
+//go:wasmexport wallaroo:app/guest@0.5.0#snapshot-changed
 func exportSnapshotChanged(maxEntries uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -327,7 +331,7 @@ func exportSnapshotChanged(maxEntries uint32) (result unsafe.Pointer) {
 	return retBytes(results)
 }
 
-//go:wasmexport wallaroo:app/guest@0.4.0#restore
+//go:wasmexport wallaroo:app/guest@0.5.0#restore
 func exportRestore(entriesPtr unsafe.Pointer, entriesLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()
@@ -344,7 +348,7 @@ func exportRestore(entriesPtr unsafe.Pointer, entriesLen uint32) (result unsafe.
 	return ret()
 }
 
-//go:wasmexport wallaroo:app/guest@0.4.0#take
+//go:wasmexport wallaroo:app/guest@0.5.0#take
 func exportTake(keysPtr unsafe.Pointer, keysLen uint32) (result unsafe.Pointer) {
 	begin()
 	defer end()

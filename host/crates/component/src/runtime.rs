@@ -243,7 +243,7 @@ impl Runtime {
 }
 
 /// The version of the `wallaroo:app` package in `wit/` that this host implements.
-const CONTRACT_VERSION: &str = "0.4.0";
+const CONTRACT_VERSION: &str = "0.5.0";
 
 /// Refuses, with what to do about it, a component built against another version of the
 /// `wallaroo:app` contract (an older SDK): linking would only say an export is missing.

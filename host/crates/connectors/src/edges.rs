@@ -79,6 +79,12 @@ impl Edges {
                 SourceConfig::Tcp(_) => node.source(i).listening(),
                 SourceConfig::Generator if plan.generators => node.source(i).generating(),
                 SourceConfig::Generator => {}
+                SourceConfig::Kafka(_) => {
+                    anyhow::bail!(
+                        "source '{}' reads Kafka, which this build cannot",
+                        source.name
+                    )
+                }
             }
         }
         for (i, source) in spec.sources.iter().enumerate() {
@@ -121,12 +127,20 @@ impl Edges {
                         stop_rx.clone(),
                     ));
                 }
-                SourceConfig::Generator => {}
+                SourceConfig::Generator | SourceConfig::Kafka(_) => {}
             }
         }
         let mut sinks = JoinSet::new();
         for (i, sink) in spec.sinks.iter().enumerate() {
-            let SinkConfig::Tcp(tcp) = &sink.config;
+            let tcp = match &sink.config {
+                SinkConfig::Tcp(tcp) => tcp,
+                SinkConfig::Kafka(_) => {
+                    anyhow::bail!(
+                        "sink '{}' writes to Kafka, which this build cannot",
+                        sink.name
+                    )
+                }
+            };
             let addr = format!("{}:{}", tcp.host, tcp.port);
             let identity = plan
                 .tagged_stream
