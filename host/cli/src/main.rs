@@ -4,6 +4,7 @@
 mod build;
 mod cert;
 mod cluster;
+mod kafka;
 mod options;
 mod receive;
 mod run;
@@ -34,6 +35,8 @@ enum Command {
     Send(send::Args),
     /// Listen where a TCP sink connects and write what arrives.
     Receive(receive::Args),
+    /// Produce a file into a Kafka topic, read a topic out, make a topic.
+    Kafka(kafka::Args),
     /// Manage the cluster's certificates (`wallaroo cert init`).
     Cert(cert::Args),
     /// Run a cluster node: it waits for `wallaroo deploy` and runs its share of the application.
@@ -69,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Send(args) => send::main(args),
         Command::Receive(args) => receive::main(args),
         Command::Cert(args) => cert::main(args),
+        Command::Kafka(args) => kafka::main(args),
         Command::Node(args) => cluster::node(args),
         Command::Deploy(args) => cluster::deploy(args),
         Command::Status(args) => cluster::status(args),

@@ -59,6 +59,18 @@ pub struct HostOptions {
     #[arg(long, default_value_t = wallaroo_types::DEFAULT_KEY_GROUPS,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub key_groups: u32,
+    /// A Kafka client property (librdkafka's names: security.protocol, ssl.ca.location,
+    /// sasl.username, linger.ms, ...) for every Kafka source and sink, applied after the
+    /// application's own; repeat for more.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+fn key_value(given: &str) -> Result<(String, String), String> {
+    match given.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("'{given}' is not KEY=VALUE")),
+    }
 }
 
 impl HostOptions {
@@ -76,6 +88,7 @@ impl HostOptions {
             max_frame_size: self.max_frame_size,
             dead_letter_late: self.dead_letter_late,
             finish: self.finish,
+            kafka_properties: self.kafka_properties.clone(),
         }
     }
 }
@@ -147,7 +160,7 @@ mod tests {
         let options = "--workers 2 --resilience exactly-once --sink-framing tagged \
                        --checkpoint-interval 200 --max-memory 64 --call-timeout 500 \
                        --max-frame-size 4096 --dead-letter-max-bytes 1048576 --batch-size 8 \
-                       --key-groups 16 --dead-letter-late --finish";
+                       --key-groups 16 --dead-letter-late --finish --kafka-property linger.ms=1";
         let expected = Settings {
             key_groups: 16,
             workers: Some(2),
@@ -161,6 +174,7 @@ mod tests {
             max_frame_size: 4096,
             dead_letter_late: true,
             finish: true,
+            kafka_properties: vec![("linger.ms".into(), "1".into())],
         };
         assert_eq!(run(&format!("wallaroo run {options} app.wasm")), expected);
         assert_eq!(run(&format!("wallaroo run app.wasm {options}")), expected);

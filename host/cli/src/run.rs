@@ -213,6 +213,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         source_address: SourceAddress::AsNamed,
         generators: true,
         tagged_stream: tagged.then(String::new),
+        kafka: settings.kafka_plan(
+            0,
+            1,
+            String::new(),
+            wallaroo_connectors::kafka::instance_for(
+                &spec,
+                settings.resilience == Resilience::ExactlyOnce,
+                &o.data_dir,
+            )?,
+        ),
     };
     let metrics_addr = o.metrics.clone();
     io.block_on(async move {

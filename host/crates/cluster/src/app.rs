@@ -238,6 +238,17 @@ impl AppRun {
                 generators: me == 0,
                 tagged_stream: (m.settings.sink_framing == SinkFraming::Tagged)
                     .then(|| format!("/node{me}")),
+                // Each node reads its share of a topic's partitions.
+                kafka: m.settings.kafka_plan(
+                    me as u32,
+                    m.nodes.len() as u32,
+                    format!(".node{me}"),
+                    wallaroo_connectors::kafka::instance_for(
+                        &spec,
+                        m.settings.resilience == wallaroo_engine::Resilience::ExactlyOnce,
+                        &ctx.data.app(),
+                    )?,
+                ),
             },
         )
         .await?;
@@ -247,6 +258,7 @@ impl AppRun {
             .filter_map(|edge| match edge {
                 Edge::Listening { source, addr } => Some(format!("{source} {addr}")),
                 Edge::Generating { source } => Some(format!("{source} (generator)")),
+                Edge::Reading { source, from } => Some(format!("{source} ({from})")),
                 Edge::Writing { .. } => None,
             })
             .collect();

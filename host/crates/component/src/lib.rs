@@ -11,8 +11,8 @@ mod spec;
 mod wire;
 
 pub use bindings::types::{
-    AppSpec, Framing, SinkConfig, SinkSpec, SourceConfig, SourceSpec, StepKind, StepSpec, TcpSink,
-    TcpSource,
+    AppSpec, Framing, KafkaSink, KafkaSource, SinkConfig, SinkSpec, SourceConfig, SourceSpec,
+    StepKind, StepSpec, TcpSink, TcpSource,
 };
 pub use cache::{CacheOutcome, CompileCache};
 pub use runtime::{GuestError, Instance, Limits, Runtime, TrapKind};

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use wallaroo_component::{SinkConfig, SourceConfig};
 use wallaroo_engine::Node;
 
+use crate::kafka::{self, KafkaPlan, KafkaSink, KafkaSource};
 use crate::{SourceOptions, TcpSource, run_generator, run_tcp_sink};
 
 /// Where a node's TCP sources listen.
@@ -34,6 +35,8 @@ pub struct EdgePlan {
     /// With tagged sink framing: what follows `APP/SINK` in each sink's tagged stream identity
     /// (empty for a single node, `/nodeN` in a cluster). None: frames go out plain.
     pub tagged_stream: Option<String>,
+    /// How Kafka sources and sinks run here.
+    pub kafka: KafkaPlan,
 }
 
 /// One edge that was started.
@@ -41,6 +44,7 @@ pub struct EdgePlan {
 pub enum Edge {
     Listening { source: String, addr: SocketAddr },
     Generating { source: String },
+    Reading { source: String, from: String },
     Writing { sink: String, addr: String },
 }
 
@@ -49,6 +53,7 @@ impl fmt::Display for Edge {
         match self {
             Edge::Listening { source, addr } => write!(f, "source '{source}' listening on {addr}"),
             Edge::Generating { source } => write!(f, "source '{source}' generating"),
+            Edge::Reading { source, from } => write!(f, "source '{source}' reading {from}"),
             Edge::Writing { sink, addr } => write!(f, "sink '{sink}' writing to {addr}"),
         }
     }
@@ -79,12 +84,7 @@ impl Edges {
                 SourceConfig::Tcp(_) => node.source(i).listening(),
                 SourceConfig::Generator if plan.generators => node.source(i).generating(),
                 SourceConfig::Generator => {}
-                SourceConfig::Kafka(_) => {
-                    anyhow::bail!(
-                        "source '{}' reads Kafka, which this build cannot",
-                        source.name
-                    )
-                }
+                SourceConfig::Kafka(_) => node.source(i).listening(),
             }
         }
         for (i, source) in spec.sources.iter().enumerate() {
@@ -127,18 +127,35 @@ impl Edges {
                         stop_rx.clone(),
                     ));
                 }
-                SourceConfig::Generator | SourceConfig::Kafka(_) => {}
+                SourceConfig::Generator => {}
+                SourceConfig::Kafka(config) => {
+                    let reader = KafkaSource::new(
+                        &spec.name,
+                        &source.name,
+                        config,
+                        &plan.kafka,
+                        plan.sources.batch_size,
+                    )?;
+                    started.push(Edge::Reading {
+                        source: source.name.clone(),
+                        from: kafka::describe(&config.topic, &config.brokers),
+                    });
+                    sources.spawn(reader.run(handles, stop_rx.clone()));
+                }
             }
         }
         let mut sinks = JoinSet::new();
         for (i, sink) in spec.sinks.iter().enumerate() {
             let tcp = match &sink.config {
                 SinkConfig::Tcp(tcp) => tcp,
-                SinkConfig::Kafka(_) => {
-                    anyhow::bail!(
-                        "sink '{}' writes to Kafka, which this build cannot",
-                        sink.name
-                    )
+                SinkConfig::Kafka(config) => {
+                    let writer = KafkaSink::new(&spec.name, &sink.name, config, &plan.kafka)?;
+                    started.push(Edge::Writing {
+                        sink: sink.name.clone(),
+                        addr: kafka::describe(&config.topic, &config.brokers),
+                    });
+                    sinks.spawn(writer.run(node.take_sink(i)));
+                    continue;
                 }
             };
             let addr = format!("{}:{}", tcp.host, tcp.port);

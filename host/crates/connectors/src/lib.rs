@@ -4,6 +4,7 @@
 //! are how `wallaroo run` and a cluster node alike turn host options into a running node.
 
 mod edges;
+pub mod kafka;
 pub mod latency;
 pub mod protocol;
 mod receive;

@@ -13,6 +13,7 @@ use wallaroo_engine::{NodeConfig, Resilience};
 use wallaroo_types::{DEFAULT_KEY_GROUPS, KeyGroups};
 
 use crate::SourceOptions;
+use crate::kafka::KafkaPlan;
 
 /// How sinks frame output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,6 +72,9 @@ pub struct Settings {
     /// Finish once every source's stream has ended (see `NodeConfig::finish_at_end`).
     #[serde(default)]
     pub finish: bool,
+    /// Client properties for every Kafka source and sink, after the application's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kafka_properties: Vec<(String, String)>,
 }
 
 fn default_dead_letter_max_bytes() -> u64 {
@@ -97,6 +101,7 @@ impl Default for Settings {
             max_frame_size: default_max_frame_size(),
             dead_letter_late: false,
             finish: false,
+            kafka_properties: Vec::new(),
         }
     }
 }
@@ -151,6 +156,25 @@ impl Settings {
         config.finish_at_end = self.finish;
         config.discard_corrupt_log = discard_corrupt_log;
         Ok(config)
+    }
+
+    /// How Kafka edges run on member `member` of `members` nodes whose log is `instance`
+    /// ([`crate::kafka::instance_id`]); `identity_suffix` as [`KafkaPlan::identity_suffix`].
+    pub fn kafka_plan(
+        &self,
+        member: u32,
+        members: u32,
+        identity_suffix: String,
+        instance: String,
+    ) -> KafkaPlan {
+        KafkaPlan {
+            properties: self.kafka_properties.clone(),
+            member,
+            members,
+            transactional: self.resilience == Resilience::ExactlyOnce,
+            identity_suffix,
+            instance,
+        }
     }
 
     pub fn checkpoint_interval(&self) -> Duration {
