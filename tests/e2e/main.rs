@@ -10,6 +10,7 @@ mod examples;
 mod expiry;
 mod finish;
 mod go;
+mod kafka;
 mod latency;
 mod metrics;
 mod sandbox;

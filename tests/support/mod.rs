@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub mod hosts;
+pub mod kafka;
 
 /// The repository's root.
 pub fn root() -> PathBuf {

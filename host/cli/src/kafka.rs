@@ -57,6 +57,10 @@ enum KafkaCommand {
         /// Key each record by its line's first word (so one word's records share a partition).
         #[arg(long)]
         key_by_first_word: bool,
+        /// Spread the records over time at about this many per second [default: as fast as
+        /// the broker takes them].
+        #[arg(long)]
+        lines_per_second: Option<f64>,
     },
     /// Write a topic's records, one value per line, as a `read_committed` consumer sees them:
     /// every partition from its beginning.
@@ -100,7 +104,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
                 topic,
                 file,
                 key_by_first_word,
-            } => produce(&client, &topic, file, key_by_first_word).await,
+                lines_per_second,
+            } => produce(&client, &topic, file, key_by_first_word, lines_per_second).await,
             KafkaCommand::Consume {
                 client,
                 topic,
@@ -123,6 +128,7 @@ async fn produce(
     topic: &str,
     file: Option<std::path::PathBuf>,
     key_by_first_word: bool,
+    lines_per_second: Option<f64>,
 ) -> anyhow::Result<()> {
     let producer: FutureProducer = client
         .config()?
@@ -138,8 +144,12 @@ async fn produce(
     };
     let mut pending = std::collections::VecDeque::new();
     let mut n = 0u64;
+    let started = tokio::time::Instant::now();
     for line in input.lines() {
         let line = line.context("reading the input")?;
+        if let Some(rate) = lines_per_second.filter(|r| *r > 0.0) {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(n as f64 / rate)).await;
+        }
         let key =
             key_by_first_word.then(|| line.split_whitespace().next().unwrap_or("").to_string());
         let mut record = FutureRecord::to(topic).payload(line.as_bytes());
@@ -241,9 +251,8 @@ async fn consume(
         out.write_all(message.payload().unwrap_or_default())?;
         out.write_all(b"\n")?;
         n += 1;
-        if output.is_none() {
-            out.flush()?;
-        }
+        // Whole lines as they come, so whoever follows the file sees them.
+        out.flush()?;
     }
     out.flush()?;
     eprintln!("read {n} records of topic '{topic}'");
