@@ -1,8 +1,10 @@
 """Kafka sources and sinks: Wallaroo's command-line parsers and configs, the spec the runtime
 describes for them, and a Kafka sink's records made from what its encoder returns."""
 
+import importlib.util
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 from test_runtime import TwinRuntime, WordTotal, app_module
@@ -10,6 +12,9 @@ from test_runtime import TwinRuntime, WordTotal, app_module
 import wallaroo
 from wallaroo import WallarooParameterError, _wire
 from wallaroo._runtime import SinkSpec, SourceSpec
+from wallaroo.testing import LocalRun
+
+APPS = Path(__file__).resolve().parents[3] / "tests" / "apps"
 
 KAFKA_ARGS = [
     "--kafka_source_topic",
@@ -449,3 +454,47 @@ def test_an_application_builder_pipeline_reads_and_writes_kafka():
     runtime, spec = described(app_module(setup), KAFKA_ARGS)
     assert (spec.sources[0].config, spec.sinks[0].config) == (SOURCE_SPEC, SINK_SPEC)
     assert runtime.process(0, [(b"", b"x")]) == [("emit", 0, b"\xff" * 8 + b"X")]
+
+
+# ------------------------------------------------------------------------------------------------
+# The test applications (tests/apps), as the end-to-end tests build them
+
+
+def load_app(path):
+    spec = importlib.util.spec_from_file_location(f"kafka_app_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_celsius_kafka_converts_each_value_into_a_record_without_key():
+    run = LocalRun(load_app(APPS / "celsius_kafka" / "celsius.py"), KAFKA_ARGS)
+    assert run.spec.sources[0].config == SOURCE_SPEC
+    assert run.spec.sinks[0].config == SINK_SPEC
+    run.feed("convert", [b"100", b"-40", b"36.6", b"not a number"])
+    assert not run.failures
+    records = [_wire.decode_kafka_record(payload) for payload in run.outputs[0]]
+    assert records == [
+        (b"212.000000", None, None),
+        (b"-40.000000", None, None),
+        (b"97.880000", None, None),
+        (b"32.000000", None, None),
+    ]
+
+
+def test_kafka_word_count_keys_each_count_by_its_word():
+    run = LocalRun(load_app(APPS / "kafka_word_count" / "word_count.py"), KAFKA_ARGS)
+    assert [step.kind for step in run.spec.steps] == [
+        "decoder",
+        "stateless",
+        "key-by",
+        "stateful",
+        "encoder",
+    ]
+    run.feed("lines", [b"The cat, the hat.", "  \u00e9t\u00e9 the END ".encode()])
+    assert not run.failures
+    records = [_wire.decode_kafka_record(payload) for payload in run.outputs[0]]
+    assert records == [
+        (value.encode(), value.split()[0].encode(), None)
+        for value in ("the 1", "cat 1", "the 2", "hat 1", "\u00e9t\u00e9 1", "the 3", "end 1")
+    ]
