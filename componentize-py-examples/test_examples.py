@@ -1,7 +1,12 @@
 """The examples' expected outputs are what the SDK computes from their samples."""
 
+import importlib
+import sys
+
 import examples
 import pytest
+from wallaroo import _wire
+from wallaroo.testing import LocalRun
 
 
 @pytest.mark.parametrize("example", sorted(examples.EXAMPLES))
@@ -24,3 +29,22 @@ def test_every_api_style_gives_the_same_output_byte_for_byte(example, twins):
     # same order and can be compared whole.
     for twin in twins:
         assert examples.output(twin) == examples.output(example), twin
+
+
+def test_celsius_kafka_converts_its_sample():
+    directory = examples.HERE / "celsius_kafka"
+    sys.path.insert(0, str(directory))
+    try:
+        celsius = importlib.import_module("celsius")
+    finally:
+        sys.path.remove(str(directory))
+    args = ["--kafka_source_topic", "celsius-in", "--kafka_source_brokers", "127.0.0.1:9092"]
+    args += ["--kafka_sink_topic", "celsius-out", "--kafka_sink_brokers", "127.0.0.1:9092"]
+    run = LocalRun(celsius, args)
+    run.feed("convert", examples.lines(directory / "celsius.txt"))
+    assert not run.failures, run.failures
+    values = [_wire.decode_kafka_record(payload) for payload in run.outputs[0]]
+    assert values == [
+        (value, None, None)
+        for value in (b"32.000000", b"212.000000", b"-40.000000", b"97.880000", b"70.700000")
+    ]

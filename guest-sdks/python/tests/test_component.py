@@ -68,6 +68,29 @@ def test_describe_returns_the_wit_app_spec(bindings):
     ]
 
 
+def test_describe_gives_kafka_sources_and_sinks_with_their_client_properties(bindings):
+    from test_kafka import KAFKA_ARGS, default_app
+
+    component, types, _err = bindings
+    component.install(default_app())
+    spec = component.Guest().describe(KAFKA_ARGS)
+    assert spec.sources[0].config == types.SourceConfig_Kafka(
+        types.KafkaSource("in", "k1:9093,k2:9092", [("log_level", "4")])
+    )
+    assert spec.sinks == [
+        types.SinkSpec(
+            "encode_text",
+            types.SinkConfig_Kafka(
+                types.KafkaSink(
+                    "out",
+                    "k3:9094",
+                    [("log_level", "4"), ("linger.ms", "0"), ("message.max.bytes", "100000")],
+                )
+            ),
+        )
+    ]
+
+
 def test_process_and_state_speak_flat_buffers(bindings):
     component, _types, _err = bindings
     component.install(WORD_COUNT)

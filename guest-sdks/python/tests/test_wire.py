@@ -92,6 +92,41 @@ def test_state_keys_are_a_count_a_table_then_the_keys():
     assert list(_wire.decode_keys(buf)) == [(3, b"hi"), (1, b"")]
 
 
+def test_a_kafka_record_is_key_length_key_partition_then_the_value():
+    record = _wire.kafka_record
+    assert record(b"v", "e") == b"\xff\xff\xff\xff" + b"\xff\xff\xff\xff" + b"v"
+    assert record(("v", "k\u00e9"), "e") == b"\x03\x00\x00\x00k\xc3\xa9\xff\xff\xff\xffv"
+    assert record((b"", b"", 7), "e") == b"\x00\x00\x00\x00" + b"\x07\x00\x00\x00"
+    assert record((bytearray(b"v"), None, 0), "e") == b"\xff" * 4 + bytes(4) + b"v"
+    decode = _wire.decode_kafka_record
+    assert decode(record("v", "e")) == (b"v", None, None)
+    assert decode(record(("v", "k"), "e")) == (b"v", b"k", None)
+    assert decode(record((b"", b"", 3), "e")) == (b"", b"", 3)
+    assert decode(record((memoryview(b"x"), None, 0), "e")) == (b"x", None, 0)
+
+
+@pytest.mark.parametrize(
+    ("result", "error", "complaint"),
+    [
+        (("v", None, None, None), TypeError, "returned a tuple of 4 items"),
+        (("v",), TypeError, "returned a tuple of 1 items"),
+        (("v", None, -1), ValueError, "the partition -1, expected None or an int from 0"),
+        (("v", None, 2**32 - 1), ValueError, "the partition 4294967295"),
+        (("v", None, 1.0), TypeError, "the partition 1.0"),
+        (("v", None, True), TypeError, "the partition True"),
+        (("v", 5), TypeError, "a key of type int, expected bytes or str"),
+        (None, TypeError, "a value of type NoneType (None is for the key), expected bytes"),
+        ((3.5, "k"), TypeError, "a value of type float"),
+        ([b"v", b"k"], TypeError, "a value of type list"),
+    ],
+)
+def test_a_wrong_kafka_record_shape_is_refused_naming_what_is_wrong(result, error, complaint):
+    with pytest.raises(error) as raised:
+        _wire.kafka_record(result, "encoder 'e'")
+    assert str(raised.value).startswith("encoder 'e' returned ")
+    assert complaint in str(raised.value)
+
+
 def test_an_error_text_that_is_not_utf8_encodable_is_replaced():
     out = []
     _wire.failed(out, 0, 1, None, "bad \udc80 surrogate")

@@ -20,9 +20,15 @@ __all__ = [
     "ApplicationBuilder",
     "Computation",
     "ComputationMulti",
+    "CustomKafkaSinkCLIParser",
+    "CustomKafkaSourceCLIParser",
     "Decoder",
+    "DefaultKafkaSinkCLIParser",
+    "DefaultKafkaSourceCLIParser",
     "Encoder",
     "GenSourceConfig",
+    "KafkaSinkConfig",
+    "KafkaSourceConfig",
     "KeyExtractor",
     "OctetDecoder",
     "OctetEncoder",
@@ -40,6 +46,8 @@ __all__ = [
     "deserialize",
     "encoder",
     "hours",
+    "kafka_parse_sink_options",
+    "kafka_parse_source_options",
     "key_extractor",
     "microseconds",
     "milliseconds",
@@ -351,17 +359,19 @@ def partition(fn):
 
 
 def decoder(header_length, length_fmt):
-    """Marks ``fn(payload_bytes)`` as a TCP source's decoder.
+    """Marks ``fn(payload_bytes)`` as a source's decoder.
 
-    Frames are ``header_length`` bytes of header that start with the payload's length packed
-    as ``struct`` format ``length_fmt``, then the payload. The host does the framing; the
-    format is checked when the application is described.
+    On TCP, frames are ``header_length`` bytes of header that start with the payload's length
+    packed as ``struct`` format ``length_fmt``, then the payload. The host does the framing;
+    the format is checked when the application is described. A Kafka source ignores the
+    framing: each record's value is a payload.
     """
     return lambda fn: Decoder(fn, header_length, length_fmt)
 
 
 def encoder(fn):
-    """Marks ``fn(data)`` as a TCP sink's encoder; it returns bytes (or a str, sent as UTF-8)."""
+    """Marks ``fn(data)`` as a sink's encoder; it returns bytes (or a str, sent as UTF-8), or
+    for a Kafka sink also ``(value, key)`` or ``(value, key, partition)`` (``KafkaSinkConfig``)."""
     return Encoder(fn)
 
 
@@ -488,6 +498,230 @@ class TCPSinkConfig:
         self.encoder = _builder.as_encoder(encoder, "TCPSinkConfig")
 
 
+# Kafka. librdkafka's log_level is a syslog level; Wallaroo's names map onto it.
+_KAFKA_LOG_LEVELS = {"Fine": "7", "Info": "6", "Warn": "4", "Error": "3"}
+_KAFKA_PORT = "9092"
+# The ranges librdkafka accepts for linger.ms and message.max.bytes.
+_LINGER_MS = range(0, 900_001)
+_MESSAGE_MAX_BYTES = range(1000, 1_000_000_001)
+
+_KAFKA_SOURCE_OLD = inspect.Signature(
+    [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for name in ("topic", "brokers", "log_level", "decoder")
+    ]
+)
+_KAFKA_SOURCE_NAMED = inspect.Signature(
+    [inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + list(_KAFKA_SOURCE_OLD.parameters.values())
+)
+
+
+class KafkaSourceConfig:
+    """A Kafka topic the host reads: each record's value is one message's payload, given to
+    the decoder whole (a ``@decoder``'s framing is ignored; a decoder object needs only
+    ``decode(bs)``).
+
+    Accepts Wallaroo 0.1-0.4's ``KafkaSourceConfig(topic, brokers, log_level, decoder)`` and
+    0.6's documented ``KafkaSourceConfig(name, topic, brokers, log_level, decoder)``.
+    ``brokers`` is a list of ``(host, port)`` pairs or a ``"host[:port],..."`` string (the port
+    defaults to 9092); ``log_level`` is ``"Fine"``, ``"Info"``, ``"Warn"`` or ``"Error"``."""
+
+    def __init__(self, *args, **kwargs):
+        named = len(args) + len(kwargs) == 5 or "name" in kwargs
+        form = _KAFKA_SOURCE_NAMED if named else _KAFKA_SOURCE_OLD
+        try:
+            bound = form.bind(*args, **kwargs).arguments
+        except TypeError as error:
+            raise WallarooParameterError(f"KafkaSourceConfig{form}: {error}") from None
+        role = "KafkaSourceConfig"
+        self.name = bound.get("name")
+        self.topic = _kafka_topic(bound["topic"], role, "a topic")
+        self.brokers = _kafka_broker_list(bound["brokers"], role, "brokers")
+        self.log_level = _kafka_log_level(bound["log_level"], role)
+        self.decoder = _builder.as_decoder(bound["decoder"], role, framed=False)
+
+    def _spec(self, args):
+        """``("kafka", topic, brokers, properties)`` for the host."""
+        properties = (("log_level", _KAFKA_LOG_LEVELS[self.log_level]),)
+        return ("kafka", self.topic, _kafka_joined(self.brokers), properties)
+
+
+class CustomKafkaSourceCLIParser(KafkaSourceConfig):
+    """A Kafka source configured by ``--kafka_source_topic``, ``--kafka_source_brokers``,
+    ``--kafka_source_log_level`` and ``--kafka_source_name`` in ``args`` (see
+    ``kafka_parse_source_options``)."""
+
+    def __init__(self, args, decoder):
+        role = "CustomKafkaSourceCLIParser"
+        self.name, self.topic, self.brokers, self.log_level = kafka_parse_source_options(args)
+        _kafka_topic(self.topic, role, "--kafka_source_topic")
+        _kafka_broker_list(self.brokers, role, "--kafka_source_brokers")
+        self.decoder = _builder.as_decoder(decoder, role, framed=False)
+
+
+class DefaultKafkaSourceCLIParser(KafkaSourceConfig):
+    """A Kafka source configured by the application's command line when it is described:
+    ``--NAME_topic``, ``--NAME_brokers`` (``host[:port]`` entries joined by commas) and
+    ``--NAME_log_level``, with NAME ``kafka_source`` unless given, as Wallaroo's were."""
+
+    def __init__(self, decoder, name="kafka_source"):
+        if not isinstance(name, str) or not name:
+            raise WallarooParameterError(
+                f"DefaultKafkaSourceCLIParser: the name must be a non-empty string, not {name!r}"
+            )
+        self.name = name
+        self.decoder = _builder.as_decoder(decoder, "DefaultKafkaSourceCLIParser", framed=False)
+
+    def _spec(self, args):
+        options = _kafka_options(args, self.name)
+        role = f"Kafka source {self.name!r}"
+        self.topic = _kafka_topic(options.topic, role, f"--{self.name}_topic")
+        self.brokers = _kafka_broker_list(options.brokers, role, f"--{self.name}_brokers")
+        self.log_level = options.log_level
+        return super()._spec(args)
+
+
+class KafkaSinkConfig:
+    """A Kafka topic the host writes one record to per message, as Wallaroo 0.1-0.4's (and
+    0.6's documented) ``KafkaSinkConfig(topic, brokers, log_level, max_produce_buffer_ms,
+    max_message_size, encoder)``: ``max_produce_buffer_ms`` becomes the client's ``linger.ms`` and
+    ``max_message_size`` its ``message.max.bytes``.
+
+    The encoder returns the record's value (bytes, or a str sent as UTF-8), or ``(value,
+    key)`` or ``(value, key, partition)``, with a key of None, bytes or a str, and a partition
+    of None (the client chooses, by the key) or an int from 0."""
+
+    def __init__(self, topic, brokers, log_level, max_produce_buffer_ms, max_message_size, encoder):
+        role = "KafkaSinkConfig"
+        self.topic = _kafka_topic(topic, role, "a topic")
+        self.brokers = _kafka_broker_list(brokers, role, "brokers")
+        self.log_level = _kafka_log_level(log_level, role)
+        self.max_produce_buffer_ms = _kafka_int(
+            max_produce_buffer_ms, _LINGER_MS, role, "max_produce_buffer_ms"
+        )
+        self.max_message_size = _kafka_int(
+            max_message_size, _MESSAGE_MAX_BYTES, role, "max_message_size"
+        )
+        self.encoder = _builder.as_encoder(encoder, role)
+
+    def _spec(self, args):
+        """``("kafka", topic, brokers, properties)`` for the host."""
+        properties = (
+            ("log_level", _KAFKA_LOG_LEVELS[self.log_level]),
+            ("linger.ms", str(self.max_produce_buffer_ms)),
+            ("message.max.bytes", str(self.max_message_size)),
+        )
+        return ("kafka", self.topic, _kafka_joined(self.brokers), properties)
+
+
+class CustomKafkaSinkCLIParser(KafkaSinkConfig):
+    """A Kafka sink configured by ``--kafka_sink_topic``, ``--kafka_sink_brokers``,
+    ``--kafka_sink_log_level``, ``--kafka_sink_max_produce_buffer_ms`` and
+    ``--kafka_sink_max_message_size`` in ``args`` (see ``kafka_parse_sink_options``)."""
+
+    def __init__(self, args, encoder):
+        (
+            self.name,
+            self.topic,
+            self.brokers,
+            self.log_level,
+            self.max_produce_buffer_ms,
+            self.max_message_size,
+        ) = kafka_parse_sink_options(args)
+        _check_kafka_sink(self, "CustomKafkaSinkCLIParser", "kafka_sink")
+        self.encoder = _builder.as_encoder(encoder, "CustomKafkaSinkCLIParser")
+
+
+class DefaultKafkaSinkCLIParser(KafkaSinkConfig):
+    """A Kafka sink configured by the application's command line when it is described:
+    ``--NAME_topic``, ``--NAME_brokers``, ``--NAME_log_level``,
+    ``--NAME_max_produce_buffer_ms`` (default 0) and ``--NAME_max_message_size`` (default
+    100000), with NAME ``kafka_sink`` unless given, as Wallaroo's were."""
+
+    def __init__(self, encoder, name="kafka_sink"):
+        if not isinstance(name, str) or not name:
+            raise WallarooParameterError(
+                f"DefaultKafkaSinkCLIParser: the name must be a non-empty string, not {name!r}"
+            )
+        self.name = name
+        self.encoder = _builder.as_encoder(encoder, "DefaultKafkaSinkCLIParser")
+
+    def _spec(self, args):
+        options = _kafka_options(args, self.name, sink=True)
+        self.topic, self.brokers, self.log_level = options.topic, options.brokers, options.log_level
+        self.max_produce_buffer_ms = options.max_produce_buffer_ms
+        self.max_message_size = options.max_message_size
+        _check_kafka_sink(self, f"Kafka sink {self.name!r}", self.name)
+        return super()._spec(args)
+
+
+def _check_kafka_sink(config, role, prefix):
+    """Checks the settings a sink took from the command line, naming the options."""
+    _kafka_topic(config.topic, role, f"--{prefix}_topic")
+    _kafka_broker_list(config.brokers, role, f"--{prefix}_brokers")
+    buffer_ms, size = config.max_produce_buffer_ms, config.max_message_size
+    _kafka_int(buffer_ms, _LINGER_MS, role, f"--{prefix}_max_produce_buffer_ms")
+    _kafka_int(size, _MESSAGE_MAX_BYTES, role, f"--{prefix}_max_message_size")
+
+
+def _kafka_topic(topic, role, what):
+    if not isinstance(topic, str) or not topic:
+        got = "" if topic in ("", None) else f", got {topic!r}"
+        raise WallarooParameterError(f"{role} needs {what}{got}")
+    return topic
+
+
+def _kafka_broker_list(brokers, role, what):
+    """``brokers`` as a list of ``(host, port)`` pairs with string ports: from such a list
+    (ports may be ints) or from a ``"host[:port],..."`` string."""
+    if isinstance(brokers, str):
+        brokers = _kafka_brokers(brokers, what)
+    elif isinstance(brokers, (list, tuple)):
+        brokers = [_kafka_pair(entry, role, what) for entry in brokers]
+    else:
+        raise WallarooParameterError(
+            f"{role}: {what} must be a list of (host, port) pairs, got {brokers!r}"
+        )
+    if not brokers:
+        raise WallarooParameterError(
+            f"{role} needs {what} (the Kafka brokers, e.g. 127.0.0.1:9092)"
+        )
+    return brokers
+
+
+def _kafka_pair(entry, role, what):
+    if isinstance(entry, (list, tuple)) and len(entry) == 2:
+        host, port = entry
+        if isinstance(host, str) and host and isinstance(port, (str, int)):
+            port = str(port)
+            if port.isdigit():
+                return (host, port)
+    raise WallarooParameterError(f"{role}: {what}: {entry!r} is not a (host, port) pair")
+
+
+def _kafka_log_level(level, role):
+    if level not in _KAFKA_LOG_LEVELS:
+        raise WallarooParameterError(
+            f"{role}: log_level must be one of {', '.join(_KAFKA_LOG_LEVELS)}, got {level!r}"
+        )
+    return level
+
+
+def _kafka_int(value, allowed, role, what):
+    if type(value) is not int or value not in allowed:
+        raise WallarooParameterError(
+            f"{role}: {what} must be an int from {allowed.start} to {allowed.stop - 1} "
+            f"(the Kafka client's limits), got {value!r}"
+        )
+    return value
+
+
+def _kafka_joined(brokers):
+    """Brokers as the host takes them: ``host:port`` entries joined by commas."""
+    return ",".join(f"{host}:{port}" for host, port in brokers)
+
+
 # ------------------------------------------------------------------------------------------------
 # Pipelines
 
@@ -563,7 +797,7 @@ class Pipeline:
         if not configs:
             raise WallarooParameterError("to_sinks() needs at least one sink config")
         for config in configs:
-            if not isinstance(config, TCPSinkConfig):
+            if not isinstance(config, (TCPSinkConfig, KafkaSinkConfig)):
                 raise WallarooParameterError(f"not a sink config: {config!r}")
         self._check_open("to_sink")
         return Pipeline((self,), SinkStage(configs), closed=True)
@@ -588,7 +822,7 @@ _COLLECT.name = "collect"
 
 
 def source(name, config, event_time=None):
-    """Starts a pipeline at a TCP or generator source.
+    """Starts a pipeline at a TCP, Kafka or generator source.
 
     A message's event time (what windows go by) is when the source received it, unless
     ``event_time`` is given: a function of the decoded message returning its time, as seconds
@@ -596,9 +830,10 @@ def source(name, config, event_time=None):
     """
     if not isinstance(name, str):
         raise WallarooParameterError(f"source(): the name must be a string, not {name!r}")
-    if not isinstance(config, (TCPSourceConfig, GenSourceConfig)):
+    if not isinstance(config, (TCPSourceConfig, KafkaSourceConfig, GenSourceConfig)):
         raise WallarooParameterError(
-            f"source {name!r}: expected a TCPSourceConfig or GenSourceConfig, got {config!r}"
+            f"source {name!r}: expected a TCPSourceConfig, a Kafka source config "
+            f"(DefaultKafkaSourceCLIParser and the like) or GenSourceConfig, got {config!r}"
         )
     if event_time is not None:
         _check_arity(f"source {name!r}: event_time", event_time, 1)
@@ -664,6 +899,69 @@ def tcp_parse_output_addrs(args):
         entry if len(entry) == 2 else entry[1:]
         for entry in _addresses(args, "-o", "--out", "the output addresses")
     ]
+
+
+def kafka_parse_source_options(args):
+    """``(name, topic, brokers, log_level)`` from ``--kafka_source_name``,
+    ``--kafka_source_topic``, ``--kafka_source_brokers`` (``host[:port]`` entries joined by
+    commas, as ``(host, port)`` tuples with the port a string, 9092 unless given) and
+    ``--kafka_source_log_level`` (Fine, Info, Warn or Error; default Warn). A missing topic is
+    ``""``, missing brokers ``[]``, a missing name None. This is Wallaroo 0.6's tuple; 0.1-0.5
+    returned it without the name."""
+    options = _kafka_options(args, "kafka_source", named=True)
+    return (options.name, options.topic, options.brokers, options.log_level)
+
+
+def kafka_parse_sink_options(args):
+    """``(name, topic, brokers, log_level, max_produce_buffer_ms, max_message_size)`` from
+    ``--kafka_sink_topic``, ``--kafka_sink_brokers``, ``--kafka_sink_log_level``,
+    ``--kafka_sink_max_produce_buffer_ms`` (default 0) and ``--kafka_sink_max_message_size``
+    (default 100000), as ``kafka_parse_source_options`` reads its options. The name is ``""``:
+    Wallaroo's sinks had none (and 0.1-0.5 returned the tuple without it)."""
+    options = _kafka_options(args, "kafka_sink", sink=True)
+    return (
+        "",
+        options.topic,
+        options.brokers,
+        options.log_level,
+        options.max_produce_buffer_ms,
+        options.max_message_size,
+    )
+
+
+def _kafka_options(args, prefix, named=False, sink=False):
+    """The ``--PREFIX_...`` Kafka options in ``args``, other arguments ignored."""
+    parser = _ArgumentParser(prog="wallaroo", add_help=False, allow_abbrev=False)
+    if named:
+        parser.add_argument(f"--{prefix}_name", dest="name")
+    parser.add_argument(f"--{prefix}_topic", dest="topic", default="")
+    parser.add_argument(f"--{prefix}_brokers", dest="brokers", default="")
+    parser.add_argument(
+        f"--{prefix}_log_level", dest="log_level", default="Warn", choices=list(_KAFKA_LOG_LEVELS)
+    )
+    if sink:
+        parser.add_argument(
+            f"--{prefix}_max_produce_buffer_ms", dest="max_produce_buffer_ms", type=int, default=0
+        )
+        parser.add_argument(
+            f"--{prefix}_max_message_size", dest="max_message_size", type=int, default=100000
+        )
+    options = parser.parse_known_args(args)[0]
+    options.brokers = _kafka_brokers(options.brokers, f"--{prefix}_brokers")
+    return options
+
+
+def _kafka_brokers(value, what):
+    """``"host[:port],..."`` as ``(host, port)`` tuples; an empty string gives none."""
+    brokers = []
+    for entry in value.split(",") if value.strip() else []:
+        host, colon, port = entry.strip().rpartition(":")
+        if not colon:
+            host, port = port, _KAFKA_PORT
+        if not host or not port.isdigit():
+            raise WallarooParameterError(f"{what}: {entry!r} is not HOST[:PORT]")
+        brokers.append((host, port))
+    return brokers
 
 
 # ------------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from wallaroo import (
     Decoder,
     Encoder,
     GenSourceConfig,
+    KafkaSinkConfig,
+    KafkaSourceConfig,
     KeyExtractor,
     Partition,
     Pipeline,
@@ -166,19 +168,27 @@ def _plain(obj, cls):
 # Class-based objects made into the 0.6 API's objects
 
 
-def as_decoder(obj, role):
+def as_decoder(obj, role, framed=True):
     """A ``Decoder`` for ``@decoder`` functions and class-based decoders; the frame format of
-    a class-based one is read off its ``payload_length`` (see ``_length_format``)."""
+    a class-based one is read off its ``payload_length`` (see ``_length_format``). Without
+    ``framed`` (a Kafka source: each record's value is a whole payload), a class-based decoder
+    needs only ``decode(bs)``."""
     if _plain(obj, Decoder):
         return obj
     obj = _resolved(obj, role)
     if _plain(obj, Decoder):
         return obj
     if not hasattr(obj, "decode") or isinstance(obj, (str, bytes, int)):
+        methods = "header_length(), payload_length(bs) and decode(bs)" if framed else "decode(bs)"
         raise WallarooParameterError(
             f"{role} needs a function decorated with @decoder(...) or a decoder object "
-            f"with header_length(), payload_length(bs) and decode(bs), got {obj!r}"
+            f"with {methods}, got {obj!r}"
         )
+    if not framed:
+        _, decode = _method(obj, ["decode"], 1, role, "it turns a record's value into a message")
+        decoder = Decoder(decode)
+        decoder.name = type(obj).__name__
+        return decoder
     expected = "a decoder has header_length(), payload_length(header) and decode(payload)"
     _, header_length = _method(obj, ["header_length"], 0, role, expected)
     _, payload_length = _method(obj, ["payload_length"], 1, role, expected)
@@ -555,7 +565,8 @@ class ApplicationBuilder:
         self._states = {}
 
     def new_pipeline(self, name, source_config):
-        """Starts a pipeline at a source (a ``TCPSourceConfig`` or ``GenSourceConfig``)."""
+        """Starts a pipeline at a source (a ``TCPSourceConfig``, a Kafka source config or a
+        ``GenSourceConfig``)."""
         if not isinstance(name, str):
             raise WallarooParameterError(f"new_pipeline(): the name must be a string, not {name!r}")
         if any(flow.name == name for flow in self._flows):
@@ -563,9 +574,10 @@ class ApplicationBuilder:
                 f"new_pipeline({name!r}): a pipeline of that name exists already; "
                 "pipeline names must be unique"
             )
-        if not isinstance(source_config, (TCPSourceConfig, GenSourceConfig)):
+        if not isinstance(source_config, (TCPSourceConfig, KafkaSourceConfig, GenSourceConfig)):
             raise WallarooParameterError(
-                f"new_pipeline({name!r}): expected a TCPSourceConfig or GenSourceConfig, "
+                f"new_pipeline({name!r}): expected a TCPSourceConfig, a Kafka source config "
+                f"(KafkaSourceConfig, DefaultKafkaSourceCLIParser...) or GenSourceConfig, "
                 f"got {source_config!r}"
             )
         self._open = _Flow(name, source_config)
@@ -629,7 +641,7 @@ class ApplicationBuilder:
         if not configs:
             raise WallarooParameterError("to_sinks() needs at least one sink config")
         for config in configs:
-            if not isinstance(config, TCPSinkConfig):
+            if not isinstance(config, (TCPSinkConfig, KafkaSinkConfig)):
                 raise WallarooParameterError(
                     f"pipeline {flow.name!r}: not a sink config: {config!r}"
                 )

@@ -47,6 +47,8 @@ def _warm_up():
     """
     wallaroo.tcp_parse_input_addrs(["--in", "name@host:1,host:2"])
     wallaroo.tcp_parse_output_addrs(["--out", "host:3"])
+    wallaroo.kafka_parse_source_options(["--kafka_source_brokers", "host:4,host"])
+    wallaroo.kafka_parse_sink_options(["--kafka_sink_max_message_size", "1000"])
     try:
         wallaroo.tcp_parse_input_addrs(["--in"])  # argparse's error path
     except wallaroo.WallarooParameterError:
@@ -71,12 +73,18 @@ def _answering_errors(export):
 def _source_config(config):
     if config[0] == "generator":
         return types.SourceConfig_Generator()
+    if config[0] == "kafka":
+        _kafka, topic, brokers, properties = config
+        return types.SourceConfig_Kafka(types.KafkaSource(topic, brokers, list(properties)))
     _tcp, host, port, header_length, length_size, big_endian = config
     framing = types.Framing(header_length, length_size, big_endian)
     return types.SourceConfig_Tcp(types.TcpSource(host, port, framing))
 
 
 def _sink_config(config):
+    if config[0] == "kafka":
+        _kafka, topic, brokers, properties = config
+        return types.SinkConfig_Kafka(types.KafkaSink(topic, brokers, list(properties)))
     _tcp, host, port = config
     return types.SinkConfig_Tcp(types.TcpSink(host, port))
 

@@ -23,6 +23,8 @@ from wallaroo import (
     Application,
     Computation,
     GenSourceConfig,
+    KafkaSinkConfig,
+    KafkaSourceConfig,
     KeyExtractor,
     OldState,
     SinkStage,
@@ -64,7 +66,8 @@ class StepSpec:
 @dataclass(frozen=True)
 class SourceSpec:
     name: str
-    # ("tcp", host, port, header_length, length_size, big_endian) or ("generator",)
+    # ("tcp", host, port, header_length, length_size, big_endian), ("generator",) or
+    # ("kafka", topic, brokers, ((property, value), ...))
     config: tuple
     segment: int
     # Whether the source's event times come from its event_time function.
@@ -74,7 +77,7 @@ class SourceSpec:
 @dataclass(frozen=True)
 class SinkSpec:
     name: str
-    config: tuple  # ("tcp", host, port)
+    config: tuple  # ("tcp", host, port) or ("kafka", topic, brokers, ((property, value), ...))
 
 
 @dataclass(frozen=True)
@@ -163,14 +166,17 @@ class _Step:
         self.stage = stage  # the decorated function, or the GenSourceConfig of a generator
         self.successors = []  # ids of the steps that receive this step's output
         self.sink = None  # for encoders, the sink id
+        self.kafka = False  # for encoders, whether the sink is a Kafka topic
         self.event_time = None  # for a source's decoder, the source's event-time function
 
 
 class _Compiler:
     """Numbers the steps of a pipeline graph: upstream before downstream, sources and merged
-    pipelines in the order the application wrote them, so the same setup gives the same table."""
+    pipelines in the order the application wrote them, so the same setup gives the same table.
+    ``args`` are the application's, for the sources and sinks that read their settings there."""
 
-    def __init__(self):
+    def __init__(self, args):
+        self.args = args
         self.steps = []
         self.sources = []
         self.sinks = []
@@ -216,6 +222,9 @@ class _Compiler:
         if isinstance(config, GenSourceConfig):
             step_id = self._add(type(config.generator).__name__, "decoder", config)
             spec = ("generator",)
+        elif isinstance(config, KafkaSourceConfig):
+            step_id = self._add(config.decoder.name, "decoder", config.decoder)
+            spec = config._spec(self.args)
         else:
             step_id = self._add(config.decoder.name, "decoder", config.decoder)
             spec = ("tcp", str(config.host), str(config.port), *_framing(config.decoder))
@@ -227,7 +236,12 @@ class _Compiler:
         encoder = config.encoder
         step_id = self._add(encoder.name, "encoder", encoder)
         self.steps[step_id].sink = len(self.sinks)
-        self.sinks.append(SinkSpec(encoder.name, ("tcp", str(config.host), str(config.port))))
+        if isinstance(config, KafkaSinkConfig):
+            self.steps[step_id].kafka = True
+            spec = config._spec(self.args)
+        else:
+            spec = ("tcp", str(config.host), str(config.port))
+        self.sinks.append(SinkSpec(encoder.name, spec))
         return step_id
 
 
@@ -634,9 +648,15 @@ def _encoded(data, label):
     )
 
 
-def _encoder(step_id, encoder, sink, flat):
+def _encoder(step_id, encoder, sink, flat, kafka):
     fn = encoder.fn
     label, where = f"encoder {encoder.name!r}", _definition_site(fn)
+    if kafka:  # the encoder's result made into a record (wallaroo._wire.kafka_record)
+        encode, record = fn, _wire.kafka_record
+
+        def fn(value):
+            return record(encode(value), label)
+
     emit_head = _wire.EMIT_HEAD
     heads = tuple(emit_head(_wire.EMIT, sink, n) for n in range(256))  # for short outputs
 
@@ -864,7 +884,7 @@ def _build(steps, flat, clock, late):
     for step_id in reversed(range(len(steps))):
         step = steps[step_id]
         if step.kind == "encoder":
-            runners[step_id] = _encoder(step_id, step.stage, step.sink, flat)
+            runners[step_id] = _encoder(step_id, step.stage, step.sink, flat, step.kafka)
         elif step.kind == "key-by":
             runners[step_id] = _key_by(step_id, step.stage, step.successors, flat, clock)
         elif step.kind == "stateless":
@@ -1013,7 +1033,7 @@ class Runtime:
                 "application_setup(args) must return build_application(...), "
                 f"not {type(application).__name__}"
             )
-        compiler = _Compiler()
+        compiler = _Compiler(args)
         compiler.walk(application.pipeline)
         _check_windows(compiler.steps)
         self._clock, self.late = _Clock(), {}

@@ -154,6 +154,53 @@ def failed(out, index, step, key, error):
     out.append(text)
 
 
+# A Kafka record's key length for no key, and its partition for the client's choice.
+NO_KEY = NO_PARTITION = 0xFFFFFFFF
+_U32 = _COUNT.pack
+
+
+def kafka_record(result, label):
+    """The payload of a Kafka sink's record (``key-len``, key, ``partition``, value) for what
+    its encoder returned: the value, ``(value, key)`` or ``(value, key, partition)``. Values
+    and keys are bytes or str (sent as UTF-8), a key may be None, a partition None or an int
+    from 0. ``label`` names the encoder in errors."""
+    key = partition = None
+    if type(result) is tuple:
+        if not 2 <= len(result) <= 3:
+            raise TypeError(
+                f"{label} returned a tuple of {len(result)} items; a Kafka sink takes the "
+                "value, (value, key) or (value, key, partition)"
+            )
+        value, key, partition = result if len(result) == 3 else (*result, None)
+    else:
+        value = result
+    value = _record_bytes(value, label, "value")
+    if key is None:
+        head = _U32(NO_KEY)
+    else:
+        key = _record_bytes(key, label, "key")
+        head = _U32(len(key)) + key
+    if partition is None:
+        partition = NO_PARTITION
+    elif type(partition) is not int or not 0 <= partition < NO_PARTITION:
+        raise (TypeError if type(partition) is not int else ValueError)(
+            f"{label} returned the partition {partition!r}, expected None or an int from 0 "
+            f"to {NO_PARTITION - 1}"
+        )
+    return b"".join((head, _U32(partition), value))
+
+
+def _record_bytes(data, label, what):
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode()
+    none = " (None is for the key)" if data is None and what == "value" else ""
+    raise TypeError(
+        f"{label} returned a {what} of type {type(data).__name__}{none}, expected bytes or str"
+    )
+
+
 # The value length of an entry that says its key's state was removed (it expired).
 REMOVED = 0xFFFFFFFF
 
@@ -250,3 +297,13 @@ def decode_outputs(buf):
     if at != len(buf):
         raise MalformedBuffer(f"the last output record runs {at - len(buf)} bytes past the end")
     return records
+
+
+def decode_kafka_record(payload):
+    """``(value, key, partition)`` of a Kafka sink's record, with None for no key and for the
+    client's choice of partition."""
+    (key_len,) = struct.unpack_from("<I", payload)
+    at = 4 if key_len == NO_KEY else 4 + key_len
+    key = None if key_len == NO_KEY else payload[4:at]
+    (partition,) = struct.unpack_from("<I", payload, at)
+    return payload[at + 4 :], key, None if partition == NO_PARTITION else partition
