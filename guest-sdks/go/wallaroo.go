@@ -38,13 +38,16 @@
 // KafkaSource reads a Kafka topic, each record's value one message, and KafkaSink writes one
 // record per value to a topic: without a key, or with the key and partition KafkaKeyedSink's
 // encoder gives in a KafkaRecord. WithProperty passes client properties (librdkafka's) to the
-// host's Kafka client.
+// host's Kafka client, and KafkaSourceOptions and KafkaSinkOptions read the topics, brokers
+// and settings from the command line under the names Wallaroo used:
 //
-//	lines := wallaroo.Source("lines", wallaroo.KafkaSource("lines", "k1:9092,k2:9092", decodeLines))
+//	in, err := wallaroo.KafkaSourceOptions(args) // --kafka_source_topic, --kafka_source_brokers, ...
 //	...
-//	wallaroo.ToSink(counts, wallaroo.KafkaKeyedSink("counts", "k1:9092,k2:9092", func(c wordCount) (wallaroo.KafkaRecord, error) {
+//	lines := wallaroo.Source("lines", wallaroo.KafkaSource(in.Topic, in.Brokers, decodeLines).WithProperties(in.Properties...))
+//	...
+//	wallaroo.ToSink(counts, wallaroo.KafkaKeyedSink(out.Topic, out.Brokers, func(c wordCount) (wallaroo.KafkaRecord, error) {
 //		return wallaroo.KafkaRecord{Key: []byte(c.word), Value: []byte(c.word + " " + strconv.Itoa(c.count))}, nil
-//	}).WithProperty("linger.ms", "5"))
+//	}))
 //
 // # Windows
 //
