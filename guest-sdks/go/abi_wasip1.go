@@ -176,6 +176,23 @@ func putString(p unsafe.Pointer, off uintptr, s string) {
 	keep = append(keep, s)
 }
 
+// putKafka writes a kafka-source or kafka-sink record { topic: string @0, brokers: string @8,
+// properties: list<tuple<string, string>> @16 } (24 bytes); each property is a tuple of two
+// strings (key @0, value @8), 16 bytes, alignment 4.
+func putKafka(p unsafe.Pointer, off uintptr, k *KafkaTopic) {
+	putString(p, off, k.Topic)
+	putString(p, off+8, k.Brokers)
+	const propertySize = 16
+	props := record(len(k.Properties), propertySize)
+	for i, prop := range k.Properties {
+		q := unsafe.Add(props, i*propertySize)
+		putString(q, 0, prop.Key)
+		putString(q, 8, prop.Value)
+	}
+	putU32(p, off+16, addr(props))
+	putU32(p, off+20, uint32(len(k.Properties)))
+}
+
 func ret() unsafe.Pointer {
 	clear(retArea[:])
 	return unsafe.Pointer(&retArea)
@@ -215,22 +232,30 @@ func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Point
 
 	// source-spec { name: string @0, config: source-config @8, segment: u32 @36,
 	// event-time-from-data: bool @40 }, alignment 4, size 41 rounded up to 44. source-config
-	// is a variant: its u8 case @8, its payload at the next multiple of its alignment (4), @12:
-	// tcp-source { host: string @12, port: string @20, framing @28 }, with framing
-	// { header-length: u32 @28, length-size: u8 @32, big-endian: bool @33 } (size 8, so the
-	// variant ends @36).
+	// is a variant: its u8 case @8, its payload at the next multiple of its alignment (4), @12,
+	// as large as its largest case (24 bytes, so the variant ends @36):
+	// - case 0, tcp-source { host: string @12, port: string @20, framing @28 }, with framing
+	//   { header-length: u32 @28, length-size: u8 @32, big-endian: bool @33 } (size 8);
+	// - case 1, generator, has no payload (this SDK has no generator source);
+	// - case 2, kafka-source { topic: string @12, brokers: string @20, properties @28 }, the
+	//   properties a list (ptr @28, len @32).
 	const sourceSpecSize = 44
 	sources := record(len(spec.Sources), sourceSpecSize)
 	for i, s := range spec.Sources {
 		p := unsafe.Add(sources, i*sourceSpecSize)
 		putString(p, 0, s.Name)
-		putU8(p, 8, 0) // source-config::tcp
-		putString(p, 12, s.Host)
-		putString(p, 20, s.Port)
-		putU32(p, 28, s.Framing.HeaderLength)
-		putU8(p, 32, s.Framing.LengthSize)
-		if s.Framing.BigEndian {
-			putU8(p, 33, 1)
+		if s.Kafka != nil {
+			putU8(p, 8, 2) // source-config::kafka
+			putKafka(p, 12, s.Kafka)
+		} else {
+			putU8(p, 8, 0) // source-config::tcp
+			putString(p, 12, s.Host)
+			putString(p, 20, s.Port)
+			putU32(p, 28, s.Framing.HeaderLength)
+			putU8(p, 32, s.Framing.LengthSize)
+			if s.Framing.BigEndian {
+				putU8(p, 33, 1)
+			}
 		}
 		putU32(p, 36, s.Segment)
 		if s.EventTimeFromData {
@@ -242,15 +267,21 @@ func exportDescribe(argsPtr unsafe.Pointer, argsLen uint32) (result unsafe.Point
 
 	// sink-spec { name: string @0, config: sink-config @8 }, alignment 4: sink-config's u8
 	// case @8, its payload @12, as large as its largest case (kafka-sink: two strings and a
-	// list, 24 bytes), so the record's size is 36. tcp-sink { host: string @12, port @20 }.
+	// list, 24 bytes), so the record's size is 36. Case 0, tcp-sink { host: string @12,
+	// port @20 }; case 1, kafka-sink, laid out as kafka-source is.
 	const sinkSpecSize = 36
 	sinks := record(len(spec.Sinks), sinkSpecSize)
 	for i, s := range spec.Sinks {
 		p := unsafe.Add(sinks, i*sinkSpecSize)
 		putString(p, 0, s.Name)
-		putU8(p, 8, 0) // sink-config::tcp
-		putString(p, 12, s.Host)
-		putString(p, 20, s.Port)
+		if s.Kafka != nil {
+			putU8(p, 8, 1) // sink-config::kafka
+			putKafka(p, 12, s.Kafka)
+		} else {
+			putU8(p, 8, 0) // sink-config::tcp
+			putString(p, 12, s.Host)
+			putString(p, 20, s.Port)
+		}
 	}
 	putU32(r, 20, addr(sinks))
 	putU32(r, 24, uint32(len(spec.Sinks)))

@@ -34,11 +34,13 @@ type StepSpec struct {
 	Kind StepKind
 }
 
-// SourceSpec is a framed TCP source whose frames segment Segment decodes.
+// SourceSpec is a source whose messages segment Segment decodes: the Kafka topic Kafka if it is
+// set, else the framed TCP source at Host:Port.
 type SourceSpec struct {
 	Name       string
 	Host, Port string
 	Framing    Framing
+	Kafka      *KafkaTopic
 	Segment    uint32
 	// EventTimeFromData is whether the source's event times come from the data (its config
 	// has an event-time function, see SourceConfig.WithEventTime) rather than from when the
@@ -46,10 +48,11 @@ type SourceSpec struct {
 	EventTimeFromData bool
 }
 
-// SinkSpec is a TCP sink.
+// SinkSpec is a sink: the Kafka topic Kafka if it is set, else the TCP sink to Host:Port.
 type SinkSpec struct {
 	Name       string
 	Host, Port string
+	Kafka      *KafkaTopic
 }
 
 type AppSpec struct {
@@ -161,7 +164,7 @@ func (c *compiler) walk(n *node) []int {
 		id := c.add(&compiledStep{name: stage.decoder.name, kind: KindDecoder, source: stage})
 		c.sources = append(c.sources, SourceSpec{
 			Name: stage.name, Host: stage.host, Port: stage.port,
-			Framing: stage.framing, Segment: uint32(id),
+			Framing: stage.framing, Kafka: stage.kafka, Segment: uint32(id),
 			EventTimeFromData: stage.decoder.eventTime != nil,
 		})
 		exits = []int{id}
@@ -171,7 +174,9 @@ func (c *compiler) walk(n *node) []int {
 				name: config.encoder.name, kind: KindEncoder, encoder: config.encoder,
 				sink: uint32(len(c.sinks)),
 			})
-			c.sinks = append(c.sinks, SinkSpec{Name: config.encoder.name, Host: config.host, Port: config.port})
+			c.sinks = append(c.sinks, SinkSpec{
+				Name: config.encoder.name, Host: config.host, Port: config.port, Kafka: config.kafka,
+			})
 			c.link(inputs, id)
 		}
 	case *stepStage:

@@ -33,6 +33,22 @@
 // Values that leave a segment (at a KeyBy) are encoded with the SDK's own codec (see the
 // types it accepts in KeyBy); state values are encoded the same way for snapshots.
 //
+// # Kafka
+//
+// KafkaSource reads a Kafka topic, each record's value one message, and KafkaSink writes one
+// record per value to a topic: without a key, or with the key and partition KafkaKeyedSink's
+// encoder gives in a KafkaRecord. WithProperty passes client properties (librdkafka's) to the
+// host's Kafka client, and KafkaSourceOptions and KafkaSinkOptions read the topics, brokers
+// and settings from the command line under the names Wallaroo used:
+//
+//	in, err := wallaroo.KafkaSourceOptions(args) // --kafka_source_topic, --kafka_source_brokers, ...
+//	...
+//	lines := wallaroo.Source("lines", wallaroo.KafkaSource(in.Topic, in.Brokers, decodeLines).WithProperties(in.Properties...))
+//	...
+//	wallaroo.ToSink(counts, wallaroo.KafkaKeyedSink(out.Topic, out.Brokers, func(c wordCount) (wallaroo.KafkaRecord, error) {
+//		return wallaroo.KafkaRecord{Key: []byte(c.word), Value: []byte(c.word + " " + strconv.Itoa(c.count))}, nil
+//	}))
+//
 // # Windows
 //
 // ToWindows computes an Aggregation over windows of each key's values, as Wallaroo 0.6's
@@ -88,6 +104,7 @@ package wallaroo
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -138,7 +155,9 @@ func (n *node) firstError() error {
 type SourceConfig[T any] struct {
 	host, port string
 	framing    Framing
+	kafka      *KafkaTopic // a Kafka source's topic; nil for TCP
 	decoder    *decoderStage
+	err        error // a setup error, reported by BuildApplication
 }
 
 // Framing is how a TCP source cuts its byte stream into messages: each frame is HeaderLength
@@ -157,18 +176,29 @@ func TCPSource[T any](host, port string, decode func(data []byte) (T, error)) So
 		host:    host,
 		port:    port,
 		framing: Framing{HeaderLength: 4, LengthSize: 4, BigEndian: true},
-		decoder: &decoderStage{
-			name:  funcName(decode),
-			where: definitionSite(decode),
-			decode: func(data []byte) (any, error) {
-				return decode(data)
-			},
+		decoder: newDecoder(decode),
+	}
+}
+
+// newDecoder is the decoder step of a source config, named after decode.
+func newDecoder[T any](decode func(data []byte) (T, error)) *decoderStage {
+	return &decoderStage{
+		name:  funcName(decode),
+		where: definitionSite(decode),
+		decode: func(data []byte) (any, error) {
+			return decode(data)
 		},
 	}
 }
 
-// WithFraming returns the config with another framing.
+// WithFraming returns the config with another framing. A Kafka source has none (each
+// record's value is one message): BuildApplication reports the call.
 func (c SourceConfig[T]) WithFraming(f Framing) SourceConfig[T] {
+	if c.kafka != nil {
+		c.err = cmp.Or(c.err, fmt.Errorf("WithFraming: the Kafka source of topic %q has no framing "+
+			"(each record's value is one message)", c.kafka.Topic))
+		return c
+	}
 	c.framing = f
 	return c
 }
@@ -206,20 +236,24 @@ func (c SourceConfig[T]) WithEventTime(eventTime func(T) (time.Time, error)) Sou
 // SinkConfig says where a sink's messages go and how to encode them.
 type SinkConfig[T any] struct {
 	host, port string
+	kafka      *KafkaTopic // a Kafka sink's topic; nil for TCP
 	encoder    *encoderStage
+	err        error // a setup error, reported by BuildApplication
 }
 
 // TCPSink is a TCP sink: the host connects to host:port and writes encode's bytes as they are.
 func TCPSink[T any](host, port string, encode func(T) ([]byte, error)) SinkConfig[T] {
-	return SinkConfig[T]{
-		host: host,
-		port: port,
-		encoder: &encoderStage{
-			name:  funcName(encode),
-			where: definitionSite(encode),
-			encode: func(v any) ([]byte, error) {
-				return encode(v.(T))
-			},
+	return SinkConfig[T]{host: host, port: port, encoder: newEncoder(encode, encode)}
+}
+
+// newEncoder is the encoder step of a sink config running encode, named after the user's
+// function fn (which encode calls, or is).
+func newEncoder[T any](fn any, encode func(T) ([]byte, error)) *encoderStage {
+	return &encoderStage{
+		name:  funcName(fn),
+		where: definitionSite(fn),
+		encode: func(v any) ([]byte, error) {
+			return encode(v.(T))
 		},
 	}
 }
@@ -236,6 +270,7 @@ type sourceStage struct {
 	name       string
 	host, port string
 	framing    Framing
+	kafka      *KafkaTopic
 	decoder    *decoderStage
 }
 
@@ -256,6 +291,7 @@ type encoderStage struct {
 
 type sinkConfig struct {
 	host, port string
+	kafka      *KafkaTopic
 	encoder    *encoderStage
 }
 
@@ -301,13 +337,18 @@ type expiry struct {
 
 // Source starts a pipeline with the messages of one source.
 func Source[T any](name string, config SourceConfig[T]) Pipeline[T] {
-	return Pipeline[T]{&node{stage: &sourceStage{
+	n := &node{stage: &sourceStage{
 		name:    name,
 		host:    config.host,
 		port:    config.port,
 		framing: config.framing,
+		kafka:   config.kafka,
 		decoder: config.decoder,
-	}}}
+	}}
+	if config.err != nil {
+		n.err = fmt.Errorf("source %q: %w", name, config.err)
+	}
+	return Pipeline[T]{n}
 }
 
 // inputCodec decodes a routed payload into a T (as any) and encodes a T for a route.
@@ -611,9 +652,12 @@ func ToSink[T any](p Pipeline[T], configs ...SinkConfig[T]) Flow {
 		n.err = errors.New("ToSink needs at least one sink config")
 	}
 	for _, c := range configs {
+		if c.err != nil && n.err == nil {
+			n.err = fmt.Errorf("sink %q: %w", c.encoder.name, c.err)
+		}
 		e := *c.encoder
 		e.input = input
-		stage.configs = append(stage.configs, sinkConfig{host: c.host, port: c.port, encoder: &e})
+		stage.configs = append(stage.configs, sinkConfig{host: c.host, port: c.port, kafka: c.kafka, encoder: &e})
 	}
 	n.stage = stage
 	return Flow{n}

@@ -4,6 +4,8 @@
 package wallarootest
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 
@@ -70,4 +72,35 @@ func Run(setup wallaroo.SetupFunc, args []string, payloads [][]byte) (Result, er
 		return res, err
 	}
 	return res, take(outs)
+}
+
+// KafkaRecord reads what a Kafka sink (wallaroo.KafkaSink or KafkaKeyedSink) emitted, one of
+// Result.Sinks' messages, as the host does: key-len u32 little-endian (4294967295 for no key,
+// then no key bytes), the key, partition u32 (4294967295 when the client chooses), then the
+// value. Key and Value point into payload.
+func KafkaRecord(payload []byte) (wallaroo.KafkaRecord, error) {
+	var rec wallaroo.KafkaRecord
+	short := errors.New("a Kafka record cut short")
+	if len(payload) < 4 {
+		return rec, short
+	}
+	keyLen, rest := binary.LittleEndian.Uint32(payload), payload[4:]
+	if keyLen != math.MaxUint32 {
+		if uint64(keyLen) > uint64(len(rest)) {
+			return rec, short
+		}
+		rec.Key, rest = rest[:keyLen:keyLen], rest[keyLen:]
+	}
+	if len(rest) < 4 {
+		return rec, short
+	}
+	if p := binary.LittleEndian.Uint32(rest); p != math.MaxUint32 {
+		if p > math.MaxInt32 {
+			return rec, fmt.Errorf("a Kafka record for partition %d, more than Kafka has", p)
+		}
+		partition := int32(p)
+		rec.Partition = &partition
+	}
+	rec.Value = rest[4:]
+	return rec, nil
 }
