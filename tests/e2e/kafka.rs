@@ -290,11 +290,13 @@ fn celsius_kafka_converts_every_value_in_order() {
     let text: String = values.iter().map(|v| format!("{v}\n")).collect();
     std::fs::write(&file, text).unwrap();
     let out = dir.path().join("out.txt");
-    let _consumer = broker.consumer(&output, &out);
-    let node = run_kafka_app(&broker, &wasm, dir.path(), &[], &input, &output);
+    let consumer = broker.consumer(&output, &out);
+    let node = run_kafka_app(broker, &wasm, dir.path(), &[], &input, &output);
     let mut producer = broker.producer(&input, &file, None);
     assert_eq!(producer.wait(Duration::from_secs(60)), Some(0));
-    let lines = wait_for_lines(&out, values.len(), &|| node.stderr());
+    let lines = wait_for_lines(&out, values.len(), &|| {
+        format!("{}\n--- consumer:\n{}", node.stderr(), consumer.stderr())
+    });
     let expected: Vec<String> = values
         .iter()
         .map(|c| format!("{:.6}", *c as f64 * 1.8 + 32.0))

@@ -21,15 +21,12 @@ impl Broker {
     pub fn shared() -> &'static Broker {
         static SHARED: OnceLock<Broker> = OnceLock::new();
         SHARED.get_or_init(|| {
-            let broker = Broker {
+            let mut broker = Broker {
                 bootstrap: String::new(),
                 env: Vec::new(),
             };
-            let bootstrap = broker.start();
-            Broker {
-                bootstrap,
-                ..broker
-            }
+            broker.bootstrap = broker.start();
+            broker
         })
     }
 
@@ -43,15 +40,12 @@ impl Broker {
                 free_port().to_string(),
             ),
         ];
-        let broker = Broker {
+        let mut broker = Broker {
             bootstrap: String::new(),
             env,
         };
-        let bootstrap = broker.start();
-        Broker {
-            bootstrap,
-            ..broker
-        }
+        broker.bootstrap = broker.start();
+        broker
     }
 
     fn script(&self, args: &[&str]) -> std::process::Output {
@@ -139,8 +133,8 @@ impl Broker {
     /// A `read_committed` consumer of `topic` writing each value as a line to `out`, running
     /// until stopped.
     pub fn consumer(&self, topic: &str, out: &Path) -> Proc {
-        let mut cmd = self.kafka(&["consume", "--topic", topic, "--output"]);
-        cmd.arg(out);
+        let out = out.display().to_string();
+        let cmd = self.kafka(&["consume", "--topic", topic, "--output", &out]);
         Proc::spawn(&format!("consume {topic}"), cmd)
     }
 
@@ -158,6 +152,15 @@ impl Broker {
         ]
         .map(String::from)
         .to_vec()
+    }
+}
+
+impl Drop for Broker {
+    /// A test's own broker stops with the test, however the test ends.
+    fn drop(&mut self) {
+        if !self.env.is_empty() {
+            let _ = self.script(&["stop"]);
+        }
     }
 }
 

@@ -247,7 +247,14 @@ async fn consume(
             },
             None => next.await,
         };
-        let message = message.with_context(|| format!("reading topic '{topic}'"))?;
+        let message = match message {
+            Ok(m) => m,
+            // The client reconnects by itself (a broker away, say): say so and read on.
+            Err(e) => {
+                eprintln!("reading topic '{topic}': {e}; retrying");
+                continue;
+            }
+        };
         out.write_all(message.payload().unwrap_or_default())?;
         out.write_all(b"\n")?;
         n += 1;

@@ -3,7 +3,7 @@
 //! A source reads the partitions of its topic that fall to this node (partition `p` goes to
 //! member `p % members`), each through a handle of its own, so each partition keeps its order on
 //! one worker. A partition is an acknowledged stream of the source, its id the partition number
-//! and its positions Kafka offsets: the engine logs each batch with the offset of its first
+//! plus one (stream 0 is no stream) and its positions Kafka offsets: the engine logs each batch with the offset of its first
 //! record, so a restart replays what the log holds and resumes reading where the log ends.
 //! Without a log (resilience none) the consumer group's committed offsets are where it resumes;
 //! with one they are written for monitoring only.
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
@@ -155,7 +155,7 @@ pub struct KafkaSource {
     what: String,
     topic: String,
     config: ClientConfig,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<Quiet>,
     plan: KafkaPlan,
     batch_size: usize,
 }
@@ -185,7 +185,7 @@ impl KafkaSource {
             ],
         );
         let consumer = client
-            .create::<StreamConsumer>()
+            .create_with_context::<_, StreamConsumer<Quiet>>(Quiet)
             .with_context(|| format!("{what}: cannot make a Kafka consumer"))?;
         Ok(Self {
             what,
@@ -229,7 +229,7 @@ impl KafkaSource {
         for &p in &mine {
             let handle = handles.next();
             // With a log, where it ends; without one, where the consumer group got to.
-            let offset = match handle.stream_position(p as u64) {
+            let offset = match handle.stream_position(stream_of(p)) {
                 Some(next) => Offset::Offset(next as i64),
                 None => Offset::Stored,
             };
@@ -284,7 +284,7 @@ impl KafkaSource {
                     match handle
                         .send(
                             run.values.clone(),
-                            Some((partition as u64, run.first as u64)),
+                            Some((stream_of(partition), run.first as u64)),
                         )
                         .await
                     {
@@ -312,9 +312,14 @@ impl KafkaSource {
     }
 }
 
+/// The acknowledged stream partition `p` is to the engine (stream 0 means none).
+fn stream_of(partition: i32) -> u64 {
+    partition as u64 + 1
+}
+
 /// The partitions of `topic`, as its broker says; a missing topic is an error naming it.
 fn partition_count(config: &ClientConfig, topic: &str) -> anyhow::Result<i32> {
-    let client: BaseConsumer = config.create()?;
+    let client: BaseConsumer<Quiet> = config.create_with_context(Quiet)?;
     let metadata = client
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| anyhow::anyhow!("cannot reach the brokers: {e}"))?;
@@ -425,7 +430,31 @@ struct Deliveries {
     failed: AtomicU64,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        Quiet.log(level, fac, message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        Quiet.error(error, reason)
+    }
+}
+
+/// librdkafka's own logs and errors at debug level: a broker away makes it log every failed
+/// connection of every client, and the edges say once every 10 s what fails and for how long.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(?level, "librdkafka {fac}: {message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!("librdkafka: {error}: {reason}");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -688,7 +717,7 @@ impl KafkaSink {
         producer
             .init_transactions(Duration::from_secs(30))
             .context("starting transactions")?;
-        let marker: BaseConsumer = client_config(
+        let marker: BaseConsumer<Quiet> = client_config(
             &self.brokers,
             &self.app_properties,
             &self.plan.properties,
@@ -698,7 +727,7 @@ impl KafkaSink {
                 ("isolation.level", "read_committed"),
             ],
         )
-        .create()
+        .create_with_context(Quiet)
         .context("making the marker's consumer")?;
         let group = marker
             .group_metadata()
