@@ -19,7 +19,7 @@ use wallaroo_tests::*;
 
 const WORD_COUNT: &str = "tests/apps/kafka_word_count/word_count.py";
 const GO_WORD_COUNT: &str = "tests/apps/go_kafka_word_count";
-const CELSIUS: &str = "tests/apps/celsius_kafka/celsius.py";
+const CELSIUS: &str = "componentize-py-examples/celsius_kafka/celsius.py";
 const EXACTLY_ONCE: &[&str] = &[
     "--resilience",
     "exactly-once",

@@ -15,6 +15,7 @@ from wallaroo._runtime import SinkSpec, SourceSpec
 from wallaroo.testing import LocalRun
 
 APPS = Path(__file__).resolve().parents[3] / "tests" / "apps"
+EXAMPLES = Path(__file__).resolve().parents[3] / "componentize-py-examples"
 
 KAFKA_ARGS = [
     "--kafka_source_topic",
@@ -468,7 +469,7 @@ def load_app(path):
 
 
 def test_celsius_kafka_converts_each_value_into_a_record_without_key():
-    run = LocalRun(load_app(APPS / "celsius_kafka" / "celsius.py"), KAFKA_ARGS)
+    run = LocalRun(load_app(EXAMPLES / "celsius_kafka" / "celsius.py"), KAFKA_ARGS)
     assert run.spec.sources[0].config == SOURCE_SPEC
     assert run.spec.sinks[0].config == SINK_SPEC
     run.feed("convert", [b"100", b"-40", b"36.6", b"not a number"])
