@@ -26,18 +26,15 @@ struct Client {
     #[arg(long, default_value = "127.0.0.1:9092")]
     brokers: String,
     /// A client property (librdkafka's names); repeat for more.
-    #[arg(long = "property", value_name = "KEY=VALUE")]
-    properties: Vec<String>,
+    #[arg(long = "property", value_name = "KEY=VALUE", value_parser = crate::options::key_value)]
+    properties: Vec<(String, String)>,
 }
 
 impl Client {
     fn config(&self) -> anyhow::Result<ClientConfig> {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
-        for p in &self.properties {
-            let (k, v) = p
-                .split_once('=')
-                .with_context(|| format!("--property '{p}' is not KEY=VALUE"))?;
+        for (k, v) in &self.properties {
             config.set(k, v);
         }
         Ok(config)

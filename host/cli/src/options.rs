@@ -66,7 +66,8 @@ pub struct HostOptions {
     pub kafka_properties: Vec<(String, String)>,
 }
 
-fn key_value(given: &str) -> Result<(String, String), String> {
+/// A `KEY=VALUE` argument.
+pub(crate) fn key_value(given: &str) -> Result<(String, String), String> {
     match given.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("'{given}' is not KEY=VALUE")),

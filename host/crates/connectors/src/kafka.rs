@@ -553,10 +553,8 @@ impl KafkaSink {
         let producer = self.producer()?;
         let mut trouble = Trouble::new(self.what.clone());
         while let Some(batch) = next_batch(queue, cancel) {
-            for payload in &batch.frames {
-                if !self.produce(&producer, payload, cancel, &mut trouble) {
-                    return Ok(());
-                }
+            if !self.produce_all(&producer, &batch.frames, cancel, &mut trouble) {
+                return Ok(());
             }
             if batch.epoch > 0 {
                 self.flush(&producer, cancel, &mut trouble);
@@ -565,6 +563,19 @@ impl KafkaSink {
         }
         self.flush(&producer, cancel, &mut trouble);
         Ok(())
+    }
+
+    /// Hands every payload to the producer in order, as [`KafkaSink::produce`] does one.
+    fn produce_all(
+        &self,
+        producer: &Writer,
+        payloads: &[Vec<u8>],
+        cancel: &AtomicBool,
+        trouble: &mut Trouble,
+    ) -> bool {
+        payloads
+            .iter()
+            .all(|payload| self.produce(producer, payload, cancel, trouble))
     }
 
     /// Hands one payload to the producer, waiting while its queue is full. False once cancelled.
@@ -644,10 +655,8 @@ impl KafkaSink {
         while let Some(batch) = next_batch(queue, cancel) {
             if batch.epoch == 0 {
                 // Output not held for a checkpoint (a dead-letter or a tool): no transaction.
-                for payload in &batch.frames {
-                    if !self.produce(&txn.producer, payload, cancel, &mut trouble) {
-                        return Ok(());
-                    }
+                if !self.produce_all(&txn.producer, &batch.frames, cancel, &mut trouble) {
+                    return Ok(());
                 }
                 continue;
             }
@@ -769,10 +778,8 @@ impl KafkaSink {
         trouble: &mut Trouble,
     ) -> Result<(), TxnError> {
         txn.producer.begin_transaction()?;
-        for payload in &batch.frames {
-            if !self.produce(&txn.producer, payload, cancel, trouble) {
-                return Err(TxnError::Cancelled);
-            }
+        if !self.produce_all(&txn.producer, &batch.frames, cancel, trouble) {
+            return Err(TxnError::Cancelled);
         }
         let mut marker = TopicPartitionList::new();
         marker
